@@ -1,0 +1,411 @@
+//! The flat-row layout of a space: where every leaf lives in a row of bytes.
+//!
+//! Offsets follow C struct rules, nested: a leaf is aligned to its item size,
+//! a Dict or Tuple to the largest alignment inside it, and every Dict or
+//! Tuple is padded at its end to a multiple of its alignment. The row is then
+//! byte-for-byte numpy's `align=True` structured dtype of the same space, and
+//! any batch of rows can be viewed leaf by leaf as `(B, ...)` arrays of the
+//! leaf's own dtype without copying.
+
+use crate::core::dtype::{DType, Value};
+use crate::core::error::{Error, Result};
+
+/// A fixed-size space, as the Python side describes a gymnasium space.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Space {
+    Box { dtype: DType, shape: Vec<usize>, low: Vec<Value>, high: Vec<Value> },
+    Discrete { dtype: DType, n: i128, start: i128 },
+    MultiDiscrete { dtype: DType, shape: Vec<usize>, nvec: Vec<i128>, start: Vec<i128> },
+    MultiBinary { dtype: DType, shape: Vec<usize> },
+    Dict(Vec<(String, Space)>),
+    Tuple(Vec<Space>),
+}
+
+/// One step of a path into a nested space.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Name(String),
+    Index(usize),
+}
+
+/// Formats a path as the user would index it: `obs['inv']['items']`.
+pub fn format_path(root: &str, path: &[Key]) -> String {
+    let mut s = root.to_string();
+    for key in path {
+        match key {
+            Key::Name(name) => s.push_str(&format!("[{}]", quote(name))),
+            Key::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// A string literal the way Python's `repr` writes it.
+fn quote(s: &str) -> String {
+    let s = s.replace('\\', "\\\\");
+    if s.contains('\'') && !s.contains('"') {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\'', "\\'"))
+    }
+}
+
+/// What values a leaf accepts, beyond fitting its dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    /// Bounds are checked only when asked (`check_bounds`).
+    Box { low: Vec<Value>, high: Vec<Value> },
+    Discrete { n: i128, start: i128 },
+    MultiDiscrete { nvec: Vec<i128>, start: Vec<i128> },
+    MultiBinary,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaf {
+    pub path: Vec<Key>,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub rule: Rule,
+}
+
+impl Leaf {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.len() * self.dtype.itemsize()
+    }
+
+    /// Whether `check` has anything to say about this leaf's values.
+    pub fn checks_values(&self, check_bounds: bool) -> bool {
+        check_bounds || !matches!(self.rule, Rule::Box { .. })
+    }
+
+    /// Checks the stored value of element `index` (C order) against the
+    /// leaf's rule; the error says what was expected.
+    pub fn check(&self, index: usize, value: Value) -> std::result::Result<(), String> {
+        match &self.rule {
+            Rule::Box { .. } if !value.is_finite() => Err(format!("expected a finite value, got {value}")),
+            Rule::Box { low, high } if !value.within(low[index], high[index]) => {
+                Err(format!("expected a value in [{}, {}], got {value}", low[index], high[index]))
+            }
+            Rule::Box { .. } => Ok(()),
+            Rule::Discrete { n, start } => check_range(value, *start, *n),
+            Rule::MultiDiscrete { nvec, start } => check_range(value, start[index], nvec[index]),
+            Rule::MultiBinary if matches!(value, Value::Int(0 | 1)) => Ok(()),
+            Rule::MultiBinary => Err(format!("expected 0 or 1, got {value}")),
+        }
+    }
+
+    /// The numpy-style index of element `index` (C order), e.g. `[1, 2]`;
+    /// empty for a scalar leaf.
+    pub fn element_index(&self, mut index: usize) -> String {
+        if self.shape.is_empty() {
+            return String::new();
+        }
+        let mut parts = vec![0; self.shape.len()];
+        for (part, &dim) in parts.iter_mut().zip(&self.shape).rev() {
+            *part = index % dim;
+            index /= dim;
+        }
+        let parts: Vec<String> = parts.iter().map(usize::to_string).collect();
+        format!("[{}]", parts.join(", "))
+    }
+}
+
+fn check_range(value: Value, start: i128, n: i128) -> std::result::Result<(), String> {
+    match value {
+        Value::Int(v) if start <= v && v < start + n => Ok(()),
+        _ => Err(format!("expected a value in [{start}, {}), got {value}", start + n)),
+    }
+}
+
+/// The shape of the nested structure, with leaves as indices into `leaves`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Dict(Vec<(String, Node)>),
+    Tuple(Vec<Node>),
+    Leaf(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub root: Node,
+    pub leaves: Vec<Leaf>,
+    pub row_bytes: usize,
+    /// The largest item size of any leaf (1 when there are none).
+    pub align: usize,
+    /// Byte ranges of the row that no leaf covers; flatten zeroes them so
+    /// that equal observations give equal rows.
+    pub padding: Vec<std::ops::Range<usize>>,
+}
+
+impl Layout {
+    pub fn new(space: &Space, root: &str) -> Result<Layout> {
+        let mut builder = Builder { root, leaves: Vec::new(), path: Vec::new() };
+        let (node, row_bytes) = builder.place(space, 0)?;
+        let mut padding = Vec::new();
+        let mut covered = 0;
+        let spans = builder.leaves.iter().map(|l| (l.offset, l.offset + l.nbytes()));
+        for (start, end) in spans.chain([(row_bytes, row_bytes)]) {
+            if start > covered {
+                padding.push(covered..start);
+            }
+            covered = covered.max(end);
+        }
+        Ok(Layout { root: node, leaves: builder.leaves, row_bytes, align: space_align(space), padding })
+    }
+
+    /// The dtype shared by every leaf, if there is one.
+    pub fn common_dtype(&self) -> Option<DType> {
+        let first = self.leaves.first()?.dtype;
+        self.leaves.iter().all(|l| l.dtype == first).then_some(first)
+    }
+}
+
+fn leaf_dtype(space: &Space) -> Option<DType> {
+    match space {
+        Space::Box { dtype, .. }
+        | Space::Discrete { dtype, .. }
+        | Space::MultiDiscrete { dtype, .. }
+        | Space::MultiBinary { dtype, .. } => Some(*dtype),
+        Space::Dict(_) | Space::Tuple(_) => None,
+    }
+}
+
+fn children(space: &Space) -> Vec<&Space> {
+    match space {
+        Space::Dict(items) => items.iter().map(|(_, s)| s).collect(),
+        Space::Tuple(items) => items.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A leaf aligns to its item size, a record to the most demanding member.
+fn space_align(space: &Space) -> usize {
+    match leaf_dtype(space) {
+        Some(dtype) => dtype.itemsize(),
+        None => children(space).into_iter().map(space_align).max().unwrap_or(1),
+    }
+}
+
+fn align_up(offset: usize, align: usize) -> usize {
+    offset.div_ceil(align) * align
+}
+
+struct Builder<'a> {
+    root: &'a str,
+    leaves: Vec<Leaf>,
+    path: Vec<Key>,
+}
+
+impl Builder<'_> {
+    fn unsupported(&self, reason: String) -> Error {
+        Error::UnsupportedSpace { path: format_path(self.root, &self.path), reason }
+    }
+
+    /// Places `space` at the first offset at or after `cursor` that suits its
+    /// alignment; returns its node and the offset just past it (padding
+    /// included).
+    fn place(&mut self, space: &Space, cursor: usize) -> Result<(Node, usize)> {
+        let start = align_up(cursor, space_align(space));
+        match space {
+            Space::Dict(items) => {
+                let mut nodes = Vec::with_capacity(items.len());
+                let mut end = start;
+                for (key, child) in items {
+                    self.path.push(Key::Name(key.clone()));
+                    let (node, child_end) = self.place(child, end)?;
+                    self.path.pop();
+                    nodes.push((key.clone(), node));
+                    end = child_end;
+                }
+                Ok((Node::Dict(nodes), start + align_up(end - start, space_align(space))))
+            }
+            Space::Tuple(items) => {
+                let mut nodes = Vec::with_capacity(items.len());
+                let mut end = start;
+                for (i, child) in items.iter().enumerate() {
+                    self.path.push(Key::Index(i));
+                    let (node, child_end) = self.place(child, end)?;
+                    self.path.pop();
+                    nodes.push(node);
+                    end = child_end;
+                }
+                Ok((Node::Tuple(nodes), start + align_up(end - start, space_align(space))))
+            }
+            leaf => {
+                let leaf = self.leaf(leaf, start)?;
+                let end = start
+                    .checked_add(leaf.nbytes())
+                    .ok_or_else(|| self.unsupported("the row would not fit in memory".into()))?;
+                self.leaves.push(leaf);
+                Ok((Node::Leaf(self.leaves.len() - 1), end))
+            }
+        }
+    }
+
+    fn leaf(&self, space: &Space, offset: usize) -> Result<Leaf> {
+        let (dtype, shape, rule) = match space.clone() {
+            Space::Box { dtype, shape, low, high } => (dtype, shape, Rule::Box { low, high }),
+            Space::Discrete { dtype, n, start } => {
+                if n < 1 {
+                    return Err(self.unsupported(format!("Discrete needs n >= 1, got {n}")));
+                }
+                (dtype, Vec::new(), Rule::Discrete { n, start })
+            }
+            Space::MultiDiscrete { dtype, shape, nvec, start } => {
+                if let Some(n) = nvec.iter().find(|&&n| n < 1) {
+                    return Err(self.unsupported(format!("MultiDiscrete needs every nvec >= 1, got {n}")));
+                }
+                (dtype, shape, Rule::MultiDiscrete { nvec, start })
+            }
+            Space::MultiBinary { dtype, shape } => (dtype, shape, Rule::MultiBinary),
+            Space::Dict(_) | Space::Tuple(_) => unreachable!("records are placed by `place`"),
+        };
+        let len = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.itemsize()).map(|_| n))
+            .ok_or_else(|| self.unsupported(format!("shape {shape:?} is too large")))?;
+        let per_element: &[usize] = match &rule {
+            Rule::Box { low, high } => &[low.len(), high.len()],
+            Rule::MultiDiscrete { nvec, start } => &[nvec.len(), start.len()],
+            Rule::Discrete { .. } | Rule::MultiBinary => &[],
+        };
+        if per_element.iter().any(|&n| n != len) {
+            return Err(self.unsupported(format!("bounds do not match shape {shape:?}")));
+        }
+        Ok(Leaf { path: self.path.clone(), dtype, shape, offset, rule })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DType::*;
+
+    fn boxed(dtype: DType, shape: &[usize]) -> Space {
+        let n = shape.iter().product();
+        Space::Box {
+            dtype,
+            shape: shape.to_vec(),
+            low: vec![Value::Float(-1.0); n],
+            high: vec![Value::Float(1.0); n],
+        }
+    }
+
+    fn discrete(dtype: DType) -> Space {
+        Space::Discrete { dtype, n: 5, start: 0 }
+    }
+
+    fn dict(items: Vec<(&str, Space)>) -> Space {
+        Space::Dict(items.into_iter().map(|(k, s)| (k.to_string(), s)).collect())
+    }
+
+    fn offsets(layout: &Layout) -> Vec<usize> {
+        layout.leaves.iter().map(|l| l.offset).collect()
+    }
+
+    #[test]
+    fn reference_space_is_aligned() {
+        let space = dict(vec![
+            ("image", boxed(U8, &[3, 64, 64])),
+            ("vector", boxed(F32, &[32])),
+            (
+                "inv",
+                dict(vec![
+                    (
+                        "items",
+                        Space::MultiDiscrete { dtype: I64, shape: vec![8], nvec: vec![10; 8], start: vec![0; 8] },
+                    ),
+                    ("hp", discrete(I64)),
+                ]),
+            ),
+            ("tuple", Space::Tuple(vec![boxed(F32, &[4]), discrete(I64)])),
+        ]);
+        let layout = Layout::new(&space, "obs").unwrap();
+        // image 12288 B; vector at 12288 (4-aligned); inv at 12416 (8-aligned):
+        // items 64 B, hp 8 B; tuple at 12488: 16 B of floats, then an int64.
+        assert_eq!(offsets(&layout), vec![0, 12288, 12416, 12480, 12488, 12504]);
+        assert_eq!(layout.row_bytes, 12512);
+        assert_eq!(layout.align, 8);
+        assert_eq!(layout.common_dtype(), None);
+    }
+
+    #[test]
+    fn nested_record_gets_trailing_padding() {
+        // inner = {a: int64, b: uint8} is 16 bytes (9 used + 7 padding), so
+        // the uint8 after it sits at 16, not 9, and the row pads to 24.
+        let space = dict(vec![
+            ("inner", dict(vec![("a", discrete(I64)), ("b", boxed(U8, &[]))])),
+            ("c", boxed(U8, &[])),
+        ]);
+        let layout = Layout::new(&space, "obs").unwrap();
+        assert_eq!(offsets(&layout), vec![0, 8, 16]);
+        assert_eq!(layout.row_bytes, 24);
+        assert_eq!(layout.padding, vec![9..16, 17..24]);
+    }
+
+    #[test]
+    fn every_offset_is_a_multiple_of_its_itemsize() {
+        let space = Space::Tuple(vec![
+            boxed(Bool, &[3]),
+            boxed(F16, &[]),
+            dict(vec![("x", boxed(U8, &[1])), ("y", boxed(F64, &[2]))]),
+            boxed(I32, &[0]),
+            Space::MultiBinary { dtype: I8, shape: vec![5] },
+        ]);
+        let layout = Layout::new(&space, "obs").unwrap();
+        for leaf in &layout.leaves {
+            assert_eq!(leaf.offset % leaf.dtype.itemsize(), 0, "{:?}", leaf.path);
+        }
+        assert_eq!(layout.row_bytes % layout.align, 0);
+        assert_eq!(offsets(&layout), vec![0, 4, 8, 16, 32, 32]);
+    }
+
+    #[test]
+    fn dict_of_only_discretes_shares_their_dtype() {
+        let space = dict(vec![("a", discrete(I64)), ("b", discrete(I64))]);
+        let layout = Layout::new(&space, "obs").unwrap();
+        assert_eq!(layout.common_dtype(), Some(I64));
+        assert_eq!(layout.row_bytes, 16);
+    }
+
+    #[test]
+    fn paths_read_like_indexing() {
+        let path = [Key::Name("inv".into()), Key::Index(1), Key::Name("it's".into())];
+        assert_eq!(format_path("obs", &path), r#"obs['inv'][1]["it's"]"#);
+        let both = [Key::Name(r#"'"\"#.into())];
+        assert_eq!(format_path("x", &both), r#"x['\'"\\']"#);
+    }
+
+    #[test]
+    fn bad_spaces_are_refused_with_their_path() {
+        let space = dict(vec![("a", dict(vec![("b", Space::Discrete { dtype: I64, n: 0, start: 0 })]))]);
+        let err = Layout::new(&space, "obs").unwrap_err();
+        assert_eq!(err.to_string(), "obs['a']['b']: Discrete needs n >= 1, got 0");
+        let huge = Space::MultiBinary { dtype: U8, shape: vec![usize::MAX / 2, 4] };
+        assert!(matches!(Layout::new(&huge, "obs"), Err(Error::UnsupportedSpace { .. })));
+    }
+
+    #[test]
+    fn rules_check_values() {
+        let space = Space::MultiDiscrete { dtype: I64, shape: vec![2, 2], nvec: vec![2, 3, 4, 5], start: vec![0, 1, 0, -2] };
+        let layout = Layout::new(&space, "obs").unwrap();
+        let leaf = &layout.leaves[0];
+        assert!(leaf.check(1, Value::Int(3)).is_ok());
+        assert_eq!(leaf.check(3, Value::Int(3)).unwrap_err(), "expected a value in [-2, 3), got 3");
+        assert_eq!(leaf.element_index(3), "[1, 1]");
+        let b = Layout::new(&boxed(F32, &[]), "obs").unwrap();
+        assert!(b.leaves[0].check(0, Value::Float(f64::NAN)).is_err());
+        assert!(b.leaves[0].check(0, Value::Float(1.5)).is_err());
+        assert!(b.leaves[0].check(0, Value::Float(1.0)).is_ok());
+    }
+}

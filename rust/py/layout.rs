@@ -1,0 +1,202 @@
+//! `pufferrs._native.Layout`: the core `Layout` with its Python-facing
+//! methods. `pufferrs.Layout` subclasses it to build it from a gymnasium space.
+
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use crate::core::error::Error;
+use crate::core::layout::{Key, Layout, Node};
+use crate::py::flatten::{Reader, Resolved};
+use crate::py::numpy_arrays::{descr, row_bytes_mut, zeros};
+use crate::py::{spec, unflatten};
+
+/// The layout's structure with dict keys made Python strings once, so the
+/// hot path neither allocates keys nor converts them.
+pub enum Tree {
+    Dict(Vec<(String, Py<PyString>, Tree)>),
+    Tuple(Vec<Tree>),
+    Leaf(usize),
+}
+
+impl Tree {
+    fn new(py: Python<'_>, node: &Node) -> Tree {
+        match node {
+            Node::Dict(items) => Tree::Dict(
+                items.iter().map(|(k, n)| (k.clone(), PyString::intern(py, k).unbind(), Tree::new(py, n))).collect(),
+            ),
+            Node::Tuple(items) => Tree::Tuple(items.iter().map(|n| Tree::new(py, n)).collect()),
+            Node::Leaf(i) => Tree::Leaf(*i),
+        }
+    }
+}
+
+/// Where every leaf of a space lives in a flat row of bytes, and the
+/// conversions between observations and rows.
+#[pyclass(module = "pufferrs._native", name = "Layout", subclass, frozen)]
+pub struct PyLayout {
+    layout: Layout,
+    tree: Tree,
+    name: String,
+    leaf_dtypes: Vec<Py<PyArrayDescr>>,
+    flat_dtype: Py<PyArrayDescr>,
+}
+
+impl PyLayout {
+    fn reader(&self, root: String, batched: bool) -> Reader<'_> {
+        Reader { layout: &self.layout, tree: &self.tree, root, batched }
+    }
+
+    /// The number of `flat_dtype` items in a row.
+    fn row_len(&self, py: Python<'_>) -> usize {
+        self.layout.row_bytes / self.flat_dtype.bind(py).itemsize()
+    }
+}
+
+#[pymethods]
+impl PyLayout {
+    #[new]
+    #[pyo3(signature = (spec, name = "obs"))]
+    fn new(py: Python<'_>, spec: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
+        let layout = Layout::new(&spec::parse(spec)?, name)?;
+        let leaf_dtypes = layout.leaves.iter().map(|l| descr(py, l.dtype).map(Bound::unbind)).collect::<PyResult<_>>()?;
+        let flat = layout.common_dtype().unwrap_or(crate::core::dtype::DType::U8);
+        Ok(PyLayout {
+            tree: Tree::new(py, &layout.root),
+            name: name.to_string(),
+            leaf_dtypes,
+            flat_dtype: descr(py, flat)?.unbind(),
+            layout,
+        })
+    }
+
+    /// Bytes in one row, padding included.
+    #[getter]
+    fn row_bytes(&self) -> usize {
+        self.layout.row_bytes
+    }
+
+    /// The dtype of flattened rows: the leaves' common dtype, else uint8.
+    #[getter]
+    fn flat_dtype<'py>(&self, py: Python<'py>) -> Bound<'py, PyArrayDescr> {
+        self.flat_dtype.bind(py).clone()
+    }
+
+    /// What errors call the observation, e.g. `obs` or `action`.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `(path, dtype, shape, offset, nbytes)` for every leaf, in row order.
+    fn leaf_tuples<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.layout.leaves.iter().zip(&self.leaf_dtypes).map(|(leaf, dtype)| {
+            let path = leaf.path.iter().map(|key| match key {
+                Key::Name(name) => PyString::new(py, name).into_any(),
+                Key::Index(i) => i.into_pyobject(py).expect("usize converts").into_any(),
+            });
+            let path = PyTuple::new(py, path)?;
+            let shape = PyTuple::new(py, &leaf.shape)?;
+            PyTuple::new(py, [path.into_any(), dtype.bind(py).clone().into_any(), shape.into_any(),
+                leaf.offset.into_pyobject(py)?.into_any(), leaf.nbytes().into_pyobject(py)?.into_any()])
+        });
+        PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+    }
+
+    /// One observation as a new row of `flat_dtype`.
+    #[pyo3(signature = (obs, *, check_bounds = false))]
+    fn flatten<'py>(&self, py: Python<'py>, obs: &Bound<'py, PyAny>, check_bounds: bool) -> PyResult<Bound<'py, PyUntypedArray>> {
+        let reader = self.reader(self.name.clone(), false);
+        let resolved = reader.resolve(obs)?;
+        reader.check(&resolved, check_bounds)?;
+        let out = zeros(py, self.flat_dtype.bind(py), &[self.row_len(py)])?;
+        let row = row_bytes_mut(&out, None, self.layout.row_bytes)?;
+        reader.write(py, &resolved, &mut [row]);
+        Ok(out)
+    }
+
+    /// Writes one observation into `out` (a row), or into `out[index]`.
+    #[pyo3(signature = (obs, out, index = None, *, check_bounds = false))]
+    fn flatten_into<'py>(
+        &self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+        out: &Bound<'py, PyUntypedArray>,
+        index: Option<isize>,
+        check_bounds: bool,
+    ) -> PyResult<()> {
+        row_bytes_mut(out, index, self.layout.row_bytes)?;
+        let reader = self.reader(self.name.clone(), false);
+        let resolved = reader.resolve(obs)?;
+        reader.check(&resolved, check_bounds)?;
+        let row = row_bytes_mut(out, index, self.layout.row_bytes)?;
+        reader.write(py, &resolved, &mut [row]);
+        Ok(())
+    }
+
+    /// A batch into `(B, row)`: `obs` is a list of observations, or one
+    /// structure whose leaves carry a leading batch axis (as gymnasium's
+    /// vector envs return). Writes into `out` when given.
+    #[pyo3(signature = (obs, out = None, *, check_bounds = false))]
+    fn flatten_batch<'py>(
+        &self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+        out: Option<&Bound<'py, PyUntypedArray>>,
+        check_bounds: bool,
+    ) -> PyResult<Bound<'py, PyUntypedArray>> {
+        let mut batch: Vec<(Reader<'_>, Resolved<'py>)> = Vec::new();
+        let size = if let Ok(list) = obs.cast::<PyList>() {
+            for (i, item) in list.iter().enumerate() {
+                let reader = self.reader(format!("{}[{i}]", self.name), false);
+                let resolved = reader.resolve(&item)?;
+                reader.check(&resolved, check_bounds)?;
+                batch.push((reader, resolved));
+            }
+            list.len()
+        } else {
+            let reader = self.reader(self.name.clone(), true);
+            let resolved = reader.resolve(obs)?;
+            reader.check(&resolved, check_bounds)?;
+            let size = resolved.batch_size();
+            batch.push((reader, resolved));
+            size
+        };
+        let out = match out {
+            Some(out) => {
+                let rows = out.shape().first().copied();
+                if rows != Some(size) {
+                    return Err(Error::Buffer(format!("out has {} rows, the batch has {size}", rows.unwrap_or(0))).into());
+                }
+                if size > 1 && out.strides()[0].unsigned_abs() < self.layout.row_bytes {
+                    return Err(Error::Buffer("rows of out overlap".into()).into());
+                }
+                out.clone()
+            }
+            None => zeros(py, self.flat_dtype.bind(py), &[size, self.row_len(py)])?,
+        };
+        let mut rows = (0..size)
+            .map(|b| row_bytes_mut(&out, Some(b as isize), self.layout.row_bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        match batch.as_slice() {
+            [(reader, resolved)] if resolved.is_batched() => reader.write(py, resolved, &mut rows),
+            _ => {
+                for ((reader, resolved), row) in batch.iter().zip(rows) {
+                    reader.write(py, resolved, &mut [row]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows (`(row,)`, `(B, row)`, `(B, T, row)`, ...) as the nested
+    /// structure of zero-copy views, leading axes kept.
+    fn unflatten<'py>(&self, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        unflatten::unflatten(&self.layout, &self.tree, &self.leaf_dtypes, rows)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyLayout>) -> bool {
+        let other = other.get();
+        self.layout == other.layout && self.name == other.name
+    }
+}

@@ -1,0 +1,8 @@
+//! Thin bindings: Python objects in, core calls, Python objects out.
+
+pub mod errors;
+mod flatten;
+pub mod layout;
+mod numpy_arrays;
+mod spec;
+mod unflatten;

@@ -1,0 +1,173 @@
+//! The few places where pufferrs touches numpy's C API: reading an array's
+//! memory, and making arrays that view memory some other array owns.
+
+use numpy::npyffi::{self, NPY_ARRAY_WRITEABLE, PY_ARRAY_API, npy_intp};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use crate::core::copy::Strided;
+use crate::core::dtype::DType;
+use crate::core::error::Error;
+
+/// The core dtype of a numpy dtype, or a description of why there is none.
+pub fn dtype_of(descr: &Bound<'_, PyArrayDescr>) -> Result<DType, String> {
+    let unsupported = || format!("dtype {}", descr.str().map(|s| s.to_string()).unwrap_or_default());
+    if descr.is_native_byteorder() == Some(false) {
+        return Err(format!("{} (non-native byte order)", unsupported()));
+    }
+    let dtype = match (descr.kind(), descr.itemsize()) {
+        (b'b', 1) => DType::Bool,
+        (b'i', 1) => DType::I8,
+        (b'i', 2) => DType::I16,
+        (b'i', 4) => DType::I32,
+        (b'i', 8) => DType::I64,
+        (b'u', 1) => DType::U8,
+        (b'u', 2) => DType::U16,
+        (b'u', 4) => DType::U32,
+        (b'u', 8) => DType::U64,
+        (b'f', 2) => DType::F16,
+        (b'f', 4) => DType::F32,
+        (b'f', 8) => DType::F64,
+        _ => return Err(unsupported()),
+    };
+    Ok(dtype)
+}
+
+pub fn descr<'py>(py: Python<'py>, dtype: DType) -> PyResult<Bound<'py, PyArrayDescr>> {
+    PyArrayDescr::new(py, dtype.name())
+}
+
+fn data(array: &Bound<'_, PyUntypedArray>) -> *mut u8 {
+    // SAFETY: `array` is a live ndarray, so its object header is readable.
+    unsafe { (*array.as_array_ptr()).fields.data as *mut u8 }
+}
+
+pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {
+    // SAFETY: as in `data`.
+    unsafe { (*array.as_array_ptr()).fields.flags & NPY_ARRAY_WRITEABLE != 0 }
+}
+
+/// The array's memory as the core sees it; valid while `array` is borrowed.
+pub fn strided<'a>(array: &'a Bound<'_, PyUntypedArray>, dtype: DType) -> Strided<'a> {
+    // SAFETY: numpy guarantees that data, shape and strides describe readable
+    // memory owned (directly or through its base) by `array`, which the
+    // borrow keeps alive for 'a.
+    unsafe { Strided::new(data(array), dtype, array.shape(), array.strides()) }
+}
+
+/// Whether `shape`/`strides` lay `itemsize`-byte elements back to back.
+fn is_c_contiguous(shape: &[usize], strides: &[isize], itemsize: usize) -> bool {
+    let mut expected = itemsize as isize;
+    for (&dim, &stride) in shape.iter().zip(strides).rev() {
+        if dim != 1 && stride != expected {
+            return false;
+        }
+        expected *= dim as isize;
+    }
+    true
+}
+
+/// The bytes of one row of `out`: the whole array when `index` is None,
+/// else `out[index]`. The row must be C-contiguous and `row_bytes` long.
+///
+/// The returned slice aliases numpy memory: the caller must hold `out` for
+/// as long as it uses the slice and must not let Python run meanwhile.
+pub fn row_bytes_mut<'a>(
+    out: &'a Bound<'_, PyUntypedArray>,
+    index: Option<isize>,
+    row_bytes: usize,
+) -> Result<&'a mut [u8], Error> {
+    if !is_writeable(out) {
+        return Err(Error::Buffer("out is read-only".into()));
+    }
+    let itemsize = out.dtype().itemsize();
+    let (shape, strides) = (out.shape(), out.strides());
+    let (offset, shape, strides) = match index {
+        None => (0, shape, strides),
+        Some(_) if shape.is_empty() => return Err(Error::Buffer("index given but out is 0-d".into())),
+        Some(i) => {
+            let rows = shape[0] as isize;
+            let row = if i < 0 { i + rows } else { i };
+            if !(0..rows).contains(&row) {
+                return Err(Error::Buffer(format!("index {i} is out of range for {rows} rows")));
+            }
+            (row * strides[0], &shape[1..], &strides[1..])
+        }
+    };
+    let nbytes = shape.iter().product::<usize>() * itemsize;
+    if nbytes != row_bytes {
+        return Err(Error::Buffer(format!(
+            "a row of out holds {nbytes} bytes (shape {shape:?}, itemsize {itemsize}); the layout needs {row_bytes}"
+        )));
+    }
+    if !is_c_contiguous(shape, strides, itemsize) {
+        return Err(Error::Buffer("a row of out must be C-contiguous".into()));
+    }
+    // SAFETY: the row starts `offset` bytes into `out`'s data (the index was
+    // checked against the first axis) and spans `row_bytes` contiguous bytes,
+    // all inside memory that `out` keeps alive while it is borrowed.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data(out).offset(offset), row_bytes) })
+}
+
+/// A new zero-filled C-ordered array.
+pub fn zeros<'py>(
+    py: Python<'py>,
+    dtype: &Bound<'py, PyArrayDescr>,
+    dims: &[usize],
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let mut dims: Vec<npy_intp> = dims.iter().map(|&d| d as npy_intp).collect();
+    // SAFETY: PyArray_Zeros steals a reference to the descr, which we give it
+    // by `into_ptr` on a clone; `dims` outlives the call. It returns a new
+    // reference or NULL with an exception set.
+    unsafe {
+        let ptr = PY_ARRAY_API.PyArray_Zeros(
+            py,
+            dims.len() as i32,
+            dims.as_mut_ptr(),
+            dtype.clone().into_ptr() as *mut npyffi::PyArray_Descr,
+            0,
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
+}
+
+/// An array of `dtype` viewing `base`'s memory at `byte_offset`, with the
+/// given shape and byte strides; it keeps `base` alive and is writeable when
+/// `base` is.
+///
+/// # Safety
+/// Every element the shape and strides address, starting `byte_offset`
+/// bytes into `base`'s data, must lie inside `base`'s memory.
+pub unsafe fn view<'py>(
+    base: &Bound<'py, PyUntypedArray>,
+    dtype: &Bound<'py, PyArrayDescr>,
+    byte_offset: usize,
+    dims: &[usize],
+    strides: &[isize],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = base.py();
+    let mut dims: Vec<npy_intp> = dims.iter().map(|&d| d as npy_intp).collect();
+    let mut strides: Vec<npy_intp> = strides.to_vec();
+    let flags = if is_writeable(base) { NPY_ARRAY_WRITEABLE } else { 0 };
+    // SAFETY: the caller vouches for the memory. PyArray_NewFromDescr steals
+    // the descr reference given by `into_ptr`; SetBaseObject steals the base
+    // reference, which keeps `base`'s memory alive as long as the view.
+    unsafe {
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type),
+            dtype.clone().into_ptr() as *mut npyffi::PyArray_Descr,
+            dims.len() as i32,
+            dims.as_mut_ptr(),
+            strides.as_mut_ptr(),
+            data(base).add(byte_offset) as *mut std::ffi::c_void,
+            flags,
+            std::ptr::null_mut(),
+        );
+        let array = Bound::from_owned_ptr_or_err(py, ptr)?;
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut npyffi::PyArrayObject, base.clone().into_ptr()) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
+    }
+}

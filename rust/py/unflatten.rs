@@ -1,0 +1,77 @@
+//! Rows into the nested structure of zero-copy numpy views.
+
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::core::error::Error;
+use crate::core::layout::Layout;
+use crate::py::flatten::{shape_str, type_name};
+use crate::py::layout::Tree;
+use crate::py::numpy_arrays::view;
+
+/// Views `rows` (`(..., row)` in any dtype whose last axis spans exactly one
+/// contiguous row) as the layout's nested structure, leading axes kept.
+pub fn unflatten<'py>(
+    layout: &Layout,
+    tree: &Tree,
+    descrs: &[Py<numpy::PyArrayDescr>],
+    rows: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let rows = rows.cast::<PyUntypedArray>().map_err(|_| {
+        Error::Buffer(format!(
+            "expected a numpy array of rows, got {} (use pufferrs.pytorch.unflatten for tensors)",
+            type_name(rows)
+        ))
+    })?;
+    let (shape, strides) = (rows.shape(), rows.strides());
+    let itemsize = rows.dtype().itemsize();
+    let Some((&row_len, lead)) = shape.split_last() else {
+        return Err(Error::Buffer("expected rows with at least one axis, got a 0-d array".into()).into());
+    };
+    if row_len * itemsize != layout.row_bytes {
+        return Err(Error::Buffer(format!(
+            "expected rows of {} bytes, got shape {} of {}-byte items",
+            layout.row_bytes,
+            shape_str(shape),
+            itemsize
+        ))
+        .into());
+    }
+    if row_len > 1 && strides[strides.len() - 1] != itemsize as isize {
+        return Err(Error::Buffer("the last axis of rows must be contiguous".into()).into());
+    }
+    let lead_strides = &strides[..lead.len()];
+    let mut views = Vec::with_capacity(layout.leaves.len());
+    for (leaf, descr) in layout.leaves.iter().zip(descrs) {
+        let dims: Vec<usize> = lead.iter().chain(&leaf.shape).copied().collect();
+        let mut leaf_strides = vec![0isize; leaf.shape.len()];
+        let mut stride = leaf.dtype.itemsize() as isize;
+        for (s, &dim) in leaf_strides.iter_mut().zip(&leaf.shape).rev() {
+            *s = stride;
+            stride *= dim as isize;
+        }
+        let all_strides: Vec<isize> = lead_strides.iter().chain(&leaf_strides).copied().collect();
+        // SAFETY: the leaf spans [offset, offset + nbytes) inside every row,
+        // and rows lie where `lead` and `lead_strides` put them in `rows`.
+        views.push(Some(unsafe { view(rows, descr.bind(rows.py()), leaf.offset, &dims, &all_strides)? }));
+    }
+    build(rows.py(), tree, &mut views)
+}
+
+fn build<'py>(py: Python<'py>, tree: &Tree, views: &mut [Option<Bound<'py, PyAny>>]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match tree {
+        Tree::Leaf(i) => views[*i].take().expect("each leaf appears once in the tree"),
+        Tree::Dict(items) => {
+            let dict = PyDict::new(py);
+            for (_, key, child) in items {
+                dict.set_item(key.bind(py), build(py, child, views)?)?;
+            }
+            dict.into_any()
+        }
+        Tree::Tuple(items) => {
+            let children = items.iter().map(|child| build(py, child, views)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, children)?.into_any()
+        }
+    })
+}
