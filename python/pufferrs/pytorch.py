@@ -32,6 +32,8 @@ class _Plan:
 
     def __init__(self, layout: Layout):
         self.row_bytes = layout.row_bytes
+        # A plain Box's rows may keep its shape; those axes fold into one.
+        self.row_shape = layout.row_shape if len(layout.row_shape) != 1 else None
         groups: dict[torch.dtype, list[tuple[int, tuple, tuple, int]]] = {}
         for index, leaf in enumerate(layout.leaves):
             dtype = _TORCH_DTYPES[leaf.dtype.name]
@@ -50,6 +52,11 @@ class _Plan:
     def geometry(self, x: torch.Tensor) -> tuple:
         """Per dtype group: the dtype to view ``x`` as (None: as it is) and
         the ``as_strided`` arguments of each of its leaves."""
+        if self.row_shape is not None and tuple(x.shape)[x.dim() - len(self.row_shape) :] == self.row_shape:
+            try:
+                x = x.view(*x.shape[: x.dim() - len(self.row_shape)], -1)
+            except RuntimeError:
+                raise RowError("the row axes of rows must be C-contiguous") from None
         if x.dim() == 0 or x.shape[-1] * x.element_size() != self.row_bytes:
             raise RowError(f"expected rows of {self.row_bytes} bytes, got shape {tuple(x.shape)} of {x.dtype}")
         lead = tuple(x.shape[:-1])

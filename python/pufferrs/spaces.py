@@ -91,7 +91,8 @@ class Layout(_native.Layout):
     space: gs.Space
 
     def __new__(cls, space: gs.Space, name: str = "obs") -> Layout:
-        self = super().__new__(cls, describe(space, name), name)
+        row_shape = space.shape if isinstance(space, gs.Box) else None
+        self = super().__new__(cls, describe(space, name), name, row_shape)
         self.space = space
         return self
 
@@ -108,13 +109,12 @@ class Layout(_native.Layout):
 
     @functools.cached_property
     def observation_space(self) -> gs.Box:
-        """The space of the rows: a Box of ``row_bytes / itemsize`` items of
-        ``flat_dtype``. A plain Box space stays itself. When every leaf
-        shares one dtype, the bounds are the leaves' own bounds."""
+        """The space of the rows: a Box of ``row_shape``, ``row_bytes /
+        itemsize`` items of ``flat_dtype``. A plain Box space stays itself.
+        When every leaf shares one dtype, the bounds are the leaves' own."""
         if isinstance(self.space, gs.Box):
             return self.space
-        dtype = self.flat_dtype
-        shape = (self.row_bytes // dtype.itemsize,)
+        dtype, shape = self.flat_dtype, self.row_shape
         if self.leaves and all(leaf.dtype == dtype for leaf in self.leaves):
             low, high = zip(*(_bounds(leaf) for leaf in self.leaves))
             return gs.Box(np.concatenate(low).astype(dtype), np.concatenate(high).astype(dtype), shape, dtype)

@@ -2,6 +2,22 @@
 
 use crate::core::dtype::{DType, Value};
 
+/// Whether `itemsize`-byte elements laid out by `shape` and byte `strides`
+/// lie back to back in C order (trivially so when there are none).
+pub fn is_c_contiguous(shape: &[usize], strides: &[isize], itemsize: usize) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
+    let mut expected = itemsize as isize;
+    for (&dim, &stride) in shape.iter().zip(strides).rev() {
+        if dim != 1 && stride != expected {
+            return false;
+        }
+        expected *= dim as isize;
+    }
+    true
+}
+
 /// A strided n-d array of one dtype: a numpy array's data as the core sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Strided<'a> {
@@ -42,16 +58,8 @@ impl<'a> Strided<'a> {
         }
     }
 
-    /// Whether the elements lie back to back in C order.
     fn is_c_contiguous(&self) -> bool {
-        let mut expected = self.dtype.itemsize() as isize;
-        for (&dim, &stride) in self.shape.iter().zip(self.strides).rev() {
-            if dim != 1 && stride != expected {
-                return false;
-            }
-            expected *= dim as isize;
-        }
-        true
+        is_c_contiguous(self.shape, self.strides, self.dtype.itemsize())
     }
 
     /// Calls `f` with the byte offset of every element, in C order.

@@ -1,7 +1,8 @@
 //! `pufferrs._native.Layout`: the core `Layout` with its Python-facing
 //! methods. `pufferrs.Layout` subclasses it to build it from a gymnasium space.
 
-use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -40,6 +41,9 @@ pub struct PyLayout {
     name: String,
     leaf_dtypes: Vec<Py<PyArrayDescr>>,
     flat_dtype: Py<PyArrayDescr>,
+    /// The shape of one row in `flat_dtype` items: `(row_bytes / itemsize,)`,
+    /// or a plain Box space's own shape.
+    row_shape: Vec<usize>,
 }
 
 impl PyLayout {
@@ -47,21 +51,27 @@ impl PyLayout {
         Reader { layout: &self.layout, tree: &self.tree, root, batched }
     }
 
-    /// The number of `flat_dtype` items in a row.
-    fn row_len(&self, py: Python<'_>) -> usize {
-        self.layout.row_bytes / self.flat_dtype.bind(py).itemsize()
+    /// `[batch..., *row_shape]`
+    fn rows_shape(&self, batch: &[usize]) -> Vec<usize> {
+        batch.iter().chain(&self.row_shape).copied().collect()
     }
 }
 
 #[pymethods]
 impl PyLayout {
     #[new]
-    #[pyo3(signature = (spec, name = "obs"))]
-    fn new(py: Python<'_>, spec: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
+    #[pyo3(signature = (spec, name = "obs", row_shape = None))]
+    fn new(py: Python<'_>, spec: &Bound<'_, PyAny>, name: &str, row_shape: Option<Vec<usize>>) -> PyResult<Self> {
         let layout = Layout::new(&spec::parse(spec)?, name)?;
         let leaf_dtypes = layout.leaves.iter().map(|l| descr(py, l.dtype).map(Bound::unbind)).collect::<PyResult<_>>()?;
         let flat = layout.common_dtype().unwrap_or(crate::core::dtype::DType::U8);
+        let row_len = layout.row_bytes / flat.itemsize();
+        let row_shape = row_shape.unwrap_or_else(|| vec![row_len]);
+        if row_shape.iter().product::<usize>() != row_len {
+            return Err(PyValueError::new_err(format!("row_shape {row_shape:?} does not hold {row_len} items")));
+        }
         Ok(PyLayout {
+            row_shape,
             tree: Tree::new(py, &layout.root),
             name: name.to_string(),
             leaf_dtypes,
@@ -80,6 +90,12 @@ impl PyLayout {
     #[getter]
     fn flat_dtype<'py>(&self, py: Python<'py>) -> Bound<'py, PyArrayDescr> {
         self.flat_dtype.bind(py).clone()
+    }
+
+    /// The shape of one row in `flat_dtype` items.
+    #[getter]
+    fn row_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.row_shape)
     }
 
     /// What errors call the observation, e.g. `obs` or `action`.
@@ -109,7 +125,7 @@ impl PyLayout {
         let reader = self.reader(self.name.clone(), false);
         let resolved = reader.resolve(obs)?;
         reader.check(&resolved, check_bounds)?;
-        let out = zeros(py, self.flat_dtype.bind(py), &[self.row_len(py)])?;
+        let out = zeros(py, self.flat_dtype.bind(py), &self.row_shape)?;
         let row = row_bytes_mut(&out, None, self.layout.row_bytes)?;
         reader.write(py, &resolved, &mut [row]);
         Ok(out)
@@ -173,7 +189,7 @@ impl PyLayout {
                 }
                 out.clone()
             }
-            None => zeros(py, self.flat_dtype.bind(py), &[size, self.row_len(py)])?,
+            None => zeros(py, self.flat_dtype.bind(py), &self.rows_shape(&[size]))?,
         };
         let mut rows = (0..size)
             .map(|b| row_bytes_mut(&out, Some(b as isize), self.layout.row_bytes))
@@ -192,7 +208,7 @@ impl PyLayout {
     /// Rows (`(row,)`, `(B, row)`, `(B, T, row)`, ...) as the nested
     /// structure of zero-copy views, leading axes kept.
     fn unflatten<'py>(&self, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        unflatten::unflatten(&self.layout, &self.tree, &self.leaf_dtypes, rows)
+        unflatten::unflatten(&self.layout, &self.tree, &self.leaf_dtypes, &self.row_shape, rows)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyLayout>) -> bool {

@@ -5,7 +5,7 @@ use numpy::npyffi::{self, NPY_ARRAY_WRITEABLE, PY_ARRAY_API, npy_intp};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use crate::core::copy::Strided;
+use crate::core::copy::{Strided, is_c_contiguous};
 use crate::core::dtype::DType;
 use crate::core::error::Error;
 
@@ -53,18 +53,6 @@ pub fn strided<'a>(array: &'a Bound<'_, PyUntypedArray>, dtype: DType) -> Stride
     // memory owned (directly or through its base) by `array`, which the
     // borrow keeps alive for 'a.
     unsafe { Strided::new(data(array), dtype, array.shape(), array.strides()) }
-}
-
-/// Whether `shape`/`strides` lay `itemsize`-byte elements back to back.
-fn is_c_contiguous(shape: &[usize], strides: &[isize], itemsize: usize) -> bool {
-    let mut expected = itemsize as isize;
-    for (&dim, &stride) in shape.iter().zip(strides).rev() {
-        if dim != 1 && stride != expected {
-            return false;
-        }
-        expected *= dim as isize;
-    }
-    true
 }
 
 /// The bytes of one row of `out`: the whole array when `index` is None,

@@ -8,14 +8,17 @@ use crate::core::error::Error;
 use crate::core::layout::Layout;
 use crate::py::flatten::{shape_str, type_name};
 use crate::py::layout::Tree;
+use crate::core::copy::is_c_contiguous;
 use crate::py::numpy_arrays::view;
 
-/// Views `rows` (`(..., row)` in any dtype whose last axis spans exactly one
-/// contiguous row) as the layout's nested structure, leading axes kept.
+/// Views `rows` as the layout's nested structure, leading axes kept. Rows
+/// are `(..., row)` in any dtype whose last axis spans exactly one
+/// contiguous row, or `(..., *row_shape)` in the flat dtype.
 pub fn unflatten<'py>(
     layout: &Layout,
     tree: &Tree,
     descrs: &[Py<numpy::PyArrayDescr>],
+    row_shape: &[usize],
     rows: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let rows = rows.cast::<PyUntypedArray>().map_err(|_| {
@@ -24,8 +27,20 @@ pub fn unflatten<'py>(
             type_name(rows)
         ))
     })?;
-    let (shape, strides) = (rows.shape(), rows.strides());
+    let (mut shape, mut strides) = (rows.shape(), rows.strides());
     let itemsize = rows.dtype().itemsize();
+    // A plain Box's rows keep its shape: fold those axes into one.
+    let folded_shape: Vec<usize>;
+    let folded_strides: Vec<isize>;
+    if row_shape.len() != 1 && shape.ends_with(row_shape) {
+        let lead = shape.len() - row_shape.len();
+        if !is_c_contiguous(&shape[lead..], &strides[lead..], itemsize) {
+            return Err(Error::Buffer("the row axes of rows must be C-contiguous".into()).into());
+        }
+        folded_shape = shape[..lead].iter().copied().chain([row_shape.iter().product()]).collect();
+        folded_strides = strides[..lead].iter().copied().chain([itemsize as isize]).collect();
+        (shape, strides) = (&folded_shape, &folded_strides);
+    }
     let Some((&row_len, lead)) = shape.split_last() else {
         return Err(Error::Buffer("expected rows with at least one axis, got a 0-d array".into()).into());
     };

@@ -1,0 +1,128 @@
+"""The Layout: offsets, alignment, the emulated space, equality, pickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium.spaces as gs
+import numpy as np
+import pytest
+from conftest import spaces
+from hypothesis import given
+
+from pufferrs import Layout, UnsupportedSpaceError
+from pufferrs.benchmarks import StructuredPacker
+
+
+def struct_offsets(dtype: np.dtype, base: int = 0) -> list[int]:
+    """Leaf offsets of a nested numpy structured dtype, in field order."""
+    if dtype.fields is None:
+        return [base]
+    offsets = []
+    for name in dtype.names:
+        sub, offset = dtype.fields[name][:2]
+        offsets += struct_offsets(sub.base if sub.subdtype else sub, base + offset)
+    return offsets
+
+
+@given(spaces())
+def test_layout_is_numpys_aligned_struct(space: gs.Space) -> None:
+    """Offsets and row size agree with numpy's align=True structured dtype,
+    the reference for C-struct layout with nested padding."""
+    layout = Layout(space)
+    struct = StructuredPacker(space).dtype
+    assert layout.row_bytes == struct.itemsize
+    if isinstance(space, (gs.Dict, gs.Tuple)):
+        assert [leaf.offset for leaf in layout.leaves] == struct_offsets(struct)
+
+
+@given(spaces())
+def test_every_leaf_is_aligned_and_inside_the_row(space: gs.Space) -> None:
+    layout = Layout(space)
+    largest = max((leaf.dtype.itemsize for leaf in layout.leaves), default=1)
+    assert layout.row_bytes % largest == 0
+    end = 0
+    for leaf in layout.leaves:
+        assert leaf.offset % leaf.dtype.itemsize == 0
+        assert leaf.offset >= end, "leaves overlap"
+        assert leaf.nbytes == leaf.dtype.itemsize * int(np.prod(leaf.shape))
+        end = leaf.offset + leaf.nbytes
+        assert leaf.space.shape == leaf.shape
+    assert end <= layout.row_bytes
+
+
+@given(spaces())
+def test_layouts_pickle_and_compare(space: gs.Space) -> None:
+    layout = Layout(space)
+    clone = pickle.loads(pickle.dumps(layout))
+    assert type(clone) is Layout
+    assert clone == layout
+    assert clone.leaves == layout.leaves
+    assert Layout(space, name="action") != layout
+
+
+def test_reference_layout(reference_space: gs.Dict) -> None:
+    layout = Layout(reference_space)
+    assert layout.row_bytes == 12512
+    assert layout.flat_dtype == np.uint8
+    assert [(leaf.path, leaf.offset) for leaf in layout.leaves] == [
+        (("image",), 0),
+        (("vector",), 12288),
+        (("inv", "items"), 12416),
+        (("inv", "hp"), 12480),
+        (("tuple", 0), 12488),
+        (("tuple", 1), 12504),
+    ]
+    assert layout.observation_space == gs.Box(0, 255, (12512,), np.uint8)
+    table = repr(layout).splitlines()
+    assert table[0] == "Layout(row_bytes=12512, flat_dtype=uint8, leaves=6)"
+    assert table[4].split() == ["obs['inv']['items']", "int64", "(8,)", "12416", "64"]
+
+
+def test_nested_record_pads_its_end() -> None:
+    # {a: int64, b: uint8} occupies 16 bytes, so c lands at 16, not 9.
+    space = gs.Dict(inner=gs.Dict(a=gs.Discrete(3), b=gs.Box(0, 1, (), np.uint8)), c=gs.Box(0, 1, (), np.uint8))
+    layout = Layout(space)
+    assert [leaf.offset for leaf in layout.leaves] == [0, 8, 16]
+    assert layout.row_bytes == 24
+
+
+def test_dict_of_only_discretes_is_a_bounded_int_row() -> None:
+    space = gs.Dict(a=gs.Discrete(3), b=gs.Discrete(4, start=-2), c=gs.MultiDiscrete([2, 5]))
+    layout = Layout(space)
+    assert layout.flat_dtype == np.int64
+    box = layout.observation_space
+    assert box.shape == (4,) and box.dtype == np.int64
+    assert box.low.tolist() == [0, -2, 0, 0]
+    assert box.high.tolist() == [2, 1, 1, 4]
+
+
+def test_common_float_dtype_keeps_bounds() -> None:
+    space = gs.Tuple((gs.Box(-1, 1, (2,), np.float32), gs.Box(0, np.inf, (), np.float32)))
+    box = Layout(space).observation_space
+    assert box.dtype == np.float32
+    assert box.low.tolist() == [-1, -1, 0] and box.high.tolist() == [1, 1, np.inf]
+
+
+def test_plain_box_stays_itself() -> None:
+    space = gs.Box(-1, 1, (3, 4), np.float32)
+    layout = Layout(space)
+    assert layout.observation_space is space
+    assert layout.row_bytes == 48 and layout.flat_dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (gs.Dict(a=gs.Tuple((gs.Discrete(2), gs.Sequence(gs.Discrete(2))))), r"obs\['a'\]\[1\]: Sequence has no fixed size"),
+        (gs.Dict(g=gs.Graph(gs.Box(0, 1, (2,)), None)), r"obs\['g'\]: Graph has no fixed size"),
+        (gs.Tuple((gs.Text(5),)), r"obs\[0\]: Text spaces are not supported"),
+        (gs.OneOf((gs.Discrete(2), gs.Discrete(3))), r"obs: OneOf spaces are not supported"),
+        (gs.Box(0, 1, (2,), np.longdouble), r"obs: Box of dtype float128 is not a numeric dtype"),
+        (gs.Dict({1: gs.Discrete(2)}), r"obs: Dict keys must be str"),
+    ],
+)
+def test_unsupported_spaces_name_their_path(space: gs.Space, message: str) -> None:
+    with pytest.raises(UnsupportedSpaceError, match=message) as err:
+        Layout(space)
+    assert isinstance(err.value, TypeError)
