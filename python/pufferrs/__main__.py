@@ -4,6 +4,7 @@ space — its layout, a flatten/unflatten round trip, and a benchmark summary.""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 
@@ -20,23 +21,21 @@ def demo(quick: bool) -> None:
 
     obs = space.sample()
     row = layout.flatten(obs)
-    back = layout.unflatten(row)
-    same = all(
-        np.array_equal(a, b)
-        for a, b in [
-            (obs["image"], back["image"]),
-            (obs["vector"], back["vector"]),
-            (obs["inv"]["items"], back["inv"]["items"]),
-            (obs["inv"]["hp"], back["inv"]["hp"]),
-            (obs["tuple"][0], back["tuple"][0]),
-            (obs["tuple"][1], back["tuple"][1]),
-        ]
-    )
+    same = _bit_exact(layout.unflatten(row), obs)
     print(f"flatten -> row of {row.nbytes} bytes ({row.dtype}); unflatten -> bit-exact round trip: {same}")
     print(f"emulated observation space: {layout.observation_space}\n")
 
     print("benchmark (this machine, same run):")
     print(format_table(flatten_rows(quick=quick)))
+
+
+def _bit_exact(a: Any, b: Any) -> bool:
+    if isinstance(b, dict):
+        return a.keys() == b.keys() and all(_bit_exact(a[k], b[k]) for k in b)
+    if isinstance(b, tuple):
+        return len(a) == len(b) and all(map(_bit_exact, a, b))
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def main(argv: list[str] | None = None) -> None:

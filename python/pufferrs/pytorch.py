@@ -1,21 +1,27 @@
 """PyTorch helpers for policies: the torch side of the flat-row contract.
 
 ``unflatten`` turns a batch of flat rows into the nested structure of the
-space, as views of the same memory, on any device.
+space, as views of the same memory, on any device. ``layer_init`` and
+``sample_logits`` (with ``log_prob`` and ``entropy``) are the pieces every
+PPO policy and trainer needs around it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import gymnasium.spaces as gs
 import torch
+from torch import nn
+from torch.distributions import Normal
+from torch.nn import functional as F
 
 from pufferrs.errors import RowError
 from pufferrs.spaces import Layout
 
-__all__ = ["unflatten"]
+__all__ = ["entropy", "layer_init", "log_prob", "sample_logits", "unflatten"]
 
 
 class _Plan:
@@ -40,18 +46,25 @@ class _Plan:
             offset = leaf.offset // leaf.dtype.itemsize
             groups.setdefault(dtype, []).append((index, leaf.shape, _contiguous_strides(leaf.shape), offset))
         self.groups = tuple((dtype, tuple(leaves)) for dtype, leaves in groups.items())
+        # Byte ranges of the leaves, in the same order, for traced calls.
+        self.byte_ranges = tuple(
+            (dtype, shape, layout.leaves[index].offset, layout.leaves[index].nbytes)
+            for dtype, leaves in self.groups
+            for index, shape, *_ in leaves
+        )
         self.cache: dict[tuple, tuple] = {}
-        # Views are made in group order; `build` puts them back in the space's
-        # nesting. It is generated code (like namedtuple's) because a nested
-        # literal is several times faster than walking the structure per call.
+        # Views are made in group order; `structure` is the space's nesting
+        # with each leaf replaced by its view's position in that order.
         order = [index for _, leaves in self.groups for index, *_ in leaves]
         position = {leaf: i for i, leaf in enumerate(order)}
-        counter = iter(range(len(layout.leaves)))
-        self.build = eval(f"lambda v: {_literal(layout.space, counter, position)}")
+        self.structure = _structure(layout.space, iter(range(len(layout.leaves))), position)
+        # Eager calls rebuild the nesting with generated code (as namedtuple
+        # does): a nested literal is several times faster than walking
+        # `structure`. Traced calls walk it, since dynamo cannot trace eval.
+        self.build = eval(f"lambda v: {_literal(self.structure)}") if not torch.compiler.is_compiling() else None
 
-    def geometry(self, x: torch.Tensor) -> tuple:
-        """Per dtype group: the dtype to view ``x`` as (None: as it is) and
-        the ``as_strided`` arguments of each of its leaves."""
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as ``(..., row)``, checked."""
         if self.row_shape is not None and tuple(x.shape)[x.dim() - len(self.row_shape) :] == self.row_shape:
             try:
                 x = x.view(*x.shape[: x.dim() - len(self.row_shape)], -1)
@@ -59,6 +72,20 @@ class _Plan:
                 raise RowError("the row axes of rows must be C-contiguous") from None
         if x.dim() == 0 or x.shape[-1] * x.element_size() != self.row_bytes:
             raise RowError(f"expected rows of {self.row_bytes} bytes, got shape {tuple(x.shape)} of {x.dtype}")
+        return x
+
+    def traced_views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The views by slicing and viewing, which dynamo traces (it cannot
+        trace ``storage_offset``) and the compiled graph makes free."""
+        x = self.rows(x)
+        lead = tuple(x.shape[:-1])
+        row = x.view(torch.uint8)
+        return [row[..., a : a + n].view(dtype).view(lead + shape) for dtype, shape, a, n in self.byte_ranges]
+
+    def geometry(self, x: torch.Tensor) -> tuple:
+        """Per dtype group: the dtype to view ``x`` as (None: as it is) and
+        the ``as_strided`` arguments of each of its leaves."""
+        x = self.rows(x)
         lead = tuple(x.shape[:-1])
         groups = []
         for dtype, leaves in self.groups:
@@ -93,20 +120,37 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _literal(space: gs.Space, counter: Iterator[int], position: dict[int, int]) -> str:
-    """Python source of the space's nesting, each leaf read from ``v``."""
+def _structure(space: gs.Space, counter: Iterator[int], position: dict[int, int]) -> Any:
     if isinstance(space, gs.Dict):
-        items = ", ".join(f"{key!r}: {_literal(sub, counter, position)}" for key, sub in space.spaces.items())
-        return "{" + items + "}"
+        return {key: _structure(sub, counter, position) for key, sub in space.spaces.items()}
     if isinstance(space, gs.Tuple):
-        return "(" + "".join(f"{_literal(sub, counter, position)}, " for sub in space.spaces) + ")"
-    return f"v[{position[next(counter)]}]"
+        return tuple(_structure(sub, counter, position) for sub in space.spaces)
+    return position[next(counter)]
+
+
+def _literal(structure: Any) -> str:
+    """Python source that rebuilds `structure` from the list of views ``v``."""
+    if isinstance(structure, dict):
+        return "{" + ", ".join(f"{key!r}: {_literal(sub)}" for key, sub in structure.items()) + "}"
+    if isinstance(structure, tuple):
+        return "(" + "".join(f"{_literal(sub)}, " for sub in structure) + ")"
+    return f"v[{structure}]"
+
+
+def _fill(structure: Any, views: list[torch.Tensor]) -> Any:
+    if isinstance(structure, dict):
+        return {key: _fill(sub, views) for key, sub in structure.items()}
+    if isinstance(structure, tuple):
+        return tuple(_fill(sub, views) for sub in structure)
+    return views[structure]
 
 
 def _plan(layout: Layout) -> _Plan:
-    plan = layout.__dict__.get("_torch_plan")
+    plan = getattr(layout, "_torch_plan", None)
     if plan is None:
-        plan = layout.__dict__["_torch_plan"] = _Plan(layout)
+        plan = _Plan(layout)
+        if not torch.compiler.is_compiling():  # no side effects while tracing
+            layout._torch_plan = plan
     return plan
 
 
@@ -122,17 +166,169 @@ def unflatten(x: torch.Tensor, layout: Layout) -> Any:
     """
     plan = _plan(layout)
     if torch.compiler.is_compiling():
-        geometry = plan.geometry(x)
-    else:
-        key = (x.dtype, x.shape, x.stride(), x.storage_offset())
-        geometry = plan.cache.get(key)
-        if geometry is None:
-            if len(plan.cache) >= plan.CACHE_SIZE:
-                plan.cache.clear()
-            geometry = plan.cache[key] = plan.geometry(x)
+        return _fill(plan.structure, plan.traced_views(x))
+    key = (x.dtype, x.shape, x.stride(), x.storage_offset())
+    geometry = plan.cache.get(key)
+    if geometry is None:
+        if len(plan.cache) >= plan.CACHE_SIZE:
+            plan.cache.clear()
+        geometry = plan.cache[key] = plan.geometry(x)
     views = []
     for dtype, args in geometry:
         base = x if dtype is None else x.view(dtype)
         for size, stride, offset in args:
             views.append(base.as_strided(size, stride, offset))
     return plan.build(views)
+
+
+# --------------------------------------------------------------------------
+# Layer initialisation and action distributions for policies.
+# --------------------------------------------------------------------------
+
+Logits = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor] | Normal
+"""What a policy's decoder returns: categorical logits ``(B, n)``, one
+logits tensor per head of a multi-discrete action, or a ``Normal`` over
+continuous actions."""
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    """Orthogonal weights scaled by ``std`` and a constant bias, in place.
+
+    The PPO default (CleanRL, PufferLib): ``sqrt(2)`` for hidden layers
+    followed by ReLU/GELU, ``0.01`` for policy heads (near-uniform initial
+    actions), ``1`` for value heads. Works for ``Linear`` and ``Conv*``
+    layers (a conv weight is treated as ``(out_channels, in * kernel)``).
+    Returns the layer so it can be written inline in ``nn.Sequential``.
+    """
+    nn.init.orthogonal_(layer.weight, std)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    # Log-probabilities feed PPO's importance ratio exp(new - old), where
+    # half-precision rounding would show up as spurious policy change.
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _stack_heads(heads: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+    """Multi-discrete heads as one ``(..., heads, widest)`` tensor.
+
+    One batched categorical costs a handful of kernels however many heads
+    there are, where a loop would cost a handful per head. Narrower heads
+    are padded with ``-inf`` logits: zero probability, never sampled, and
+    no contribution to the entropy.
+    """
+    if not heads:
+        raise ValueError("sample_logits: got an empty sequence of logits heads")
+    widest = max(h.shape[-1] for h in heads)
+    if any(h.shape[-1] != widest for h in heads):
+        heads = [F.pad(h, (0, widest - h.shape[-1]), value=float("-inf")) for h in heads]
+    return torch.stack(heads, dim=-2)
+
+
+def _categorical_logp(logits: torch.Tensor) -> torch.Tensor:
+    return _upcast(logits).log_softmax(dim=-1)
+
+
+def _categorical_entropy(logp: torch.Tensor) -> torch.Tensor:
+    # -inf logits (masked or padded actions) have p = 0; clamping log p to
+    # the most negative finite value keeps 0 * log 0 at 0 instead of NaN.
+    return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(dim=-1)
+
+
+def _categorical_sample(logp: torch.Tensor) -> torch.Tensor:
+    # Gumbel-max: argmax(log p + Gumbel noise) is a sample from p. It runs
+    # entirely on the tensor's device, so sampling never waits for the GPU.
+    # u == 0 gives -inf noise (never chosen), never NaN.
+    u = torch.rand_like(logp)
+    return (logp - torch.log(-torch.log(u))).argmax(dim=-1)
+
+
+def _normal_sum(t: torch.Tensor) -> torch.Tensor:
+    # Dimension 0 is the batch of rows; every other dimension is part of
+    # one action. An empty dim list would make torch sum everything.
+    return t.sum(dim=tuple(range(1, t.dim()))) if t.dim() > 1 else t
+
+
+def _normal_log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
+    # Written out instead of dist.log_prob so that argument validation
+    # (a host sync when enabled) never runs in the training loop.
+    loc, scale = _upcast(dist.loc), _upcast(dist.scale)
+    action = action.to(loc.dtype)
+    return _normal_sum(-((action - loc) ** 2) / (2 * scale**2) - scale.log() - _LOG_SQRT_2PI)
+
+
+def _normal_entropy(dist: Normal) -> torch.Tensor:
+    scale = _upcast(dist.scale)
+    return _normal_sum(0.5 + _LOG_SQRT_2PI + scale.log())
+
+
+def _multi_action(action: torch.Tensor | tuple | list, heads: int) -> torch.Tensor:
+    if isinstance(action, (tuple, list)):
+        action = torch.stack([torch.as_tensor(a) for a in action], dim=-1)
+    if action.shape[-1] != heads:
+        raise ValueError(f"sample_logits: expected an action with {heads} heads in its last axis, got shape {tuple(action.shape)}")
+    return action
+
+
+def sample_logits(logits: Logits, action: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples an action (or scores a given one): ``(action, logprob, entropy)``.
+
+    ``logits`` is what a policy's ``decode_actions`` returns:
+
+    - a tensor ``(B, n)``: a categorical; the action is an int64 index
+      ``(B,)`` starting at 0 (add a ``Discrete`` space's ``start`` yourself);
+    - a tuple or list of tensors ``(B, n_i)``, one per head of a
+      multi-discrete action, of any sizes: actions ``(B, heads)``;
+      logprob and entropy are summed over heads;
+    - a :class:`torch.distributions.Normal` of shape ``(B, *action_shape)``:
+      logprob and entropy are summed over every dimension but the first.
+
+    Without ``action`` a new one is sampled (no gradient flows through
+    it); with ``action`` (e.g. from the rollout buffer, any numeric dtype)
+    it is returned as given and its log-probability is computed, which is
+    what PPO's ratio needs. logprob and entropy are float32 for
+    half-precision logits. Nothing here reads a value back to the host, so
+    on a GPU the call never waits for the device (sampling is Gumbel-max on
+    the device) and it traces under ``torch.compile``.
+    """
+    if isinstance(logits, Normal):
+        if action is None:
+            with torch.no_grad():
+                action = logits.loc + logits.scale * torch.randn_like(logits.loc)
+        return action, _normal_log_prob(logits, action), _normal_entropy(logits)
+
+    multi = isinstance(logits, (tuple, list))
+    if multi:
+        stacked = _stack_heads(logits)
+        if action is not None:
+            action = _multi_action(action, len(logits))
+    else:
+        stacked = logits
+    logp = _categorical_logp(stacked)
+    with torch.no_grad():
+        chosen = _categorical_sample(logp) if action is None else action.reshape(logp.shape[:-1]).long()
+    logprob = logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+    ent = _categorical_entropy(logp)
+    if multi:
+        logprob, ent = logprob.sum(dim=-1), ent.sum(dim=-1)
+    return (chosen if action is None else action), logprob, ent
+
+
+def log_prob(logits: Logits, action: torch.Tensor | tuple | list) -> torch.Tensor:
+    """Log-probability of ``action`` under ``logits``; see :func:`sample_logits`."""
+    return sample_logits(logits, action)[1]
+
+
+def entropy(logits: Logits) -> torch.Tensor:
+    """Entropy of the action distribution ``logits``, one value per row;
+    see :func:`sample_logits` for the kinds of logits."""
+    if isinstance(logits, Normal):
+        return _normal_entropy(logits)
+    if isinstance(logits, (tuple, list)):
+        return _categorical_entropy(_categorical_logp(_stack_heads(logits))).sum(dim=-1)
+    return _categorical_entropy(_categorical_logp(logits))
