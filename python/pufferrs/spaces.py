@@ -7,7 +7,6 @@ the result for Python (leaf table, emulated observation space, pickling).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import gymnasium.spaces as gs
@@ -89,31 +88,30 @@ class Layout(_native.Layout):
     """
 
     space: gs.Space
+    #: Every leaf, in row order.
+    leaves: tuple[Leaf, ...]
+    #: The space of the rows: a Box of ``row_shape``, ``row_bytes / itemsize``
+    #: items of ``flat_dtype``. A plain Box space stays itself. When every
+    #: leaf shares one dtype, the bounds are the leaves' own.
+    observation_space: gs.Box
 
     def __new__(cls, space: gs.Space, name: str = "obs") -> Layout:
         row_shape = space.shape if isinstance(space, gs.Box) else None
         self = super().__new__(cls, describe(space, name), name, row_shape)
+        # Plain attributes, set once: cheap to read in a policy's forward and
+        # transparent to torch.compile.
         self.space = space
+        self.leaves = tuple(
+            Leaf(path, dtype, shape, offset, nbytes, _subspace(space, path))
+            for path, dtype, shape, offset, nbytes in self.leaf_tuples()
+        )
+        self.observation_space = space if isinstance(space, gs.Box) else self._rows_space()
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.space, self.name))
 
-    @functools.cached_property
-    def leaves(self) -> tuple[Leaf, ...]:
-        """Every leaf, in row order."""
-        return tuple(
-            Leaf(path, dtype, shape, offset, nbytes, _subspace(self.space, path))
-            for path, dtype, shape, offset, nbytes in self.leaf_tuples()
-        )
-
-    @functools.cached_property
-    def observation_space(self) -> gs.Box:
-        """The space of the rows: a Box of ``row_shape``, ``row_bytes /
-        itemsize`` items of ``flat_dtype``. A plain Box space stays itself.
-        When every leaf shares one dtype, the bounds are the leaves' own."""
-        if isinstance(self.space, gs.Box):
-            return self.space
+    def _rows_space(self) -> gs.Box:
         dtype, shape = self.flat_dtype, self.row_shape
         if self.leaves and all(leaf.dtype == dtype for leaf in self.leaves):
             low, high = zip(*(_bounds(leaf) for leaf in self.leaves))
