@@ -212,6 +212,55 @@ mod tests {
         assert_eq!(seen, [(0, Value::Int(-1)), (1, Value::Int(0))]);
     }
 
+    proptest::proptest! {
+        /// Any axis permutation and reversal of a C-ordered array copies
+        /// out in the view's own C order, same dtype or converted.
+        #[test]
+        fn strided_views_copy_in_c_order(
+            dims in proptest::collection::vec(1usize..5, 0..4),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let len: usize = dims.iter().product();
+            let values: Vec<i32> = (0..len as i32).collect();
+            let src = bytes_of(&values);
+            // C strides of the base array, then a permutation and reversals.
+            let mut base_strides = vec![4isize; dims.len()];
+            for axis in (0..dims.len().saturating_sub(1)).rev() {
+                base_strides[axis] = base_strides[axis + 1] * dims[axis + 1] as isize;
+            }
+            let mut order: Vec<usize> = (0..dims.len()).collect();
+            order.sort_by_key(|&a| (seed >> (a * 8)) & 0xff);
+            let shape: Vec<usize> = order.iter().map(|&a| dims[a]).collect();
+            let mut strides: Vec<isize> = order.iter().map(|&a| base_strides[a]).collect();
+            let mut start = 0isize;
+            for (axis, stride) in strides.iter_mut().enumerate() {
+                if (seed >> (32 + axis)) & 1 == 1 {
+                    start += *stride * (shape[axis] as isize - 1);
+                    *stride = -*stride;
+                }
+            }
+            // The expected values, by explicit index arithmetic.
+            let mut expected = Vec::with_capacity(len);
+            for flat in 0..len {
+                let (mut rest, mut offset) = (flat, start);
+                for axis in (0..shape.len()).rev() {
+                    offset += (rest % shape[axis]) as isize * strides[axis];
+                    rest /= shape[axis];
+                }
+                expected.push(values[(offset / 4) as usize]);
+            }
+            // SAFETY: every index of the permuted, reversed view lands inside `src`.
+            let view = unsafe { Strided::new(src.as_ptr().offset(start), DType::I32, &shape, &strides) };
+            let mut out = vec![0u8; len * 4];
+            view.copy_to(&mut out);
+            proptest::prop_assert_eq!(ints(&out), expected.clone());
+            let mut wide = vec![0u8; len * 8];
+            view.convert_to(DType::I64, &mut wide);
+            let wide: Vec<i32> = wide.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap()) as i32).collect();
+            proptest::prop_assert_eq!(wide, expected);
+        }
+    }
+
     #[test]
     fn empty_arrays_copy_nothing() {
         // SAFETY: zero elements are never read.
