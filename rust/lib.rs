@@ -9,5 +9,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::layout::PyLayout>()?;
+    m.add_class::<py::buffers::PyRolloutBuffers>()?;
     Ok(())
 }

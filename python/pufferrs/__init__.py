@@ -5,7 +5,7 @@ Observations from nested gymnasium spaces become flat, aligned byte rows
 (``Layout.unflatten`` for numpy, :func:`pufferrs.pytorch.unflatten` for torch).
 """
 
-from pufferrs.errors import PufferError, RowError, SpaceError, UnsupportedSpaceError
+from pufferrs.errors import PufferError, RowError, SpaceError, UnsupportedSpaceError, WorkerError
 from pufferrs.spaces import Layout, Leaf
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "RowError",
     "SpaceError",
     "UnsupportedSpaceError",
+    "WorkerError",
 ]
 
 __version__ = "0.1.0"

@@ -24,3 +24,19 @@ class UnsupportedSpaceError(PufferError, TypeError):
 
 class RowError(PufferError, ValueError):
     """A buffer of rows does not match the layout (size, contiguity, writability)."""
+
+
+class WorkerError(PufferError, RuntimeError):
+    """A vector env's worker raised, died, or stopped answering.
+
+    The message names the worker and its envs and, when the worker raised,
+    carries the worker's traceback. ``worker`` and ``env`` hold the indices
+    when they are known (else None).
+    """
+
+    worker: int | None = None
+    env: int | None = None
+
+
+class WorkerTimeoutError(WorkerError, TimeoutError):
+    """``recv()`` waited longer than the vector env's ``timeout`` for workers."""

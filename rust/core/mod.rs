@@ -5,3 +5,5 @@ pub mod copy;
 pub mod dtype;
 pub mod error;
 pub mod layout;
+pub mod shm;
+pub mod sync;

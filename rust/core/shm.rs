@@ -1,0 +1,324 @@
+//! Shared memory for vector envs: one anonymous region per vector env that
+//! the parent creates and every worker maps, and the plan of where each
+//! rollout array lives in it.
+//!
+//! The region is a memfd, not a POSIX `shm_open` name: it never appears in
+//! `/dev/shm`, so nothing can be left behind there, whatever way the parent
+//! ends (close, garbage collection, exception, SIGKILL). The kernel frees
+//! the memory when the last process holding its fd or a mapping exits.
+//! Workers attach by file descriptor, which `multiprocessing` passes to
+//! children started with `fork`, `spawn` and `forkserver` alike.
+
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fstat, ftruncate, memfd_create};
+
+/// Sections start on cache lines so that no two processes write one line.
+pub const SECTION_ALIGN: usize = 64;
+/// Observations start on a page so that they can be page-locked for CUDA.
+pub const PAGE: usize = 4096;
+
+/// A mapping of a memfd that every process of a vector env shares.
+pub struct Region {
+    map: MmapRaw,
+    /// The creator keeps the fd to hand it to workers; attached regions
+    /// need only their mapping.
+    fd: Option<OwnedFd>,
+}
+
+impl Region {
+    /// A new zero-filled region of `len` bytes (rounded up to a page).
+    pub fn create(name: &str, len: usize) -> io::Result<Region> {
+        let len = len.max(1).next_multiple_of(PAGE);
+        let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        ftruncate(&fd, len as u64)?;
+        // Nobody may resize the file afterwards: a shrink would turn the
+        // mappings of every process into SIGBUS traps.
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let map = MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?;
+        Ok(Region { map, fd: Some(fd) })
+    }
+
+    /// Maps the region behind `fd`, which another process created. The
+    /// caller may close `fd` afterwards: the mapping keeps the memory.
+    pub fn attach(fd: BorrowedFd<'_>) -> io::Result<Region> {
+        let len = usize::try_from(fstat(fd)?.st_size).map_err(|_| io::Error::other("negative file size"))?;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the file descriptor holds an empty region"));
+        }
+        let map = MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?;
+        Ok(Region { map, fd: None })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// The fd of a region this process created; None for attached ones.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Pointer to `range` of the region, checked to lie inside it.
+    pub fn section(&self, range: &Range<usize>) -> *mut u8 {
+        assert!(range.start <= range.end && range.end <= self.len(), "section {range:?} outside the region");
+        // SAFETY: the offset was just checked to be inside the mapping.
+        unsafe { self.as_ptr().add(range.start) }
+    }
+}
+
+// SAFETY: the region is plain shared memory; every access to it goes through
+// raw pointers or atomics, with the synchronisation of `sync`.
+unsafe impl Sync for Region {}
+// SAFETY: as above; the mapping is not tied to the thread that made it.
+unsafe impl Send for Region {}
+
+/// The shape of a vector env's buffers: what `Sections` is computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub num_envs: usize,
+    pub num_workers: usize,
+    pub obs_row_bytes: usize,
+    pub action_row_bytes: usize,
+    /// Envs in a batch that `recv` may gather; equal to `num_envs` when
+    /// every batch is the whole vector env and no gather area is needed.
+    pub batch_envs: usize,
+}
+
+impl Plan {
+    pub fn envs_per_worker(&self) -> usize {
+        self.num_envs / self.num_workers
+    }
+
+    pub fn gathers(&self) -> bool {
+        self.batch_envs < self.num_envs
+    }
+
+    /// Why this plan cannot be built, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let Plan { num_envs, num_workers, batch_envs, .. } = *self;
+        if num_envs == 0 || num_workers == 0 || batch_envs == 0 {
+            return Err(format!(
+                "num_envs ({num_envs}), num_workers ({num_workers}) and batch_size ({batch_envs}) must be positive"
+            ));
+        }
+        if num_envs % num_workers != 0 {
+            return Err(format!("num_envs ({num_envs}) must be a multiple of num_workers ({num_workers})"));
+        }
+        if batch_envs > num_envs || batch_envs % self.envs_per_worker() != 0 {
+            return Err(format!(
+                "batch_size ({batch_envs}) must be a multiple of the envs per worker ({}) and at most num_envs ({num_envs})",
+                self.envs_per_worker()
+            ));
+        }
+        if num_workers > u32::MAX as usize / 2 {
+            return Err(format!("too many workers ({num_workers})"));
+        }
+        Ok(())
+    }
+}
+
+/// Byte ranges of every array in the region, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sections {
+    pub control: Range<usize>,
+    pub observations: Range<usize>,
+    pub actions: Range<usize>,
+    pub rewards: Range<usize>,
+    pub terminals: Range<usize>,
+    pub truncations: Range<usize>,
+    pub masks: Range<usize>,
+    pub episode_returns: Range<usize>,
+    pub episode_lengths: Range<usize>,
+    pub batch_observations: Range<usize>,
+    pub batch_actions: Range<usize>,
+    pub batch_rewards: Range<usize>,
+    pub batch_terminals: Range<usize>,
+    pub batch_truncations: Range<usize>,
+    pub batch_masks: Range<usize>,
+    pub len: usize,
+}
+
+impl Sections {
+    /// `control_bytes` is the size of the synchronisation block (see
+    /// `sync::Control::bytes`).
+    pub fn new(plan: &Plan, control_bytes: usize) -> Sections {
+        let mut end: usize = 0;
+        let mut next = |bytes: usize, align: usize| {
+            let start = end.next_multiple_of(align);
+            end = start + bytes;
+            start..end
+        };
+        let (e, b) = (plan.num_envs, if plan.gathers() { plan.batch_envs } else { 0 });
+        Sections {
+            control: next(control_bytes, SECTION_ALIGN),
+            observations: next(e * plan.obs_row_bytes, PAGE),
+            actions: next(e * plan.action_row_bytes, SECTION_ALIGN),
+            rewards: next(e * 4, SECTION_ALIGN),
+            terminals: next(e, SECTION_ALIGN),
+            truncations: next(e, SECTION_ALIGN),
+            masks: next(e, SECTION_ALIGN),
+            episode_returns: next(e * 8, SECTION_ALIGN),
+            episode_lengths: next(e * 8, SECTION_ALIGN),
+            batch_observations: next(b * plan.obs_row_bytes, PAGE),
+            batch_actions: next(b * plan.action_row_bytes, SECTION_ALIGN),
+            batch_rewards: next(b * 4, SECTION_ALIGN),
+            batch_terminals: next(b, SECTION_ALIGN),
+            batch_truncations: next(b, SECTION_ALIGN),
+            batch_masks: next(b, SECTION_ALIGN),
+            len: end,
+        }
+    }
+}
+
+/// Copies row blocks between two arrays of `row_bytes`-sized rows: block
+/// `k` of `blocks` is `(first_row, rows)` in `src`, written back to back
+/// into `dst` in block order (`gather`), or the reverse (`scatter`).
+///
+/// # Safety
+/// `src` and `dst` must be valid for the rows the blocks address, must not
+/// overlap, and no other thread or process may write those rows meanwhile.
+pub unsafe fn gather_rows(src: *const u8, dst: *mut u8, row_bytes: usize, blocks: &[(usize, usize)]) {
+    let mut out = 0;
+    for &(first, rows) in blocks {
+        let bytes = rows * row_bytes;
+        // SAFETY: the caller vouches for both ranges; they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(first * row_bytes), dst.add(out), bytes) };
+        out += bytes;
+    }
+}
+
+/// The inverse of `gather_rows`: consecutive rows of `src` go to the blocks
+/// of `dst`.
+///
+/// # Safety
+/// As for `gather_rows`.
+pub unsafe fn scatter_rows(src: *const u8, dst: *mut u8, row_bytes: usize, blocks: &[(usize, usize)]) {
+    let mut read = 0;
+    for &(first, rows) in blocks {
+        let bytes = rows * row_bytes;
+        // SAFETY: the caller vouches for both ranges; they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(read), dst.add(first * row_bytes), bytes) };
+        read += bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn memfds_of_this_process() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|target| target.to_string_lossy().contains("memfd:pufferrs-test-count"))
+            .count()
+    }
+
+    #[test]
+    fn create_attach_share_and_free() {
+        let region = Region::create("pufferrs-test", 10_000).unwrap();
+        assert_eq!(region.len(), 12_288);
+        let attached = Region::attach(region.fd().unwrap()).unwrap();
+        assert_eq!(attached.len(), region.len());
+        assert!(attached.fd().is_none());
+        // SAFETY: both mappings are alive, in bounds, and only this thread
+        // touches them.
+        unsafe {
+            assert_eq!(*attached.as_ptr().add(9_999), 0, "memfds start zeroed");
+            *region.as_ptr().add(9_999) = 42;
+            assert_eq!(*attached.as_ptr().add(9_999), 42, "two mappings of one memfd share pages");
+        }
+        drop(region);
+        // SAFETY: the attached mapping outlives the creator's.
+        unsafe { assert_eq!(*attached.as_ptr().add(9_999), 42, "a mapping keeps the memory after the fd is closed") };
+    }
+
+    #[test]
+    fn nothing_in_dev_shm_and_fd_closed_on_drop() {
+        let before: Vec<_> = std::fs::read_dir("/dev/shm").map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        let region = Region::create("pufferrs-test-count", 1).unwrap();
+        assert_eq!(memfds_of_this_process(), 1);
+        let after: Vec<_> = std::fs::read_dir("/dev/shm").map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(after.iter().all(|name| before.contains(name)), "memfds never appear in /dev/shm");
+        drop(region);
+        assert_eq!(memfds_of_this_process(), 0);
+    }
+
+    #[test]
+    fn regions_cannot_be_resized() {
+        let region = Region::create("pufferrs-test", 4096).unwrap();
+        let fd = region.fd().unwrap();
+        assert!(ftruncate(fd.as_fd(), 0).is_err(), "sealed against shrinking");
+        assert!(ftruncate(fd.as_fd(), 8192).is_err(), "sealed against growing");
+    }
+
+    #[test]
+    fn attach_refuses_an_empty_file() {
+        let fd = memfd_create("pufferrs-test-empty", MemfdFlags::CLOEXEC).unwrap();
+        assert!(Region::attach(fd.as_fd()).is_err());
+    }
+
+    #[test]
+    fn sections_are_aligned_and_disjoint() {
+        let plan = Plan { num_envs: 6, num_workers: 3, obs_row_bytes: 12_504, action_row_bytes: 24, batch_envs: 4 };
+        plan.validate().unwrap();
+        let s = Sections::new(&plan, 200);
+        let all = [
+            &s.control, &s.observations, &s.actions, &s.rewards, &s.terminals, &s.truncations, &s.masks,
+            &s.episode_returns, &s.episode_lengths, &s.batch_observations, &s.batch_actions, &s.batch_rewards,
+            &s.batch_terminals, &s.batch_truncations, &s.batch_masks,
+        ];
+        for pair in all.windows(2) {
+            assert!(pair[0].end <= pair[1].start);
+        }
+        assert!(all.iter().all(|r| r.start % SECTION_ALIGN == 0));
+        assert_eq!(s.observations.start % PAGE, 0);
+        assert_eq!(s.observations.len(), 6 * 12_504);
+        assert_eq!(s.batch_observations.len(), 4 * 12_504);
+        assert_eq!(s.len, s.batch_masks.end);
+
+        let whole = Plan { batch_envs: 6, ..plan };
+        assert!(Sections::new(&whole, 200).batch_observations.is_empty());
+    }
+
+    #[test]
+    fn invalid_plans_are_refused() {
+        let ok = Plan { num_envs: 8, num_workers: 4, obs_row_bytes: 4, action_row_bytes: 8, batch_envs: 4 };
+        assert!(ok.validate().is_ok());
+        assert!(Plan { num_workers: 3, ..ok }.validate().unwrap_err().contains("multiple of num_workers"));
+        assert!(Plan { batch_envs: 3, ..ok }.validate().unwrap_err().contains("envs per worker"));
+        assert!(Plan { batch_envs: 10, ..ok }.validate().is_err());
+        assert!(Plan { num_envs: 0, ..ok }.validate().is_err());
+    }
+
+    #[test]
+    fn gather_then_scatter_round_trips() {
+        let src: Vec<u8> = (0..40).collect();
+        let mut batch = vec![0u8; 16];
+        let blocks = [(6, 2), (1, 2)];
+        // SAFETY: both vectors are large enough for the blocks, distinct, and
+        // owned by this thread.
+        unsafe { gather_rows(src.as_ptr(), batch.as_mut_ptr(), 4, &blocks) };
+        assert_eq!(batch, [24, 25, 26, 27, 28, 29, 30, 31, 4, 5, 6, 7, 8, 9, 10, 11]);
+        let mut back = vec![0u8; 40];
+        // SAFETY: as above.
+        unsafe { scatter_rows(batch.as_ptr(), back.as_mut_ptr(), 4, &blocks) };
+        assert_eq!(&back[24..32], &src[24..32]);
+        assert_eq!(&back[4..12], &src[4..12]);
+        assert!(back[..4].iter().all(|&b| b == 0));
+    }
+}

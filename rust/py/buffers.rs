@@ -1,0 +1,360 @@
+//! `pufferrs._native.RolloutBuffers`: a vector env's shared region, its
+//! arrays as numpy views, and the waits of `core::sync` with the GIL
+//! released. `pufferrs.vector` drives it from both sides.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use numpy::npyffi::{self, NPY_ARRAY_WRITEABLE, PY_ARRAY_API, npy_intp};
+use numpy::{PyArrayDescr, PyUntypedArray};
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::core::dtype::DType;
+use crate::core::shm::{Plan, Region, Sections, gather_rows, scatter_rows};
+use crate::core::sync::{Control, command, status};
+use crate::py::numpy_arrays::{descr, view};
+
+/// The shared buffers of one vector env: observations, actions, rewards,
+/// terminals, truncations, masks, episode statistics, a gather area for
+/// asynchronous batches, and the control words of every worker.
+///
+/// The parent creates it; workers `attach` to the same memory by file
+/// descriptor. Arrays from `array()` view the memory and keep it mapped.
+#[pyclass(module = "pufferrs._native", name = "RolloutBuffers", frozen)]
+pub struct PyRolloutBuffers {
+    region: Region,
+    plan: Plan,
+    sections: Sections,
+    /// The parent's position in the completion ring; the lock also keeps
+    /// two threads of one parent from taking completions at once.
+    head: Mutex<u32>,
+}
+
+impl PyRolloutBuffers {
+    fn control(&self) -> Control<'_> {
+        // SAFETY: the control section starts the region (offset 0, page
+        // aligned), is sized by `Control::bytes` for this plan, started
+        // zeroed in the memfd, and lives as long as `self.region`.
+        unsafe { Control::from_ptr(self.region.section(&self.sections.control), self.plan.num_workers) }
+    }
+
+    fn worker(&self, worker: u32) -> PyResult<usize> {
+        let n = self.plan.num_workers;
+        usize::try_from(worker)
+            .ok()
+            .filter(|&w| w < n)
+            .ok_or_else(|| PyIndexError::new_err(format!("worker {worker} is out of range for {n} workers")))
+    }
+
+    /// `(first env, envs)` of each worker, in order.
+    fn blocks(&self, workers: &[u32]) -> PyResult<Vec<(usize, usize)>> {
+        let per = self.plan.envs_per_worker();
+        let blocks = workers.iter().map(|&w| Ok((self.worker(w)? * per, per))).collect::<PyResult<Vec<_>>>()?;
+        if !self.plan.gathers() || blocks.len() * per > self.plan.batch_envs {
+            return Err(PyValueError::new_err(format!(
+                "{} workers do not fit the gather area of {} envs",
+                workers.len(),
+                if self.plan.gathers() { self.plan.batch_envs } else { 0 }
+            )));
+        }
+        Ok(blocks)
+    }
+
+    fn new_plan(plan: Plan) -> PyResult<Plan> {
+        plan.validate().map_err(PyValueError::new_err)?;
+        Ok(plan)
+    }
+
+    fn fingerprint(plan: &Plan) -> u64 {
+        // FNV-1a over the plan: a worker attached to some other region is
+        // told so rather than left to corrupt it.
+        [plan.num_envs, plan.num_workers, plan.obs_row_bytes, plan.action_row_bytes, plan.batch_envs]
+            .iter()
+            .flat_map(|v| (*v as u64).to_le_bytes())
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    }
+
+    /// A 1-d uint8 array over the whole region whose base is `slf`.
+    fn region_array<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyUntypedArray>> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut dims = [this.region.len() as npy_intp];
+        let dtype = descr(py, DType::U8)?;
+        // SAFETY: the region's mapping is `len` bytes long and stays mapped
+        // while `slf` lives; SetBaseObject makes the array hold a reference
+        // to `slf` (the stolen one from `into_ptr`). NewFromDescr steals the
+        // descr reference given by `into_ptr`.
+        unsafe {
+            let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type),
+                dtype.into_ptr() as *mut npyffi::PyArray_Descr,
+                1,
+                dims.as_mut_ptr(),
+                std::ptr::null_mut(),
+                this.region.as_ptr() as *mut std::ffi::c_void,
+                NPY_ARRAY_WRITEABLE | npyffi::NPY_ARRAY_C_CONTIGUOUS,
+                std::ptr::null_mut(),
+            );
+            let array = Bound::from_owned_ptr_or_err(py, ptr)?;
+            if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut npyffi::PyArrayObject, slf.clone().into_ptr()) < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(array.cast_into_unchecked())
+        }
+    }
+}
+
+fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::from_secs(86_400 * 365)))
+}
+
+#[pymethods]
+impl PyRolloutBuffers {
+    #[classattr]
+    const STEP: u32 = command::STEP;
+    #[classattr]
+    const RESET: u32 = command::RESET;
+    #[classattr]
+    const CLOSE: u32 = command::CLOSE;
+    #[classattr]
+    const OK: u32 = status::OK;
+    #[classattr]
+    const INFOS: u32 = status::INFOS;
+    #[classattr]
+    const ERROR: u32 = status::ERROR;
+
+    /// New buffers for `num_envs` envs run by `num_workers` workers, with
+    /// rows of `obs_row_bytes` and `action_row_bytes`, and a gather area for
+    /// batches of `batch_size` envs when that is less than `num_envs`.
+    #[new]
+    #[pyo3(signature = (num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
+    fn new(
+        num_envs: usize,
+        num_workers: usize,
+        obs_row_bytes: usize,
+        action_row_bytes: usize,
+        batch_size: Option<usize>,
+    ) -> PyResult<Self> {
+        let plan = Self::new_plan(Plan {
+            num_envs,
+            num_workers,
+            obs_row_bytes,
+            action_row_bytes,
+            batch_envs: batch_size.unwrap_or(num_envs),
+        })?;
+        let sections = Sections::new(&plan, Control::bytes(num_workers));
+        let region = Region::create("pufferrs", sections.len)?;
+        let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
+        this.control().stamp(Self::fingerprint(&plan));
+        Ok(this)
+    }
+
+    /// The buffers that another process created, from a file descriptor of
+    /// theirs (see `fd`) and the same arguments. The caller keeps `fd` and
+    /// may close it once this returns.
+    #[staticmethod]
+    #[pyo3(signature = (fd, num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
+    fn attach(
+        fd: i32,
+        num_envs: usize,
+        num_workers: usize,
+        obs_row_bytes: usize,
+        action_row_bytes: usize,
+        batch_size: Option<usize>,
+    ) -> PyResult<Self> {
+        let plan = Self::new_plan(Plan {
+            num_envs,
+            num_workers,
+            obs_row_bytes,
+            action_row_bytes,
+            batch_envs: batch_size.unwrap_or(num_envs),
+        })?;
+        if fd < 0 {
+            return Err(PyValueError::new_err(format!("invalid file descriptor {fd}")));
+        }
+        // SAFETY: the caller owns `fd` and keeps it open for this call, the
+        // only time the borrow is used (fstat and mmap); the mapping made
+        // from it does not depend on the fd staying open.
+        let region = Region::attach(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        let sections = Sections::new(&plan, Control::bytes(num_workers));
+        if region.len() < sections.len {
+            return Err(PyValueError::new_err(format!(
+                "the region behind fd {fd} holds {} bytes; these buffers need {}",
+                region.len(),
+                sections.len
+            )));
+        }
+        let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
+        if !this.control().matches(Self::fingerprint(&plan)) {
+            return Err(PyValueError::new_err(format!("fd {fd} does not hold buffers made for these arguments")));
+        }
+        Ok(this)
+    }
+
+    /// The file descriptor of the region, for workers to attach to.
+    #[getter]
+    fn fd(&self) -> PyResult<i32> {
+        self.region
+            .fd()
+            .map(|fd| fd.as_raw_fd())
+            .ok_or_else(|| PyValueError::new_err("attached buffers do not hold the region's fd"))
+    }
+
+    #[getter]
+    fn num_envs(&self) -> usize {
+        self.plan.num_envs
+    }
+
+    #[getter]
+    fn num_workers(&self) -> usize {
+        self.plan.num_workers
+    }
+
+    #[getter]
+    fn batch_size(&self) -> usize {
+        self.plan.batch_envs
+    }
+
+    /// Bytes of shared memory the buffers map.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.region.len()
+    }
+
+    /// A zero-copy view of one array: `observations` and `actions` as
+    /// `(num_envs, row_bytes)` uint8 rows; `rewards` float32; `terminals`,
+    /// `truncations`, `masks` bool; `episode_returns` float64;
+    /// `episode_lengths` int64; and the same with a `batch_` prefix for the
+    /// gather area (`batch_size` rows).
+    fn array<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let (s, p) = (&this.sections, &this.plan);
+        let b = if p.gathers() { p.batch_envs } else { 0 };
+        let (range, dtype, dims): (_, _, Vec<usize>) = match name {
+            "observations" => (&s.observations, DType::U8, vec![p.num_envs, p.obs_row_bytes]),
+            "actions" => (&s.actions, DType::U8, vec![p.num_envs, p.action_row_bytes]),
+            "rewards" => (&s.rewards, DType::F32, vec![p.num_envs]),
+            "terminals" => (&s.terminals, DType::Bool, vec![p.num_envs]),
+            "truncations" => (&s.truncations, DType::Bool, vec![p.num_envs]),
+            "masks" => (&s.masks, DType::Bool, vec![p.num_envs]),
+            "episode_returns" => (&s.episode_returns, DType::F64, vec![p.num_envs]),
+            "episode_lengths" => (&s.episode_lengths, DType::I64, vec![p.num_envs]),
+            "batch_observations" => (&s.batch_observations, DType::U8, vec![b, p.obs_row_bytes]),
+            "batch_actions" => (&s.batch_actions, DType::U8, vec![b, p.action_row_bytes]),
+            "batch_rewards" => (&s.batch_rewards, DType::F32, vec![b]),
+            "batch_terminals" => (&s.batch_terminals, DType::Bool, vec![b]),
+            "batch_truncations" => (&s.batch_truncations, DType::Bool, vec![b]),
+            "batch_masks" => (&s.batch_masks, DType::Bool, vec![b]),
+            _ => return Err(PyValueError::new_err(format!("no array named {name:?}"))),
+        };
+        let item = dtype.itemsize() as isize;
+        let strides: Vec<isize> = if dims.len() == 2 { vec![dims[1] as isize * item, item] } else { vec![item] };
+        let base = Self::region_array(slf)?;
+        let dtype: Bound<'py, PyArrayDescr> = descr(py, dtype)?;
+        // SAFETY: `range` is a section of this plan, inside the region, and
+        // `dims`/`strides` address exactly its bytes, C-ordered.
+        unsafe { view(&base, &dtype, range.start, &dims, &strides) }
+    }
+
+    // ---- parent side ----
+
+    /// Sends `command` to each of `workers`.
+    fn request(&self, workers: Vec<u32>, command: u32) -> PyResult<()> {
+        let control = self.control();
+        for &w in &workers {
+            control.request(self.worker(w)?, command);
+        }
+        Ok(())
+    }
+
+    /// Workers that completed their request, in completion order: waits
+    /// (GIL released) until `max` have, one failed (its status is ERROR), or
+    /// `timeout` seconds pass, and returns those taken so far.
+    #[pyo3(signature = (max, timeout = None))]
+    fn wait_completed(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> Vec<u32> {
+        let deadline = deadline(timeout);
+        py.detach(|| {
+            let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::with_capacity(max);
+            self.control().take_completed(&mut head, max, &mut out, deadline);
+            out
+        })
+    }
+
+    /// How `worker` finished its last request (OK, INFOS or ERROR).
+    fn status(&self, worker: u32) -> PyResult<u32> {
+        Ok(self.control().status(self.worker(worker)?))
+    }
+
+    /// Copies the observations, rewards, terminals, truncations and masks of
+    /// `workers`' envs into the gather area, back to back in that order,
+    /// with the GIL released.
+    fn gather(&self, py: Python<'_>, workers: Vec<u32>) -> PyResult<()> {
+        let blocks = self.blocks(&workers)?;
+        let (s, p) = (&self.sections, &self.plan);
+        let pairs = [
+            (&s.observations, &s.batch_observations, p.obs_row_bytes),
+            (&s.rewards, &s.batch_rewards, 4),
+            (&s.terminals, &s.batch_terminals, 1),
+            (&s.truncations, &s.batch_truncations, 1),
+            (&s.masks, &s.batch_masks, 1),
+        ];
+        py.detach(|| {
+            for (src, dst, row) in pairs {
+                // SAFETY: `blocks` checked every worker and that the batch
+                // fits the gather area; both sections are inside the region.
+                // The workers completed and are not sent anything until this
+                // returns, so nobody writes their rows meanwhile.
+                unsafe { gather_rows(self.region.section(src), self.region.section(dst), row, &blocks) }
+            }
+        });
+        Ok(())
+    }
+
+    /// Copies action rows from the gather area to `workers`' envs, in the
+    /// order of `workers`, with the GIL released.
+    fn scatter_actions(&self, py: Python<'_>, workers: Vec<u32>) -> PyResult<()> {
+        let blocks = self.blocks(&workers)?;
+        let (s, row) = (&self.sections, self.plan.action_row_bytes);
+        py.detach(|| {
+            // SAFETY: as in `gather`; the workers wait for a request, which
+            // is sent after this returns, before they read their actions.
+            unsafe { scatter_rows(self.region.section(&s.batch_actions), self.region.section(&s.actions), row, &blocks) }
+        });
+        Ok(())
+    }
+
+    // ---- worker side ----
+
+    /// Waits (GIL released) for the next command to `worker`; None when
+    /// `timeout` seconds pass first.
+    #[pyo3(signature = (worker, timeout = None))]
+    fn wait_request(&self, py: Python<'_>, worker: u32, timeout: Option<f64>) -> PyResult<Option<u32>> {
+        let worker = self.worker(worker)?;
+        let deadline = deadline(timeout);
+        Ok(py.detach(|| self.control().wait_request(worker, deadline)))
+    }
+
+    /// Reports that `worker` finished its request with `status`.
+    fn complete(&self, worker: u32, status: u32) -> PyResult<()> {
+        self.control().complete(self.worker(worker)?, status);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        let p = &self.plan;
+        format!(
+            "RolloutBuffers(num_envs={}, num_workers={}, obs_row_bytes={}, action_row_bytes={}, batch_size={}, nbytes={})",
+            p.num_envs,
+            p.num_workers,
+            p.obs_row_bytes,
+            p.action_row_bytes,
+            p.batch_envs,
+            self.region.len()
+        )
+    }
+}
