@@ -147,17 +147,13 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// The keys of `mapping` that the layout does not have, as reprs.
     fn extra_keys(&self, mapping: &Bound<'_, PyMapping>, items: &[(String, Py<PyString>, Tree)]) -> String {
-        let known: Vec<&String> = items.iter().map(|(k, _, _)| k).collect();
-        let keys = mapping.keys().map(|k| k.into_any()).unwrap_or_else(|_| PyList::empty(mapping.py()).into_any());
-        keys.try_iter()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|k| !k.extract::<String>().is_ok_and(|k| known.contains(&&k)))
-            .map(|k| k.repr().map(|r| r.to_string()).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(", ")
+        let Ok(keys) = mapping.keys() else { return String::new() };
+        let known = |key: &Bound<'_, PyAny>| key.extract::<String>().is_ok_and(|k| items.iter().any(|(name, ..)| *name == k));
+        let extra: Vec<String> =
+            keys.iter().filter(|key| !known(key)).map(|key| key.repr().map(|r| r.to_string()).unwrap_or_default()).collect();
+        extra.join(", ")
     }
 
     /// Resolves one leaf's value and checks its shape and dtype.
@@ -241,9 +237,9 @@ impl Reader<'_> {
         let total = rows.len() * self.layout.row_bytes;
         let work = Work { layout: self.layout, jobs, batched: resolved.batch.is_some() };
         if total > DETACH_BYTES {
-            let mut work = SendPtr((work, rows));
+            let mut work = AssertSend((work, rows));
             py.detach(move || {
-                let SendPtr((work, rows)) = &mut work;
+                let AssertSend((work, rows)) = &mut work;
                 work.run(rows)
             });
         } else {
@@ -291,11 +287,11 @@ impl Work<'_> {
 }
 
 /// Moves borrowed work across `py.detach`.
-struct SendPtr<T>(T);
+struct AssertSend<T>(T);
 // SAFETY: the work only reads numpy memory kept alive by the `Resolved`
 // sources and writes the caller's rows; both outlive the detached closure,
 // which runs on this same thread. No Python object is touched in it.
-unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Send for AssertSend<T> {}
 
 fn numpy_asarray(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

@@ -9,7 +9,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use crate::core::error::Error;
 use crate::core::layout::{Key, Layout, Node};
 use crate::py::flatten::{Reader, Resolved};
-use crate::py::numpy_arrays::{descr, row_bytes_mut, zeros};
+use crate::py::numpy_arrays::{descr, row_start, zeros};
 use crate::py::{spec, unflatten};
 
 /// The layout's structure with dict keys made Python strings once, so the
@@ -126,7 +126,10 @@ impl PyLayout {
         let resolved = reader.resolve(obs)?;
         reader.check(&resolved, check_bounds)?;
         let out = zeros(py, self.flat_dtype.bind(py), &self.row_shape)?;
-        let row = row_bytes_mut(&out, None, self.layout.row_bytes)?;
+        let start = row_start(&out, None, self.layout.row_bytes)?;
+        // SAFETY: `out` is new and holds `row_bytes` bytes from `start`; this
+        // slice is the only reference to them.
+        let row = unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) };
         reader.write(py, &resolved, &mut [row]);
         Ok(out)
     }
@@ -141,11 +144,15 @@ impl PyLayout {
         index: Option<isize>,
         check_bounds: bool,
     ) -> PyResult<()> {
-        row_bytes_mut(out, index, self.layout.row_bytes)?;
+        let start = row_start(out, index, self.layout.row_bytes)?;
         let reader = self.reader(self.name.clone(), false);
         let resolved = reader.resolve(obs)?;
         reader.check(&resolved, check_bounds)?;
-        let row = row_bytes_mut(out, index, self.layout.row_bytes)?;
+        // SAFETY: `row_start` checked the `row_bytes` bytes from `start`,
+        // which `out` keeps alive. This slice is the only Rust reference to
+        // them: sources are read through raw pointers, and one that overlaps
+        // the row (a row flattened into itself) is copied with memmove.
+        let row = unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) };
         reader.write(py, &resolved, &mut [row]);
         Ok(())
     }
@@ -191,9 +198,17 @@ impl PyLayout {
             }
             None => zeros(py, self.flat_dtype.bind(py), &self.rows_shape(&[size]))?,
         };
-        let mut rows = (0..size)
-            .map(|b| row_bytes_mut(&out, Some(b as isize), self.layout.row_bytes))
+        let starts = (0..size)
+            .map(|b| row_start(&out, Some(b as isize), self.layout.row_bytes))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut rows: Vec<&mut [u8]> = starts
+            .into_iter()
+            // SAFETY: each start was checked by `row_start` and `out` keeps
+            // the memory alive; the rows do not overlap (checked above for a
+            // caller's `out`; `zeros` lays them apart), so the slices are
+            // disjoint, and they are the only references to those bytes.
+            .map(|start| unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) })
+            .collect();
         match batch.as_slice() {
             [(reader, resolved)] if resolved.is_batched() => reader.write(py, resolved, &mut rows),
             _ => {

@@ -55,16 +55,10 @@ pub fn strided<'a>(array: &'a Bound<'_, PyUntypedArray>, dtype: DType) -> Stride
     unsafe { Strided::new(data(array), dtype, array.shape(), array.strides()) }
 }
 
-/// The bytes of one row of `out`: the whole array when `index` is None,
-/// else `out[index]`. The row must be C-contiguous and `row_bytes` long.
-///
-/// The returned slice aliases numpy memory: the caller must hold `out` for
-/// as long as it uses the slice and must not let Python run meanwhile.
-pub fn row_bytes_mut<'a>(
-    out: &'a Bound<'_, PyUntypedArray>,
-    index: Option<isize>,
-    row_bytes: usize,
-) -> Result<&'a mut [u8], Error> {
+/// Where one row of `out` starts: the whole array when `index` is None, else
+/// `out[index]`, checked to be writeable, C-contiguous and `row_bytes` long.
+/// The `row_bytes` bytes from there stay valid while `out` is alive.
+pub fn row_start(out: &Bound<'_, PyUntypedArray>, index: Option<isize>, row_bytes: usize) -> Result<*mut u8, Error> {
     if !is_writeable(out) {
         return Err(Error::Buffer("out is read-only".into()));
     }
@@ -91,10 +85,9 @@ pub fn row_bytes_mut<'a>(
     if !is_c_contiguous(shape, strides, itemsize) {
         return Err(Error::Buffer("a row of out must be C-contiguous".into()));
     }
-    // SAFETY: the row starts `offset` bytes into `out`'s data (the index was
-    // checked against the first axis) and spans `row_bytes` contiguous bytes,
-    // all inside memory that `out` keeps alive while it is borrowed.
-    Ok(unsafe { std::slice::from_raw_parts_mut(data(out).offset(offset), row_bytes) })
+    // SAFETY: the index was checked against the first axis, so the row
+    // starts inside `out`'s data.
+    Ok(unsafe { data(out).offset(offset) })
 }
 
 /// A new zero-filled C-ordered array.
