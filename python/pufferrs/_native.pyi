@@ -42,6 +42,7 @@ class RolloutBuffers:
     OK: int
     INFOS: int
     ERROR: int
+    ENDED: int
 
     def __new__(
         cls, num_envs: int, num_workers: int, obs_row_bytes: int, action_row_bytes: int, batch_size: int | None = None

@@ -184,6 +184,8 @@ class _Runner:
         self.lengths = [0] * len(envs)
         #: The env being reset or stepped, for error reports.
         self.current_env: int | None = None
+        #: Whether an episode ended in the last step.
+        self.ended = False
 
     def reset(self, seed: int | None) -> list[tuple[int, dict]]:
         infos = []
@@ -200,18 +202,21 @@ class _Runner:
         self.masks[:] = True
         self.returns = [0.0] * len(self.envs)
         self.lengths = [0] * len(self.envs)
+        self.ended = False
         return infos
 
     def step(self) -> list[tuple[int, dict]]:
         actions = self.read_actions()
         rewards, terminals, truncations, infos = [], [], [], []
         returns, lengths, first = self.returns, self.lengths, self.first_env
+        ended = False
         for i, env in enumerate(self.envs):
             self.current_env = first + i
             obs, reward, terminal, truncation, info = env.step(actions[i])
             returns[i] += reward
             lengths[i] += 1
             if terminal or truncation:
+                ended = True
                 self.episode_returns[i] = returns[i]
                 self.episode_lengths[i] = lengths[i]
                 returns[i], lengths[i] = 0.0, 0
@@ -223,6 +228,7 @@ class _Runner:
             if info:
                 infos.append((i, info))
         self.current_env = None
+        self.ended = ended
         self.rewards[:] = rewards
         self.terminals[:] = terminals
         self.truncations[:] = truncations
@@ -289,8 +295,11 @@ class _VectorEnv:
                               batch["rewards"], batch["terminals"], batch["truncations"], batch["masks"])
             self._batch_actions = batch["actions"]
         self._blocks: dict[int, tuple] = {}
-        self._pending: list[int] = []  # workers asked to reset or step, not yet received
-        self._held: list[int] = []  # workers received, waiting for actions
+        self._action_blocks: dict[int, np.ndarray] = {}
+        self._flat_actions = not isinstance(self.single_action_space, (gs.Dict, gs.Tuple))
+        self._pending: set[int] = set()  # workers asked to reset or step, not yet received
+        self._held: list[int] = []  # workers received, waiting for actions, in env order
+        self._held_lo: int | None = None  # their first env when they are consecutive
         self._first_reset = True
         self._closed = False
         self._broken: WorkerError | None = None
@@ -323,26 +332,40 @@ class _VectorEnv:
         """Writes ``actions`` (a batch for the envs of the last ``recv``, in
         its ``env_ids`` order) into the shared action rows and starts those
         envs stepping. Bad actions raise :class:`SpaceError` and send nothing."""
-        self._check_open()
-        if not self._held:
+        if self._closed or self._broken is not None:
+            self._check_open()
+        held = self._held
+        if not held:
             raise PufferError("send() needs a batch to act on: call reset(), async_reset() or recv() first")
-        n = len(self._held) * self.envs_per_worker
-        if not isinstance(actions, (np.ndarray, dict, tuple, list)) and hasattr(actions, "__array__"):
-            actions = np.asarray(actions)  # e.g. a CPU torch tensor
-        if isinstance(actions, (np.ndarray, list)) and not isinstance(self.single_action_space, (gs.Dict, gs.Tuple)):
-            size = len(actions) if isinstance(actions, list) else (actions.shape[0] if actions.ndim else None)
-            if size != n:
-                got = f"{size} actions" if size is not None else "a 0-d array"
-                raise SpaceError(f"action: expected a batch of {n} actions, one per env of the batch, got {got}")
-        lo = self._contiguous(self._held)
+        if type(actions) is not np.ndarray:
+            actions = self._as_batch(actions)
+        elif self._flat_actions and (actions.ndim == 0 or actions.shape[0] != self.batch_size):
+            self._refuse_batch(actions.shape[0] if actions.ndim else None)
+        lo = self._held_lo
         if lo is not None:
-            self.action_layout.flatten_batch(actions, out=self._arrays["actions"][lo : lo + n])
+            rows = self._action_blocks.get(lo)
+            if rows is None:
+                rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self.batch_size]
+            self.action_layout.flatten_batch(actions, out=rows)
         else:
-            self.action_layout.flatten_batch(actions, out=self._batch_actions[:n])
-            self.buffers.scatter_actions(self._held)
-        self._step(self._held)
-        self._pending.extend(self._held)
+            self.action_layout.flatten_batch(actions, out=self._batch_actions)
+            self.buffers.scatter_actions(held)
+        self._step(held)
+        self._pending.update(held)
         self._held = []
+
+    def _as_batch(self, actions: Any) -> Any:
+        if not isinstance(actions, (dict, tuple, list)) and hasattr(actions, "__array__"):
+            actions = np.asarray(actions)  # e.g. a CPU torch tensor
+            if self._flat_actions and (actions.ndim == 0 or actions.shape[0] != self.batch_size):
+                self._refuse_batch(actions.shape[0] if actions.ndim else None)
+        elif self._flat_actions and isinstance(actions, list) and len(actions) != self.batch_size:
+            self._refuse_batch(len(actions))
+        return actions
+
+    def _refuse_batch(self, size: int | None) -> None:
+        got = f"{size} actions" if size is not None else "a 0-d array"
+        raise SpaceError(f"action: expected a batch of {self.batch_size} actions, one per env of the batch, got {got}")
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
         """Waits for the next batch of ``batch_size`` envs and returns
@@ -350,15 +373,18 @@ class _VectorEnv:
 
         With ``batch_size < num_envs`` these are the first workers to finish;
         ``env_ids`` says which envs they hold, and ``send`` acts on them."""
-        self._check_open()
+        if self._closed or self._broken is not None:
+            self._check_open()
         if self._held:
             raise PufferError("recv() called twice without send(): act on the batch you hold first")
         if len(self._pending) < self._batch_workers:
             raise PufferError("recv() needs envs in flight: call reset(), async_reset() or send() first")
-        workers, payloads = self._receive(self._batch_workers)
+        workers, payloads, ended = self._receive(self._batch_workers)
         workers.sort()
         self._held = workers
-        lo = self._contiguous(workers)
+        # Sorted and distinct: consecutive exactly when the span fits.
+        lo = workers[0] * self.envs_per_worker if workers[-1] - workers[0] == len(workers) - 1 else None
+        self._held_lo = lo
         if lo is None:
             self.buffers.gather(workers)
             obs, rewards, terminals, truncations, masks = self._gathered
@@ -366,14 +392,14 @@ class _VectorEnv:
                                       for w in workers])
         else:
             obs, rewards, terminals, truncations, env_ids, masks = self._block(lo)
-        infos: list[dict] = [{} for _ in range(len(env_ids))]
-        for position, worker in enumerate(workers):
-            for i, info in payloads.get(worker, ()):
-                infos[position * self.envs_per_worker + i] = info
-        ended = np.flatnonzero(terminals | truncations)
-        if len(ended):
+        infos: list[dict] = [{} for _ in range(self.batch_size)]
+        if payloads:
+            for position, worker in enumerate(workers):
+                for i, info in payloads.get(worker, ()):
+                    infos[position * self.envs_per_worker + i] = info
+        if ended:
             returns, lengths = self._arrays["episode_returns"], self._arrays["episode_lengths"]
-            for k in ended.tolist():
+            for k in np.flatnonzero(terminals | truncations).tolist():
                 env = int(env_ids[k])
                 infos[k] = {**infos[k], "episode_return": float(returns[env]), "episode_length": int(lengths[env])}
         return obs, rewards, terminals, truncations, infos, env_ids, masks
@@ -402,12 +428,6 @@ class _VectorEnv:
         if self._broken is not None:
             raise WorkerError(f"this vector env is broken by an earlier error; close() it.\n{self._broken}")
 
-    def _contiguous(self, workers: list[int]) -> int | None:
-        """The first env of ``workers`` when they are consecutive, else None."""
-        if workers[-1] - workers[0] == len(workers) - 1 and all(b - a == 1 for a, b in zip(workers, workers[1:])):
-            return workers[0] * self.envs_per_worker
-        return None
-
     def _block(self, lo: int) -> tuple:
         """Views of the consecutive envs from ``lo``, one batch long (cached)."""
         block = self._blocks.get(lo)
@@ -435,7 +455,9 @@ class _VectorEnv:
     def _step(self, workers: list[int]) -> None:
         raise NotImplementedError
 
-    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]]]:
+    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
+        """``count`` workers that finished, their infos, and whether an
+        episode of theirs ended."""
         raise NotImplementedError
 
     def _shutdown(self) -> None:
@@ -490,24 +512,28 @@ class Serial(_VectorEnv):
             raise self._fail(error) from exc
 
     def _reset(self, seed: int | None) -> None:
-        self._held, self._pending = [], []
+        self._held, self._pending = [], set()
         self._done.clear()
-        self._payloads = {}
+        self._payloads: dict[int, list[tuple[int, dict]]] = {}
         for w, runner in enumerate(self._runners):
-            self._payloads[w] = self._run(w, lambda: runner.reset(seed))
-            self._pending.append(w)
+            infos = self._run(w, lambda: runner.reset(seed))
+            if infos:
+                self._payloads[w] = infos
+            self._pending.add(w)
             self._done.append(w)
 
     def _step(self, workers: list[int]) -> None:
         for w in workers:
-            self._payloads[w] = self._run(w, self._runners[w].step)
+            infos = self._run(w, self._runners[w].step)
+            if infos:
+                self._payloads[w] = infos
             self._done.append(w)
 
-    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]]]:
+    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
         workers = [self._done.popleft() for _ in range(count)]
-        for w in workers:
-            self._pending.remove(w)
-        return workers, {w: self._payloads.pop(w) for w in workers if self._payloads.get(w)}
+        self._pending.difference_update(workers)
+        payloads = {w: self._payloads.pop(w) for w in workers if w in self._payloads} if self._payloads else {}
+        return workers, payloads, any(self._runners[w].ended for w in workers)
 
     def _shutdown(self) -> None:
         for runner in getattr(self, "_runners", ()):
@@ -562,6 +588,7 @@ def _worker_main(worker: int, handle: _RegionHandle, creators: list[Callable[...
     except Exception:
         startup_error = f"making its envs raised:\n{traceback.format_exc()}"
     STEP, RESET, CLOSE = RolloutBuffers.STEP, RolloutBuffers.RESET, RolloutBuffers.CLOSE
+    OK, INFOS, ENDED = RolloutBuffers.OK, RolloutBuffers.INFOS, RolloutBuffers.ENDED
     try:
         while True:
             command = buffers.wait_request(worker, POLL_INTERVAL)
@@ -586,11 +613,12 @@ def _worker_main(worker: int, handle: _RegionHandle, creators: list[Callable[...
                 except Exception:  # noqa: BLE001 - e.g. the exception itself does not pickle
                     conn.send((env, f"{where} {type(exc).__name__} (traceback could not be sent)"))
                 continue
+            ended = ENDED if runner.ended else OK
             if infos:
-                buffers.complete(worker, RolloutBuffers.INFOS)
+                buffers.complete(worker, INFOS | ended)
                 conn.send(infos)
             else:
-                buffers.complete(worker, RolloutBuffers.OK)
+                buffers.complete(worker, ended)
     except (BrokenPipeError, EOFError, ConnectionResetError):
         return  # the parent closed its end
     finally:
@@ -700,42 +728,47 @@ class Multiprocessing(_VectorEnv):
                 raise self._dead(w) from exc
         all_workers = list(range(self.num_workers))
         self.buffers.request(all_workers, RolloutBuffers.RESET)
-        self._pending = all_workers
+        self._pending = set(all_workers)
 
     def _step(self, workers: list[int]) -> None:
         self.buffers.request(workers, RolloutBuffers.STEP)
 
-    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]]]:
+    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
+        buffers, status = self.buffers, self.buffers.status
         deadline = time.monotonic() + self.timeout
         taken: list[int] = []
+        new = buffers.wait_completed(count, min(POLL_INTERVAL, self.timeout))
         payloads: dict[int, list[tuple[int, dict]]] = {}
-        while len(taken) < count:
-            left = deadline - time.monotonic()
-            new = self.buffers.wait_completed(count - len(taken), min(POLL_INTERVAL, max(left, 0.0)))
+        ended = False
+        while True:
             for w in new:
-                self._pending.remove(w)
-                status = self.buffers.status(w)
-                if status == RolloutBuffers.INFOS:
-                    payloads[w] = self._payload(w, deadline)
-                elif status == RolloutBuffers.ERROR:
-                    env, message = self._payload(w, deadline)
-                    error = WorkerError(f"worker {w} ({self._envs_of(w)}): {message}")
-                    error.worker, error.env = w, env
-                    raise self._fail(error)
-            taken.extend(new)
-            if len(taken) < count:
-                for w in self._pending:
-                    if self._processes[w].exitcode is not None:
-                        raise self._dead(w)
-                if time.monotonic() >= deadline:
-                    waiting = ", ".join(f"worker {w} ({self._envs_of(w)})" for w in self._pending)
-                    error = WorkerTimeoutError(
-                        f"recv() timed out after {self.timeout:g} s waiting for {waiting}; "
-                        "raise the vector env's timeout if its envs are this slow"
-                    )
-                    error.worker = self._pending[0] if self._pending else None
-                    raise self._fail(error)
-        return taken, payloads
+                self._pending.discard(w)
+                flags = status(w)
+                if flags:
+                    if flags & RolloutBuffers.ERROR:
+                        env, message = self._payload(w, deadline)
+                        error = WorkerError(f"worker {w} ({self._envs_of(w)}): {message}")
+                        error.worker, error.env = w, env
+                        raise self._fail(error)
+                    if flags & RolloutBuffers.INFOS:
+                        payloads[w] = self._payload(w, deadline)
+                    ended = ended or bool(flags & RolloutBuffers.ENDED)
+            taken += new
+            if len(taken) == count:
+                return taken, payloads, ended
+            for w in sorted(self._pending):
+                if self._processes[w].exitcode is not None:
+                    raise self._dead(w)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waiting = ", ".join(f"worker {w} ({self._envs_of(w)})" for w in sorted(self._pending))
+                error = WorkerTimeoutError(
+                    f"recv() timed out after {self.timeout:g} s waiting for {waiting}; "
+                    "raise the vector env's timeout if its envs are this slow"
+                )
+                error.worker = min(self._pending) if self._pending else None
+                raise self._fail(error)
+            new = buffers.wait_completed(count - len(taken), min(POLL_INTERVAL, left))
 
     def _payload(self, worker: int, deadline: float) -> Any:
         """What ``worker`` sends on its pipe after completing with INFOS or

@@ -104,6 +104,9 @@ pub mod status {
     pub const INFOS: u32 = 1;
     /// Failed; the traceback follows on the worker's pipe.
     pub const ERROR: u32 = 2;
+    /// A flag beside OK or INFOS: an episode of one of the worker's envs
+    /// ended, so the parent reads the episode statistics.
+    pub const ENDED: u32 = 4;
 }
 
 /// One worker's words, on a cache line of its own.
@@ -213,7 +216,7 @@ impl<'a> Control<'a> {
             let worker = cell.swap(0, Acquire) - 1;
             *head = head.wrapping_add(1);
             out.push(worker);
-            if self.status(worker as usize) == status::ERROR {
+            if self.status(worker as usize) & status::ERROR != 0 {
                 return;
             }
         }

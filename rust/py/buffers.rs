@@ -125,6 +125,8 @@ impl PyRolloutBuffers {
     const INFOS: u32 = status::INFOS;
     #[classattr]
     const ERROR: u32 = status::ERROR;
+    #[classattr]
+    const ENDED: u32 = status::ENDED;
 
     /// New buffers for `num_envs` envs run by `num_workers` workers, with
     /// rows of `obs_row_bytes` and `action_row_bytes`, and a gather area for
@@ -285,7 +287,8 @@ impl PyRolloutBuffers {
         })
     }
 
-    /// How `worker` finished its last request (OK, INFOS or ERROR).
+    /// How `worker` finished its last request: OK, INFOS or ERROR, with
+    /// the ENDED flag when one of its episodes ended.
     fn status(&self, worker: u32) -> PyResult<u32> {
         Ok(self.control().status(self.worker(worker)?))
     }
