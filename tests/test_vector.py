@@ -283,10 +283,12 @@ def test_dict_actions_reach_their_envs() -> None:
     assert_matches_reference(records, creator, seed=3)
 
 
-def test_backends_agree_bit_for_bit() -> None:
+@pytest.mark.parametrize("start_method", [None, "spawn"])
+def test_backends_agree_bit_for_bit(start_method: str | None) -> None:
     results = {}
     for backend in ("serial", "multiprocessing"):
-        with pv.make(NestedEnv, num_envs=4, backend=backend, num_workers=2, seed=11) as envs:
+        extra = {"start_method": start_method} if backend == "multiprocessing" else {}
+        with pv.make(NestedEnv, num_envs=4, backend=backend, num_workers=2, seed=11, **extra) as envs:
             obs, infos = envs.reset()
             steps = [(obs.copy(), infos)]
             for k in range(15):
@@ -515,3 +517,28 @@ def test_errors_are_exported() -> None:
     assert pufferrs.WorkerError is WorkerError
     assert issubclass(WorkerError, (PufferError, RuntimeError))
     assert issubclass(WorkerTimeoutError, (WorkerError, TimeoutError))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_pinned_observations_copy_to_the_gpu(backend: str) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    with pv.make(NestedEnv, num_envs=4, backend=backend, num_workers=2, batch_size=2) as envs:
+        envs.pin_memory()
+        obs, _ = envs.reset(seed=0)
+        host = torch.from_numpy(obs)
+        assert host.is_pinned()
+        device = host.to("cuda", non_blocking=True)
+        torch.cuda.synchronize()
+        assert device.cpu().numpy().tobytes() == obs.tobytes()
+
+
+def test_pin_memory_without_cuda_is_a_clear_error() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pv.make(NestedEnv, num_envs=2, backend="serial") as envs:
+        with pytest.raises(PufferError, match="needs a CUDA device"):
+            envs.pin_memory()

@@ -301,6 +301,7 @@ class _VectorEnv:
         self._held: list[int] = []  # workers received, waiting for actions, in env order
         self._held_lo: int | None = None  # their first env when they are consecutive
         self._first_reset = True
+        self._pinned: list[int] = []  # addresses registered with CUDA
         self._closed = False
         self._broken: WorkerError | None = None
 
@@ -404,6 +405,28 @@ class _VectorEnv:
                 infos[k] = {**infos[k], "episode_return": float(returns[env]), "episode_length": int(lengths[env])}
         return obs, rewards, terminals, truncations, infos, env_ids, masks
 
+    def pin_memory(self) -> None:
+        """Page-locks the observation rows (and the gather area) for CUDA
+        with ``cudaHostRegister``, in place: ``torch.from_numpy(obs)`` is
+        then pinned, and ``.to("cuda", non_blocking=True)`` copies at
+        pinned-memory speed without a staging copy. ``close()`` (or garbage
+        collection) unregisters it. Needs torch with CUDA."""
+        self._check_open()
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PufferError("pin_memory() needs a CUDA device (torch.cuda.is_available() is False)")
+        cudart = torch.cuda.cudart()
+        arrays = [self._observations] + ([self._gathered[0]] if hasattr(self, "_gathered") else [])
+        for array in arrays:
+            address = array.ctypes.data
+            if address in self._pinned or not array.nbytes:
+                continue
+            code = int(cudart.cudaHostRegister(address, array.nbytes, 0))
+            if code != 0:
+                raise PufferError(f"cudaHostRegister failed with CUDA error {code}")
+            self._pinned.append(address)
+
     def close(self) -> None:
         """Closes every env and stops the workers; safe to call twice."""
         if not self._closed:
@@ -464,6 +487,23 @@ class _VectorEnv:
         raise NotImplementedError
 
 
+def _unpin(pinned: list[int]) -> None:
+    """Unregisters what ``pin_memory`` registered, while it is still mapped
+    (the caller holds the buffers)."""
+    if pinned:
+        import torch
+
+        cudart = torch.cuda.cudart()
+        while pinned:
+            cudart.cudaHostUnregister(pinned.pop())
+
+
+def _close_runners(runners: list[_Runner], pinned: list[int], buffers: Any) -> None:
+    _unpin(pinned)
+    for runner in runners:
+        runner.close()
+
+
 def _checked_env(env: Any) -> gym.Env:
     if not isinstance(env, gym.Env):
         raise TypeError(f"env_creator must return a gymnasium.Env, got {type(env).__name__}")
@@ -501,6 +541,7 @@ class Serial(_VectorEnv):
                 env.close()
             raise
         self._done: deque[int] = deque()
+        self._finalizer = weakref.finalize(self, _close_runners, self._runners, self._pinned, self.buffers)
 
     def _run(self, worker: int, call: Callable[[], Any]) -> list[tuple[int, dict]]:
         try:
@@ -536,8 +577,7 @@ class Serial(_VectorEnv):
         return workers, payloads, any(self._runners[w].ended for w in workers)
 
     def _shutdown(self) -> None:
-        for runner in getattr(self, "_runners", ()):
-            runner.close()
+        self._finalizer()
 
 
 # ---------------------------------------------------------------------------
@@ -632,7 +672,7 @@ def _default_workers(num_envs: int) -> int:
     return max(d for d in range(1, min(num_envs, cpus) + 1) if num_envs % d == 0)
 
 
-def _stop_workers(buffers: Any, processes: list, conns: list) -> None:
+def _stop_workers(buffers: Any, processes: list, conns: list, pinned: list[int]) -> None:
     """Asks workers to exit, then terminates and kills those that do not.
     A module function, so that the finalizer holds no vector env."""
     started = [(w, p) for w, p in enumerate(processes) if p.pid is not None]
@@ -658,6 +698,7 @@ def _stop_workers(buffers: Any, processes: list, conns: list) -> None:
             p.close()
     for conn in conns:
         conn.close()
+    _unpin(pinned)
 
 
 class Multiprocessing(_VectorEnv):
@@ -694,7 +735,8 @@ class Multiprocessing(_VectorEnv):
                                                  self.action_layout.row_bytes, self.buffers.batch_size))
         # Registered before any worker starts, so that a failure part-way
         # (or garbage collection, or interpreter exit) still stops them.
-        self._finalizer = weakref.finalize(self, _stop_workers, self.buffers, self._processes, self._conns)
+        self._finalizer = weakref.finalize(self, _stop_workers, self.buffers, self._processes, self._conns,
+                                           self._pinned)
         per = self.envs_per_worker
         try:
             for w in range(num_workers):
