@@ -61,51 +61,63 @@ def cartpole() -> gym.Env:
     return gym.make("CartPole-v1")
 
 
-def measure(step: Callable[[], Any], steps_per_call: int, seconds: float, repeats: int) -> float:
-    """Median env steps per second of `step` over `repeats` timed runs."""
+def calibrate(step: Callable[[], Any], seconds: float) -> int:
+    """Warms `step` up and returns how many calls take about `seconds`."""
     calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds / 4:  # warm up and calibrate
+    while time.perf_counter() - start < seconds / 4:
         step()
         calls += 1
-    per_run = max(10, int(calls * 4 * (seconds / 4) / max(time.perf_counter() - start, 1e-9)))
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(per_run):
-            step()
-        rates.append(per_run * steps_per_call / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return max(10, int(calls * 4))
 
 
-def run_pufferrs(creator: Callable, args: argparse.Namespace, backend: str, batch_size: int | None) -> float:
-    with pv.make(creator, num_envs=args.num_envs, backend=backend, num_workers=args.workers,
-                 batch_size=batch_size, seed=0) as envs:
-        envs.async_reset(0)
-        batch = envs.batch_size
-        actions = np.zeros(batch, dtype=np.int64)
-        recv, send = envs.recv, envs.send
+def timed(step: Callable[[], Any], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return time.perf_counter() - start
 
-        def step() -> None:
-            recv()
-            send(actions)
 
-        rate = measure(step, batch, args.seconds, args.repeats)
+class Config:
+    """One vector env under test: its step, env steps per call, and close."""
+
+    def __init__(self, label: str, step: Callable[[], Any], steps_per_call: int, close: Callable[[], Any]) -> None:
+        self.label, self.step, self.steps_per_call, self.close = label, step, steps_per_call, close
+        self.rates: list[float] = []
+
+
+def pufferrs_config(label: str, creator: Callable, args: argparse.Namespace, backend: str,
+                    batch_size: int | None) -> Config:
+    envs = pv.make(creator, num_envs=args.num_envs, backend=backend, num_workers=args.workers,
+                   batch_size=batch_size, seed=0)
+    envs.async_reset(0)
+    actions = np.zeros(envs.batch_size, dtype=np.int64)
+    recv, send = envs.recv, envs.send
+
+    def step() -> None:
         recv()
-        return rate
+        send(actions)
+
+    return Config(label, step, envs.batch_size, envs.close)
 
 
-def run_gymnasium(creator: Callable, args: argparse.Namespace, kind: str) -> float:
+def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, kind: str) -> Config:
     fns = [creator] * args.num_envs
     if kind == "sync":
         envs = gym.vector.SyncVectorEnv(fns, copy=False)
     else:
         envs = gym.vector.AsyncVectorEnv(fns, shared_memory=True, copy=False)
-    try:
-        envs.reset(seed=0)
-        actions = np.zeros(args.num_envs, dtype=np.int64)
-        return measure(lambda: envs.step(actions), args.num_envs, args.seconds, args.repeats)
-    finally:
-        envs.close()
+    envs.reset(seed=0)
+    actions = np.zeros(args.num_envs, dtype=np.int64)
+    return Config(label, lambda: envs.step(actions), args.num_envs, envs.close)
+
+
+def run_all(configs: list[Config], args: argparse.Namespace) -> None:
+    """Repeats interleaved across configs, so that drift in the machine's
+    load touches every config alike."""
+    calls = [calibrate(c.step, args.seconds) for c in configs]
+    for _ in range(args.repeats):
+        for config, n in zip(configs, calls):
+            config.rates.append(n * config.steps_per_call / timed(config.step, n))
 
 
 def main() -> None:
@@ -127,22 +139,58 @@ def main() -> None:
     print("-" * len(header))
     half = args.num_envs // 2
     for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
-        sync = run_gymnasium(creator, args, "sync")
-        async_ = run_gymnasium(creator, args, "async")
-        rows = [
-            ("gymnasium SyncVectorEnv", sync, None),
-            (f"gymnasium AsyncVectorEnv(shm) [{args.num_envs} procs]", async_, None),
-            ("pufferrs Serial", run_pufferrs(creator, args, "serial", None), sync),
-            (f"pufferrs Multiprocessing sync [{args.workers} procs]",
-             run_pufferrs(creator, args, "multiprocessing", None), async_),
-            (f"pufferrs Multiprocessing async batch={half}",
-             run_pufferrs(creator, args, "multiprocessing", half), async_),
-        ]
-        for label, rate, peer in rows:
+        configs: list[Config] = []
+        try:
+            configs.append(gymnasium_config("gymnasium SyncVectorEnv", creator, args, "sync"))
+            configs.append(gymnasium_config(f"gymnasium AsyncVectorEnv(shm) [{args.num_envs} procs]", creator,
+                                            args, "async"))
+            configs.append(pufferrs_config("pufferrs Serial", creator, args, "serial", None))
+            configs.append(pufferrs_config(f"pufferrs Multiprocessing sync [{args.workers} procs]", creator, args,
+                                           "multiprocessing", None))
+            configs.append(pufferrs_config(f"pufferrs Multiprocessing async batch={half}", creator, args,
+                                           "multiprocessing", half))
+            run_all(configs, args)
+        finally:
+            for config in configs:
+                config.close()
+        sync, async_ = (statistics.median(c.rates) for c in configs[:2])
+        for config, peer in zip(configs, [None, None, sync, async_, async_]):
+            rate = statistics.median(config.rates)
             ratio = f"{rate / peer:6.1f}x" if peer else "      -"
-            print(f"{name:<12} {label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {ratio:>7}")
+            print(f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {ratio:>7}")
         print()
     print("ratio: pufferrs Serial / SyncVectorEnv; pufferrs Multiprocessing / AsyncVectorEnv")
+    bench_pinned(args)
+
+
+def bench_pinned(args: argparse.Namespace) -> None:
+    """Host-to-device copies of a batch of observation rows, pageable
+    (torch.from_numpy of the shared rows) vs page-locked in place by
+    ``pin_memory()``. Needs CUDA; skipped otherwise."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        print("\n# pinned host-to-device copy: skipped (no CUDA device)")
+        return
+    print(f"\n# host-to-device copy of one batch of noop-nested rows, {torch.cuda.get_device_name()}")
+    for pinned in (False, True):
+        with pv.make(NoopNested, num_envs=args.num_envs, backend="serial") as envs:
+            if pinned:
+                envs.pin_memory()
+            obs, _ = envs.reset(seed=0)
+            host = torch.from_numpy(obs)
+            device = torch.empty(host.shape, dtype=host.dtype, device="cuda")
+
+            def copy() -> None:
+                device.copy_(host, non_blocking=True)
+                torch.cuda.synchronize()
+
+            n = calibrate(copy, args.seconds)
+            rate = statistics.median(n / timed(copy, n) for _ in range(args.repeats))
+            gbs = rate * host.numel() * host.element_size() / 1e9
+            print(f"{'pinned' if pinned else 'pageable':<10} {1e6 / rate:8.1f} us/copy {gbs:8.2f} GB/s")
 
 
 if __name__ == "__main__":
