@@ -43,20 +43,25 @@ pub fn format_path(root: &str, path: &[Key]) -> String {
 /// A string literal the way Python's `repr` writes it.
 fn quote(s: &str) -> String {
     let s = s.replace('\\', "\\\\");
-    if s.contains('\'') && !s.contains('"') {
-        format!("\"{s}\"")
-    } else {
-        format!("'{}'", s.replace('\'', "\\'"))
-    }
+    if s.contains('\'') && !s.contains('"') { format!("\"{s}\"") } else { format!("'{}'", s.replace('\'', "\\'")) }
 }
 
 /// What values a leaf accepts, beyond fitting its dtype.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     /// Bounds are checked only when asked (`check_bounds`).
-    Box { low: Vec<Value>, high: Vec<Value> },
-    Discrete { n: i128, start: i128 },
-    MultiDiscrete { nvec: Vec<i128>, start: Vec<i128> },
+    Box {
+        low: Vec<Value>,
+        high: Vec<Value>,
+    },
+    Discrete {
+        n: i128,
+        start: i128,
+    },
+    MultiDiscrete {
+        nvec: Vec<i128>,
+        start: Vec<i128>,
+    },
     MultiBinary,
 }
 
@@ -293,12 +298,7 @@ mod tests {
 
     fn boxed(dtype: DType, shape: &[usize]) -> Space {
         let n = shape.iter().product();
-        Space::Box {
-            dtype,
-            shape: shape.to_vec(),
-            low: vec![Value::Float(-1.0); n],
-            high: vec![Value::Float(1.0); n],
-        }
+        Space::Box { dtype, shape: shape.to_vec(), low: vec![Value::Float(-1.0); n], high: vec![Value::Float(1.0); n] }
     }
 
     fn discrete(dtype: DType) -> Space {
@@ -343,10 +343,8 @@ mod tests {
     fn nested_record_gets_trailing_padding() {
         // inner = {a: int64, b: uint8} is 16 bytes (9 used + 7 padding), so
         // the uint8 after it sits at 16, not 9, and the row pads to 24.
-        let space = dict(vec![
-            ("inner", dict(vec![("a", discrete(I64)), ("b", boxed(U8, &[]))])),
-            ("c", boxed(U8, &[])),
-        ]);
+        let space =
+            dict(vec![("inner", dict(vec![("a", discrete(I64)), ("b", boxed(U8, &[]))])), ("c", boxed(U8, &[]))]);
         let layout = Layout::new(&space, "obs").unwrap();
         assert_eq!(offsets(&layout), vec![0, 8, 16]);
         assert_eq!(layout.row_bytes, 24);
@@ -397,7 +395,8 @@ mod tests {
 
     #[test]
     fn rules_check_values() {
-        let space = Space::MultiDiscrete { dtype: I64, shape: vec![2, 2], nvec: vec![2, 3, 4, 5], start: vec![0, 1, 0, -2] };
+        let space =
+            Space::MultiDiscrete { dtype: I64, shape: vec![2, 2], nvec: vec![2, 3, 4, 5], start: vec![0, 1, 0, -2] };
         let layout = Layout::new(&space, "obs").unwrap();
         let leaf = &layout.leaves[0];
         assert!(leaf.check(1, Value::Int(3)).is_ok());

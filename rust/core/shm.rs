@@ -249,10 +249,14 @@ mod tests {
 
     #[test]
     fn nothing_in_dev_shm_and_fd_closed_on_drop() {
-        let before: Vec<_> = std::fs::read_dir("/dev/shm").map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        let before: Vec<_> = std::fs::read_dir("/dev/shm")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
         let region = Region::create("pufferrs-test-count", 1).unwrap();
         assert_eq!(memfds_of_this_process(), 1);
-        let after: Vec<_> = std::fs::read_dir("/dev/shm").map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        let after: Vec<_> = std::fs::read_dir("/dev/shm")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
         assert!(after.iter().all(|name| before.contains(name)), "memfds never appear in /dev/shm");
         drop(region);
         assert_eq!(memfds_of_this_process(), 0);
@@ -278,9 +282,21 @@ mod tests {
         plan.validate().unwrap();
         let s = Sections::new(&plan, 200);
         let all = [
-            &s.control, &s.observations, &s.actions, &s.rewards, &s.terminals, &s.truncations, &s.masks,
-            &s.episode_returns, &s.episode_lengths, &s.batch_observations, &s.batch_actions, &s.batch_rewards,
-            &s.batch_terminals, &s.batch_truncations, &s.batch_masks,
+            &s.control,
+            &s.observations,
+            &s.actions,
+            &s.rewards,
+            &s.terminals,
+            &s.truncations,
+            &s.masks,
+            &s.episode_returns,
+            &s.episode_lengths,
+            &s.batch_observations,
+            &s.batch_actions,
+            &s.batch_rewards,
+            &s.batch_terminals,
+            &s.batch_truncations,
+            &s.batch_masks,
         ];
         for pair in all.windows(2) {
             assert!(pair[0].end <= pair[1].start);

@@ -99,7 +99,12 @@ impl PyRolloutBuffers {
                 std::ptr::null_mut(),
             );
             let array = Bound::from_owned_ptr_or_err(py, ptr)?;
-            if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut npyffi::PyArrayObject, slf.clone().into_ptr()) < 0 {
+            if PY_ARRAY_API.PyArray_SetBaseObject(
+                py,
+                array.as_ptr() as *mut npyffi::PyArrayObject,
+                slf.clone().into_ptr(),
+            ) < 0
+            {
                 return Err(PyErr::fetch(py));
             }
             Ok(array.cast_into_unchecked())
@@ -108,7 +113,8 @@ impl PyRolloutBuffers {
 }
 
 fn deadline(timeout: Option<f64>) -> Option<Instant> {
-    timeout.map(|t| Instant::now() + Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::from_secs(86_400 * 365)))
+    timeout
+        .map(|t| Instant::now() + Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::from_secs(86_400 * 365)))
 }
 
 #[pymethods]
@@ -326,7 +332,9 @@ impl PyRolloutBuffers {
         py.detach(|| {
             // SAFETY: as in `gather`; the workers wait for a request, which
             // is sent after this returns, before they read their actions.
-            unsafe { scatter_rows(self.region.section(&s.batch_actions), self.region.section(&s.actions), row, &blocks) }
+            unsafe {
+                scatter_rows(self.region.section(&s.batch_actions), self.region.section(&s.actions), row, &blocks)
+            }
         });
         Ok(())
     }

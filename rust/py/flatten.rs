@@ -150,9 +150,13 @@ impl Reader<'_> {
     /// The keys of `mapping` that the layout does not have, as reprs.
     fn extra_keys(&self, mapping: &Bound<'_, PyMapping>, items: &[(String, Py<PyString>, Tree)]) -> String {
         let Ok(keys) = mapping.keys() else { return String::new() };
-        let known = |key: &Bound<'_, PyAny>| key.extract::<String>().is_ok_and(|k| items.iter().any(|(name, ..)| *name == k));
-        let extra: Vec<String> =
-            keys.iter().filter(|key| !known(key)).map(|key| key.repr().map(|r| r.to_string()).unwrap_or_default()).collect();
+        let known =
+            |key: &Bound<'_, PyAny>| key.extract::<String>().is_ok_and(|k| items.iter().any(|(name, ..)| *name == k));
+        let extra: Vec<String> = keys
+            .iter()
+            .filter(|key| !known(key))
+            .map(|key| key.repr().map(|r| r.to_string()).unwrap_or_default())
+            .collect();
         extra.join(", ")
     }
 
@@ -208,7 +212,8 @@ impl Reader<'_> {
                     };
                     Error::Mismatch { path: format_path(&self.root, &leaf.path) + &element, reason }
                 };
-                let stored = leaf.dtype.cast(value).ok_or_else(|| fail(format!("{value} does not fit {}", leaf.dtype)))?;
+                let stored =
+                    leaf.dtype.cast(value).ok_or_else(|| fail(format!("{value} does not fit {}", leaf.dtype)))?;
                 if leaf.checks_values(check_bounds) {
                     leaf.check(index % leaf.len().max(1), stored).map_err(fail)?;
                 }
@@ -327,7 +332,8 @@ fn read_source<'py>(obj: &Bound<'py, PyAny>) -> Result<Source<'py>, String> {
     let array = numpy_asarray(py)
         .and_then(|asarray| asarray.call1((obj,)))
         .map_err(|_| format!("expected an array, got {}", type_name(obj)))?;
-    let array = array.cast_into::<PyUntypedArray>().map_err(|_| format!("expected an array, got {}", type_name(obj)))?;
+    let array =
+        array.cast_into::<PyUntypedArray>().map_err(|_| format!("expected an array, got {}", type_name(obj)))?;
     let dtype = dtype_of(&array.dtype()).map_err(|_| format!("expected numbers, got {}", type_name(obj)))?;
     Ok(Source::Array { array, dtype, weak: true })
 }

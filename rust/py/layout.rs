@@ -63,7 +63,8 @@ impl PyLayout {
     #[pyo3(signature = (spec, name = "obs", row_shape = None))]
     fn new(py: Python<'_>, spec: &Bound<'_, PyAny>, name: &str, row_shape: Option<Vec<usize>>) -> PyResult<Self> {
         let layout = Layout::new(&spec::parse(spec)?, name)?;
-        let leaf_dtypes = layout.leaves.iter().map(|l| descr(py, l.dtype).map(Bound::unbind)).collect::<PyResult<_>>()?;
+        let leaf_dtypes =
+            layout.leaves.iter().map(|l| descr(py, l.dtype).map(Bound::unbind)).collect::<PyResult<_>>()?;
         let flat = layout.common_dtype().unwrap_or(crate::core::dtype::DType::U8);
         let row_len = layout.row_bytes / flat.itemsize();
         let row_shape = row_shape.unwrap_or_else(|| vec![row_len]);
@@ -113,15 +114,28 @@ impl PyLayout {
             });
             let path = PyTuple::new(py, path)?;
             let shape = PyTuple::new(py, &leaf.shape)?;
-            PyTuple::new(py, [path.into_any(), dtype.bind(py).clone().into_any(), shape.into_any(),
-                leaf.offset.into_pyobject(py)?.into_any(), leaf.nbytes().into_pyobject(py)?.into_any()])
+            PyTuple::new(
+                py,
+                [
+                    path.into_any(),
+                    dtype.bind(py).clone().into_any(),
+                    shape.into_any(),
+                    leaf.offset.into_pyobject(py)?.into_any(),
+                    leaf.nbytes().into_pyobject(py)?.into_any(),
+                ],
+            )
         });
         PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
     }
 
     /// One observation as a new row of `flat_dtype`.
     #[pyo3(signature = (obs, *, check_bounds = false))]
-    fn flatten<'py>(&self, py: Python<'py>, obs: &Bound<'py, PyAny>, check_bounds: bool) -> PyResult<Bound<'py, PyUntypedArray>> {
+    fn flatten<'py>(
+        &self,
+        py: Python<'py>,
+        obs: &Bound<'py, PyAny>,
+        check_bounds: bool,
+    ) -> PyResult<Bound<'py, PyUntypedArray>> {
         let reader = self.reader(self.name.clone(), false);
         let resolved = reader.resolve(obs)?;
         reader.check(&resolved, check_bounds)?;
@@ -189,7 +203,9 @@ impl PyLayout {
             Some(out) => {
                 let rows = out.shape().first().copied();
                 if rows != Some(size) {
-                    return Err(Error::Buffer(format!("out has {} rows, the batch has {size}", rows.unwrap_or(0))).into());
+                    return Err(
+                        Error::Buffer(format!("out has {} rows, the batch has {size}", rows.unwrap_or(0))).into()
+                    );
                 }
                 if size > 1 && out.strides()[0].unsigned_abs() < self.layout.row_bytes {
                     return Err(Error::Buffer("rows of out overlap".into()).into());

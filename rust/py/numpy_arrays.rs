@@ -146,7 +146,9 @@ pub unsafe fn view<'py>(
             std::ptr::null_mut(),
         );
         let array = Bound::from_owned_ptr_or_err(py, ptr)?;
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut npyffi::PyArrayObject, base.clone().into_ptr()) < 0 {
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut npyffi::PyArrayObject, base.clone().into_ptr())
+            < 0
+        {
             return Err(PyErr::fetch(py));
         }
         Ok(array)

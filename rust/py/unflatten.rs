@@ -4,11 +4,11 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::core::copy::is_c_contiguous;
 use crate::core::error::Error;
 use crate::core::layout::Layout;
 use crate::py::flatten::{shape_str, type_name};
 use crate::py::layout::Tree;
-use crate::core::copy::is_c_contiguous;
 use crate::py::numpy_arrays::view;
 
 /// Views `rows` as the layout's nested structure, leading axes kept. Rows
