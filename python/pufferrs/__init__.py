@@ -3,9 +3,22 @@
 Observations from nested gymnasium spaces become flat, aligned byte rows
 (:class:`Layout`), which policies view back leaf by leaf without copying
 (``Layout.unflatten`` for numpy, :func:`pufferrs.pytorch.unflatten` for torch).
+
+The rest lives in submodules, imported when used (so ``import pufferrs``
+does not import torch): ``pufferrs.vector`` (vector envs over shared
+memory), ``pufferrs.emulation`` (a gymnasium wrapper with flat-row
+observations), ``pufferrs.pytorch`` (torch helpers) and ``pufferrs.models``
+(policies).
 """
 
-from pufferrs.errors import PufferError, RowError, SpaceError, UnsupportedSpaceError, WorkerError
+from pufferrs.errors import (
+    PufferError,
+    RowError,
+    SpaceError,
+    UnsupportedSpaceError,
+    WorkerError,
+    WorkerTimeoutError,
+)
 from pufferrs.spaces import Layout, Leaf
 
 __all__ = [
@@ -16,6 +29,7 @@ __all__ = [
     "SpaceError",
     "UnsupportedSpaceError",
     "WorkerError",
+    "WorkerTimeoutError",
 ]
 
 __version__ = "0.1.0"
