@@ -8,8 +8,10 @@ PPO policy and trainer needs around it.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium.spaces as gs
@@ -21,7 +23,7 @@ from torch.nn import functional as F
 from pufferrs.errors import RowError
 from pufferrs.spaces import Layout
 
-__all__ = ["entropy", "layer_init", "log_prob", "sample_logits", "unflatten"]
+__all__ = ["LSTMWrapper", "entropy", "layer_init", "log_prob", "sample_logits", "unflatten", "unflatten_observations"]
 
 
 class _Plan:
@@ -332,3 +334,108 @@ def entropy(logits: Logits) -> torch.Tensor:
     if isinstance(logits, (tuple, list)):
         return _categorical_entropy(_categorical_logp(_stack_heads(logits))).sum(dim=-1)
     return _categorical_entropy(_categorical_logp(logits))
+
+
+# --------------------------------------------------------------------------
+# PufferLib's names: unflatten_observations and the LSTMWrapper re-export.
+# --------------------------------------------------------------------------
+
+
+class _LayoutCache:
+    """The :class:`Layout` of each gymnasium space object seen so far.
+
+    Spaces are unhashable (gymnasium defines ``__eq__`` without
+    ``__hash__``), so entries are keyed by ``id(space)``. An id is reused
+    once its object is gone, so every entry also holds a weak reference to
+    its space: a lookup only hits when that reference still points at the
+    very object asked about, and the reference's callback drops the entry
+    when the space is collected (each layout is built from a copy of its
+    space, so nothing here keeps the space itself alive). A space that cannot be weakly referenced
+    is held strongly instead, which keeps its id from being reused.
+    Keying by identity (rather than, say, an attribute stored on the space)
+    also means a ``copy.deepcopy`` of a space gets a layout of its own.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Callable[[], gs.Space | None], Layout]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, space: gs.Space) -> Layout:
+        entry = self._entries.get(id(space))
+        if entry is not None and entry[0]() is space:
+            return entry[1]
+        return self._add(space)
+
+    def _add(self, space: gs.Space) -> Layout:
+        # A layout refers to its space; built from the caller's object it
+        # would keep that object alive through this cache forever. A copy
+        # leaves the caller's space free to be collected (which drops the
+        # entry) and pins the structure the views follow.
+        layout = Layout(copy.deepcopy(space))
+        if torch.compiler.is_compiling():
+            return layout  # no side effects while tracing
+        key = id(space)
+        try:
+            ref: Callable[[], gs.Space | None] = weakref.ref(space, lambda dead: self._drop(key, dead))
+        except TypeError:
+            ref = _StrongRef(space)
+        self._entries[key] = (ref, layout)
+        return layout
+
+    def _drop(self, key: int, dead: weakref.ref) -> None:
+        # The id may already belong to a newer space with an entry of its own.
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is dead:
+            del self._entries[key]
+
+
+class _StrongRef:
+    """Callable like a weak reference, but keeps its object alive."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __call__(self) -> Any:
+        return self.obj
+
+
+_LAYOUTS = _LayoutCache()
+
+
+def unflatten_observations(flat_observations: torch.Tensor, observation_space: gs.Space | Layout) -> Any:
+    """PufferLib's name for :func:`unflatten`, taking the gymnasium space.
+
+    ``observation_space`` is the env's own (structured) space, e.g. a vector
+    env's ``layout.space``, not the flat Box the rows arrive as; a
+    :class:`~pufferrs.Layout` is accepted too. The layout is built the first
+    time a space object is seen and cached for as long as that object
+    lives, so later calls cost what :func:`unflatten` costs plus one dict
+    lookup. The cache follows the object, not its contents: build a new
+    space rather than mutating one that has already been used here.
+
+    Returns the nested dict/tuple of zero-copy views (see :func:`unflatten`).
+    """
+    if isinstance(observation_space, Layout):
+        layout = observation_space
+    else:
+        layout = _LAYOUTS.get(observation_space)
+    return unflatten(flat_observations, layout)
+
+
+def __getattr__(name: str) -> Any:
+    # pufferrs.models imports this module, so importing LSTMWrapper from it
+    # at the top would be circular; it is looked up on first use instead
+    # (PEP 562), which works whichever of the two modules is imported first.
+    if name == "LSTMWrapper":
+        from pufferrs.models import LSTMWrapper
+
+        return LSTMWrapper
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "LSTMWrapper"])

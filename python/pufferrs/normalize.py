@@ -1,0 +1,217 @@
+"""Observation normalisation with running statistics kept right.
+
+:class:`ObservationNormalizer` keeps the running mean and variance of every
+observation element over everything it has been shown, and maps
+observations to ``clip((x - mean) / sqrt(var + epsilon), -clip, clip)``.
+
+What "right" means here, against the usual hand-rolled version (PufferLib's
+policy guide overwrites its statistics with each batch's own mean and std,
+so the policy's input scale jumps with every batch):
+
+- **Merged, not replaced.** Each batch is folded into the totals with the
+  parallel form of Welford's algorithm (Chan, Golub and LeVeque, 1979):
+  batch mean and sum of squared deviations, then one exact merge. Any split
+  of the same data into batches gives the same statistics.
+- **float64 accumulators.** Mean, variance and count are float64 buffers
+  whatever the policy's dtype (``.half()`` and ``.to(bfloat16)`` leave them
+  alone), so millions of steps of small updates do not drift and large
+  offsets do not swamp the variance.
+- **Updated only when asked**, by :meth:`ObservationNormalizer.update` or
+  ``normalizer(x, update=True)``; never as a side effect of ``train()``
+  mode or of a forward pass.
+- **Saved with the model**: ``mean``, ``var`` and ``count`` are in
+  ``state_dict``, so a checkpoint evaluates with the statistics it was
+  trained with.
+- **On the device**: the update is a handful of tensor ops with no read
+  back to the host, so it never waits for the GPU.
+
+:class:`NormalizedPolicy` puts a normaliser in front of any policy with the
+pufferrs interface (``forward`` / ``forward_eval``, including
+:class:`~pufferrs.models.LSTMWrapper`), which is what a trainer option to
+normalise observations wraps the policy with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["NormalizedPolicy", "ObservationNormalizer"]
+
+_ACCUMULATORS = ("mean", "var", "count")
+
+
+class ObservationNormalizer(nn.Module):
+    """Running mean/variance normalisation of observations of ``shape``.
+
+    ``forward(x)`` takes observations ``(..., *shape)`` (any leading axes:
+    a batch, or batch and time) and returns
+    ``clip((x - mean) / sqrt(var + epsilon), -clip, clip)`` in ``x``'s
+    dtype when it is a float dtype, else float32. Before the first update
+    the statistics are mean 0 and variance 1, so observations only get
+    clipped.
+
+    Buffers: ``mean`` and ``var`` (float64, ``shape``; ``var`` is the
+    population variance, ddof 0) and ``count`` (float64 scalar, the number
+    of observations merged so far) are saved in ``state_dict``. The
+    ``shift`` and ``scale`` that ``forward`` applies are float32 copies
+    derived from them after each update and load, kept out of the state
+    dict.
+    """
+
+    def __init__(self, shape: int | tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__()
+        self.shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        if clip <= 0:
+            raise ValueError(f"clip must be positive, got {clip}")
+        if epsilon < 0:
+            raise ValueError(f"epsilon must not be negative, got {epsilon}")
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+        self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("shift", torch.zeros(self.shape), persistent=False)
+        self.register_buffer("scale", torch.ones(self.shape), persistent=False)
+        self._refresh()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, clip={self.clip}, epsilon={self.epsilon}"
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() < len(self.shape) or tuple(x.shape[x.dim() - len(self.shape) :]) != self.shape:
+            raise ValueError(f"expected observations of shape (..., {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
+
+    def _refresh(self) -> None:
+        # Derived in float64, stored in float32: forward then costs one
+        # subtract, one multiply and one clamp in the observations' precision.
+        with torch.no_grad():
+            self.shift.copy_(self.mean)
+            self.scale.copy_((self.var + self.epsilon).rsqrt())
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merges observations ``x`` ``(..., *shape)`` into the statistics.
+
+        Every leading axis counts as a batch axis. The batch's mean and sum
+        of squared deviations are computed in float64 in two passes, then
+        merged with the totals (Chan et al.):
+        ``delta = mean_b - mean``, ``n = n_a + n_b``,
+        ``mean += delta * n_b / n``,
+        ``M2 = M2_a + M2_b + delta^2 * n_a * n_b / n``. An empty batch
+        changes nothing.
+        """
+        self._check(x)
+        batch = x.detach().reshape(-1, *self.shape).to(device=self.mean.device, dtype=torch.float64)
+        n_b = batch.shape[0]
+        if n_b == 0:
+            return
+        mean_b = batch.mean(dim=0)
+        m2_b = (batch - mean_b).square().sum(dim=0)
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        m2 = self.var * n_a + m2_b + delta.square() * (n_a * n_b / n)
+        # In place, so that anything holding these buffers (an optimizer's
+        # view of the module, a captured CUDA graph) sees the new values.
+        self.mean.add_(delta * (n_b / n))
+        self.var.copy_(m2 / n)
+        self.count.copy_(n)
+        self._refresh()
+
+    def forward(self, x: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """Normalised, clipped observations; ``update=True`` first merges
+        ``x`` into the statistics (gymnasium's ``NormalizeObservation``
+        order)."""
+        if update:
+            self.update(x)
+        else:
+            self._check(x)
+        out_dtype = x.dtype if x.is_floating_point() else torch.float32
+        y = (x.to(self.shift.dtype) - self.shift) * self.scale
+        return y.clamp(-self.clip, self.clip).to(out_dtype)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> ObservationNormalizer:
+        # .half()/.to(dtype) would round the accumulators, and their
+        # precision is the point: keep them float64, only follow the device.
+        before = {name: self._buffers[name] for name in _ACCUMULATORS}
+        result = super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if new.dtype != torch.float64:
+                self._buffers[name] = old.to(device=new.device)
+        for name in ("shift", "scale"):
+            if self._buffers[name].dtype != torch.float32:
+                self._buffers[name] = self._buffers[name].float()
+        self._refresh()
+        return result
+
+
+def _refresh_after_load(module: ObservationNormalizer, incompatible_keys: Any) -> None:
+    # A module-level function, not a lambda, so that the module pickles.
+    module._refresh()
+
+
+class NormalizedPolicy(nn.Module):
+    """A policy that sees normalised observations.
+
+    ``NormalizedPolicy(env, policy)`` (the argument order of
+    :class:`~pufferrs.models.LSTMWrapper`) normalises observations of
+    ``env.single_observation_space`` with an :class:`ObservationNormalizer`
+    (``self.normalizer``) and passes them, with ``state``, to ``policy``'s
+    ``forward``, ``forward_eval`` or ``encode_observations``.
+    ``decode_actions`` and any attribute this module lacks (``hidden_size``,
+    ``is_continuous``, ``lstm``, ...) come from ``policy``, so code that
+    inspects the wrapped policy keeps working.
+
+    Observations must be float rows: a float ``Box``, or structured spaces
+    whose leaves are all float (then rows are float too, element by
+    element). Rows of mixed dtypes arrive as bytes, which have no
+    meaningful mean: normalise the float leaves inside the policy with an
+    :class:`ObservationNormalizer` of their own instead.
+
+    **When to update.** Nothing here updates the statistics; call
+    ``self.normalizer.update(observations)``. A trainer should merge each
+    rollout's observations after the epochs that learn from it, so that a
+    rollout and its training passes normalise alike (otherwise the log
+    probabilities stored during the rollout and those recomputed in training
+    differ before any learning, and PPO's ratio starts away from 1).
+    """
+
+    def __init__(self, env: Any, policy: nn.Module, clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__()
+        space = env.single_observation_space
+        dtype = getattr(space, "dtype", None)
+        if dtype is None or np.dtype(dtype).kind != "f":
+            raise TypeError(
+                f"NormalizedPolicy needs float observations, got {space}; for structured rows of mixed dtypes, "
+                "normalise the float leaves inside the policy with pufferrs.normalize.ObservationNormalizer"
+            )
+        self.policy = policy
+        self.normalizer = ObservationNormalizer(tuple(space.shape), clip=clip, epsilon=epsilon)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules")
+            if name == "policy" or not modules or "policy" not in modules:
+                raise
+            return getattr(modules["policy"], name)
+
+    def forward(self, observations: torch.Tensor, state: Any = None) -> Any:
+        return self.policy(self.normalizer(observations), state)
+
+    def forward_eval(self, observations: torch.Tensor, state: Any = None) -> Any:
+        return self.policy.forward_eval(self.normalizer(observations), state)
+
+    def encode_observations(self, observations: torch.Tensor, state: Any = None) -> torch.Tensor:
+        return self.policy.encode_observations(self.normalizer(observations), state=state)
+
+    def decode_actions(self, hidden: torch.Tensor) -> Any:
+        return self.policy.decode_actions(hidden)
