@@ -8,6 +8,7 @@ import io
 import pickle
 from types import SimpleNamespace
 
+import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 import pytest
@@ -242,3 +243,4 @@ def test_normalized_lstm_policy_trains_end_to_end() -> None:
     logits, values = policy.forward_eval(obs[:, 0], state)
     assert logits.shape == (4, 3) and state["lstm_h"].shape == (4, 16)
     assert policy.lstm is policy.policy.lstm
+
