@@ -157,3 +157,49 @@ def test_guide_style_policy_with_unflatten_observations_learns_gradients() -> No
     rows, _ = _rows(space, count=6)
     policy(rows).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+
+
+def test_unflatten_observations_under_torch_compile() -> None:
+    # The eager backend checks tracing without compiling kernels.
+    space = _image_vector_space()
+    rows, _ = _rows(space)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        observations = unflatten_observations(x, space)
+        return observations["image"].flatten(1).float().sum(1) + observations["vector"].sum(1)
+
+    expected = features(rows)  # eager: builds and caches the layout
+    torch._dynamo.reset()
+    # A space seen before: the lookup traces, no graph break (fullgraph
+    # fails on any).
+    compiled = torch.compile(features, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(rows), expected)
+
+    # A space never seen: its layout is built eagerly, once.
+    fresh = copy.deepcopy(space)
+
+    def fresh_features(x: torch.Tensor) -> torch.Tensor:
+        observations = unflatten_observations(x, fresh)
+        return observations["image"].flatten(1).float().sum(1) + observations["vector"].sum(1)
+
+    compiled = torch.compile(fresh_features, backend="eager")
+    torch.testing.assert_close(compiled(rows), expected)
+    torch.testing.assert_close(compiled(rows), expected)
+    assert _LAYOUTS.get(fresh) is _LAYOUTS.get(fresh)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_unflatten_observations_on_cuda_never_syncs() -> None:
+    space = _image_vector_space()
+    rows, samples = _rows(space)
+    rows = rows.to("cuda")
+    unflatten_observations(rows, space)  # builds and caches the layout and view plan
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        observations = unflatten_observations(rows, space)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert observations["image"].device.type == "cuda"
+    np.testing.assert_array_equal(observations["image"][1].cpu().numpy(), samples[1]["image"])

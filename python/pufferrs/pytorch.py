@@ -368,14 +368,16 @@ class _LayoutCache:
             return entry[1]
         return self._add(space)
 
+    # Building a layout (a deep copy, then Rust) cannot be traced: under
+    # torch.compile a first call with a new space runs this eagerly, a
+    # graph break before any tensor work. Lookups of known spaces trace.
+    @torch.compiler.disable
     def _add(self, space: gs.Space) -> Layout:
         # A layout refers to its space; built from the caller's object it
         # would keep that object alive through this cache forever. A copy
         # leaves the caller's space free to be collected (which drops the
         # entry) and pins the structure the views follow.
         layout = Layout(copy.deepcopy(space))
-        if torch.compiler.is_compiling():
-            return layout  # no side effects while tracing
         key = id(space)
         try:
             ref: Callable[[], gs.Space | None] = weakref.ref(space, lambda dead: self._drop(key, dead))
@@ -416,6 +418,11 @@ def unflatten_observations(flat_observations: torch.Tensor, observation_space: g
     lives, so later calls cost what :func:`unflatten` costs plus one dict
     lookup. The cache follows the object, not its contents: build a new
     space rather than mutating one that has already been used here.
+
+    Under ``torch.compile`` a call with a space already seen traces without
+    graph breaks; the first call with a new space builds its layout eagerly
+    (one graph break, before any tensor work). For ``fullgraph=True``, call
+    it once before compiling, or pass a ``Layout``.
 
     Returns the nested dict/tuple of zero-copy views (see :func:`unflatten`).
     """
