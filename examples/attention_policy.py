@@ -12,8 +12,6 @@ the features the heads read.
 
 from __future__ import annotations
 
-import math
-
 import gymnasium.spaces as gs
 import torch
 from torch import nn
