@@ -70,7 +70,7 @@ def test_a_buffer_that_cannot_hold_a_row_is_refused() -> None:
 
 def test_demo_runs() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pufferrs", "--quick"], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-m", "pufferrs", "demo", "--quick"], capture_output=True, text=True, timeout=300, check=True
     )
     assert "bit-exact round trip: True" in result.stdout
     assert "flatten 1 obs" in result.stdout
