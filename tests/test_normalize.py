@@ -244,3 +244,97 @@ def test_normalized_lstm_policy_trains_end_to_end() -> None:
     assert logits.shape == (4, 3) and state["lstm_h"].shape == (4, 16)
     assert policy.lstm is policy.policy.lstm
 
+
+class _OffsetTarget(gym.Env):
+    """Point at a target given far from the origin: observations are
+    ``50 + 100 * target`` for a target in [-1, 1]^2, the action is the
+    target itself, the reward minus the squared miss. One step per episode."""
+
+    def __init__(self) -> None:
+        self.observation_space = gs.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gs.Box(-1.0, 1.0, (2,), np.float32)
+        self._target = np.zeros(2, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._target = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return 50 + 100 * self._target, {}
+
+    def step(self, action: object) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = -float(np.square(np.asarray(action, np.float32) - self._target).sum())
+        return 50 + 100 * self._target, reward, True, False, {}
+
+
+class _Gaussian(nn.Module):
+    """A small Gaussian actor-critic (the trainer's policy contract)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(2, 32), nn.Tanh())
+        self.mean = nn.Linear(32, 2)
+        self.logstd = nn.Parameter(torch.zeros(1, 2))
+        self.value = nn.Linear(32, 1)
+
+    def forward(self, observations: torch.Tensor, state: object = None) -> tuple[torch.distributions.Normal, torch.Tensor]:
+        h = self.body(observations)
+        mean = self.mean(h)
+        return torch.distributions.Normal(mean, self.logstd.exp().expand_as(mean), validate_args=False), self.value(h).squeeze(-1)
+
+    def forward_eval(self, observations: torch.Tensor, state: object = None) -> tuple[torch.distributions.Normal, torch.Tensor]:
+        return self.forward(observations, state)
+
+
+def test_normalized_policy_under_the_trainer() -> None:
+    """The wiring a trainer option needs: wrap the policy, and merge each
+    rollout's observations after the update that learned from them. The
+    statistics then cover exactly the observations of every rollout, and
+    nothing the trainer does on its own (rollout steps, training passes)
+    changes them."""
+    import pufferrs.vector
+    from pufferrs.train import Config, Trainer
+
+    torch.manual_seed(0)
+    config = Config(env="_OffsetTarget", num_envs=16, total_steps=16_384, batch_size=2048, minibatch_size=512,
+                    learning_rate=3e-3, gamma=0.0, gae_lambda=0.0, ent_coef=0.0, torch_threads=1)
+    vecenv = pufferrs.vector.make(_OffsetTarget, num_envs=config.num_envs, seed=0)
+    policy = NormalizedPolicy(vecenv, _Gaussian())
+    seen: list[np.ndarray] = []
+    threads = torch.get_num_threads()  # the trainer sets it process-wide
+    try:
+        with Trainer(config, vecenv, policy) as trainer:
+
+            def after_update(metrics: dict) -> None:
+                rollout = trainer.experience.obs
+                seen.append(rollout.reshape(-1, 2).double().numpy().copy())
+                policy.normalizer.update(rollout)
+
+            trainer.train(after_update)
+    finally:
+        torch.set_num_threads(threads)
+    everything = np.concatenate(seen)
+    assert policy.normalizer.count.item() == len(everything) == 16_384
+    np.testing.assert_allclose(policy.normalizer.mean.numpy(), everything.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(policy.normalizer.var.numpy(), everything.var(0), rtol=1e-9)
+    returns = [m["env/episode_return"] for m in trainer.metrics]
+    assert np.mean(returns[-2:]) > returns[0] + 0.5, returns
+    assert {"normalizer.mean", "normalizer.var", "normalizer.count"} <= set(policy.state_dict())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_update_and_normalize_on_cuda_never_sync() -> None:
+    norm = ObservationNormalizer(4).to("cuda")
+    assert norm.mean.dtype == torch.float64 and norm.mean.device.type == "cuda"
+    x = torch.randn(256, 4, device="cuda") * 3 + 1
+    norm.update(x)  # warm-up: lazy CUDA initialisation may sync once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        norm.update(x)
+        y = norm(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    both = torch.cat([x, x]).double().cpu().numpy()
+    np.testing.assert_allclose(norm.mean.cpu().numpy(), both.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(norm.var.cpu().numpy(), both.var(0), rtol=1e-9)
+    assert y.device.type == "cuda" and y.dtype == torch.float32
