@@ -267,6 +267,32 @@ def test_one_update_changes_the_policy_within_the_clip() -> None:
         assert 0 <= losses["clipfrac"] <= 1 and losses["approx_kl"] >= 0
 
 
+def test_actions_reach_the_env_in_its_own_space() -> None:
+    import gymnasium.spaces as gs
+
+    from pufferrs.train import ActionAdapter, greedy_action
+
+    discrete = ActionAdapter(gs.Discrete(3, start=-1))
+    assert discrete(torch.tensor([0, 2])).tolist() == [-1, 1]
+    multi = ActionAdapter(gs.MultiDiscrete([[2, 3], [4, 5]], start=[[1, 1], [0, 0]]))
+    assert multi.shape == (4,)
+    assert multi(torch.tensor([[1, 2, 3, 4]])).tolist() == [[[2, 3], [3, 4]]]
+    box = ActionAdapter(gs.Box(-2, 2, (2,), np.float32))
+    out = box(torch.tensor([[-3.0, 0.5]]))
+    assert out.dtype == np.float32 and out.tolist() == [[-2.0, 0.5]]  # clipped to the Box
+    with pytest.raises(ConfigError, match="not supported"):
+        ActionAdapter(gs.Dict(a=gs.Discrete(2)))
+    assert greedy_action(torch.tensor([[0.0, 3.0, 1.0]])).tolist() == [1]
+    assert greedy_action((torch.tensor([[5.0, 0.0]]), torch.tensor([[0.0, 1.0, 9.0]]))).tolist() == [[0, 2]]
+
+
+def test_continuous_actions_train(tmp_path: Path) -> None:
+    config = small("Pendulum-v1", run_dir=str(tmp_path))
+    with Trainer(config) as trainer:
+        summary = trainer.train()
+    assert summary["global_step"] == 256 and trainer.experience.actions.dtype == torch.float32
+
+
 # ---------------------------------------------------------------------------
 # Configuration
 

@@ -234,7 +234,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print("\nsummary")
     width = max(map(len, summary))
     for key, value in summary.items():
-        shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            shown = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+        else:
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
         print(f"  {key:<{width}}  {shown}")
 
 

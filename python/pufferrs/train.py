@@ -68,6 +68,7 @@ from torch import nn
 
 import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium
 from pufferrs import vector
+from pufferrs.errors import PufferError
 from pufferrs.models import Default, LSTMWrapper
 from pufferrs.pytorch import Logits, sample_logits
 
@@ -496,12 +497,14 @@ class Trainer:
                 raise ConfigError(f"the vector env has {vecenv.num_envs} envs, the config {config.num_envs}")
             self.actions = ActionAdapter(vecenv.single_action_space)
             self.policy = (policy if policy is not None else make_policy(vecenv, config)).to(self.device)
+            # Recurrent: LSTMWrapper's protocol (state dict with lstm_h and
+            # lstm_c, episode_start, (B, T) sequences in forward).
+            self.recurrent = isinstance(self.policy, LSTMWrapper) or hasattr(self.policy, "lstm")
+            if self.recurrent != config.lstm:
+                raise ConfigError(f"config.lstm is {config.lstm}, but the policy is a {type(self.policy).__name__}")
         except BaseException:
             vecenv.close()
             raise
-        self.recurrent = isinstance(self.policy, LSTMWrapper)
-        if self.recurrent != config.lstm:
-            raise ConfigError(f"config.lstm is {config.lstm}, but the policy is {type(self.policy).__name__}")
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
 
         n = config.num_envs
@@ -515,11 +518,20 @@ class Trainer:
             # The LSTM state of every env, between its steps.
             self.lstm_h = torch.zeros(n, lstm_size, device=self.device)
             self.lstm_c = torch.zeros(n, lstm_size, device=self.device)
-        # Rows go to a GPU through page-locked memory: the copy is
-        # asynchronous, and safe to overwrite at the next recv because the
-        # actions read back to the host in between wait for it.
+        # Rows go to a GPU from page-locked memory, so the copy is
+        # asynchronous. The vector env can page-lock its shared rows in
+        # place (no staging copy); other arrays go through a pinned staging
+        # buffer. Either is safe to overwrite at the next recv: the actions
+        # read back to the host before the next send wait for the copy.
         self.pinned = self.device.type == "cuda"
-        self._staging: dict[int, torch.Tensor] = {}
+        self._rows_pinned = False
+        if self.pinned and hasattr(vecenv, "pin_memory"):
+            try:
+                vecenv.pin_memory()
+                self._rows_pinned = True
+            except PufferError:
+                pass  # e.g. registration refused: staging copies still work
+        self._staging: dict[tuple, torch.Tensor] = {}
 
         # Rollout bookkeeping, per env id (host side).
         self.stored = np.zeros(n, np.int64)  # steps stored this rollout
@@ -538,15 +550,18 @@ class Trainer:
 
     # -- rollout ------------------------------------------------------------
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+    def _to_device(self, array: np.ndarray, rows: bool = False) -> torch.Tensor:
+        """``array`` on the training device; on the CPU, the same memory."""
         tensor = torch.from_numpy(array)
         if not self.pinned:
             return tensor.to(self.device)
-        staging = self._staging.get(array.shape[0])
-        if staging is None or staging.dtype != tensor.dtype:
-            staging = self._staging[array.shape[0]] = torch.empty_like(tensor).pin_memory()
-        staging.copy_(tensor)
-        return staging.to(self.device, non_blocking=True)
+        if not (rows and self._rows_pinned):
+            key = (tensor.dtype, tuple(tensor.shape))
+            staging = self._staging.get(key)
+            if staging is None:
+                staging = self._staging[key] = torch.empty_like(tensor).pin_memory()
+            tensor = staging.copy_(tensor)
+        return tensor.to(self.device, non_blocking=True)
 
     def _receive(self) -> _Batch:
         """The next batch from the vector env; records the outcomes (reward,
@@ -579,7 +594,7 @@ class Trainer:
         self.new_episode[env_ids] = False
         # `obs` is a view that the next recv overwrites; the copy to the
         # device (or the clone a held CPU batch gets) keeps it.
-        return _Batch(env_ids, self._to_device(obs), starts, self._to_device(starts))
+        return _Batch(env_ids, self._to_device(obs, rows=True), starts, self._to_device(starts))
 
     def _act(self, batch: _Batch) -> bool:
         """Runs the policy on ``batch``, stores the steps of envs still
@@ -773,7 +788,7 @@ class Trainer:
             metrics_file = open(self.run_dir / "metrics.jsonl", "w")  # noqa: SIM115 - closed below
         started = time.perf_counter()
         try:
-            for _ in range(config.num_updates):
+            while self.update < config.num_updates:
                 self.update += 1
                 if config.anneal_lr:
                     frac = 1.0 - (self.update - 1) / config.num_updates
@@ -790,14 +805,23 @@ class Trainer:
                         self.save_checkpoint(self.run_dir / "checkpoints" / f"update_{self.update:06d}.pt")
                 if on_update is not None:
                     on_update(row)
+        except KeyboardInterrupt:
+            # Stopped by hand: what was learned so far is still saved.
+            self._finish(time.perf_counter() - started)
+            raise
         finally:
             if self.run_dir is not None:
                 metrics_file.close()
-        summary = self.summary(time.perf_counter() - started)
+        return self._finish(time.perf_counter() - started)
+
+    def _finish(self, elapsed: float) -> dict[str, Any]:
+        summary = self.summary(elapsed)
         if self.run_dir is not None:
             summary["checkpoint"] = str(self.save_checkpoint(self.run_dir / "model.pt"))
             summary["metrics"] = str(self.run_dir / "metrics.jsonl")
-            summary["plot"] = str(plot_metrics(self.metrics, self.run_dir / "learning_curve.png", title=config.env))
+            if self.metrics:
+                plot = plot_metrics(self.metrics, self.run_dir / "learning_curve.png", title=self.config.env)
+                summary["plot"] = str(plot)
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -941,43 +965,49 @@ def policy_from_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Mo
         policy = make_policy(probe, config)
     finally:
         probe.close()
-    policy.load_state_dict(checkpoint["state_dict"])
+    try:
+        policy.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or misshapen weights
+        raise ConfigError(f"{str(path)!r} does not fit the policy its config describes: {exc}") from None
     return policy.to(resolve_device(device)), config, checkpoint
 
 
 def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Writes a learning curve (mean episode return, and success when the
-    env reports it, over env steps) above the losses, as a PNG."""
+    """Writes the learning curve as a PNG: mean episode return over env
+    steps; the env's rates (``success``, ``score``) when it reports them;
+    and the losses."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, none opened
     from matplotlib import pyplot as plt
 
     path = Path(path)
-    steps = [m["global_step"] for m in metrics]
 
     def series(key: str) -> tuple[list[int], list[float]]:
         pairs = [(m["global_step"], m[key]) for m in metrics if m.get(key) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    top.plot(*series("env/episode_return"), label="mean episode return")
-    top.set_ylabel("episode return")
-    top.set_title(f"{title} ({steps[-1] if steps else 0:,} steps)")
-    top.grid(alpha=0.3)
-    if any(m.get("env/success") is not None for m in metrics):
-        right = top.twinx()
-        right.plot(*series("env/success"), color="tab:green", label="success")
-        right.set_ylabel("success rate")
-        right.set_ylim(-0.05, 1.05)
-        right.legend(loc="lower right")
-    top.legend(loc="upper left")
+    rates = [key for key in ("env/success", "env/score") if any(m.get(key) is not None for m in metrics)]
+    panels = 3 if rates else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 * panels + 1), sharex=True)
+    steps = metrics[-1]["global_step"] if metrics else 0
+    axes[0].plot(*series("env/episode_return"))
+    axes[0].set_ylabel("mean episode return")
+    axes[0].set_title(f"{title} ({steps:,} steps)")
+    if rates:
+        for key in rates:
+            axes[1].plot(*series(key), label=key[4:])
+        axes[1].set_ylabel("rate")
+        axes[1].set_ylim(-0.05, 1.05)
+        axes[1].legend(loc="lower right")
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl"):
-        bottom.plot(*series(f"losses/{key}"), label=key)
-    bottom.set_xlabel("env steps")
-    bottom.set_yscale("symlog", linthresh=1e-3)
-    bottom.grid(alpha=0.3)
-    bottom.legend(loc="upper right")
+        axes[-1].plot(*series(f"losses/{key}"), label=key)
+    axes[-1].set_ylabel("losses")
+    axes[-1].set_yscale("symlog", linthresh=1e-3)
+    axes[-1].legend(loc="upper right")
+    axes[-1].set_xlabel("env steps")
+    for ax in axes:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
