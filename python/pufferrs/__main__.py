@@ -1,13 +1,13 @@
-"""The ``pufferrs`` command.
+"""The pufferrs command.
 
-- ``pufferrs train [ENV] [options]``: PPO on a gymnasium env (default: the
-  built-in memory task, solved by an LSTM in a few minutes on a laptop CPU),
-  with a live progress display, and a run directory holding the config,
-  ``metrics.jsonl``, ``learning_curve.png`` and checkpoints.
-- ``pufferrs eval CHECKPOINT``: plays a trained policy and prints its
-  episode returns.
-- ``pufferrs demo``: a tour of the reference nested space (its layout, a
-  flatten/unflatten round trip, a benchmark against peers).
+  pufferrs train [ENV] [options]   PPO on a gymnasium env (default: the built-in
+                                   memory task, solved by an LSTM in well under a
+                                   minute on two CPU cores), with a live progress
+                                   display and a run directory holding the config,
+                                   metrics.jsonl, learning_curve.png and checkpoints
+  pufferrs eval CHECKPOINT         play a trained policy, print its episode returns
+  pufferrs demo                    a tour of the reference nested space: its layout,
+                                   a flatten/unflatten round trip, a benchmark
 """
 
 from __future__ import annotations
@@ -29,9 +29,19 @@ examples:
   pufferrs train pufferrs/Nested-v0 --backend multiprocessing --num-envs 16 --env-batch-size 8
   pufferrs eval runs/<name>/model.pt
 
-Options left out take the env's preset (see pufferrs.train.PRESETS), then
-the defaults shown.
+presets (pufferrs.train.PRESETS), applied before the options given:
 """
+
+
+def _presets_text() -> str:
+    from pufferrs.train import PRESETS
+
+    lines = []
+    for env, preset in PRESETS.items():
+        settings = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else
+                            f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in preset.items())
+        lines.append(f"  {env}: {settings}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -102,7 +112,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         group = next((sections[g] for g, names in groups.items() if f.name in names), ppo)
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        help_text = f"{f.metadata['help']} (default: {json.dumps(default) if isinstance(default, dict) else default})"
+        help_text = f.metadata["help"]
+        if default is not None:
+            help_text += f" (default: {json.dumps(default) if isinstance(default, dict) else default})"
         kind = f.metadata.get("type", type(default))
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -297,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train a policy with PPO", description="Train a policy with PPO on a gymnasium env.",
-        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train", help="train a policy with PPO",
+        description="Train a policy with PPO on a gymnasium env.\nOptions left out take the env's preset "
+                    "(listed at the end), then the defaults shown.",
+        epilog=EPILOG_TRAIN + _presets_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("env", nargs="?", default=None,
                        help="gymnasium env id (default: pufferrs/Memory-v0; also pufferrs/Nested-v0, CartPole-v1, ...)")

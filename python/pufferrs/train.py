@@ -112,9 +112,11 @@ class Config:
 
     backend: str = _option("serial", "vector env backend: serial or multiprocessing")
     num_envs: int = _option(16, "envs stepped in parallel")
-    num_workers: int | None = _option(None, "worker processes (multiprocessing); default: one per core", type=int)
+    num_workers: int | None = _option(
+        None, "worker processes (multiprocessing; default: the most that divide num_envs, up to one per core)", type=int
+    )
     env_batch_size: int | None = _option(
-        None, "envs per recv; fewer than num_envs makes rollouts asynchronous (default: num_envs)", type=int
+        None, "envs per recv (default: num_envs); fewer makes rollouts asynchronous", type=int
     )
 
     lstm: bool = _option(False, "an LSTM between the encoder and the action/value heads")
@@ -143,7 +145,9 @@ class Config:
     )
     torch_deterministic: bool = _option(True, "deterministic cuDNN kernels")
     checkpoint_interval: int = _option(50, "save a checkpoint every N updates (0: only at the end)")
-    run_dir: str | None = _option(None, "where checkpoints, metrics and plots go (the CLI: runs/<name>)", type=str)
+    run_dir: str | None = _option(
+        None, "where checkpoints, metrics and plots go (no files when None; the CLI's default: runs/NAME)", type=str
+    )
 
     @classmethod
     def for_env(cls, env: str | None = None, **overrides: Any) -> Config:
