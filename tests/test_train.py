@@ -118,15 +118,13 @@ def test_advantages_match_a_plain_loop() -> None:
 
 
 def test_a_truncated_step_bootstraps_from_its_own_value() -> None:
-    one = torch.ones(1, 1)
-    got = compute_advantages(values=2 * one, bootstrap=torch.tensor([100.0]), rewards=one,
-                             terminals=torch.zeros(1, 1, dtype=torch.bool), truncations=torch.ones(1, 1, dtype=torch.bool),
-                             gamma=0.5, gae_lambda=1.0)
-    assert got.item() == pytest.approx(1 + 0.5 * 2 - 2)  # not 1 + 0.5 * 100 - 2, the next episode's value
-    got = compute_advantages(values=2 * one, bootstrap=torch.tensor([100.0]), rewards=one,
-                             terminals=torch.ones(1, 1, dtype=torch.bool), truncations=torch.ones(1, 1, dtype=torch.bool),
-                             gamma=0.5, gae_lambda=1.0)
-    assert got.item() == pytest.approx(1 - 2)  # terminal wins
+    def advantage(terminal: bool) -> float:
+        one = torch.ones(1, 1)
+        flags = torch.tensor([[terminal]]), torch.tensor([[True]])
+        return compute_advantages(2 * one, torch.tensor([100.0]), one, *flags, gamma=0.5, gae_lambda=1.0).item()
+
+    assert advantage(terminal=False) == pytest.approx(1 + 0.5 * 2 - 2)  # not + 0.5 * 100: the next episode's value
+    assert advantage(terminal=True) == pytest.approx(1 - 2)  # terminal wins
 
 
 # ---------------------------------------------------------------------------

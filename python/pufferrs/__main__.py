@@ -122,8 +122,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=_json_object, default=None, metavar="JSON", help=help_text)
         else:
             choices = {"backend": ["serial", "multiprocessing"]}.get(f.name)
-            group.add_argument(flag, type=kind, default=None, choices=choices, metavar=f.name.upper() if not choices else None,
-                               help=help_text)
+            metavar = None if choices else f.name.upper()
+            group.add_argument(flag, type=kind, default=None, choices=choices, metavar=metavar, help=help_text)
     parser.add_argument("--name", help="run name: the run directory is runs/NAME (default: env and time)")
 
 

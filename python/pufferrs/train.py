@@ -14,7 +14,8 @@ The loop, per update (``batch_size`` env steps)::
 Use it from Python::
 
     from pufferrs.train import Config, Trainer
-    with Trainer(Config(env="CartPole-v1", total_steps=100_000)) as trainer:
+    config = Config.for_env("CartPole-v1", total_steps=100_000)  # preset + overrides
+    with Trainer(config) as trainer:
         summary = trainer.train()
 
 or from the shell: ``pufferrs train CartPole-v1`` (see ``pufferrs train --help``).
@@ -275,16 +276,15 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 class EnvCreator:
     """``gymnasium.make(env_id, **env_kwargs)`` as a picklable callable, so
-    that worker processes started with spawn or forkserver can make the env
-    (importing :mod:`pufferrs.envs` there registers the built-in envs)."""
+    that worker processes started with spawn or forkserver can make the env.
+    Unpickling it there imports this module, which registers the built-in
+    envs."""
 
     def __init__(self, env_id: str, env_kwargs: dict | None = None):
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
 
     def __call__(self, *args: Any, **kwargs: Any) -> gym.Env:
-        import pufferrs.envs  # noqa: F401
-
         return gym.make(self.env_id, *args, **{**self.env_kwargs, **kwargs})
 
 
@@ -298,7 +298,8 @@ def check_env(env_id: str, env_kwargs: dict | None = None) -> None:
     try:
         EnvCreator(env_id, env_kwargs)().close()
     except Exception as exc:  # noqa: BLE001 - any failure to build is the user's env or arguments
-        raise ConfigError(f"gymnasium.make({env_id!r}, **{env_kwargs or {}}) failed: {type(exc).__name__}: {exc}") from None
+        call = f"gymnasium.make({env_id!r}, **{env_kwargs or {}})"
+        raise ConfigError(f"{call} failed: {type(exc).__name__}: {exc}") from None
 
 
 def make_vecenv(config: Config, num_envs: int | None = None, backend: str | None = None,
@@ -411,6 +412,7 @@ class Experience:
         self.truncations = torch.zeros(n, t, dtype=torch.bool, device=device)
 
     def to_device(self) -> None:
+        """Copies the host-side rewards, terminals and truncations over."""
         for name in ("rewards", "terminals", "truncations"):
             getattr(self, name).copy_(torch.from_numpy(getattr(self, "host_" + name)))
 
@@ -459,6 +461,12 @@ def _rows(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple
         if isinstance(index, slice):
             return index, int(steps[0])
     return torch.from_numpy(env_ids).to(device), torch.from_numpy(steps).to(device)
+
+
+def _numbers(info: dict) -> dict[str, float]:
+    """The numeric entries of an episode's info: what gets averaged."""
+    return {k: float(v) for k, v in info.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))}
 
 
 def _env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
@@ -591,9 +599,8 @@ class Trainer:
         self.pending[env_ids] = -1
 
         for k in np.flatnonzero(ended).tolist():
-            for key, value in infos[k].items():
-                if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-                    self.episode_infos[key].append(float(value))
+            for key, value in _numbers(infos[k]).items():
+                self.episode_infos[key].append(value)
 
         starts = ended | self.new_episode[env_ids]
         self.new_episode[env_ids] = False
@@ -944,9 +951,7 @@ def evaluate(policy: nn.Module, config: Config, episodes: int = 10, greedy: bool
             starts = terminals | truncations
             for i in np.flatnonzero(starts).tolist():
                 if len(results[i]) < per_env:
-                    info = infos[i]
-                    results[i].append({k: float(v) for k, v in info.items()
-                                       if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)})
+                    results[i].append(_numbers(infos[i]))
     finally:
         vecenv.close()
     # Round-robin over envs, so that the first `episodes` mix all envs.
