@@ -115,3 +115,15 @@ def test_cuda_views_share_device_memory(reference_space: gs.Dict) -> None:
         assert leaf.device == x.device
         assert leaf.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
     assert_tree_equal(views, stack(samples))
+
+
+def test_zero_size_leaves() -> None:
+    """Empty rows from numpy come with zero strides, which torch's dtype
+    views refuse; both paths must still give empty leaves."""
+    for space in (gs.Box(0, 1, (0,), np.int16), gs.Dict(a=gs.Box(0, 1, (2, 0), np.float32), b=gs.Discrete(3))):
+        layout = Layout(space)
+        samples = [space.sample() for _ in range(3)]
+        x = torch.from_numpy(layout.flatten_batch(samples))
+        assert_tree_equal(unflatten(x, layout), stack(samples))
+        plan = _plan(layout)
+        assert_tree_equal(_fill(plan.structure, plan.traced_views(x)), stack(samples))

@@ -80,6 +80,8 @@ class _Plan:
         """The views by slicing and viewing, which dynamo traces (it cannot
         trace ``storage_offset``) and the compiled graph makes free."""
         x = self.rows(x)
+        if x.numel() == 0:  # torch may give empty tensors zero strides, which refuse dtype views
+            x = x.new_empty(x.shape)
         lead = tuple(x.shape[:-1])
         row = x.view(torch.uint8)
         return [row[..., a : a + n].view(dtype).view(lead + shape) for dtype, shape, a, n in self.byte_ranges]
