@@ -368,6 +368,52 @@ def test_nested_observations_are_learned_with_asynchronous_workers() -> None:
 
 
 # ---------------------------------------------------------------------------
+# Options: observation normalisation, torch.compile
+
+
+def test_normalized_observations_merge_every_rollout_and_checkpoint(tmp_path: Path) -> None:
+    config = small("CartPole-v1", normalize_observations=True, obs_clip=4.0, run_dir=str(tmp_path / "run"))
+    seen = []
+    with Trainer(config) as trainer:
+        normalizer = trainer.policy.normalizer
+        trainer.train(on_update=lambda _: seen.append(trainer.experience.obs.clone()))
+        assert normalizer.clip == 4.0
+    everything = torch.cat(seen).reshape(-1, 4).double()
+    assert normalizer.count.item() == len(everything) == config.num_updates * config.batch_size
+    torch.testing.assert_close(normalizer.mean, everything.mean(0))
+    torch.testing.assert_close(normalizer.var, everything.var(0, correction=0))
+    policy, _, _ = policy_from_checkpoint(tmp_path / "run" / "model.pt")
+    torch.testing.assert_close(policy.normalizer.mean, normalizer.mean)
+
+
+def test_normalizing_byte_rows_is_refused() -> None:
+    with pytest.raises(ConfigError, match="needs float observations"):
+        Trainer(small("pufferrs/Nested-v0", normalize_observations=True))
+
+
+@pytest.mark.slow
+def test_compiled_policy_trains() -> None:
+    # Warnings are errors here, so a silent fallback to eager would fail.
+    with Trainer(small("CartPole-v1", compile=True, total_steps=128)) as trainer:
+        summary = trainer.train()
+        assert trainer.forward_eval.worked and trainer.forward.worked
+    assert summary["global_step"] == 128
+
+
+def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pufferrs.train import CompiledOrEager
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", lambda fn: broken)
+    double = CompiledOrEager(lambda x: 2 * x)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, running eagerly: RuntimeError: no compiler"):
+        assert double(3) == 6
+    assert double(4) == 8  # eager from now on, without another warning
+
+
+# ---------------------------------------------------------------------------
 # Checkpoints and the command line
 
 

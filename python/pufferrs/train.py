@@ -55,6 +55,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from torch import nn
 import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium
 from pufferrs import vector
 from pufferrs.errors import PufferError
+from pufferrs.normalize import NormalizedPolicy
 from pufferrs.models import Default, LSTMWrapper
 from pufferrs.pytorch import Logits, sample_logits
 
@@ -122,6 +124,11 @@ class Config:
 
     lstm: bool = _option(False, "an LSTM between the encoder and the action/value heads")
     hidden_size: int = _option(64, "width of the encoder (and of the LSTM)")
+    normalize_observations: bool = _option(
+        False, "normalise float observations by their running mean and variance (pufferrs.normalize)"
+    )
+    obs_clip: float = _option(10.0, "clip normalised observations to [-obs_clip, obs_clip]")
+    compile: bool = _option(False, "torch.compile the policy (eager, with a warning, where compiling fails)")
 
     total_steps: int = _option(200_000, "env steps to train for")
     batch_size: int = _option(2048, "env steps per update (num_envs * horizon)")
@@ -322,14 +329,51 @@ def make_vecenv(config: Config, num_envs: int | None = None, backend: str | None
 
 def make_policy(env: Any, config: Config) -> nn.Module:
     """:class:`~pufferrs.models.Default` for any observation space, inside
-    an :class:`~pufferrs.models.LSTMWrapper` when ``config.lstm``."""
+    an :class:`~pufferrs.models.LSTMWrapper` when ``config.lstm``, inside a
+    :class:`~pufferrs.normalize.NormalizedPolicy` when
+    ``config.normalize_observations``."""
     try:
         policy: nn.Module = Default(env, hidden_size=config.hidden_size)
-    except TypeError as exc:  # e.g. a Dict action space
+        if config.lstm:
+            policy = LSTMWrapper(env, policy, input_size=config.hidden_size, hidden_size=config.hidden_size)
+        if config.normalize_observations:
+            policy = NormalizedPolicy(env, policy, clip=config.obs_clip)
+    except TypeError as exc:  # e.g. a Dict action space, or byte rows to normalise
         raise ConfigError(str(exc)) from exc
-    if config.lstm:
-        policy = LSTMWrapper(env, policy, input_size=config.hidden_size, hidden_size=config.hidden_size)
     return policy
+
+
+def is_recurrent(policy: nn.Module) -> bool:
+    """Whether ``policy`` speaks LSTMWrapper's protocol (a state dict with
+    ``lstm_h``/``lstm_c``, ``(B, T)`` sequences in ``forward``), directly or
+    through a wrapper that passes attributes on (``NormalizedPolicy``)."""
+    return isinstance(policy, LSTMWrapper) or hasattr(policy, "lstm")
+
+
+class CompiledOrEager:
+    """``torch.compile(fn)``, falling back to ``fn`` with a warning when
+    compiling fails on the first call (no compiler, unsupported Python).
+    Errors after a successful first call are the model's and propagate."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+        self.compiled: Callable[..., Any] | None = torch.compile(fn)
+        self.worked = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is None:
+            return self.fn(*args, **kwargs)
+        try:
+            out = self.compiled(*args, **kwargs)
+        except Exception as exc:
+            if self.worked:
+                raise
+            warnings.warn(f"torch.compile failed, running eagerly: {type(exc).__name__}: {exc}", RuntimeWarning,
+                          stacklevel=2)
+            self.compiled = None
+            return self.fn(*args, **kwargs)
+        self.worked = True
+        return out
 
 
 class ActionAdapter:
@@ -510,15 +554,22 @@ class Trainer:
                 raise ConfigError(f"the vector env has {vecenv.num_envs} envs, the config {config.num_envs}")
             self.actions = ActionAdapter(vecenv.single_action_space)
             self.policy = (policy if policy is not None else make_policy(vecenv, config)).to(self.device)
-            # Recurrent: LSTMWrapper's protocol (state dict with lstm_h and
-            # lstm_c, episode_start, (B, T) sequences in forward).
-            self.recurrent = isinstance(self.policy, LSTMWrapper) or hasattr(self.policy, "lstm")
+            self.recurrent = is_recurrent(self.policy)
             if self.recurrent != config.lstm:
                 raise ConfigError(f"config.lstm is {config.lstm}, but the policy is a {type(self.policy).__name__}")
         except BaseException:
             vecenv.close()
             raise
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        # The calls the loop makes; compiled separately, since compiling the
+        # module compiles only its `forward`. The module itself stays plain
+        # for the optimizer, state_dict and checkpoints.
+        self.forward_eval = self.policy.forward_eval
+        self.forward = self.policy.forward
+        if config.compile:
+            self.forward_eval = CompiledOrEager(self.policy.forward_eval)
+            self.forward = CompiledOrEager(self.policy.forward)
+        self.normalizer = getattr(self.policy, "normalizer", None)
 
         n = config.num_envs
         obs_space = vecenv.single_observation_space
@@ -624,7 +675,7 @@ class Trainer:
             index = _env_index(env_ids, self.device)
             h_in, c_in = self.lstm_h[index], self.lstm_c[index]
             state = {"lstm_h": h_in, "lstm_c": c_in, "episode_start": batch.starts_device}
-        logits, values = self.policy.forward_eval(batch.obs, state)
+        logits, values = self.forward_eval(batch.obs, state)
 
         if finishing.any():
             # The observation after the env's last stored step: its value
@@ -723,9 +774,9 @@ class Trainer:
                 "lstm_c": exp.lstm_c.reshape(count, -1)[index],
                 "episode_start": exp.episode_starts.reshape(count, length)[host_index],
             }
-            logits, values = self.policy(obs, state)
+            logits, values = self.forward(obs, state)
         else:
-            logits, values = self.policy(obs.reshape(-1, *self.obs_shape))
+            logits, values = self.forward(obs.reshape(-1, *self.obs_shape))
         _, logprobs, entropy = sample_logits(logits, actions)
         return logprobs, entropy, values.reshape(-1)
 
@@ -780,6 +831,10 @@ class Trainer:
                     totals["approx_kl"] += ((ratio - 1) - logratio).mean()
                     totals["clipfrac"] += ((ratio - 1).abs() > config.clip_coef).float().mean()
                 steps += 1
+        if self.normalizer is not None:
+            # After the epochs that learn from this rollout, so that the
+            # rollout and its training passes normalised alike.
+            self.normalizer.update(exp.obs)
         # One read back to the host per update, not one per minibatch.
         losses = {k: v.item() / steps for k, v in totals.items()}
         with torch.no_grad():
@@ -934,7 +989,7 @@ def evaluate(policy: nn.Module, config: Config, episodes: int = 10, greedy: bool
     seed = config.seed + 1000 if seed is None else seed
     vecenv = make_vecenv(config, num_envs=num_envs, backend="serial", seed=seed)
     actions = ActionAdapter(vecenv.single_action_space)
-    recurrent = isinstance(policy, LSTMWrapper)
+    recurrent = is_recurrent(policy)
     policy.eval()
     results: list[list[dict[str, float]]] = [[] for _ in range(num_envs)]
     state: dict[str, Any] = {}
