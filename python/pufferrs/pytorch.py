@@ -80,9 +80,11 @@ class _Plan:
         """The views by slicing and viewing, which dynamo traces (it cannot
         trace ``storage_offset``) and the compiled graph makes free."""
         x = self.rows(x)
-        if x.numel() == 0:  # torch may give empty tensors zero strides, which refuse dtype views
-            x = x.new_empty(x.shape)
         lead = tuple(x.shape[:-1])
+        if x.numel() == 0:
+            # Nothing to view, and torch's empty tensors may carry strides
+            # (zero, odd) that its dtype views refuse: empty leaves instead.
+            return [x.new_empty(lead + shape, dtype=dtype) for dtype, shape, _, _ in self.byte_ranges]
         row = x.view(torch.uint8)
         return [row[..., a : a + n].view(dtype).view(lead + shape) for dtype, shape, a, n in self.byte_ranges]
 
@@ -149,6 +151,10 @@ def _fill(structure: Any, views: list[torch.Tensor]) -> Any:
     return views[structure]
 
 
+#: The cached geometry of rows without a single element.
+_EMPTY: Any = object()
+
+
 def _plan(layout: Layout) -> _Plan:
     plan = getattr(layout, "_torch_plan", None)
     if plan is None:
@@ -176,7 +182,9 @@ def unflatten(x: torch.Tensor, layout: Layout) -> Any:
     if geometry is None:
         if len(plan.cache) >= plan.CACHE_SIZE:
             plan.cache.clear()
-        geometry = plan.cache[key] = plan.geometry(x)
+        geometry = plan.cache[key] = plan.geometry(x) if x.numel() else _EMPTY
+    if geometry is _EMPTY:  # no bytes to view: empty leaves (see traced_views)
+        return plan.build(plan.traced_views(x))
     views = []
     for dtype, args in geometry:
         base = x if dtype is None else x.view(dtype)
