@@ -22,9 +22,11 @@ def main() -> None:
     devices = ("cpu", "cuda") if args.cuda else ("cpu",)
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
-          f"numpy {np.__version__}, torch {torch.__version__}"
-          + (f", {torch.cuda.get_device_name()}" if args.cuda else ""))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
+        f"numpy {np.__version__}, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if args.cuda else "")
+    )
     print(format_table(flatten_rows(quick=args.quick, torch_devices=devices)))
 
 

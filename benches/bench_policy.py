@@ -118,7 +118,9 @@ def bench_one(
     hidden: int, batch: int, mode: str, device: torch.device, repeats: int, target_s: float, sync_each: bool
 ) -> dict[str, Any]:
     torch.manual_seed(0)
-    env = types.SimpleNamespace(single_observation_space=gs.Box(-1, 1, (hidden,), np.float32), single_action_space=gs.Discrete(2))
+    env = types.SimpleNamespace(
+        single_observation_space=gs.Box(-1, 1, (hidden,), np.float32), single_action_space=gs.Discrete(2)
+    )
     wrapper = LSTMWrapper(env, PassThrough(hidden), hidden, hidden).to(device)
     lstm, cell = wrapper.lstm, wrapper.cell
     x = torch.randn(batch, hidden, device=device)
@@ -140,7 +142,9 @@ def bench_one(
         wrapper.forward_eval(x, wrapper_state)
 
     with torch.no_grad(), precision(mode, device):
-        result = measure({"lstm": lstm_step, "cell": cell_step, "pufferrs": pufferrs_step}, device, repeats, target_s, sync_each)
+        result = measure(
+            {"lstm": lstm_step, "cell": cell_step, "pufferrs": pufferrs_step}, device, repeats, target_s, sync_each
+        )
     (path,) = set(wrapper.eval_path_choices.values())
     return {**result, "path": path}
 
@@ -155,7 +159,9 @@ def main() -> None:
     parser.add_argument("--repeat-seconds", type=float, default=0.05, help="target length of one repeat")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
-        "--throughput", action="store_true", help="queue calls without a sync after each (default: sync each, as rollouts do)"
+        "--throughput",
+        action="store_true",
+        help="queue calls without a sync after each (default: sync each, as rollouts do)",
     )
     args = parser.parse_args()
 
@@ -166,11 +172,25 @@ def main() -> None:
     hiddens = [int(v) for v in args.hidden.split(",")]
     batches = [int(v) for v in args.batch.split(",")]
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU"
+    )
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
     timing = "calls queued, one sync per repeat" if args.throughput else "device sync after every call, as in rollouts"
     print(f"one step, no grad; {timing}; median time per call; ratios from the same run\n")
-    header = ["mode", "hidden", "batch", "nn.LSTM ms", "LSTMCell ms", "pufferrs ms", "path", "cell vs LSTM", "pufferrs vs best"]
+    header = [
+        "mode",
+        "hidden",
+        "batch",
+        "nn.LSTM ms",
+        "LSTMCell ms",
+        "pufferrs ms",
+        "path",
+        "cell vs LSTM",
+        "pufferrs vs best",
+    ]
     rows = []
     for mode in modes:
         for hidden in hiddens:
@@ -198,7 +218,9 @@ def main() -> None:
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
-        print("| " + " | ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
+        print(
+            "| " + " | ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+        )
     print("\ncell vs LSTM: nn.LSTM time / LSTMCell time (>1: the cell is faster).")
     print("pufferrs vs best: forward_eval time / the faster peer's time (<=1: at least as fast).")
 

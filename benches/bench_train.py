@@ -122,8 +122,14 @@ class Setup:
 
 
 def setups(env_id: str, args: argparse.Namespace) -> list[Setup]:
-    base = dict(num_envs=args.num_envs, batch_size=args.num_envs * 128, total_steps=args.num_envs * 128,
-                device=args.device, seed=0, checkpoint_interval=0)
+    base = dict(
+        num_envs=args.num_envs,
+        batch_size=args.num_envs * 128,
+        total_steps=args.num_envs * 128,
+        device=args.device,
+        seed=0,
+        checkpoint_interval=0,
+    )
     preset = Config.for_env(env_id, **base)
     # Minibatches of a quarter batch at most, as the presets have.
     preset.minibatch_size = min(preset.minibatch_size, preset.batch_size // 4)
@@ -133,10 +139,16 @@ def setups(env_id: str, args: argparse.Namespace) -> list[Setup]:
 
     return [
         Setup("pufferrs Serial", "gymnasium SyncVectorEnv", config(backend="serial")),
-        Setup(f"pufferrs Multiprocessing ({args.workers} workers)", "gymnasium AsyncVectorEnv",
-              config(backend="multiprocessing", num_workers=args.workers)),
-        Setup(f"pufferrs Multiprocessing async (batch {args.num_envs // 2})", "gymnasium AsyncVectorEnv",
-              config(backend="multiprocessing", num_workers=args.workers, env_batch_size=args.num_envs // 2)),
+        Setup(
+            f"pufferrs Multiprocessing ({args.workers} workers)",
+            "gymnasium AsyncVectorEnv",
+            config(backend="multiprocessing", num_workers=args.workers),
+        ),
+        Setup(
+            f"pufferrs Multiprocessing async (batch {args.num_envs // 2})",
+            "gymnasium AsyncVectorEnv",
+            config(backend="multiprocessing", num_workers=args.workers, env_batch_size=args.num_envs // 2),
+        ),
         Setup("gymnasium SyncVectorEnv", None, config(), GymnasiumVector(env_id, args.num_envs, "sync", 0)),
         Setup("gymnasium AsyncVectorEnv", None, config(), GymnasiumVector(env_id, args.num_envs, "async", 0)),
     ]
@@ -158,9 +170,11 @@ def main() -> None:
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# {cpus} CPUs, {where}, python {sys.version.split()[0]}, torch {torch.__version__}, "
-          f"gymnasium {gym.__version__}; num_envs={args.num_envs}, batch {args.num_envs * 128} steps, "
-          f"medians of {args.repeats} repeats of {args.updates} updates")
+    print(
+        f"# {cpus} CPUs, {where}, python {sys.version.split()[0]}, torch {torch.__version__}, "
+        f"gymnasium {gym.__version__}; num_envs={args.num_envs}, batch {args.num_envs * 128} steps, "
+        f"medians of {args.repeats} repeats of {args.updates} updates"
+    )
     header = f"{'env':<20} {'trainer fed by':<42} {'steps/s':>9} {'env':>6} {'infer':>6} {'learn':>6} {'ratio':>6}"
     print(header)
     print("-" * len(header))
@@ -179,8 +193,10 @@ def main() -> None:
         for run in runs:
             env_share, infer_share, learn_share = (statistics.median(s) for s in zip(*run.shares))
             ratio = f"{medians[run.label] / medians[run.peer]:.2f}x" if run.peer else ""
-            print(f"{env_id:<20} {run.label:<42} {medians[run.label]:>9,.0f} {env_share:>6.0%} {infer_share:>6.0%} "
-                  f"{learn_share:>6.0%} {ratio:>6}")
+            print(
+                f"{env_id:<20} {run.label:<42} {medians[run.label]:>9,.0f} {env_share:>6.0%} {infer_share:>6.0%} "
+                f"{learn_share:>6.0%} {ratio:>6}"
+            )
 
 
 if __name__ == "__main__":

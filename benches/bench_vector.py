@@ -22,22 +22,15 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 
 import pufferrs.vector as pv
-
-
-def reference_space() -> gs.Dict:
-    return gs.Dict(
-        image=gs.Box(0, 255, (3, 64, 64), np.uint8),
-        vector=gs.Box(-1, 1, (32,), np.float32),
-        inv=gs.Dict(items=gs.MultiDiscrete([10] * 8), hp=gs.Discrete(100)),
-        tuple=gs.Tuple((gs.Box(-1, 1, (4,), np.float32), gs.Discrete(5))),
-    )
+from pufferrs.benchmarks import reference_space
 
 
 class NoopNested(gym.Env):
@@ -85,10 +78,12 @@ class Config:
         self.rates: list[float] = []
 
 
-def pufferrs_config(label: str, creator: Callable, args: argparse.Namespace, backend: str,
-                    batch_size: int | None) -> Config:
-    envs = pv.make(creator, num_envs=args.num_envs, backend=backend, num_workers=args.workers,
-                   batch_size=batch_size, seed=0)
+def pufferrs_config(
+    label: str, creator: Callable, args: argparse.Namespace, backend: str, batch_size: int | None
+) -> Config:
+    envs = pv.make(
+        creator, num_envs=args.num_envs, backend=backend, num_workers=args.workers, batch_size=batch_size, seed=0
+    )
     envs.async_reset(0)
     actions = np.zeros(envs.batch_size, dtype=np.int64)
     recv, send = envs.recv, envs.send
@@ -131,9 +126,11 @@ def main() -> None:
         parser.error("num_envs must be a multiple of workers, and num_envs / 2 a multiple of envs per worker")
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"# {cpus} CPUs, python {sys.version.split()[0]}, gymnasium {gym.__version__}, "
-          f"num_envs={args.num_envs}, pufferrs workers={args.workers}, "
-          f"medians of {args.repeats} repeats of ~{args.seconds:g} s")
+    print(
+        f"# {cpus} CPUs, python {sys.version.split()[0]}, gymnasium {gym.__version__}, "
+        f"num_envs={args.num_envs}, pufferrs workers={args.workers}, "
+        f"medians of {args.repeats} repeats of ~{args.seconds:g} s"
+    )
     header = f"{'env':<12} {'vector env':<44} {'steps/s':>10} {'us/step':>8} {'ratio':>7}"
     print(header)
     print("-" * len(header))
@@ -142,13 +139,18 @@ def main() -> None:
         configs: list[Config] = []
         try:
             configs.append(gymnasium_config("gymnasium SyncVectorEnv", creator, args, "sync"))
-            configs.append(gymnasium_config(f"gymnasium AsyncVectorEnv(shm) [{args.num_envs} procs]", creator,
-                                            args, "async"))
+            configs.append(
+                gymnasium_config(f"gymnasium AsyncVectorEnv(shm) [{args.num_envs} procs]", creator, args, "async")
+            )
             configs.append(pufferrs_config("pufferrs Serial", creator, args, "serial", None))
-            configs.append(pufferrs_config(f"pufferrs Multiprocessing sync [{args.workers} procs]", creator, args,
-                                           "multiprocessing", None))
-            configs.append(pufferrs_config(f"pufferrs Multiprocessing async batch={half}", creator, args,
-                                           "multiprocessing", half))
+            configs.append(
+                pufferrs_config(
+                    f"pufferrs Multiprocessing sync [{args.workers} procs]", creator, args, "multiprocessing", None
+                )
+            )
+            configs.append(
+                pufferrs_config(f"pufferrs Multiprocessing async batch={half}", creator, args, "multiprocessing", half)
+            )
             run_all(configs, args)
         finally:
             for config in configs:

@@ -24,8 +24,14 @@ class AttentionPolicy(nn.Module):
     ``(num_tokens, token_size)``, or ``(n,)`` split into ``num_tokens``
     equal tokens, and a ``Discrete`` action."""
 
-    def __init__(self, observation_space: gs.Box, action_space: gs.Discrete, num_tokens: int | None = None,
-                 d_model: int = 64, nhead: int = 4):
+    def __init__(
+        self,
+        observation_space: gs.Box,
+        action_space: gs.Discrete,
+        num_tokens: int | None = None,
+        d_model: int = 64,
+        nhead: int = 4,
+    ):
         super().__init__()
         shape = tuple(observation_space.shape)
         if len(shape) == 2 and num_tokens in (None, shape[0]):

@@ -39,8 +39,14 @@ class SharedMultiAgentPolicy(nn.Module):
     (``B`` = envs x agents). With ``agent_id_input=True`` the agent's id is
     appended to its observation as a one-hot."""
 
-    def __init__(self, observation_space: gs.Box, action_space: gs.Discrete, num_agents: int,
-                 hidden_size: int = 256, agent_id_input: bool = False):
+    def __init__(
+        self,
+        observation_space: gs.Box,
+        action_space: gs.Discrete,
+        num_agents: int,
+        hidden_size: int = 256,
+        agent_id_input: bool = False,
+    ):
         super().__init__()
         self.num_agents = num_agents
         self.agent_id_input = agent_id_input
@@ -49,8 +55,9 @@ class SharedMultiAgentPolicy(nn.Module):
         self.actor = layer_init(nn.Linear(hidden_size, int(action_space.n)), std=0.01)
         self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
-    def forward(self, observations: torch.Tensor, state: dict | None = None,
-                agent_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, observations: torch.Tensor, state: dict | None = None, agent_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = observations.reshape(observations.shape[0], -1).float()
         if self.agent_id_input:
             ids = _agent_ids(observations, self.num_agents, agent_ids)
@@ -58,16 +65,16 @@ class SharedMultiAgentPolicy(nn.Module):
         features = self.encoder(x)
         return self.actor(features), self.critic(features).squeeze(-1)
 
-    def forward_eval(self, observations: torch.Tensor, state: dict | None = None,
-                     agent_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_eval(
+        self, observations: torch.Tensor, state: dict | None = None, agent_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward(observations, state, agent_ids)
 
 
 class IndependentMultiAgentPolicy(nn.Module):
     """A separate encoder and heads per agent; outputs in input row order."""
 
-    def __init__(self, observation_space: gs.Box, action_space: gs.Discrete, num_agents: int,
-                 hidden_size: int = 256):
+    def __init__(self, observation_space: gs.Box, action_space: gs.Discrete, num_agents: int, hidden_size: int = 256):
         super().__init__()
         self.num_agents = num_agents
         self.num_actions = int(action_space.n)
@@ -86,8 +93,9 @@ class IndependentMultiAgentPolicy(nn.Module):
         )
         self.critics = nn.ModuleList(layer_init(nn.Linear(hidden_size, 1), std=1.0) for _ in range(num_agents))
 
-    def forward(self, observations: torch.Tensor, state: dict | None = None,
-                agent_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, observations: torch.Tensor, state: dict | None = None, agent_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``observations`` ``(B, *obs_shape)``, ``agent_ids`` ``(B,)``
         (default: row ``k`` is agent ``k % num_agents``). Returns logits
         ``(B, n)`` and values ``(B,)``, row for row with the input."""
@@ -112,6 +120,7 @@ class IndependentMultiAgentPolicy(nn.Module):
         inverse[order] = torch.arange(order.shape[0], device=order.device)
         return torch.cat(logits)[inverse], torch.cat(values)[inverse]
 
-    def forward_eval(self, observations: torch.Tensor, state: dict | None = None,
-                     agent_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_eval(
+        self, observations: torch.Tensor, state: dict | None = None, agent_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward(observations, state, agent_ids)

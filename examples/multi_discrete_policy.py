@@ -35,9 +35,13 @@ class MultiDiscretePolicy(nn.Module):
         self.actor = layer_init(nn.Linear(hidden_size, sum(self.nvec)), std=0.01)
         self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
-    def forward(self, observations: torch.Tensor, state: dict | None = None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def forward(
+        self, observations: torch.Tensor, state: dict | None = None
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         features = self.encoder(observations.reshape(observations.shape[0], -1).float())
         return self.actor(features).split(self.nvec, dim=-1), self.critic(features).squeeze(-1)
 
-    def forward_eval(self, observations: torch.Tensor, state: dict | None = None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def forward_eval(
+        self, observations: torch.Tensor, state: dict | None = None
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         return self.forward(observations, state)

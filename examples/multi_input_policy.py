@@ -29,8 +29,9 @@ class MultiInputPolicy(nn.Module):
     """A CNN for ``observation_space["image"]`` (channels first), an MLP for
     ``observation_space["vector"]``, combined before the heads."""
 
-    def __init__(self, observation_space: gs.Dict, action_space: gs.Discrete | gs.MultiDiscrete,
-                 hidden_size: int = 256):
+    def __init__(
+        self, observation_space: gs.Dict, action_space: gs.Discrete | gs.MultiDiscrete, hidden_size: int = 256
+    ):
         super().__init__()
         self.observation_space = observation_space
         image_space, vector_space = observation_space["image"], observation_space["vector"]

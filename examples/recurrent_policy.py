@@ -38,8 +38,9 @@ class RecurrentPolicy(nn.Module):
     attributes :class:`LSTMWrapper` checks its sizes against.
     """
 
-    def __init__(self, observation_space: gs.Box, action_space: gs.Discrete, input_size: int = 128,
-                 hidden_size: int = 128):
+    def __init__(
+        self, observation_space: gs.Box, action_space: gs.Discrete, input_size: int = 128, hidden_size: int = 128
+    ):
         super().__init__()
         self.hidden_size = input_size
         self.output_size = hidden_size

@@ -48,7 +48,9 @@ def boxes(draw: st.DrawFn) -> gs.Box:
 
 @st.composite
 def discretes(draw: st.DrawFn) -> gs.Discrete:
-    return gs.Discrete(draw(st.integers(1, 10)), start=draw(st.integers(-5, 5)), dtype=draw(st.sampled_from(DISCRETE_DTYPES)))
+    return gs.Discrete(
+        draw(st.integers(1, 10)), start=draw(st.integers(-5, 5)), dtype=draw(st.sampled_from(DISCRETE_DTYPES))
+    )
 
 
 @st.composite

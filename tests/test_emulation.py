@@ -10,8 +10,8 @@ import gymnasium
 import gymnasium.spaces as gs
 import numpy as np
 import pytest
-from conftest import assert_tree_equal
 
+from conftest import assert_tree_equal
 from pufferrs import RowError
 from pufferrs.emulation import FlattenObservation
 

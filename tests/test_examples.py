@@ -220,7 +220,9 @@ def image_vector_space(size: int = 16) -> gs.Dict:
     return gs.Dict(image=box(3, size, size, dtype=np.uint8), vector=box(5))
 
 
-@pytest.mark.parametrize("action_space", [gs.Discrete(4), gs.MultiDiscrete([4, 4, 2])], ids=["discrete", "multidiscrete"])
+@pytest.mark.parametrize(
+    "action_space", [gs.Discrete(4), gs.MultiDiscrete([4, 4, 2])], ids=["discrete", "multidiscrete"]
+)
 def test_multi_input_policy_on_flat_rows(action_space: gs.Space) -> None:
     space = image_vector_space()
     layout = Layout(space)
@@ -308,7 +310,9 @@ def test_multi_discrete_policy_splits_by_nvec() -> None:
 @pytest.mark.parametrize("agent_id_input", [False, True])
 def test_shared_multi_agent_policy(agent_id_input: bool) -> None:
     obs_space, num_agents = box(5), 3
-    policy = SharedMultiAgentPolicy(obs_space, gs.Discrete(4), num_agents, hidden_size=16, agent_id_input=agent_id_input)
+    policy = SharedMultiAgentPolicy(
+        obs_space, gs.Discrete(4), num_agents, hidden_size=16, agent_id_input=agent_id_input
+    )
     obs = sample_batch(obs_space, 2 * num_agents)  # 2 envs x 3 agents
     logits, values = policy(obs)
     assert logits.shape == (6, 4) and values.shape == (6,)
@@ -396,7 +400,6 @@ def test_residual_block_adds_to_its_input() -> None:
         torch.testing.assert_close(block(x), x, rtol=0, atol=0)
 
 
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_examples_run_on_cuda() -> None:
@@ -404,8 +407,10 @@ def test_examples_run_on_cuda() -> None:
     rows = torch.from_numpy(Layout(space).flatten_batch([space.sample() for _ in range(B)]))
     cases: list[tuple[nn.Module, torch.Tensor]] = [
         (BasicPolicy(box(4), gs.Discrete(3), hidden_size=16), sample_batch(box(4))),
-        (EfficientCNN(box(3, 64, 64, dtype=np.uint8), gs.Discrete(3), hidden_size=16),
-         sample_batch(box(3, 64, 64, dtype=np.uint8))),
+        (
+            EfficientCNN(box(3, 64, 64, dtype=np.uint8), gs.Discrete(3), hidden_size=16),
+            sample_batch(box(3, 64, 64, dtype=np.uint8)),
+        ),
         (MultiInputPolicy(space, gs.MultiDiscrete([4, 4, 2]), hidden_size=16), rows),
         (ContinuousPolicy(box(4), gs.Box(-1, 1, (2,), np.float32), hidden_size=16), sample_batch(box(4))),
         (AttentionPolicy(box(6, 4), gs.Discrete(3), d_model=16, nhead=2), sample_batch(box(6, 4))),
@@ -420,6 +425,7 @@ def test_examples_run_on_cuda() -> None:
     state: dict = {}
     logits, values = recurrent.forward_eval(sample_batch(box(4)).to("cuda"), state)
     assert state["lstm_h"].device.type == "cuda" and logits.shape == (B, 3)
+
 
 # --------------------------------------------------------------------------
 # Training with the pufferrs trainer
@@ -491,12 +497,21 @@ def test_multi_input_example_learns_from_image_and_vector_leaves() -> None:
 
 
 def test_continuous_example_learns_to_point_at_the_target() -> None:
+    import pufferrs.vector
     from pufferrs.train import Config, Trainer
 
-    import pufferrs.vector
-
-    config = Config(env="TargetEnv", num_envs=16, total_steps=32_768, batch_size=2048, minibatch_size=512,
-                    learning_rate=3e-3, gamma=0.0, gae_lambda=0.0, ent_coef=0.0, torch_threads=1)
+    config = Config(
+        env="TargetEnv",
+        num_envs=16,
+        total_steps=32_768,
+        batch_size=2048,
+        minibatch_size=512,
+        learning_rate=3e-3,
+        gamma=0.0,
+        gae_lambda=0.0,
+        ent_coef=0.0,
+        torch_threads=1,
+    )
     vecenv = pufferrs.vector.make(TargetEnv, num_envs=config.num_envs, seed=0)
     policy = ContinuousPolicy(vecenv.single_observation_space, vecenv.single_action_space, hidden_size=64)
     with Trainer(config, vecenv, policy) as trainer:

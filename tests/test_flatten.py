@@ -9,10 +9,10 @@ from typing import Any
 import gymnasium.spaces as gs
 import numpy as np
 import pytest
-from conftest import assert_tree_equal, spaces_with_samples, stack
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import assert_tree_equal, spaces_with_samples, stack
 from pufferrs import Layout, RowError, SpaceError
 
 
@@ -117,7 +117,13 @@ def test_python_numbers_lists_and_numpy_scalars() -> None:
     assert back["f"] == np.float16(0.5)
     assert back["b"].tolist() == [True, False]
     assert back["mb"].tolist() == [1, 0, 1] and back["mb"].dtype == np.int8
-    numpy_scalars = {"d": np.int8(1), "md": np.array([0, 1], np.uint8), "f": np.float32(-1), "b": np.ones(2, bool), "mb": np.zeros(3, np.int8)}
+    numpy_scalars = {
+        "d": np.int8(1),
+        "md": np.array([0, 1], np.uint8),
+        "f": np.float32(-1),
+        "b": np.ones(2, bool),
+        "mb": np.zeros(3, np.int8),
+    }
     assert layout.unflatten(layout.flatten(numpy_scalars))["d"] == 1
     # Lists and tuples are both accepted for a Tuple, and dict subclasses for a Dict.
     pair = Layout(gs.Tuple((gs.Discrete(2), gs.Discrete(3))))
@@ -131,7 +137,9 @@ def test_same_kind_casts_are_applied() -> None:
     assert back["f"].tolist() == np.array([0.1, 2.5, -3.0], np.float32).tolist()
     assert back["i"].tolist() == [-3, 7]
     # unsigned into signed is same_kind
-    assert layout.unflatten(layout.flatten({"f": np.zeros(3, np.uint16), "i": np.array([1, 2], np.uint32)}))["i"].tolist() == [1, 2]
+    assert layout.unflatten(layout.flatten({"f": np.zeros(3, np.uint16), "i": np.array([1, 2], np.uint32)}))[
+        "i"
+    ].tolist() == [1, 2]
 
 
 def test_non_contiguous_sources() -> None:
@@ -154,7 +162,10 @@ def test_large_leaves_flatten_correctly_from_threads() -> None:
     layout = Layout(space)
     inputs = [np.full(space.shape, i, np.uint8) for i in range(4)]
     out = np.zeros((4, layout.row_bytes), np.uint8)
-    threads = [threading.Thread(target=lambda i=i: [layout.flatten_into(inputs[i], out, i) for _ in range(20)]) for i in range(4)]
+    threads = [
+        threading.Thread(target=lambda i=i: [layout.flatten_into(inputs[i], out, i) for _ in range(20)])
+        for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -169,15 +180,27 @@ REFERENCE_BAD_INPUTS = [
     (lambda o: o.update(extra=1), r"obs: unexpected keys \['extra'\]"),
     (lambda o: o.update(inv=[1, 2]), r"obs\['inv'\]: expected a dict with keys \['items', 'hp'\], got list"),
     (lambda o: o.update(tuple=(o["tuple"][0],)), r"obs\['tuple'\]: expected a tuple of 2 items, got 1"),
-    (lambda o: o["inv"].update(items=np.zeros(7, np.int64)), r"obs\['inv'\]\['items'\]: expected shape \(8,\), got \(7,\)"),
+    (
+        lambda o: o["inv"].update(items=np.zeros(7, np.int64)),
+        r"obs\['inv'\]\['items'\]: expected shape \(8,\), got \(7,\)",
+    ),
     (lambda o: o.update(image=o["image"][0]), r"obs\['image'\]: expected shape \(3, 64, 64\), got \(64, 64\)"),
     (lambda o: o["inv"].update(hp=1.0), r"obs\['inv'\]\['hp'\]: expected int64 values, got float64"),
-    (lambda o: o.update(vector=np.zeros(32, np.complex64)), r"obs\['vector'\]: got an array of unsupported dtype complex64"),
+    (
+        lambda o: o.update(vector=np.zeros(32, np.complex64)),
+        r"obs\['vector'\]: got an array of unsupported dtype complex64",
+    ),
     (lambda o: o.update(vector=None), r"obs\['vector'\]: expected numbers, got NoneType"),
     (lambda o: o.update(vector="abc"), r"obs\['vector'\]: expected numbers, got str"),
     (lambda o: o["inv"].update(hp=100), r"obs\['inv'\]\['hp'\]: expected a value in \[0, 100\), got 100"),
-    (lambda o: o["inv"]["items"].__setitem__(3, -1), r"obs\['inv'\]\['items'\]\[3\]: expected a value in \[0, 10\), got -1"),
-    (lambda o: o.update(tuple=(o["tuple"][0], 2**70)), r"obs\['tuple'\]\[1\]: 1180591620717411303424 does not fit int64"),
+    (
+        lambda o: o["inv"]["items"].__setitem__(3, -1),
+        r"obs\['inv'\]\['items'\]\[3\]: expected a value in \[0, 10\), got -1",
+    ),
+    (
+        lambda o: o.update(tuple=(o["tuple"][0], 2**70)),
+        r"obs\['tuple'\]\[1\]: 1180591620717411303424 does not fit int64",
+    ),
     (lambda o: o.update(tuple=(o["tuple"][0], 2**200)), r"obs\['tuple'\]\[1\]: 16069\d+ is too large"),
     (lambda o: o.update(image=o["image"].astype(np.int64)), r"obs\['image'\]: expected uint8 values, got int64"),
 ]
@@ -245,7 +268,13 @@ def test_broken_observations_raise_and_never_write(case: tuple[gs.Space, list[An
     stack_ = [((), space)]
     while stack_:
         path, sub = stack_.pop()
-        children = sub.spaces.items() if isinstance(sub, gs.Dict) else enumerate(sub.spaces) if isinstance(sub, gs.Tuple) else []
+        children = (
+            sub.spaces.items()
+            if isinstance(sub, gs.Dict)
+            else enumerate(sub.spaces)
+            if isinstance(sub, gs.Tuple)
+            else []
+        )
         for key, child in children:
             paths.append((*path, key))
             stack_.append(((*path, key), child))

@@ -7,9 +7,9 @@ import pickle
 import gymnasium.spaces as gs
 import numpy as np
 import pytest
-from conftest import spaces
 from hypothesis import given
 
+from conftest import spaces
 from pufferrs import Layout, UnsupportedSpaceError
 from pufferrs.benchmarks import StructuredPacker
 
@@ -114,7 +114,10 @@ def test_plain_box_stays_itself() -> None:
 @pytest.mark.parametrize(
     ("space", "message"),
     [
-        (gs.Dict(a=gs.Tuple((gs.Discrete(2), gs.Sequence(gs.Discrete(2))))), r"obs\['a'\]\[1\]: Sequence has no fixed size"),
+        (
+            gs.Dict(a=gs.Tuple((gs.Discrete(2), gs.Sequence(gs.Discrete(2))))),
+            r"obs\['a'\]\[1\]: Sequence has no fixed size",
+        ),
         (gs.Dict(g=gs.Graph(gs.Box(0, 1, (2,)), None)), r"obs\['g'\]: Graph has no fixed size"),
         (gs.Tuple((gs.Text(5),)), r"obs\[0\]: Text spaces are not supported"),
         (gs.OneOf((gs.Discrete(2), gs.Discrete(3))), r"obs: OneOf spaces are not supported"),

@@ -175,7 +175,13 @@ def test_default_structured_features_are_the_documented_encoding() -> None:
         on=gs.MultiBinary(2),
     )
     policy = Default(make_env(space), hidden_size=4)
-    obs = {"img": np.array([255, 51], np.uint8), "pos": np.array([-2.5, 4.0]), "hp": 1, "inv": np.array([2, 1]), "on": np.array([1, 0], np.int8)}
+    obs = {
+        "img": np.array([255, 51], np.uint8),
+        "pos": np.array([-2.5, 4.0]),
+        "hp": 1,
+        "inv": np.array([2, 1]),
+        "on": np.array([1, 0], np.int8),
+    }
     rows = torch.as_tensor(Layout(space).flatten_batch([obs]))
     expected = torch.tensor(
         [[1.0, 0.2, -2.5, 4.0, 0, 0, 1, 0, 0, 1, 0, 1, 0, 1.0, 0.0]]
@@ -256,7 +262,9 @@ def test_convolutional(device: str, action_space: gs.Space) -> None:
 def test_convolutional_channels_last_and_downsample() -> None:
     torch.manual_seed(0)
     first = Convolutional(make_env(gs.Box(0, 255, (3, 64, 72), np.uint8)), 3, hidden_size=32, output_size=32)
-    last = Convolutional(make_env(gs.Box(0, 255, (64, 72, 3), np.uint8)), 3, hidden_size=32, output_size=32, channels_last=True)
+    last = Convolutional(
+        make_env(gs.Box(0, 255, (64, 72, 3), np.uint8)), 3, hidden_size=32, output_size=32, channels_last=True
+    )
     last.load_state_dict(first.state_dict())
     images = torch.randint(0, 256, (2, 3, 64, 72), dtype=torch.uint8)
     torch.testing.assert_close(first(images)[1], last(images.permute(0, 2, 3, 1))[1])
@@ -298,11 +306,17 @@ OBS = gs.Box(-1, 1, (6,), np.float32)
 
 
 def make_lstm(
-    action_space: gs.Space = gs.Discrete(4), hidden: int = 16, eval_path: str = "auto", obs_space: gs.Space = OBS, seed: int = 0
+    action_space: gs.Space = gs.Discrete(4),
+    hidden: int = 16,
+    eval_path: str = "auto",
+    obs_space: gs.Space = OBS,
+    seed: int = 0,
 ) -> LSTMWrapper:
     torch.manual_seed(seed)
     env = make_env(obs_space, action_space)
-    return LSTMWrapper(env, Default(env, hidden_size=hidden), input_size=hidden, hidden_size=hidden, eval_path=eval_path)
+    return LSTMWrapper(
+        env, Default(env, hidden_size=hidden), input_size=hidden, hidden_size=hidden, eval_path=eval_path
+    )
 
 
 def tolerance(device: str) -> dict[str, float]:
@@ -335,7 +349,12 @@ def test_lstm_parameters_are_shared_and_listed_once() -> None:
     assert cell.bias_ih is lstm.bias_ih_l0 and cell.bias_hh is lstm.bias_hh_l0
     keys = list(wrapper.state_dict())
     assert len(keys) == len(set(keys)) and not [k for k in keys if k.startswith("cell.")]
-    assert {k for k in keys if k.startswith("lstm.")} == {"lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0"}
+    assert {k for k in keys if k.startswith("lstm.")} == {
+        "lstm.weight_ih_l0",
+        "lstm.weight_hh_l0",
+        "lstm.bias_ih_l0",
+        "lstm.bias_hh_l0",
+    }
 
 
 def test_lstm_initialisation_leaves_the_policy_alone() -> None:
@@ -379,7 +398,12 @@ def test_lstm_state_dict_round_trip() -> None:
 def test_lstm_loads_pufferlib_checkpoints_and_assigned_parameters() -> None:
     source, target = make_lstm(seed=1), make_lstm(seed=2)
     checkpoint = dict(source.state_dict())
-    for ours, theirs in (("weight_ih_l0", "weight_ih"), ("weight_hh_l0", "weight_hh"), ("bias_ih_l0", "bias_ih"), ("bias_hh_l0", "bias_hh")):
+    for ours, theirs in (
+        ("weight_ih_l0", "weight_ih"),
+        ("weight_hh_l0", "weight_hh"),
+        ("bias_ih_l0", "bias_ih"),
+        ("bias_hh_l0", "bias_hh"),
+    ):
         checkpoint[f"cell.{theirs}"] = checkpoint[f"lstm.{ours}"].clone()
     target.load_state_dict(checkpoint)  # strict: cell.* are accepted, not unexpected
     assert torch.equal(target.lstm.weight_hh_l0, source.lstm.weight_hh_l0)
@@ -405,7 +429,9 @@ def test_lstm_survives_deepcopy_and_dtype_conversion() -> None:
     assert logits.dtype == torch.float64
 
 
-def step_through(wrapper: LSTMWrapper, obs: torch.Tensor, starts: torch.Tensor | None, state: dict) -> tuple[Any, torch.Tensor]:
+def step_through(
+    wrapper: LSTMWrapper, obs: torch.Tensor, starts: torch.Tensor | None, state: dict
+) -> tuple[Any, torch.Tensor]:
     """forward_eval over each time step of ``obs (B, T, ...)``, gathered the
     way forward returns them: logits for B*T rows (batch-major), values (B, T)."""
     batch, steps = obs.shape[:2]

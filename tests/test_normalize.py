@@ -275,12 +275,18 @@ class _Gaussian(nn.Module):
         self.logstd = nn.Parameter(torch.zeros(1, 2))
         self.value = nn.Linear(32, 1)
 
-    def forward(self, observations: torch.Tensor, state: object = None) -> tuple[torch.distributions.Normal, torch.Tensor]:
+    def forward(
+        self, observations: torch.Tensor, state: object = None
+    ) -> tuple[torch.distributions.Normal, torch.Tensor]:
         h = self.body(observations)
         mean = self.mean(h)
-        return torch.distributions.Normal(mean, self.logstd.exp().expand_as(mean), validate_args=False), self.value(h).squeeze(-1)
+        return torch.distributions.Normal(mean, self.logstd.exp().expand_as(mean), validate_args=False), self.value(
+            h
+        ).squeeze(-1)
 
-    def forward_eval(self, observations: torch.Tensor, state: object = None) -> tuple[torch.distributions.Normal, torch.Tensor]:
+    def forward_eval(
+        self, observations: torch.Tensor, state: object = None
+    ) -> tuple[torch.distributions.Normal, torch.Tensor]:
         return self.forward(observations, state)
 
 
@@ -294,8 +300,18 @@ def test_normalized_policy_under_the_trainer() -> None:
     from pufferrs.train import Config, Trainer
 
     torch.manual_seed(0)
-    config = Config(env="_OffsetTarget", num_envs=16, total_steps=16_384, batch_size=2048, minibatch_size=512,
-                    learning_rate=3e-3, gamma=0.0, gae_lambda=0.0, ent_coef=0.0, torch_threads=1)
+    config = Config(
+        env="_OffsetTarget",
+        num_envs=16,
+        total_steps=16_384,
+        batch_size=2048,
+        minibatch_size=512,
+        learning_rate=3e-3,
+        gamma=0.0,
+        gae_lambda=0.0,
+        ent_coef=0.0,
+        torch_threads=1,
+    )
     vecenv = pufferrs.vector.make(_OffsetTarget, num_envs=config.num_envs, seed=0)
     policy = NormalizedPolicy(vecenv, _Gaussian())
     seen: list[np.ndarray] = []

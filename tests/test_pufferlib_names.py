@@ -15,10 +15,10 @@ import gymnasium.spaces as gs
 import numpy as np
 import pytest
 import torch
-from conftest import assert_tree_equal, spaces_with_samples
 from hypothesis import given
 
 import pufferrs.pytorch
+from conftest import assert_tree_equal, spaces_with_samples
 from pufferrs import Layout, RowError
 from pufferrs.pytorch import _LAYOUTS, unflatten, unflatten_observations
 

@@ -8,9 +8,9 @@ import gymnasium.spaces as gs
 import numpy as np
 import pytest
 import torch
-from conftest import assert_tree_equal, spaces_with_samples, stack
 from hypothesis import given
 
+from conftest import assert_tree_equal, spaces_with_samples, stack
 from pufferrs import Layout, RowError
 from pufferrs.pytorch import _fill, _plan, unflatten
 

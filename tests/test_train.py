@@ -82,8 +82,15 @@ def test_nested_rewards_each_answer_read_from_its_leaves() -> None:
 # GAE
 
 
-def reference_advantages(values: np.ndarray, bootstrap: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
-                         truncations: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+def reference_advantages(
+    values: np.ndarray,
+    bootstrap: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    truncations: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> np.ndarray:
     """GAE for one env at a time, written as plainly as possible."""
     out = np.zeros_like(values)
     for i in range(values.shape[0]):
@@ -111,10 +118,15 @@ def test_advantages_match_a_plain_loop() -> None:
     terminals[0, -1] = True  # an episode ending at the last step: no bootstrap
     truncations[1, 3] = True
     terminals[1, 3] = False
-    got = compute_advantages(*(torch.as_tensor(a) for a in (values, bootstrap, rewards, terminals, truncations)),
-                             gamma=0.9, gae_lambda=0.8)
-    np.testing.assert_allclose(got.numpy(), reference_advantages(values, bootstrap, rewards, terminals, truncations,
-                                                                 0.9, 0.8), rtol=1e-5, atol=1e-5)
+    got = compute_advantages(
+        *(torch.as_tensor(a) for a in (values, bootstrap, rewards, terminals, truncations)), gamma=0.9, gae_lambda=0.8
+    )
+    np.testing.assert_allclose(
+        got.numpy(),
+        reference_advantages(values, bootstrap, rewards, terminals, truncations, 0.9, 0.8),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_a_truncated_step_bootstraps_from_its_own_value() -> None:
@@ -153,8 +165,13 @@ def replay(env_id: str, seed: int, actions: np.ndarray, **kwargs: Any) -> tuple[
     ids=["serial", "serial-async", "multiprocessing", "multiprocessing-async"],
 )
 def test_first_rollout_stores_every_envs_own_steps(backend: str, env_batch_size: int | None) -> None:
-    config = small("CartPole-v1", backend=backend, num_workers=4 if backend == "multiprocessing" else None,
-                   env_batch_size=env_batch_size, seed=3)
+    config = small(
+        "CartPole-v1",
+        backend=backend,
+        num_workers=4 if backend == "multiprocessing" else None,
+        env_batch_size=env_batch_size,
+        seed=3,
+    )
     with Trainer(config) as trainer:
         trainer.rollout()
         exp = trainer.experience
@@ -182,7 +199,7 @@ def test_synchronous_rollouts_lose_no_step_between_updates() -> None:
         for i in range(config.num_envs):
             actions = torch.cat([first[i], trainer.experience.actions[i]]).numpy()
             observations, _, _ = replay("CartPole-v1", config.seed + i, actions)
-            np.testing.assert_array_equal(trainer.experience.obs[i].numpy(), np.stack(observations[config.horizon:]))
+            np.testing.assert_array_equal(trainer.experience.obs[i].numpy(), np.stack(observations[config.horizon :]))
 
 
 # ---------------------------------------------------------------------------
@@ -192,8 +209,16 @@ def test_synchronous_rollouts_lose_no_step_between_updates() -> None:
 def lstm_trainer(**overrides: Any) -> Trainer:
     # Episodes of 5 steps against segments of 8: episodes start inside
     # segments, and segments start inside episodes.
-    values = dict(env_kwargs={"delay": 4}, num_envs=6, batch_size=6 * 24, minibatch_size=48, bptt_horizon=8,
-                  total_steps=6 * 24, hidden_size=16, seed=11)
+    values = dict(
+        env_kwargs={"delay": 4},
+        num_envs=6,
+        batch_size=6 * 24,
+        minibatch_size=48,
+        bptt_horizon=8,
+        total_steps=6 * 24,
+        hidden_size=16,
+        seed=11,
+    )
     values.update(overrides)
     return Trainer(Config.for_env("pufferrs/Memory-v0", **values))
 
@@ -362,8 +387,9 @@ def test_nested_observations_are_learned_with_asynchronous_workers() -> None:
     image, a float vector, a Discrete indexing a MultiDiscrete across
     branches); the rollouts run on two worker processes, half the envs per
     recv."""
-    summary, result = train_and_evaluate("pufferrs/Nested-v0", episodes=32, backend="multiprocessing",
-                                         num_workers=2, env_batch_size=8)
+    summary, result = train_and_evaluate(
+        "pufferrs/Nested-v0", episodes=32, backend="multiprocessing", num_workers=2, env_batch_size=8
+    )
     assert result["mean_score"] >= 0.9, (summary, result)
 
 
@@ -418,8 +444,9 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPa
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pufferrs", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "pufferrs", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -457,8 +484,21 @@ def test_cli_help(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_cli_tiny_run_then_eval(tmp_path: Path) -> None:
-    result = run_cli("train", "CartPole-v1", "--total-steps", "2048", "--batch-size", "512", "--minibatch-size", "128",
-                     "--checkpoint-interval", "2", "--name", "tiny", cwd=tmp_path)
+    result = run_cli(
+        "train",
+        "CartPole-v1",
+        "--total-steps",
+        "2048",
+        "--batch-size",
+        "512",
+        "--minibatch-size",
+        "128",
+        "--checkpoint-interval",
+        "2",
+        "--name",
+        "tiny",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "tiny"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -489,8 +529,9 @@ def test_cli_tiny_run_then_eval(tmp_path: Path) -> None:
         (["eval", "model.pt", "--episodes", "0"], "episodes must be positive"),
     ],
 )
-def test_cli_bad_arguments_get_a_message(args: list[str], message: str, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_cli_bad_arguments_get_a_message(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, *args)
     assert code == 2 and message in err, err
@@ -502,12 +543,14 @@ def test_cli_bad_arguments_exit_without_a_traceback(tmp_path: Path) -> None:
     result = run_cli("train", "CartPole-v1", "--minibatch-size", "1000", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "pufferrs train: error: minibatch_size (1000) must divide batch_size (1024)"]
+        "pufferrs train: error: minibatch_size (1000) must divide batch_size (1024)"
+    ]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cli_cuda_without_a_gpu_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_cli_cuda_without_a_gpu_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "train", "--device", "cuda")
     assert code == 2 and "no CUDA device" in err

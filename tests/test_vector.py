@@ -23,16 +23,8 @@ import pufferrs
 import pufferrs.vector as pv
 from pufferrs import Layout, PufferError, SpaceError, WorkerError
 from pufferrs._native import RolloutBuffers
+from pufferrs.benchmarks import reference_space
 from pufferrs.errors import WorkerTimeoutError
-
-
-def reference_space() -> gs.Dict:
-    return gs.Dict(
-        image=gs.Box(0, 255, (3, 64, 64), np.uint8),
-        vector=gs.Box(-1, 1, (32,), np.float32),
-        inv=gs.Dict(items=gs.MultiDiscrete([10] * 8), hp=gs.Discrete(100)),
-        tuple=gs.Tuple((gs.Box(-1, 1, (4,), np.float32), gs.Discrete(5))),
-    )
 
 
 def dict_action_space() -> gs.Dict:
@@ -58,8 +50,9 @@ class NestedEnv(gym.Env):
     """Observations of the reference nested space drawn from the env's
     seeded RNG; episodes of 3-8 steps; the reward encodes the action."""
 
-    def __init__(self, dict_actions: bool = False, fault: str | None = None, fault_step: int = 2,
-                 step_delay: float = 0.0) -> None:
+    def __init__(
+        self, dict_actions: bool = False, fault: str | None = None, fault_step: int = 2, step_delay: float = 0.0
+    ) -> None:
         self.observation_space = reference_space()
         self.action_space = dict_action_space() if dict_actions else gs.Discrete(4)
         self.fault, self.fault_step, self.step_delay = fault, fault_step, step_delay
@@ -417,8 +410,13 @@ def test_serial_env_that_raises_is_a_worker_error() -> None:
 
 @pytest.mark.parametrize("start_method", [None, "spawn"])
 def test_worker_that_raises_sends_its_traceback(start_method: str | None) -> None:
-    envs = pv.make(faulty("raise", bad_env=3, num_envs=4), num_envs=4, backend="multiprocessing", num_workers=2,
-                   start_method=start_method)
+    envs = pv.make(
+        faulty("raise", bad_env=3, num_envs=4),
+        num_envs=4,
+        backend="multiprocessing",
+        num_workers=2,
+        start_method=start_method,
+    )
     pids = [p.pid for p in envs._processes]
     with envs:
         with pytest.raises(WorkerError) as info:
@@ -499,9 +497,15 @@ def test_sigkill_of_the_parent_leaves_nothing_behind() -> None:
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 2
-        memfds = [pid for pid in pids if any("memfd:pufferrs" in os.readlink(f"/proc/{pid}/fd/{fd}")
-                                             for fd in os.listdir(f"/proc/{pid}/fd")
-                                             if os.path.exists(f"/proc/{pid}/fd/{fd}"))]
+        memfds = [
+            pid
+            for pid in pids
+            if any(
+                "memfd:pufferrs" in os.readlink(f"/proc/{pid}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{pid}/fd")
+                if os.path.exists(f"/proc/{pid}/fd/{fd}")
+            )
+        ]
         assert memfds == [], "workers map the region but keep no fd to it"
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)

@@ -1,13 +1,13 @@
 """The pufferrs command.
 
-  pufferrs train [ENV] [options]   PPO on a gymnasium env (default: the built-in
-                                   memory task, solved by an LSTM in well under a
-                                   minute on two CPU cores), with a live progress
-                                   display and a run directory holding the config,
-                                   metrics.jsonl, learning_curve.png and checkpoints
-  pufferrs eval CHECKPOINT         play a trained policy, print its episode returns
-  pufferrs demo                    a tour of the reference nested space: its layout,
-                                   a flatten/unflatten round trip, a benchmark
+pufferrs train [ENV] [options]   PPO on a gymnasium env (default: the built-in
+                                 memory task, solved by an LSTM in well under a
+                                 minute on two CPU cores), with a live progress
+                                 display and a run directory holding the config,
+                                 metrics.jsonl, learning_curve.png and checkpoints
+pufferrs eval CHECKPOINT         play a trained policy, print its episode returns
+pufferrs demo                    a tour of the reference nested space: its layout,
+                                 a flatten/unflatten round trip, a benchmark
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def _presets_text() -> str:
 
     lines = []
     for env, preset in PRESETS.items():
-        settings = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else
-                            f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in preset.items())
+        settings = " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            if not isinstance(v, bool)
+            else f"--{'' if v else 'no-'}{k.replace('_', '-')}"
+            for k, v in preset.items()
+        )
         lines.append(f"  {env}: {settings}")
     return "\n".join(lines)
 
@@ -130,8 +134,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> Any:
     from pufferrs.train import Config, config_fields
 
-    overrides = {f.name: getattr(args, f.name) for f in config_fields()
-                 if f.name != "env" and getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in config_fields()
+        if f.name != "env" and getattr(args, f.name, None) is not None
+    }
     config = Config.for_env(args.env, **overrides)
     if config.run_dir is None:
         name = args.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', config.env)}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -171,8 +178,11 @@ class _PlainProgress:
         if now - self.last < self.interval and m["update"] < self.num_updates:
             return
         self.last = now
-        extra = "".join(f" {k[4:]} {_fmt(m[k])}" for k in m if k.startswith("env/") and k not in
-                        ("env/episode_return", "env/episode_length", "env/episodes"))
+        extra = "".join(
+            f" {k[4:]} {_fmt(m[k])}"
+            for k in m
+            if k.startswith("env/") and k not in ("env/episode_return", "env/episode_length", "env/episodes")
+        )
         print(
             f"update {m['update']}/{self.num_updates} steps {m['global_step']:,} sps {m['sps']:,.0f} "
             f"return {_fmt(m.get('env/episode_return'))}{extra} "
@@ -205,15 +215,42 @@ class _RichProgress:
             table.add_column()
         steps = m.get("global_step", 0)
         total = config.num_updates * config.batch_size
-        env_keys = [k for k in m if k.startswith("env/") and k not in ("env/episode_return", "env/episode_length",
-                                                                       "env/episodes")]
+        env_keys = [
+            k
+            for k in m
+            if k.startswith("env/") and k not in ("env/episode_return", "env/episode_length", "env/episodes")
+        ]
         rows = [
-            ("steps", f"{steps:,} / {total:,}", "update", f"{m.get('update', 0)} / {config.num_updates}",
-             "sps", _fmt(m.get("sps"), ",.0f"), "time", f"{m.get('time', 0):.0f} s"),
-            ("return", _fmt(m.get("env/episode_return")), "best", _fmt(self.best), "length",
-             _fmt(m.get("env/episode_length")), "episodes", str(m.get("env/episodes", 0))),
-            ("policy", _fmt(m.get("losses/policy_loss")), "value", _fmt(m.get("losses/value_loss")),
-             "entropy", _fmt(m.get("losses/entropy")), "kl", _fmt(m.get("losses/approx_kl"))),
+            (
+                "steps",
+                f"{steps:,} / {total:,}",
+                "update",
+                f"{m.get('update', 0)} / {config.num_updates}",
+                "sps",
+                _fmt(m.get("sps"), ",.0f"),
+                "time",
+                f"{m.get('time', 0):.0f} s",
+            ),
+            (
+                "return",
+                _fmt(m.get("env/episode_return")),
+                "best",
+                _fmt(self.best),
+                "length",
+                _fmt(m.get("env/episode_length")),
+                "episodes",
+                str(m.get("env/episodes", 0)),
+            ),
+            (
+                "policy",
+                _fmt(m.get("losses/policy_loss")),
+                "value",
+                _fmt(m.get("losses/value_loss")),
+                "entropy",
+                _fmt(m.get("losses/entropy")),
+                "kl",
+                _fmt(m.get("losses/approx_kl")),
+            ),
         ]
         if env_keys:
             cells: list[str] = []
@@ -263,9 +300,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     config.validate()
     with Trainer(config) as trainer:
-        print(f"pufferrs train {config.env}: {config.num_updates} updates of {config.batch_size} steps on "
-              f"{trainer.device} ({config.backend}, {config.num_envs} envs, "
-              f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}", flush=True)
+        print(
+            f"pufferrs train {config.env}: {config.num_updates} updates of {config.batch_size} steps on "
+            f"{trainer.device} ({config.backend}, {config.num_envs} envs, "
+            f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
+            flush=True,
+        )
         use_rich = sys.stdout.isatty() and not args.plain
         if use_rich:
             from rich.console import Console
@@ -291,8 +331,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy, config, checkpoint = policy_from_checkpoint(args.checkpoint, str(device))
     result = evaluate(policy, config, episodes=args.episodes, greedy=not args.sample, device=device, seed=args.seed)
     mode = "sampled" if args.sample else "greedy"
-    print(f"{config.env}: {args.episodes} episodes, {mode} actions, checkpoint of update "
-          f"{checkpoint.get('update')} ({checkpoint.get('global_step', 0):,} steps)")
+    print(
+        f"{config.env}: {args.episodes} episodes, {mode} actions, checkpoint of update "
+        f"{checkpoint.get('update')} ({checkpoint.get('global_step', 0):,} steps)"
+    )
     for i, (ret, length) in enumerate(zip(result["returns"], result["lengths"])):
         print(f"  episode {i:>3}  return {ret:10.3f}  length {length}")
     returns = np.asarray(result["returns"])
@@ -304,24 +346,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pufferrs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="pufferrs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train a policy with PPO",
+        "train",
+        help="train a policy with PPO",
         description="Train a policy with PPO on a gymnasium env.\nOptions left out take the env's preset "
-                    "(listed at the end), then the defaults shown.",
-        epilog=EPILOG_TRAIN + _presets_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "(listed at the end), then the defaults shown.",
+        epilog=EPILOG_TRAIN + _presets_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("env", nargs="?", default=None,
-                       help="gymnasium env id (default: pufferrs/Memory-v0; also pufferrs/Nested-v0, CartPole-v1, ...)")
+    train.add_argument(
+        "env",
+        nargs="?",
+        default=None,
+        help="gymnasium env id (default: pufferrs/Memory-v0; also pufferrs/Nested-v0, CartPole-v1, ...)",
+    )
     _add_config_options(train)
     train.add_argument("--plain", action="store_true", help="plain log lines even on a terminal")
     train.set_defaults(run=cmd_train)
 
-    ev = commands.add_parser("eval", help="play a checkpoint and print its episode returns",
-                             description="Play a trained policy from a checkpoint and print its episode returns.")
+    ev = commands.add_parser(
+        "eval",
+        help="play a checkpoint and print its episode returns",
+        description="Play a trained policy from a checkpoint and print its episode returns.",
+    )
     ev.add_argument("checkpoint", help="a checkpoint file (runs/<name>/model.pt)")
     ev.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
     ev.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely")
@@ -329,8 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=None, help="env seed (default: the training seed + 1000)")
     ev.set_defaults(run=cmd_eval)
 
-    dm = commands.add_parser("demo", help="a tour of flat rows on the reference nested space",
-                             description="Layout, round trip and flatten benchmark on the reference nested space.")
+    dm = commands.add_parser(
+        "demo",
+        help="a tour of flat rows on the reference nested space",
+        description="Layout, round trip and flatten benchmark on the reference nested space.",
+    )
     dm.add_argument("--quick", action="store_true", help="shorter, noisier benchmark")
     dm.set_defaults(run=lambda args: demo(args.quick) or 0)
     return parser

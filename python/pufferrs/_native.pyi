@@ -49,7 +49,12 @@ class RolloutBuffers:
     ) -> RolloutBuffers: ...
     @staticmethod
     def attach(
-        fd: int, num_envs: int, num_workers: int, obs_row_bytes: int, action_row_bytes: int, batch_size: int | None = None
+        fd: int,
+        num_envs: int,
+        num_workers: int,
+        obs_row_bytes: int,
+        action_row_bytes: int,
+        batch_size: int | None = None,
     ) -> RolloutBuffers: ...
     @property
     def fd(self) -> int: ...

@@ -287,7 +287,9 @@ class Convolutional(Policy):
         channels, height, width = (shape[2], shape[0], shape[1]) if channels_last else shape
         if channels != framestack:
             side = "last" if channels_last else "first"
-            raise ValueError(f"observation shape {shape} has {channels} channels ({side}), expected framestack={framestack}")
+            raise ValueError(
+                f"observation shape {shape} has {channels} channels ({side}), expected framestack={framestack}"
+            )
         self.framestack = framestack
         self.channels_last = channels_last
         self.downsample = downsample
@@ -441,7 +443,9 @@ class LSTMWrapper(nn.Module):
 
     EVAL_PATHS = ("auto", "cell", "lstm")
 
-    def __init__(self, env: Any, policy: nn.Module, input_size: int = 128, hidden_size: int = 128, *, eval_path: str = "auto"):
+    def __init__(
+        self, env: Any, policy: nn.Module, input_size: int = 128, hidden_size: int = 128, *, eval_path: str = "auto"
+    ):
         super().__init__()
         for name, expected in (("hidden_size", input_size), ("output_size", hidden_size)):
             found = getattr(policy, name, None)
@@ -541,7 +545,9 @@ class LSTMWrapper(nn.Module):
         # refuses to trace into RNN modules even for an attribute read, and
         # the cell holds the very same tensors (see _ensure_tied).
         weights = self._cell._parameters
-        return torch.lstm_cell(x, (h, c), weights["weight_ih"], weights["weight_hh"], weights["bias_ih"], weights["bias_hh"])
+        return torch.lstm_cell(
+            x, (h, c), weights["weight_ih"], weights["weight_hh"], weights["bias_ih"], weights["bias_hh"]
+        )
 
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, (h, c) = self.lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
@@ -683,7 +689,9 @@ class LSTMWrapper(nn.Module):
                 f"observations of shape {tuple(x.shape)} are neither (B, *obs_shape) nor (B, T, *obs_shape) "
                 f"for obs_shape {self.obs_shape}"
             )
-        hidden = self.policy.encode_observations(x.reshape(batch * steps, *x.shape[x.dim() - space_dims :]), state=state)
+        hidden = self.policy.encode_observations(
+            x.reshape(batch * steps, *x.shape[x.dim() - space_dims :]), state=state
+        )
         hidden = hidden.reshape(batch, steps, self.input_size)
 
         mask = state.get("episode_start")

@@ -85,7 +85,9 @@ class ObservationNormalizer(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() < len(self.shape) or tuple(x.shape[x.dim() - len(self.shape) :]) != self.shape:
-            raise ValueError(f"expected observations of shape (..., {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected observations of shape (..., {', '.join(map(str, self.shape))}), got {tuple(x.shape)}"
+            )
 
     def _refresh(self) -> None:
         # Derived in float64, stored in float32: forward then costs one

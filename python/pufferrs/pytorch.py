@@ -23,7 +23,8 @@ from torch.nn import functional as F
 from pufferrs.errors import RowError
 from pufferrs.spaces import Layout
 
-__all__ = ["LSTMWrapper", "entropy", "layer_init", "log_prob", "sample_logits", "unflatten", "unflatten_observations"]
+# LSTMWrapper is resolved lazily by the module __getattr__ below (models imports this module).
+__all__ = ["LSTMWrapper", "entropy", "layer_init", "log_prob", "sample_logits", "unflatten", "unflatten_observations"]  # noqa: F822
 
 
 class _Plan:
@@ -97,7 +98,9 @@ class _Plan:
         for dtype, leaves in self.groups:
             base = x if x.dtype == dtype else x.view(dtype)
             lead_strides, base_offset = base.stride()[:-1], base.storage_offset()
-            args = tuple((lead + shape, lead_strides + strides, base_offset + offset) for _, shape, strides, offset in leaves)
+            args = tuple(
+                (lead + shape, lead_strides + strides, base_offset + offset) for _, shape, strides, offset in leaves
+            )
             groups.append((None if base is x else dtype, args))
         return tuple(groups)
 
@@ -283,11 +286,15 @@ def _multi_action(action: torch.Tensor | tuple | list, heads: int) -> torch.Tens
     if isinstance(action, (tuple, list)):
         action = torch.stack([torch.as_tensor(a) for a in action], dim=-1)
     if action.shape[-1] != heads:
-        raise ValueError(f"sample_logits: expected an action with {heads} heads in its last axis, got shape {tuple(action.shape)}")
+        raise ValueError(
+            f"sample_logits: expected an action with {heads} heads in its last axis, got shape {tuple(action.shape)}"
+        )
     return action
 
 
-def sample_logits(logits: Logits, action: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_logits(
+    logits: Logits, action: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Samples an action (or scores a given one): ``(action, logprob, entropy)``.
 
     ``logits`` is what a policy's ``decode_actions`` returns:

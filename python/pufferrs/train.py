@@ -71,8 +71,8 @@ from torch import nn
 import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium
 from pufferrs import vector
 from pufferrs.errors import PufferError
-from pufferrs.normalize import NormalizedPolicy
 from pufferrs.models import Default, LSTMWrapper
+from pufferrs.normalize import NormalizedPolicy
 from pufferrs.pytorch import Logits, sample_logits
 
 __all__ = [
@@ -178,8 +178,15 @@ class Config:
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` naming the first setting that cannot work."""
-        positive = ("num_envs", "total_steps", "batch_size", "minibatch_size", "bptt_horizon", "update_epochs",
-                    "hidden_size")
+        positive = (
+            "num_envs",
+            "total_steps",
+            "batch_size",
+            "minibatch_size",
+            "bptt_horizon",
+            "update_epochs",
+            "hidden_size",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -232,20 +239,44 @@ PRESETS: dict[str, dict[str, Any]] = {
     # stop the value gradients from drowning the policy's. Returns in the
     # tens would take hundreds of updates to reach through a 0.2 value clip.
     "CartPole-v1": dict(
-        num_envs=8, total_steps=100_000, batch_size=1024, minibatch_size=256, update_epochs=8,
-        learning_rate=2e-3, gamma=0.98, vf_coef=0.25, vf_clip_coef=0.0, ent_coef=0.0, hidden_size=128,
+        num_envs=8,
+        total_steps=100_000,
+        batch_size=1024,
+        minibatch_size=256,
+        update_epochs=8,
+        learning_rate=2e-3,
+        gamma=0.98,
+        vf_coef=0.25,
+        vf_clip_coef=0.0,
+        ent_coef=0.0,
+        hidden_size=128,
     ),
     # The cue must survive 5 blank steps: only the LSTM solves it, in
     # about 40k steps.
     "pufferrs/Memory-v0": dict(
-        lstm=True, num_envs=16, total_steps=100_000, batch_size=2048, minibatch_size=512, bptt_horizon=16,
-        learning_rate=1e-3, ent_coef=0.01, hidden_size=64,
+        lstm=True,
+        num_envs=16,
+        total_steps=100_000,
+        batch_size=2048,
+        minibatch_size=512,
+        bptt_horizon=16,
+        learning_rate=1e-3,
+        ent_coef=0.01,
+        hidden_size=64,
     ),
     # Every step is an independent question: no future reward to discount.
     # Reaches a score of 0.95 in about 60k steps.
     "pufferrs/Nested-v0": dict(
-        num_envs=16, total_steps=120_000, batch_size=2048, minibatch_size=512, update_epochs=8,
-        learning_rate=3e-3, gamma=0.0, gae_lambda=0.0, ent_coef=0.01, hidden_size=128,
+        num_envs=16,
+        total_steps=120_000,
+        batch_size=2048,
+        minibatch_size=512,
+        update_epochs=8,
+        learning_rate=3e-3,
+        gamma=0.0,
+        gae_lambda=0.0,
+        ent_coef=0.01,
+        hidden_size=128,
     ),
 }
 
@@ -309,8 +340,13 @@ def check_env(env_id: str, env_kwargs: dict | None = None) -> None:
         raise ConfigError(f"{call} failed: {type(exc).__name__}: {exc}") from None
 
 
-def make_vecenv(config: Config, num_envs: int | None = None, backend: str | None = None,
-                env_batch_size: int | None = None, seed: int | None = None) -> Any:
+def make_vecenv(
+    config: Config,
+    num_envs: int | None = None,
+    backend: str | None = None,
+    env_batch_size: int | None = None,
+    seed: int | None = None,
+) -> Any:
     """The run's vector env (arguments override the config's)."""
     num_envs = config.num_envs if num_envs is None else num_envs
     backend = config.backend if backend is None else backend
@@ -368,8 +404,9 @@ class CompiledOrEager:
         except Exception as exc:
             if self.worked:
                 raise
-            warnings.warn(f"torch.compile failed, running eagerly: {type(exc).__name__}: {exc}", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"torch.compile failed, running eagerly: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2
+            )
             self.compiled = None
             return self.fn(*args, **kwargs)
         self.worked = True
@@ -429,8 +466,17 @@ class Experience:
     ``recv`` on the host, where the rollout needs them anyway; they are kept
     there and copied to the device once per update (``to_device``)."""
 
-    def __init__(self, num_envs: int, horizon: int, bptt_horizon: int, obs_shape: tuple[int, ...],
-                 obs_dtype: torch.dtype, actions: ActionAdapter, lstm_size: int | None, device: torch.device):
+    def __init__(
+        self,
+        num_envs: int,
+        horizon: int,
+        bptt_horizon: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        actions: ActionAdapter,
+        lstm_size: int | None,
+        device: torch.device,
+    ):
         n, t = num_envs, horizon
         self.num_envs, self.horizon, self.bptt_horizon = n, t, bptt_horizon
         self.obs = torch.zeros(n, t, *obs_shape, dtype=obs_dtype, device=device)
@@ -461,9 +507,15 @@ class Experience:
             getattr(self, name).copy_(torch.from_numpy(getattr(self, "host_" + name)))
 
 
-def compute_advantages(values: torch.Tensor, bootstrap: torch.Tensor, rewards: torch.Tensor,
-                       terminals: torch.Tensor, truncations: torch.Tensor, gamma: float,
-                       gae_lambda: float) -> torch.Tensor:
+def compute_advantages(
+    values: torch.Tensor,
+    bootstrap: torch.Tensor,
+    rewards: torch.Tensor,
+    terminals: torch.Tensor,
+    truncations: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
     """GAE(gamma, lambda) over ``(num_envs, horizon)`` steps.
 
     ``bootstrap`` is the value of the observation after each env's last
@@ -509,8 +561,11 @@ def _rows(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple
 
 def _numbers(info: dict) -> dict[str, float]:
     """The numeric entries of an episode's info: what gets averaged."""
-    return {k: float(v) for k, v in info.items()
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))}
+    return {
+        k: float(v)
+        for k, v in info.items()
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    }
 
 
 def _env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
@@ -557,6 +612,12 @@ class Trainer:
             self.recurrent = is_recurrent(self.policy)
             if self.recurrent != config.lstm:
                 raise ConfigError(f"config.lstm is {config.lstm}, but the policy is a {type(self.policy).__name__}")
+            # With the option on, the trainer merges each rollout into the
+            # policy's statistics; a NormalizedPolicy passed in with it off
+            # is the caller's to update.
+            self.normalizer = getattr(self.policy, "normalizer", None) if config.normalize_observations else None
+            if config.normalize_observations and self.normalizer is None:
+                raise ConfigError("normalize_observations needs a policy with a normalizer (pufferrs.normalize)")
         except BaseException:
             vecenv.close()
             raise
@@ -569,15 +630,15 @@ class Trainer:
         if config.compile:
             self.forward_eval = CompiledOrEager(self.policy.forward_eval)
             self.forward = CompiledOrEager(self.policy.forward)
-        self.normalizer = getattr(self.policy, "normalizer", None)
 
         n = config.num_envs
         obs_space = vecenv.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
         lstm_size = self.policy.hidden_size if self.recurrent else None
-        self.experience = Experience(n, config.horizon, config.bptt_horizon, self.obs_shape, self.obs_dtype,
-                                     self.actions, lstm_size, self.device)
+        self.experience = Experience(
+            n, config.horizon, config.bptt_horizon, self.obs_shape, self.obs_dtype, self.actions, lstm_size, self.device
+        )
         if self.recurrent:
             # The LSTM state of every env, between its steps.
             self.lstm_h = torch.zeros(n, lstm_size, device=self.device)
@@ -642,7 +703,12 @@ class Trainer:
             ids, steps = env_ids, pending
         else:
             ids, steps, rewards, terminals, truncations = (
-                env_ids[has], pending[has], rewards[has], terminals[has], truncations[has])
+                env_ids[has],
+                pending[has],
+                rewards[has],
+                terminals[has],
+                truncations[has],
+            )
         exp = self.experience
         exp.host_rewards[ids, steps] = rewards
         exp.host_terminals[ids, steps] = terminals
@@ -682,7 +748,8 @@ class Trainer:
             # bootstraps GAE, computed by the policy that chose the steps.
             chosen = np.flatnonzero(finishing)
             exp.bootstrap[torch.from_numpy(env_ids[chosen]).to(self.device)] = values[
-                torch.from_numpy(chosen).to(self.device)].float()
+                torch.from_numpy(chosen).to(self.device)
+            ].float()
             self.complete[env_ids[chosen]] = True
             if self.complete.all():
                 if not self.pinned:
@@ -786,8 +853,9 @@ class Trainer:
         config, exp = self.config, self.experience
         self.policy.train()
         with torch.no_grad():
-            advantages = compute_advantages(exp.values, exp.bootstrap, exp.rewards, exp.terminals,
-                                            exp.truncations, config.gamma, config.gae_lambda)
+            advantages = compute_advantages(
+                exp.values, exp.bootstrap, exp.rewards, exp.terminals, exp.truncations, config.gamma, config.gae_lambda
+            )
             returns = advantages + exp.values
         count, length = self.segments()
         flat = {
@@ -802,8 +870,9 @@ class Trainer:
         for _ in range(config.update_epochs):
             order = torch.randperm(count).to(self.device)
             for index in order.split(per_minibatch):
-                old_logprobs, old_values, adv, ret = (flat[k][index].reshape(-1) for k in
-                                                       ("logprobs", "values", "advantages", "returns"))
+                old_logprobs, old_values, adv, ret = (
+                    flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")
+                )
                 logprobs, entropy, values = self.evaluate_segments(index)
                 logratio = logprobs - old_logprobs
                 ratio = logratio.exp()
@@ -867,8 +936,11 @@ class Trainer:
                 if self.run_dir is not None:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
-                    if config.checkpoint_interval and self.update % config.checkpoint_interval == 0 \
-                            and self.update < config.num_updates:
+                    if (
+                        config.checkpoint_interval
+                        and self.update % config.checkpoint_interval == 0
+                        and self.update < config.num_updates
+                    ):
                         self.save_checkpoint(self.run_dir / "checkpoints" / f"update_{self.update:06d}.pt")
                 if on_update is not None:
                     on_update(row)
@@ -930,13 +1002,16 @@ class Trainer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({
-            "state_dict": self.policy.state_dict(),
-            "config": dataclasses.asdict(self.config),
-            "update": self.update,
-            "global_step": self.global_step,
-            "optimizer": self.optimizer.state_dict(),
-        }, tmp)
+        torch.save(
+            {
+                "state_dict": self.policy.state_dict(),
+                "config": dataclasses.asdict(self.config),
+                "update": self.update,
+                "global_step": self.global_step,
+                "optimizer": self.optimizer.state_dict(),
+            },
+            tmp,
+        )
         os.replace(tmp, path)  # never a half-written checkpoint under the real name
         return path
 
@@ -969,9 +1044,15 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
 
 
 @torch.no_grad()
-def evaluate(policy: nn.Module, config: Config, episodes: int = 10, greedy: bool = True,
-             device: str | torch.device = "cpu", seed: int | None = None,
-             num_envs: int | None = None) -> dict[str, Any]:
+def evaluate(
+    policy: nn.Module,
+    config: Config,
+    episodes: int = 10,
+    greedy: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+    num_envs: int | None = None,
+) -> dict[str, Any]:
     """Runs ``policy`` for ``episodes`` episodes of ``config.env`` and
     returns ``{"returns": [...], "lengths": [...], "mean_return": ...}`` plus
     the mean of every other numeric episode info (e.g. ``success``).

@@ -166,8 +166,9 @@ class _Runner:
     """Steps envs ``first_env, first_env + 1, ...`` and writes what they
     return into the rows of ``arrays`` (the shared buffers)."""
 
-    def __init__(self, envs: list[gym.Env], first_env: int, arrays: dict[str, np.ndarray], layout: Layout,
-                 action_layout: Layout) -> None:
+    def __init__(
+        self, envs: list[gym.Env], first_env: int, arrays: dict[str, np.ndarray], layout: Layout, action_layout: Layout
+    ) -> None:
         lo, hi = first_env, first_env + len(envs)
         self.envs = envs
         self.first_env = first_env
@@ -250,11 +251,20 @@ class _VectorEnv:
     """The API both backends share; see the module docstring."""
 
     #: Arrays of the buffers, as numpy views.
-    _ARRAYS = ("observations", "actions", "rewards", "terminals", "truncations", "masks", "episode_returns",
-               "episode_lengths")
+    _ARRAYS = (
+        "observations",
+        "actions",
+        "rewards",
+        "terminals",
+        "truncations",
+        "masks",
+        "episode_returns",
+        "episode_lengths",
+    )
 
-    def _setup(self, probe: gym.Env, num_envs: int, num_workers: int, batch_size: int | None, seed: int,
-               gathers: bool) -> None:
+    def _setup(
+        self, probe: gym.Env, num_envs: int, num_workers: int, batch_size: int | None, seed: int, gathers: bool
+    ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if not isinstance(num_workers, int) or num_workers < 1 or num_envs % num_workers:
@@ -280,19 +290,33 @@ class _VectorEnv:
         self.metadata = getattr(probe, "metadata", {})
         self.render_mode = getattr(probe, "render_mode", None)
 
-        self.buffers = RolloutBuffers(num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes,
-                                      batch_size if gathers else None)
+        self.buffers = RolloutBuffers(
+            num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes, batch_size if gathers else None
+        )
         self._arrays = {name: self.buffers.array(name) for name in self._ARRAYS}
         obs_shape = self.single_observation_space.shape
         self._observations = self._arrays["observations"].view(self.layout.flat_dtype).reshape(num_envs, *obs_shape)
         self._batch_workers = batch_size // per_worker
-        self._full = (self._observations, self._arrays["rewards"], self._arrays["terminals"],
-                      self._arrays["truncations"], np.arange(num_envs), self._arrays["masks"])
+        self._full = (
+            self._observations,
+            self._arrays["rewards"],
+            self._arrays["terminals"],
+            self._arrays["truncations"],
+            np.arange(num_envs),
+            self._arrays["masks"],
+        )
         if gathers and batch_size < num_envs:
-            batch = {name: self.buffers.array(f"batch_{name}")
-                     for name in ("observations", "actions", "rewards", "terminals", "truncations", "masks")}
-            self._gathered = (batch["observations"].view(self.layout.flat_dtype).reshape(batch_size, *obs_shape),
-                              batch["rewards"], batch["terminals"], batch["truncations"], batch["masks"])
+            batch = {
+                name: self.buffers.array(f"batch_{name}")
+                for name in ("observations", "actions", "rewards", "terminals", "truncations", "masks")
+            }
+            self._gathered = (
+                batch["observations"].view(self.layout.flat_dtype).reshape(batch_size, *obs_shape),
+                batch["rewards"],
+                batch["terminals"],
+                batch["truncations"],
+                batch["masks"],
+            )
             self._batch_actions = batch["actions"]
         self._blocks: dict[int, tuple] = {}
         self._action_blocks: dict[int, np.ndarray] = {}
@@ -389,8 +413,9 @@ class _VectorEnv:
         if lo is None:
             self.buffers.gather(workers)
             obs, rewards, terminals, truncations, masks = self._gathered
-            env_ids = np.concatenate([np.arange(w * self.envs_per_worker, (w + 1) * self.envs_per_worker)
-                                      for w in workers])
+            env_ids = np.concatenate(
+                [np.arange(w * self.envs_per_worker, (w + 1) * self.envs_per_worker) for w in workers]
+            )
         else:
             obs, rewards, terminals, truncations, env_ids, masks = self._block(lo)
         infos: list[dict] = [{} for _ in range(self.batch_size)]
@@ -440,8 +465,10 @@ class _VectorEnv:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_envs={self.num_envs}, num_workers={self.num_workers}, "
-                f"batch_size={self.batch_size}, closed={self._closed})")
+        return (
+            f"{type(self).__name__}(num_envs={self.num_envs}, num_workers={self.num_workers}, "
+            f"batch_size={self.batch_size}, closed={self._closed})"
+        )
 
     # -- helpers --
 
@@ -518,9 +545,17 @@ class Serial(_VectorEnv):
     so code written for asynchronous batches runs unchanged. An env that
     raises surfaces as :class:`WorkerError` chained to the original."""
 
-    def __init__(self, env_creators: list[Callable[..., gym.Env]], env_args: tuple = (),
-                 env_kwargs: dict | None = None, num_envs: int | None = None, num_workers: int | None = None,
-                 batch_size: int | None = None, seed: int = 0, **ignored: Any) -> None:
+    def __init__(
+        self,
+        env_creators: list[Callable[..., gym.Env]],
+        env_args: tuple = (),
+        env_kwargs: dict | None = None,
+        num_envs: int | None = None,
+        num_workers: int | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        **ignored: Any,
+    ) -> None:
         num_envs = len(env_creators) if num_envs is None else num_envs
         env_kwargs = env_kwargs or {}
         envs = [creator(*env_args, **env_kwargs) for creator in env_creators]
@@ -530,10 +565,12 @@ class Serial(_VectorEnv):
             size = num_envs if batch_size is None else batch_size
             blocks = num_envs // size if isinstance(size, int) and size > 0 and num_envs % size == 0 else 0
             if not blocks:
-                raise ValueError(f"batch_size ({batch_size!r}) must divide num_envs ({num_envs}) for the serial backend")
+                raise ValueError(
+                    f"batch_size ({batch_size!r}) must divide num_envs ({num_envs}) for the serial backend"
+                )
             self._setup(_checked_env(envs[0]), num_envs, blocks, batch_size, seed, gathers=False)
             self._runners = [
-                _Runner(envs[w * size:(w + 1) * size], w * size, self._arrays, self.layout, self.action_layout)
+                _Runner(envs[w * size : (w + 1) * size], w * size, self._arrays, self.layout, self.action_layout)
                 for w in range(blocks)
             ]
         except BaseException:
@@ -609,9 +646,17 @@ def _rebuild_handle(dup: Any, args: tuple[int, ...]) -> _RegionHandle:
     return _RegionHandle(dup.detach(), args)
 
 
-def _worker_main(worker: int, handle: _RegionHandle, creators: list[Callable[..., gym.Env]], env_args: tuple,
-                 env_kwargs: dict, layout: Layout, action_layout: Layout, first_env: int,
-                 conn: multiprocessing.connection.Connection) -> None:
+def _worker_main(
+    worker: int,
+    handle: _RegionHandle,
+    creators: list[Callable[..., gym.Env]],
+    env_args: tuple,
+    env_kwargs: dict,
+    layout: Layout,
+    action_layout: Layout,
+    first_env: int,
+    conn: multiprocessing.connection.Connection,
+) -> None:
     """A worker: makes its envs, then serves requests until told to close,
     or until its parent is gone."""
     # Ctrl-C goes to the whole process group: the parent handles it and
@@ -712,10 +757,18 @@ class Multiprocessing(_VectorEnv):
     death. ``start_method`` is a multiprocessing start method (default: the
     platform's)."""
 
-    def __init__(self, env_creators: list[Callable[..., gym.Env]], env_args: tuple = (),
-                 env_kwargs: dict | None = None, num_envs: int | None = None, num_workers: int | None = None,
-                 batch_size: int | None = None, seed: int = 0, timeout: float = 60.0,
-                 start_method: str | None = None) -> None:
+    def __init__(
+        self,
+        env_creators: list[Callable[..., gym.Env]],
+        env_args: tuple = (),
+        env_kwargs: dict | None = None,
+        num_envs: int | None = None,
+        num_workers: int | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        timeout: float = 60.0,
+        start_method: str | None = None,
+    ) -> None:
         num_envs = len(env_creators) if num_envs is None else num_envs
         env_kwargs = env_kwargs or {}
         num_workers = _default_workers(num_envs) if num_workers is None else num_workers
@@ -731,12 +784,15 @@ class Multiprocessing(_VectorEnv):
         finally:
             probe.close()
         context = multiprocessing.get_context(start_method)
-        handle = _RegionHandle(self.buffers.fd, (num_envs, num_workers, self.layout.row_bytes,
-                                                 self.action_layout.row_bytes, self.buffers.batch_size))
+        handle = _RegionHandle(
+            self.buffers.fd,
+            (num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes, self.buffers.batch_size),
+        )
         # Registered before any worker starts, so that a failure part-way
         # (or garbage collection, or interpreter exit) still stops them.
-        self._finalizer = weakref.finalize(self, _stop_workers, self.buffers, self._processes, self._conns,
-                                           self._pinned)
+        self._finalizer = weakref.finalize(
+            self, _stop_workers, self.buffers, self._processes, self._conns, self._pinned
+        )
         per = self.envs_per_worker
         try:
             for w in range(num_workers):
@@ -745,8 +801,17 @@ class Multiprocessing(_VectorEnv):
                 process = context.Process(
                     target=_worker_main,
                     name=f"pufferrs-worker-{w}",
-                    args=(w, handle, env_creators[w * per:(w + 1) * per], env_args, env_kwargs, self.layout,
-                          self.action_layout, w * per, child_end),
+                    args=(
+                        w,
+                        handle,
+                        env_creators[w * per : (w + 1) * per],
+                        env_args,
+                        env_kwargs,
+                        self.layout,
+                        self.action_layout,
+                        w * per,
+                        child_end,
+                    ),
                     daemon=True,
                 )
                 self._processes.append(process)
