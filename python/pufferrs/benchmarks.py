@@ -96,7 +96,9 @@ def flatten_rows(quick: bool = False, torch_devices: tuple[str, ...] = ("cpu",))
     layout = Layout(space)
     packer = StructuredPacker(space)
     scale = 0.1 if quick else 1.0
-    n = lambda count: max(1, int(count * scale))  # noqa: E731
+
+    def n(count: int) -> int:
+        return max(1, int(count * scale))
 
     obs = space.sample()
     row = np.zeros(layout.row_bytes, np.uint8)
@@ -193,7 +195,8 @@ def format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
         cells.append(f"{best_peer / times['pufferrs']:.1f}x")
         lines.append(cells)
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    fmt = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
