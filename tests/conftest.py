@@ -126,6 +126,25 @@ def stack(samples: list[Any]) -> Any:
     return np.stack([np.asarray(s) for s in samples])
 
 
+def one_step_config(env: str, total_steps: int) -> Any:
+    """Trainer settings for envs whose every step is a question of its own
+    (nothing to discount), as the small continuous-action tests use."""
+    from pufferrs.train import Config
+
+    return Config(
+        env=env,
+        num_envs=16,
+        total_steps=total_steps,
+        batch_size=2048,
+        minibatch_size=512,
+        learning_rate=3e-3,
+        gamma=0.0,
+        gae_lambda=0.0,
+        ent_coef=0.0,
+        torch_threads=1,
+    )
+
+
 @pytest.fixture
 def reference_space() -> gs.Dict:
     from pufferrs.benchmarks import reference_space

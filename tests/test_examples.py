@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from conftest import one_step_config
 from pufferrs import Layout
 from pufferrs.models import LSTMWrapper
 from pufferrs.pytorch import sample_logits
@@ -498,20 +499,9 @@ def test_multi_input_example_learns_from_image_and_vector_leaves() -> None:
 
 def test_continuous_example_learns_to_point_at_the_target() -> None:
     import pufferrs.vector
-    from pufferrs.train import Config, Trainer
+    from pufferrs.train import Trainer
 
-    config = Config(
-        env="TargetEnv",
-        num_envs=16,
-        total_steps=32_768,
-        batch_size=2048,
-        minibatch_size=512,
-        learning_rate=3e-3,
-        gamma=0.0,
-        gae_lambda=0.0,
-        ent_coef=0.0,
-        torch_threads=1,
-    )
+    config = one_step_config("TargetEnv", total_steps=32_768)
     vecenv = pufferrs.vector.make(TargetEnv, num_envs=config.num_envs, seed=0)
     policy = ContinuousPolicy(vecenv.single_observation_space, vecenv.single_action_space, hidden_size=64)
     with Trainer(config, vecenv, policy) as trainer:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
+from conftest import one_step_config
 from pufferrs.models import Default, LSTMWrapper
 from pufferrs.normalize import NormalizedPolicy, ObservationNormalizer
 
@@ -297,21 +298,10 @@ def test_normalized_policy_under_the_trainer() -> None:
     nothing the trainer does on its own (rollout steps, training passes)
     changes them."""
     import pufferrs.vector
-    from pufferrs.train import Config, Trainer
+    from pufferrs.train import Trainer
 
     torch.manual_seed(0)
-    config = Config(
-        env="_OffsetTarget",
-        num_envs=16,
-        total_steps=16_384,
-        batch_size=2048,
-        minibatch_size=512,
-        learning_rate=3e-3,
-        gamma=0.0,
-        gae_lambda=0.0,
-        ent_coef=0.0,
-        torch_threads=1,
-    )
+    config = one_step_config("_OffsetTarget", total_steps=16_384)
     vecenv = pufferrs.vector.make(_OffsetTarget, num_envs=config.num_envs, seed=0)
     policy = NormalizedPolicy(vecenv, _Gaussian())
     seen: list[np.ndarray] = []

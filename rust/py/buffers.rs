@@ -62,9 +62,19 @@ impl PyRolloutBuffers {
         Ok(blocks)
     }
 
-    fn new_plan(plan: Plan) -> PyResult<Plan> {
+    /// The validated plan of these arguments and where its sections lie.
+    fn plan(
+        num_envs: usize,
+        num_workers: usize,
+        obs_row_bytes: usize,
+        action_row_bytes: usize,
+        batch_size: Option<usize>,
+    ) -> PyResult<(Plan, Sections)> {
+        let batch_envs = batch_size.unwrap_or(num_envs);
+        let plan = Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs };
         plan.validate().map_err(PyValueError::new_err)?;
-        Ok(plan)
+        let sections = Sections::new(&plan, Control::bytes(num_workers));
+        Ok((plan, sections))
     }
 
     fn fingerprint(plan: &Plan) -> u64 {
@@ -146,14 +156,7 @@ impl PyRolloutBuffers {
         action_row_bytes: usize,
         batch_size: Option<usize>,
     ) -> PyResult<Self> {
-        let plan = Self::new_plan(Plan {
-            num_envs,
-            num_workers,
-            obs_row_bytes,
-            action_row_bytes,
-            batch_envs: batch_size.unwrap_or(num_envs),
-        })?;
-        let sections = Sections::new(&plan, Control::bytes(num_workers));
+        let (plan, sections) = Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
         let region = Region::create("pufferrs", sections.len)?;
         let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
         this.control().stamp(Self::fingerprint(&plan));
@@ -173,13 +176,7 @@ impl PyRolloutBuffers {
         action_row_bytes: usize,
         batch_size: Option<usize>,
     ) -> PyResult<Self> {
-        let plan = Self::new_plan(Plan {
-            num_envs,
-            num_workers,
-            obs_row_bytes,
-            action_row_bytes,
-            batch_envs: batch_size.unwrap_or(num_envs),
-        })?;
+        let (plan, sections) = Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
         if fd < 0 {
             return Err(PyValueError::new_err(format!("invalid file descriptor {fd}")));
         }
@@ -187,7 +184,6 @@ impl PyRolloutBuffers {
         // only time the borrow is used (fstat and mmap); the mapping made
         // from it does not depend on the fd staying open.
         let region = Region::attach(unsafe { BorrowedFd::borrow_raw(fd) })?;
-        let sections = Sections::new(&plan, Control::bytes(num_workers));
         if region.len() < sections.len {
             return Err(PyValueError::new_err(format!(
                 "the region behind fd {fd} holds {} bytes; these buffers need {}",
