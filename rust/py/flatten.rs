@@ -63,15 +63,26 @@ impl Resolved<'_> {
 pub struct Reader<'a> {
     pub layout: &'a Layout,
     pub tree: &'a Tree,
-    /// The name of the observation in error messages, e.g. `obs` or `obs[3]`.
-    pub root: String,
+    /// What error messages call the observation, e.g. `obs`.
+    pub name: &'a str,
+    /// The observation's position in a list of them (`obs[3]`), if any.
+    pub index: Option<usize>,
     /// Whether leaves carry a leading batch axis.
     pub batched: bool,
 }
 
 impl Reader<'_> {
+    /// The observation's name in error messages, made only when one is
+    /// raised: the hot path allocates nothing for it.
+    fn root(&self) -> String {
+        match self.index {
+            Some(i) => format!("{}[{i}]", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
     fn mismatch(&self, path: &[Key], reason: String) -> Error {
-        Error::Mismatch { path: format_path(&self.root, path), reason }
+        Error::Mismatch { path: format_path(&self.root(), path), reason }
     }
 
     /// Walks `obs` along the layout and resolves every leaf, checking
@@ -210,7 +221,7 @@ impl Reader<'_> {
                         }
                         None => leaf.element_index(index),
                     };
-                    Error::Mismatch { path: format_path(&self.root, &leaf.path) + &element, reason }
+                    Error::Mismatch { path: format_path(&self.root(), &leaf.path) + &element, reason }
                 };
                 let stored =
                     leaf.dtype.cast(value).ok_or_else(|| fail(format!("{value} does not fit {}", leaf.dtype)))?;

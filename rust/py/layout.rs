@@ -47,8 +47,8 @@ pub struct PyLayout {
 }
 
 impl PyLayout {
-    fn reader(&self, root: String, batched: bool) -> Reader<'_> {
-        Reader { layout: &self.layout, tree: &self.tree, root, batched }
+    fn reader(&self, index: Option<usize>, batched: bool) -> Reader<'_> {
+        Reader { layout: &self.layout, tree: &self.tree, name: &self.name, index, batched }
     }
 
     /// `[batch..., *row_shape]`
@@ -136,7 +136,7 @@ impl PyLayout {
         obs: &Bound<'py, PyAny>,
         check_bounds: bool,
     ) -> PyResult<Bound<'py, PyUntypedArray>> {
-        let reader = self.reader(self.name.clone(), false);
+        let reader = self.reader(None, false);
         let resolved = reader.resolve(obs)?;
         reader.check(&resolved, check_bounds)?;
         let out = zeros(py, self.flat_dtype.bind(py), &self.row_shape)?;
@@ -159,7 +159,7 @@ impl PyLayout {
         check_bounds: bool,
     ) -> PyResult<()> {
         let start = row_start(out, index, self.layout.row_bytes)?;
-        let reader = self.reader(self.name.clone(), false);
+        let reader = self.reader(None, false);
         let resolved = reader.resolve(obs)?;
         reader.check(&resolved, check_bounds)?;
         // SAFETY: `row_start` checked the `row_bytes` bytes from `start`,
@@ -185,14 +185,14 @@ impl PyLayout {
         let mut batch: Vec<(Reader<'_>, Resolved<'py>)> = Vec::new();
         let size = if let Ok(list) = obs.cast::<PyList>() {
             for (i, item) in list.iter().enumerate() {
-                let reader = self.reader(format!("{}[{i}]", self.name), false);
+                let reader = self.reader(Some(i), false);
                 let resolved = reader.resolve(&item)?;
                 reader.check(&resolved, check_bounds)?;
                 batch.push((reader, resolved));
             }
             list.len()
         } else {
-            let reader = self.reader(self.name.clone(), true);
+            let reader = self.reader(None, true);
             let resolved = reader.resolve(obs)?;
             reader.check(&resolved, check_bounds)?;
             let size = resolved.batch_size();
