@@ -45,7 +45,7 @@ class _Plan:
         self.row_shape = layout.row_shape if len(layout.row_shape) != 1 else None
         groups: dict[torch.dtype, list[tuple[int, tuple, tuple, int]]] = {}
         for index, leaf in enumerate(layout.leaves):
-            dtype = _TORCH_DTYPES[leaf.dtype.name]
+            dtype = getattr(torch, leaf.dtype.name)  # numpy and torch name the 12 dtypes alike
             offset = leaf.offset // leaf.dtype.itemsize
             groups.setdefault(dtype, []).append((index, leaf.shape, _contiguous_strides(leaf.shape), offset))
         self.groups = tuple((dtype, tuple(leaves)) for dtype, leaves in groups.items())
@@ -103,22 +103,6 @@ class _Plan:
             )
             groups.append((None if base is x else dtype, args))
         return tuple(groups)
-
-
-_TORCH_DTYPES = {
-    "bool": torch.bool,
-    "int8": torch.int8,
-    "int16": torch.int16,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "uint8": torch.uint8,
-    "uint16": torch.uint16,
-    "uint32": torch.uint32,
-    "uint64": torch.uint64,
-    "float16": torch.float16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
