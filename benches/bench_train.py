@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from pufferrs.emulation import FlattenObservation
-from pufferrs.train import Config, EnvCreator, Trainer, resolve_device
+from pufferrs.train import Config, EnvCreator, Trainer, apply_process_settings, resolve_device
 
 
 class GymnasiumVector:
@@ -97,6 +97,9 @@ class Setup:
 
     def __init__(self, label: str, peer: str | None, config: Config, vecenv: Any = None):
         self.label, self.peer = label, peer
+        # As `pufferrs train` runs: one torch thread, and every setup's
+        # policy initialised from the same seed.
+        apply_process_settings(config)
         self.trainer = Trainer(config, vecenv=vecenv)
         self.trainer.rollout()  # warm-up: first recv, lazily built caches,
         self.trainer.learn()  # the LSTM path choice, allocator growth

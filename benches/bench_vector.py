@@ -8,8 +8,8 @@ Multiprocessing vs AsyncVectorEnv).
 
     python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 5] [--seconds 0.4]
 
-Envs: a no-op env with the reference nested Dict space of DESIGN.md (about
-12.5 KB a row: the cost measured is the vector env's, not the env's), and
+Envs: a no-op env with the reference nested Dict space of
+``pufferrs.demo`` (about 12.5 KB a row: the cost measured is the vector env's, not the env's), and
 gymnasium's CartPole-v1. gymnasium's AsyncVectorEnv runs one process per
 env (it cannot group envs in a worker); pufferrs runs ``--workers``
 processes of ``num_envs / workers`` envs each.
@@ -30,7 +30,7 @@ import gymnasium.spaces as gs
 import numpy as np
 
 import pufferrs.vector as pv
-from pufferrs.benchmarks import reference_space
+from pufferrs.demo import reference_space
 
 
 class NoopNested(gym.Env):

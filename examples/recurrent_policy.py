@@ -72,9 +72,10 @@ def make_recurrent_policy(env: Any, input_size: int = 128, hidden_size: int = 12
 
 
 if __name__ == "__main__":
-    from pufferrs.train import Config, Trainer, make_vecenv
+    from pufferrs.train import Config, Trainer, apply_process_settings, make_vecenv
 
     config = Config.for_env("pufferrs/Memory-v0")  # lstm=True in its preset
+    apply_process_settings(config)  # torch threads and seeds, as `pufferrs train` sets them
     vecenv = make_vecenv(config)
     with Trainer(config, vecenv, make_recurrent_policy(vecenv, config.hidden_size, config.hidden_size)) as trainer:
         summary = trainer.train(lambda row: print(row["update"], row.get("env/success")))

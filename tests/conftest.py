@@ -1,4 +1,5 @@
-"""Shared test fixtures: hypothesis strategies for random nested spaces."""
+"""Shared test fixtures: hypothesis strategies for random nested spaces,
+and the skip of ``gpu`` tests where there is no CUDA device."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ settings.register_profile(
 # not for the draw; local runs keep exploring (and remember what failed).
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, database=None)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One place for the skip, so that no gpu test can forget it; torch is
+    # imported only when such a test was collected.
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
 
 INT_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
 FLOAT_DTYPES = ["float16", "float32", "float64"]
@@ -147,7 +161,7 @@ def one_step_config(env: str, total_steps: int) -> Any:
 
 @pytest.fixture
 def reference_space() -> gs.Dict:
-    from pufferrs.benchmarks import reference_space
+    from pufferrs.demo import reference_space
 
     space = reference_space()
     space.seed(0)

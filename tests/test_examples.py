@@ -43,12 +43,14 @@ B = 6
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> Iterator[None]:
     torch.manual_seed(0)
-    # The training runs ask for one torch thread (on a shared 2-core
-    # machine, torch's spinning worker threads can stall a backward pass
-    # for seconds); that setting is process-wide, so put it back.
-    threads = torch.get_num_threads()
+    # The training runs apply their configs' process settings: one torch
+    # thread (on a shared 2-core machine, torch's spinning worker threads
+    # can stall a backward pass for seconds) and cuDNN flags. Those are
+    # process-wide, so put them back.
+    saved = torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(saved[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
 
 
 def ppo_loss(logits: Any, values: torch.Tensor) -> torch.Tensor:
@@ -402,7 +404,6 @@ def test_residual_block_adds_to_its_input() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_examples_run_on_cuda() -> None:
     space = image_vector_space()
     rows = torch.from_numpy(Layout(space).flatten_batch([space.sample() for _ in range(B)]))
@@ -463,7 +464,7 @@ def returns_of(metrics: list[dict], key: str = "env/episode_return") -> list[flo
 
 @pytest.mark.slow
 def test_recurrent_example_learns_the_memory_task() -> None:
-    from pufferrs.train import Config, Trainer, make_vecenv
+    from pufferrs.train import Config, Trainer, apply_process_settings, make_vecenv
 
     # The cue must be carried through 5 blank steps: a feed-forward policy
     # stays at 0.5, so success well above it is the LSTM at work.
@@ -471,6 +472,7 @@ def test_recurrent_example_learns_the_memory_task() -> None:
     assert config.lstm
     vecenv = make_vecenv(config)
     policy = make_recurrent_policy(vecenv, config.hidden_size, config.hidden_size)
+    apply_process_settings(config)
     with Trainer(config, vecenv, policy) as trainer:
         trainer.train()
     success = returns_of(trainer.metrics, "env/success")
@@ -480,7 +482,7 @@ def test_recurrent_example_learns_the_memory_task() -> None:
 
 @pytest.mark.slow
 def test_multi_input_example_learns_from_image_and_vector_leaves() -> None:
-    from pufferrs.train import Config, Trainer, make_vecenv
+    from pufferrs.train import Config, Trainer, apply_process_settings, make_vecenv
 
     # Nested-v0 asks which image quadrant is bright (image leaf), the item
     # in a queried slot (inventory leaves) and the sign of the vector's sum
@@ -490,6 +492,7 @@ def test_multi_input_example_learns_from_image_and_vector_leaves() -> None:
     config = Config.for_env("pufferrs/Nested-v0", total_steps=24_576, torch_threads=1)
     vecenv = make_vecenv(config)
     policy = MultiInputPolicy(vecenv.layout.space, vecenv.single_action_space, hidden_size=64)
+    apply_process_settings(config)
     with Trainer(config, vecenv, policy) as trainer:
         trainer.train()
     score = returns_of(trainer.metrics, "env/score")
@@ -499,11 +502,12 @@ def test_multi_input_example_learns_from_image_and_vector_leaves() -> None:
 
 def test_continuous_example_learns_to_point_at_the_target() -> None:
     import pufferrs.vector
-    from pufferrs.train import Trainer
+    from pufferrs.train import Trainer, apply_process_settings
 
     config = one_step_config("TargetEnv", total_steps=32_768)
     vecenv = pufferrs.vector.make(TargetEnv, num_envs=config.num_envs, seed=0)
     policy = ContinuousPolicy(vecenv.single_observation_space, vecenv.single_action_space, hidden_size=64)
+    apply_process_settings(config)
     with Trainer(config, vecenv, policy) as trainer:
         trainer.train()
     returns = returns_of(trainer.metrics)

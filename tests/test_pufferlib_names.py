@@ -190,7 +190,6 @@ def test_unflatten_observations_under_torch_compile() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_unflatten_observations_on_cuda_never_syncs() -> None:
     space = _image_vector_space()
     rows, samples = _rows(space)

@@ -14,8 +14,6 @@ from conftest import assert_tree_equal, spaces_with_samples, stack
 from pufferrs import Layout, RowError
 from pufferrs.pytorch import _fill, _plan, unflatten
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
 
 def leaves_of(tree: Any) -> list[torch.Tensor]:
     if isinstance(tree, dict):
@@ -59,20 +57,19 @@ def test_views_of_a_slice_of_a_bigger_buffer(reference_space: gs.Dict) -> None:
     assert layout.unflatten(buffer.numpy())["inv"]["hp"][3] == 7
 
 
-def test_repeated_calls_reuse_the_geometry_cache(reference_space: gs.Dict) -> None:
+def test_repeated_calls_reuse_the_geometry_cache(reference_space: gs.Dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view arguments are worked out once per geometry of the rows;
+    later calls with that geometry only look them up."""
     layout = Layout(reference_space)
-    rows = torch.from_numpy(layout.flatten_batch([reference_space.sample() for _ in range(8)]))
-    first = unflatten(rows, layout)
-    for n in (8, 4, 8):
-        assert_tree_equal(unflatten(rows[:n], layout), {k: v for k, v in _slice(first, n).items()})
-
-
-def _slice(tree: Any, n: int) -> Any:
-    if isinstance(tree, dict):
-        return {k: _slice(v, n) for k, v in tree.items()}
-    if isinstance(tree, tuple):
-        return tuple(_slice(v, n) for v in tree)
-    return tree[:n]
+    samples = [reference_space.sample() for _ in range(8)]
+    rows = torch.from_numpy(layout.flatten_batch(samples))
+    plan = _plan(layout)
+    built: list[tuple[int, ...]] = []
+    build = plan.geometry
+    monkeypatch.setattr(plan, "geometry", lambda x: built.append(tuple(x.shape)) or build(x))
+    for n in (8, 4, 8, 4, 8):
+        assert_tree_equal(unflatten(rows[:n], layout), stack(samples[:n]))
+    assert built == [(8, rows.shape[1]), (4, rows.shape[1])]
 
 
 def test_plain_box_rows_keep_their_shape() -> None:
@@ -90,6 +87,9 @@ def test_rows_that_do_not_fit_are_refused() -> None:
         unflatten(torch.zeros(4, 15, dtype=torch.uint8), layout)
     with pytest.raises(RowError):
         unflatten(torch.zeros((), dtype=torch.uint8), layout)
+    # Every other byte of wider rows: each leaf's strides would read the wrong bytes.
+    with pytest.raises(RowError, match="last axis of rows must be contiguous"):
+        unflatten(torch.zeros(4, 32, dtype=torch.uint8)[:, ::2], layout)
 
 
 def test_unflatten_compiles_without_graph_breaks(reference_space: gs.Dict) -> None:
@@ -106,7 +106,6 @@ def test_unflatten_compiles_without_graph_breaks(reference_space: gs.Dict) -> No
 
 
 @pytest.mark.gpu
-@cuda
 def test_cuda_views_share_device_memory(reference_space: gs.Dict) -> None:
     layout = Layout(reference_space)
     samples = [reference_space.sample() for _ in range(16)]

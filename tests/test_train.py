@@ -7,8 +7,10 @@ evaluates it, and turns bad arguments into messages."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,30 @@ import pufferrs.envs  # noqa: F401 - registers the built-in envs
 from pufferrs.__main__ import main
 from pufferrs.envs import Memory
 from pufferrs.models import LSTMWrapper
+from pufferrs.ppo import compute_advantages
 from pufferrs.train import (
     Config,
     ConfigError,
     Trainer,
-    compute_advantages,
+    apply_process_settings,
     evaluate,
     load_checkpoint,
+    make_policy,
+    make_vecenv,
     policy_from_checkpoint,
 )
+
+
+@pytest.fixture(autouse=True)
+def _process_settings() -> Iterator[None]:
+    """One torch thread, as ``pufferrs train`` runs small policies (several
+    threads on a shared 2-core machine can stall a backward pass for
+    seconds). Threads and cuDNN flags are process-wide, so they are put back."""
+    saved = torch.get_num_threads(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
 
 
 def small(env: str, **overrides: Any) -> Config:
@@ -293,7 +310,7 @@ def test_one_update_changes_the_policy_within_the_clip() -> None:
 def test_actions_reach_the_env_in_its_own_space() -> None:
     import gymnasium.spaces as gs
 
-    from pufferrs.train import ActionAdapter, greedy_action
+    from pufferrs.actions import ActionAdapter, greedy_action
 
     discrete = ActionAdapter(gs.Discrete(3, start=-1))
     assert discrete(torch.tensor([0, 2])).tolist() == [-1, 1]
@@ -353,12 +370,31 @@ def test_unknown_env_and_bad_env_kwargs_are_refused() -> None:
         Trainer(small("pufferrs/Memory-v0", env_kwargs={"delay": 0}))
 
 
+def test_process_settings_are_applied_by_the_caller_not_the_trainer() -> None:
+    config = small("CartPole-v1", torch_threads=2, torch_deterministic=False, seed=7)
+    vecenv = make_vecenv(config)
+    policy = make_policy(vecenv, config)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with Trainer(config, vecenv, policy):
+        assert torch.equal(torch.rand(3), expected)  # not reseeded
+        assert torch.get_num_threads() == 1 and not torch.backends.cudnn.benchmark
+        apply_process_settings(config)
+        assert torch.get_num_threads() == 2 and torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.deterministic
+        seeded = torch.rand(3)
+        torch.manual_seed(7)
+        assert torch.equal(seeded, torch.rand(3))
+
+
 # ---------------------------------------------------------------------------
 # Learning (fixed seeds; each well inside its budget on a 2-core CPU)
 
 
 def train_and_evaluate(env: str, episodes: int = 100, **overrides: Any) -> tuple[dict, dict]:
     config = Config.for_env(env, **overrides)
+    apply_process_settings(config)  # the seeds, as `pufferrs train` sets them
     with Trainer(config) as trainer:
         summary = trainer.train()
         result = evaluate(trainer.policy, config, episodes=episodes)
@@ -427,7 +463,7 @@ def test_compiled_policy_trains() -> None:
 
 
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pufferrs.train import CompiledOrEager
+    from pufferrs.factories import CompiledOrEager
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no compiler here")
@@ -437,6 +473,27 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPa
     with pytest.warns(RuntimeWarning, match="torch.compile failed, running eagerly: RuntimeError: no compiler"):
         assert double(3) == 6
     assert double(4) == 8  # eager from now on, without another warning
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "env, backend", [("CartPole-v1", "serial"), ("pufferrs/Memory-v0", "multiprocessing")], ids=["mlp", "lstm"]
+)
+def test_training_on_cuda_from_page_locked_rows(env: str, backend: str) -> None:
+    """On CUDA the vector env's rows are page-locked in place and copied
+    asynchronously; the policy trains there and its numbers stay finite."""
+    config = small(env, device="cuda", backend=backend, num_workers=2 if backend == "multiprocessing" else None)
+    with Trainer(config) as trainer:
+        assert trainer.to_device.rows_pinned  # pin_memory() worked: no staging copy of the rows
+        before = [p.detach().clone() for p in trainer.policy.parameters()]
+        trainer.train()
+        after = list(trainer.policy.parameters())
+    assert all(p.device.type == "cuda" for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert len(trainer.metrics) == config.num_updates == 2
+    for row in trainer.metrics:
+        assert all(math.isfinite(value) for value in row.values()), row
+        assert row["losses/approx_kl"] >= 0
 
 
 # ---------------------------------------------------------------------------

@@ -12,8 +12,11 @@ observations), ``pufferrs.pytorch`` (torch helpers) and ``pufferrs.models``
 """
 
 from pufferrs.errors import (
+    BuffersError,
+    ConfigError,
     PufferError,
     RowError,
+    SharedMemoryError,
     SpaceError,
     UnsupportedSpaceError,
     WorkerError,
@@ -22,10 +25,13 @@ from pufferrs.errors import (
 from pufferrs.spaces import Layout, Leaf
 
 __all__ = [
+    "BuffersError",
+    "ConfigError",
     "Layout",
     "Leaf",
     "PufferError",
     "RowError",
+    "SharedMemoryError",
     "SpaceError",
     "UnsupportedSpaceError",
     "WorkerError",

@@ -5,6 +5,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+def format_path(root: str, path: tuple[str | int, ...]) -> str: ...
+
 class Layout:
     """Where every leaf of a space lives in a flat row of bytes.
 
@@ -12,7 +14,7 @@ class Layout:
     gymnasium space; ``pufferrs.Layout`` is the subclass users construct.
     """
 
-    def __new__(cls, spec: tuple[Any, ...], name: str = "obs", row_shape: tuple[int, ...] | None = None) -> Layout: ...
+    def __new__(cls, spec: dict[str, Any], name: str = "obs", row_shape: tuple[int, ...] | None = None) -> Layout: ...
     @property
     def row_bytes(self) -> int: ...
     @property
@@ -45,13 +47,18 @@ class RolloutBuffers:
     ENDED: int
 
     def __new__(
-        cls, num_envs: int, num_workers: int, obs_row_bytes: int, action_row_bytes: int, batch_size: int | None = None
+        cls,
+        num_envs: int,
+        num_workers: int | None,
+        obs_row_bytes: int,
+        action_row_bytes: int,
+        batch_size: int | None = None,
     ) -> RolloutBuffers: ...
     @staticmethod
     def attach(
         fd: int,
         num_envs: int,
-        num_workers: int,
+        num_workers: int | None,
         obs_row_bytes: int,
         action_row_bytes: int,
         batch_size: int | None = None,
@@ -64,6 +71,8 @@ class RolloutBuffers:
     def num_workers(self) -> int: ...
     @property
     def batch_size(self) -> int: ...
+    @property
+    def gathers(self) -> bool: ...
     @property
     def nbytes(self) -> int: ...
     def array(self, name: str) -> npt.NDArray[Any]: ...

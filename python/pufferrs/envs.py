@@ -12,7 +12,7 @@ Importing this module registers them with gymnasium:
   cannot learn it.
 
 Both put ``success`` (and ``Nested`` also ``score``) into the info of an
-episode's last step, which :mod:`pufferrs.train` reports per update.
+episode's last step, which the trainer (:mod:`pufferrs.ppo`) reports per update.
 """
 
 from __future__ import annotations

@@ -26,6 +26,21 @@ class RowError(PufferError, ValueError):
     """A buffer of rows does not match the layout (size, contiguity, writability)."""
 
 
+class BuffersError(PufferError, ValueError):
+    """Rollout buffers asked to be or do what they cannot: an invalid plan
+    (``num_envs``, ``num_workers``, ``batch_size``), a worker out of range, a
+    shared region made for other arguments."""
+
+
+class SharedMemoryError(PufferError, OSError):
+    """The operating system refused the shared memory of a vector env."""
+
+
+class ConfigError(PufferError, ValueError):
+    """A training configuration that cannot run: the message says which
+    setting and why."""
+
+
 class WorkerError(PufferError, RuntimeError):
     """A vector env's worker raised, died, or stopped answering.
 

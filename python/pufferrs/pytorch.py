@@ -3,7 +3,8 @@
 ``unflatten`` turns a batch of flat rows into the nested structure of the
 space, as views of the same memory, on any device. ``layer_init`` and
 ``sample_logits`` (with ``log_prob`` and ``entropy``) are the pieces every
-PPO policy and trainer needs around it.
+PPO policy and trainer needs around it. :class:`~pufferrs.lstm.LSTMWrapper`
+and ``unflatten_observations`` are here under PufferLib's names.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from torch.distributions import Normal
 from torch.nn import functional as F
 
 from pufferrs.errors import RowError
+from pufferrs.lstm import LSTMWrapper
 from pufferrs.spaces import Layout
 
-# LSTMWrapper is resolved lazily by the module __getattr__ below (models imports this module).
-__all__ = ["LSTMWrapper", "entropy", "layer_init", "log_prob", "sample_logits", "unflatten", "unflatten_observations"]  # noqa: F822
+__all__ = ["LSTMWrapper", "entropy", "layer_init", "log_prob", "sample_logits", "unflatten", "unflatten_observations"]
 
 
 class _Plan:
@@ -67,7 +68,8 @@ class _Plan:
         self.build = eval(f"lambda v: {_literal(self.structure)}") if not torch.compiler.is_compiling() else None
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as ``(..., row)``, checked."""
+        """``x`` as ``(..., row)``, checked: the one place both paths check
+        rows, since every leaf's strides assume a row's bytes are packed."""
         if self.row_shape is not None and tuple(x.shape)[x.dim() - len(self.row_shape) :] == self.row_shape:
             try:
                 x = x.view(*x.shape[: x.dim() - len(self.row_shape)], -1)
@@ -75,6 +77,8 @@ class _Plan:
                 raise RowError("the row axes of rows must be C-contiguous") from None
         if x.dim() == 0 or x.shape[-1] * x.element_size() != self.row_bytes:
             raise RowError(f"expected rows of {self.row_bytes} bytes, got shape {tuple(x.shape)} of {x.dtype}")
+        if x.shape[-1] > 1 and x.stride(-1) != 1:
+            raise RowError("the last axis of rows must be contiguous")
         return x
 
     def traced_views(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -338,7 +342,7 @@ def entropy(logits: Logits) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------
-# PufferLib's names: unflatten_observations and the LSTMWrapper re-export.
+# PufferLib's names: unflatten_observations, and LSTMWrapper imported above.
 # --------------------------------------------------------------------------
 
 
@@ -432,18 +436,3 @@ def unflatten_observations(flat_observations: torch.Tensor, observation_space: g
     else:
         layout = _LAYOUTS.get(observation_space)
     return unflatten(flat_observations, layout)
-
-
-def __getattr__(name: str) -> Any:
-    # pufferrs.models imports this module, so importing LSTMWrapper from it
-    # at the top would be circular; it is looked up on first use instead
-    # (PEP 562), which works whichever of the two modules is imported first.
-    if name == "LSTMWrapper":
-        from pufferrs.models import LSTMWrapper
-
-        return LSTMWrapper
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), "LSTMWrapper"])

@@ -13,9 +13,8 @@ import gymnasium.spaces as gs
 import numpy as np
 
 from pufferrs import _native
-from pufferrs.errors import UnsupportedSpaceError
 
-__all__ = ["Layout", "Leaf", "describe"]
+__all__ = ["Layout", "Leaf", "describe", "format_path"]
 
 
 class Leaf(NamedTuple):
@@ -29,47 +28,34 @@ class Leaf(NamedTuple):
     space: gs.Space
 
 
-def format_path(root: str, path: tuple[str | int, ...]) -> str:
-    """``obs['inv'][1]``: a path the way a user would index it."""
-    return root + "".join(f"[{key!r}]" for key in path)
+#: ``obs['inv'][1]``: a path the way a user would index it (Rust formats
+#: every path pufferrs shows, in errors and here alike).
+format_path = _native.format_path
+
+_LEAVES = (gs.Box, gs.Discrete, gs.MultiDiscrete, gs.MultiBinary)
 
 
-def describe(space: gs.Space, root: str = "obs", path: tuple = ()) -> tuple:
-    """The plain-data description of ``space`` that the Rust core reads.
-
-    Raises :class:`UnsupportedSpaceError` naming the path of the first
-    subspace without a fixed-size encoding.
-    """
-
-    def refuse(reason: str) -> UnsupportedSpaceError:
-        return UnsupportedSpaceError(f"{format_path(root, path)}: {reason}")
-
+def describe(space: gs.Space) -> dict[str, Any]:
+    """The plain-data description of ``space`` that the Rust core reads:
+    nested dicts with named fields. Nothing is refused here; the core
+    refuses what has no flat row, naming its path."""
     if isinstance(space, gs.Dict):
-        items = []
-        for key, sub in space.spaces.items():
-            if not isinstance(key, str):
-                raise refuse(f"Dict keys must be str, got {key!r}")
-            items.append((key, describe(sub, root, (*path, key))))
-        return ("dict", items)
+        return {"kind": "Dict", "items": [(key, describe(sub)) for key, sub in space.spaces.items()]}
     if isinstance(space, gs.Tuple):
-        return ("tuple", [describe(sub, root, (*path, i)) for i, sub in enumerate(space.spaces)])
-
-    dtype = np.dtype(space.dtype) if space.dtype is not None else None
-    if isinstance(space, (gs.Box, gs.Discrete, gs.MultiDiscrete, gs.MultiBinary)):
-        if dtype is None or dtype.kind not in "biuf" or dtype.itemsize > 8:
-            raise refuse(f"{type(space).__name__} of dtype {dtype} is not a numeric dtype pufferrs stores")
+        return {"kind": "Tuple", "items": [describe(sub) for sub in space.spaces]}
+    kind = next((leaf.__name__ for leaf in _LEAVES if isinstance(space, leaf)), type(space).__name__)
+    # str() of a dtype is its name when native ("float32"), else its
+    # byte-order code (">f4"), which the core refuses.
+    spec: dict[str, Any] = {"kind": kind, "dtype": None if space.dtype is None else str(np.dtype(space.dtype))}
     if isinstance(space, gs.Box):
-        return ("box", dtype.name, space.shape, space.low.ravel().tolist(), space.high.ravel().tolist())
-    if isinstance(space, gs.Discrete):
-        return ("discrete", dtype.name, int(space.n), int(space.start))
-    if isinstance(space, gs.MultiDiscrete):
-        return ("multidiscrete", dtype.name, space.shape, space.nvec.ravel().tolist(), space.start.ravel().tolist())
-    if isinstance(space, gs.MultiBinary):
-        return ("multibinary", dtype.name, space.shape)
-    name = type(space).__name__
-    if isinstance(space, (gs.Sequence, gs.Graph)):
-        raise refuse(f"{name} has no fixed size, so it has no flat row")
-    raise refuse(f"{name} spaces are not supported (supported: Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple)")
+        spec.update(shape=space.shape, low=space.low.ravel().tolist(), high=space.high.ravel().tolist())
+    elif isinstance(space, gs.Discrete):
+        spec.update(n=int(space.n), start=int(space.start))
+    elif isinstance(space, gs.MultiDiscrete):
+        spec.update(shape=space.shape, nvec=space.nvec.ravel().tolist(), start=space.start.ravel().tolist())
+    elif isinstance(space, gs.MultiBinary):
+        spec.update(shape=space.shape)
+    return spec
 
 
 class Layout(_native.Layout):
@@ -97,7 +83,7 @@ class Layout(_native.Layout):
 
     def __new__(cls, space: gs.Space, name: str = "obs") -> Layout:
         row_shape = space.shape if isinstance(space, gs.Box) else None
-        self = super().__new__(cls, describe(space, name), name, row_shape)
+        self = super().__new__(cls, describe(space), name, row_shape)
         # Plain attributes, set once: cheap to read in a policy's forward and
         # transparent to torch.compile.
         self.space = space

@@ -8,12 +8,14 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 
-use crate::core::copy::Strided;
-use crate::core::dtype::{DType, Value};
-use crate::core::error::Error;
-use crate::core::layout::{Key, Layout, Leaf, format_path};
-use crate::py::layout::Tree;
-use crate::py::numpy_arrays::{dtype_of, strided};
+use pufferrs_core::copy::Strided;
+use pufferrs_core::dtype::{DType, Value};
+use pufferrs_core::error::Error;
+use pufferrs_core::layout::{Key, Layout, Leaf, format_path, format_shape, quote};
+
+use crate::errors::type_name;
+use crate::numpy_arrays::{dtype_of, strided};
+use crate::tree::Tree;
 
 /// Copies larger than this run with the GIL released.
 const DETACH_BYTES: usize = 64 * 1024;
@@ -130,7 +132,7 @@ impl Reader<'_> {
                 }
             }
             Tree::Dict(items) => {
-                let keys = || items.iter().map(|(k, _, _)| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+                let keys = || items.iter().map(|(k, _, _)| quote(k)).collect::<Vec<_>>().join(", ");
                 let expected = || format!("expected a dict with keys [{}]", keys());
                 let mapping = match obj.cast::<PyDict>() {
                     Ok(dict) => dict.as_mapping().clone(),
@@ -142,7 +144,9 @@ impl Reader<'_> {
                 for (key, py_key, child) in items {
                     let value = match mapping.get_item(py_key.bind(obj.py())) {
                         Ok(value) => value,
-                        Err(_) => return Err(self.mismatch(path, format!("missing key '{key}'; {}", expected()))),
+                        Err(_) => {
+                            return Err(self.mismatch(path, format!("missing key {}; {}", quote(key), expected())));
+                        }
                     };
                     path.push(Key::Name(key.clone()));
                     self.walk(child, &value, path, out)?;
@@ -191,7 +195,7 @@ impl Reader<'_> {
             leaf.shape.clone()
         };
         if shape != expected {
-            let reason = format!("expected shape {}, got {}", shape_str(&expected), shape_str(shape));
+            let reason = format!("expected shape {}, got {}", format_shape(&expected), format_shape(shape));
             return Err(self.mismatch(path, reason));
         }
         let (src, dst) = (source.dtype(), leaf.dtype);
@@ -365,15 +369,4 @@ fn read_numpy_scalar<'py>(obj: &Bound<'py, PyAny>) -> Result<Source<'py>, String
     // value fits `buf`; ScalarAsCtype copies exactly itemsize bytes.
     unsafe { PY_ARRAY_API.PyArray_ScalarAsCtype(py, obj.as_ptr(), buf.as_mut_ptr().cast()) };
     Ok(Source::Scalar { value: dtype.read(&buf), dtype, weak: false })
-}
-
-pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
-}
-
-pub fn shape_str(shape: &[usize]) -> String {
-    match shape {
-        [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
-    }
 }

@@ -1,6 +1,6 @@
 //! Copy kernels from strided source arrays into row bytes.
 
-use crate::core::dtype::{DType, Value};
+use crate::dtype::{DType, Value};
 
 /// Whether `itemsize`-byte elements laid out by `shape` and byte `strides`
 /// lie back to back in C order (trivially so when there are none).

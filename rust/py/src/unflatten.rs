@@ -4,12 +4,13 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::core::copy::is_c_contiguous;
-use crate::core::error::Error;
-use crate::core::layout::Layout;
-use crate::py::flatten::{shape_str, type_name};
-use crate::py::layout::Tree;
-use crate::py::numpy_arrays::view;
+use pufferrs_core::copy::is_c_contiguous;
+use pufferrs_core::error::Error;
+use pufferrs_core::layout::{Layout, format_shape};
+
+use crate::errors::{Raise, raise, type_name};
+use crate::numpy_arrays::view;
+use crate::tree::Tree;
 
 /// Views `rows` as the layout's nested structure, leading axes kept. Rows
 /// are `(..., row)` in any dtype whose last axis spans exactly one
@@ -21,12 +22,15 @@ pub fn unflatten<'py>(
     row_shape: &[usize],
     rows: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let rows = rows.cast::<PyUntypedArray>().map_err(|_| {
-        Error::Buffer(format!(
-            "expected a numpy array of rows, got {} (use pufferrs.pytorch.unflatten for tensors)",
-            type_name(rows)
-        ))
-    })?;
+    let rows = rows
+        .cast::<PyUntypedArray>()
+        .map_err(|_| {
+            Error::Row(format!(
+                "expected a numpy array of rows, got {} (use pufferrs.pytorch.unflatten for tensors)",
+                type_name(rows)
+            ))
+        })
+        .raise()?;
     let (mut shape, mut strides) = (rows.shape(), rows.strides());
     let itemsize = rows.dtype().itemsize();
     // A plain Box's rows keep its shape: fold those axes into one.
@@ -35,26 +39,25 @@ pub fn unflatten<'py>(
     if row_shape.len() != 1 && shape.ends_with(row_shape) {
         let lead = shape.len() - row_shape.len();
         if !is_c_contiguous(&shape[lead..], &strides[lead..], itemsize) {
-            return Err(Error::Buffer("the row axes of rows must be C-contiguous".into()).into());
+            return Err(raise(Error::Row("the row axes of rows must be C-contiguous".into())));
         }
         folded_shape = shape[..lead].iter().copied().chain([row_shape.iter().product()]).collect();
         folded_strides = strides[..lead].iter().copied().chain([itemsize as isize]).collect();
         (shape, strides) = (&folded_shape, &folded_strides);
     }
     let Some((&row_len, lead)) = shape.split_last() else {
-        return Err(Error::Buffer("expected rows with at least one axis, got a 0-d array".into()).into());
+        return Err(raise(Error::Row("expected rows with at least one axis, got a 0-d array".into())));
     };
     if row_len * itemsize != layout.row_bytes {
-        return Err(Error::Buffer(format!(
+        return Err(raise(Error::Row(format!(
             "expected rows of {} bytes, got shape {} of {}-byte items",
             layout.row_bytes,
-            shape_str(shape),
+            format_shape(shape),
             itemsize
-        ))
-        .into());
+        ))));
     }
     if row_len > 1 && strides[strides.len() - 1] != itemsize as isize {
-        return Err(Error::Buffer("the last axis of rows must be contiguous".into()).into());
+        return Err(raise(Error::Row("the last axis of rows must be contiguous".into())));
     }
     let lead_strides = &strides[..lead.len()];
     let mut views = Vec::with_capacity(layout.leaves.len());

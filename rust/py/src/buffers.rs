@@ -6,15 +6,17 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use numpy::npyffi::{self, NPY_ARRAY_WRITEABLE, PY_ARRAY_API, npy_intp};
-use numpy::{PyArrayDescr, PyUntypedArray};
-use pyo3::exceptions::{PyIndexError, PyValueError};
+use numpy::PyArrayDescr;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt};
 
-use crate::core::dtype::DType;
-use crate::core::shm::{Plan, Region, Sections, gather_rows, scatter_rows};
-use crate::core::sync::{Control, command, status};
-use crate::py::numpy_arrays::{descr, view};
+use pufferrs_core::dtype::DType;
+use pufferrs_core::error::Error;
+use pufferrs_core::shm::{Plan, Region, Sections, gather_rows, scatter_rows};
+use pufferrs_core::sync::{Control, command, status};
+
+use crate::errors::{Raise, raise, type_name};
+use crate::numpy_arrays::{descr, view_of};
 
 /// The shared buffers of one vector env: observations, actions, rewards,
 /// terminals, truncations, masks, episode statistics, a gather area for
@@ -40,86 +42,68 @@ impl PyRolloutBuffers {
         unsafe { Control::from_ptr(self.region.section(&self.sections.control), self.plan.num_workers) }
     }
 
-    fn worker(&self, worker: u32) -> PyResult<usize> {
+    fn worker(&self, worker: u32) -> Result<usize, Error> {
         let n = self.plan.num_workers;
         usize::try_from(worker)
             .ok()
             .filter(|&w| w < n)
-            .ok_or_else(|| PyIndexError::new_err(format!("worker {worker} is out of range for {n} workers")))
+            .ok_or_else(|| Error::Buffers(format!("worker {worker} is out of range for {n} workers")))
     }
 
     /// `(first env, envs)` of each worker, in order.
-    fn blocks(&self, workers: &[u32]) -> PyResult<Vec<(usize, usize)>> {
+    fn blocks(&self, workers: &[u32]) -> Result<Vec<(usize, usize)>, Error> {
         let per = self.plan.envs_per_worker();
-        let blocks = workers.iter().map(|&w| Ok((self.worker(w)? * per, per))).collect::<PyResult<Vec<_>>>()?;
-        if !self.plan.gathers() || blocks.len() * per > self.plan.batch_envs {
-            return Err(PyValueError::new_err(format!(
+        let blocks = workers.iter().map(|&w| Ok((self.worker(w)? * per, per))).collect::<Result<Vec<_>, Error>>()?;
+        if !self.plan.gathers || blocks.len() * per > self.plan.batch_envs {
+            return Err(Error::Buffers(format!(
                 "{} workers do not fit the gather area of {} envs",
                 workers.len(),
-                if self.plan.gathers() { self.plan.batch_envs } else { 0 }
+                if self.plan.gathers { self.plan.batch_envs } else { 0 }
             )));
         }
         Ok(blocks)
     }
 
-    /// The validated plan of these arguments and where its sections lie.
+    /// The checked plan of these arguments (see `Plan::new`) and where its
+    /// sections lie.
     fn plan(
-        num_envs: usize,
-        num_workers: usize,
+        num_envs: &Bound<'_, PyAny>,
+        num_workers: Option<&Bound<'_, PyAny>>,
         obs_row_bytes: usize,
         action_row_bytes: usize,
-        batch_size: Option<usize>,
-    ) -> PyResult<(Plan, Sections)> {
-        let batch_envs = batch_size.unwrap_or(num_envs);
-        let plan = Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs };
-        plan.validate().map_err(PyValueError::new_err)?;
-        let sections = Sections::new(&plan, Control::bytes(num_workers));
+        batch_size: Option<&Bound<'_, PyAny>>,
+    ) -> Result<(Plan, Sections), Error> {
+        let num_envs = count("num_envs", Some(num_envs))?.unwrap_or(0);
+        let num_workers = count("num_workers", num_workers)?;
+        let batch_size = count("batch_size", batch_size)?;
+        let plan = Plan::new(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
+        let sections = Sections::new(&plan, Control::bytes(plan.num_workers));
         Ok((plan, sections))
     }
 
     fn fingerprint(plan: &Plan) -> u64 {
         // FNV-1a over the plan: a worker attached to some other region is
         // told so rather than left to corrupt it.
-        [plan.num_envs, plan.num_workers, plan.obs_row_bytes, plan.action_row_bytes, plan.batch_envs]
+        let Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers } = *plan;
+        [num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers as usize]
             .iter()
             .flat_map(|v| (*v as u64).to_le_bytes())
             .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
     }
+}
 
-    /// A 1-d uint8 array over the whole region whose base is `slf`.
-    fn region_array<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyUntypedArray>> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut dims = [this.region.len() as npy_intp];
-        let dtype = descr(py, DType::U8)?;
-        // SAFETY: the region's mapping is `len` bytes long and stays mapped
-        // while `slf` lives; SetBaseObject makes the array hold a reference
-        // to `slf` (the stolen one from `into_ptr`). NewFromDescr steals the
-        // descr reference given by `into_ptr`.
-        unsafe {
-            let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
-                py,
-                npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type),
-                dtype.into_ptr() as *mut npyffi::PyArray_Descr,
-                1,
-                dims.as_mut_ptr(),
-                std::ptr::null_mut(),
-                this.region.as_ptr() as *mut std::ffi::c_void,
-                NPY_ARRAY_WRITEABLE | npyffi::NPY_ARRAY_C_CONTIGUOUS,
-                std::ptr::null_mut(),
-            );
-            let array = Bound::from_owned_ptr_or_err(py, ptr)?;
-            if PY_ARRAY_API.PyArray_SetBaseObject(
-                py,
-                array.as_ptr() as *mut npyffi::PyArrayObject,
-                slf.clone().into_ptr(),
-            ) < 0
-            {
-                return Err(PyErr::fetch(py));
-            }
-            Ok(array.cast_into_unchecked())
-        }
+/// A count the user gave (None stays None): a non-negative int, or a
+/// `Buffers` error that names the argument. Zero is left to `Plan::new`.
+fn count(name: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<usize>, Error> {
+    let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(None) };
+    let refuse = || {
+        let shown = value.repr().map(|r| r.to_string()).unwrap_or_else(|_| type_name(value));
+        Error::Buffers(format!("{name} must be a positive int, got {shown}"))
+    };
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(refuse());
     }
+    value.extract::<usize>().map(Some).map_err(|_| refuse())
 }
 
 fn deadline(timeout: Option<f64>) -> Option<Instant> {
@@ -144,20 +128,23 @@ impl PyRolloutBuffers {
     #[classattr]
     const ENDED: u32 = status::ENDED;
 
-    /// New buffers for `num_envs` envs run by `num_workers` workers, with
-    /// rows of `obs_row_bytes` and `action_row_bytes`, and a gather area for
-    /// batches of `batch_size` envs when that is less than `num_envs`.
+    /// New buffers for `num_envs` envs run by `num_workers` worker
+    /// processes, with rows of `obs_row_bytes` and `action_row_bytes`, and a
+    /// gather area for batches of `batch_size` envs when that is less than
+    /// `num_envs`. `num_workers=None`: the envs run in this process, one
+    /// batch at a time (see `Plan::new` for the rules).
     #[new]
     #[pyo3(signature = (num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
     fn new(
-        num_envs: usize,
-        num_workers: usize,
+        num_envs: &Bound<'_, PyAny>,
+        num_workers: Option<&Bound<'_, PyAny>>,
         obs_row_bytes: usize,
         action_row_bytes: usize,
-        batch_size: Option<usize>,
+        batch_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let (plan, sections) = Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
-        let region = Region::create("pufferrs", sections.len)?;
+        let (plan, sections) =
+            Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size).raise()?;
+        let region = Region::create("pufferrs", sections.len).map_err(|e| raise(e.into()))?;
         let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
         this.control().stamp(Self::fingerprint(&plan));
         Ok(this)
@@ -170,30 +157,31 @@ impl PyRolloutBuffers {
     #[pyo3(signature = (fd, num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
     fn attach(
         fd: i32,
-        num_envs: usize,
-        num_workers: usize,
+        num_envs: &Bound<'_, PyAny>,
+        num_workers: Option<&Bound<'_, PyAny>>,
         obs_row_bytes: usize,
         action_row_bytes: usize,
-        batch_size: Option<usize>,
+        batch_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let (plan, sections) = Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
+        let (plan, sections) =
+            Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size).raise()?;
         if fd < 0 {
-            return Err(PyValueError::new_err(format!("invalid file descriptor {fd}")));
+            return Err(raise(Error::Buffers(format!("invalid file descriptor {fd}"))));
         }
         // SAFETY: the caller owns `fd` and keeps it open for this call, the
         // only time the borrow is used (fstat and mmap); the mapping made
         // from it does not depend on the fd staying open.
-        let region = Region::attach(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        let region = Region::attach(unsafe { BorrowedFd::borrow_raw(fd) }).map_err(|e| raise(e.into()))?;
         if region.len() < sections.len {
-            return Err(PyValueError::new_err(format!(
+            return Err(raise(Error::Buffers(format!(
                 "the region behind fd {fd} holds {} bytes; these buffers need {}",
                 region.len(),
                 sections.len
-            )));
+            ))));
         }
         let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
         if !this.control().matches(Self::fingerprint(&plan)) {
-            return Err(PyValueError::new_err(format!("fd {fd} does not hold buffers made for these arguments")));
+            return Err(raise(Error::Buffers(format!("fd {fd} does not hold buffers made for these arguments"))));
         }
         Ok(this)
     }
@@ -204,7 +192,7 @@ impl PyRolloutBuffers {
         self.region
             .fd()
             .map(|fd| fd.as_raw_fd())
-            .ok_or_else(|| PyValueError::new_err("attached buffers do not hold the region's fd"))
+            .ok_or_else(|| raise(Error::Buffers("attached buffers do not hold the region's fd".into())))
     }
 
     #[getter]
@@ -222,6 +210,13 @@ impl PyRolloutBuffers {
         self.plan.batch_envs
     }
 
+    /// Whether batches are gathered from several workers (asynchronous
+    /// batches of worker processes).
+    #[getter]
+    fn gathers(&self) -> bool {
+        self.plan.gathers
+    }
+
     /// Bytes of shared memory the buffers map.
     #[getter]
     fn nbytes(&self) -> usize {
@@ -237,7 +232,7 @@ impl PyRolloutBuffers {
         let py = slf.py();
         let this = slf.get();
         let (s, p) = (&this.sections, &this.plan);
-        let b = if p.gathers() { p.batch_envs } else { 0 };
+        let b = if p.gathers { p.batch_envs } else { 0 };
         let (range, dtype, dims): (_, _, Vec<usize>) = match name {
             "observations" => (&s.observations, DType::U8, vec![p.num_envs, p.obs_row_bytes]),
             "actions" => (&s.actions, DType::U8, vec![p.num_envs, p.action_row_bytes]),
@@ -253,15 +248,16 @@ impl PyRolloutBuffers {
             "batch_terminals" => (&s.batch_terminals, DType::Bool, vec![b]),
             "batch_truncations" => (&s.batch_truncations, DType::Bool, vec![b]),
             "batch_masks" => (&s.batch_masks, DType::Bool, vec![b]),
-            _ => return Err(PyValueError::new_err(format!("no array named {name:?}"))),
+            _ => return Err(raise(Error::Buffers(format!("no array named {name:?}")))),
         };
         let item = dtype.itemsize() as isize;
         let strides: Vec<isize> = if dims.len() == 2 { vec![dims[1] as isize * item, item] } else { vec![item] };
-        let base = Self::region_array(slf)?;
         let dtype: Bound<'py, PyArrayDescr> = descr(py, dtype)?;
-        // SAFETY: `range` is a section of this plan, inside the region, and
-        // `dims`/`strides` address exactly its bytes, C-ordered.
-        unsafe { view(&base, &dtype, range.start, &dims, &strides) }
+        // SAFETY: `range` is a section of this plan, inside the region (which
+        // `section` checks), and `dims`/`strides` address exactly its bytes,
+        // C-ordered. The region stays mapped while `slf` lives, and the view
+        // holds `slf`.
+        unsafe { view_of(slf.as_any(), this.region.section(range), &dtype, &dims, &strides, true) }
     }
 
     // ---- parent side ----
@@ -270,7 +266,7 @@ impl PyRolloutBuffers {
     fn request(&self, workers: Vec<u32>, command: u32) -> PyResult<()> {
         let control = self.control();
         for &w in &workers {
-            control.request(self.worker(w)?, command);
+            control.request(self.worker(w).raise()?, command);
         }
         Ok(())
     }
@@ -292,14 +288,14 @@ impl PyRolloutBuffers {
     /// How `worker` finished its last request: OK, INFOS or ERROR, with
     /// the ENDED flag when one of its episodes ended.
     fn status(&self, worker: u32) -> PyResult<u32> {
-        Ok(self.control().status(self.worker(worker)?))
+        Ok(self.control().status(self.worker(worker).raise()?))
     }
 
     /// Copies the observations, rewards, terminals, truncations and masks of
     /// `workers`' envs into the gather area, back to back in that order,
     /// with the GIL released.
     fn gather(&self, py: Python<'_>, workers: Vec<u32>) -> PyResult<()> {
-        let blocks = self.blocks(&workers)?;
+        let blocks = self.blocks(&workers).raise()?;
         let (s, p) = (&self.sections, &self.plan);
         let pairs = [
             (&s.observations, &s.batch_observations, p.obs_row_bytes),
@@ -323,7 +319,7 @@ impl PyRolloutBuffers {
     /// Copies action rows from the gather area to `workers`' envs, in the
     /// order of `workers`, with the GIL released.
     fn scatter_actions(&self, py: Python<'_>, workers: Vec<u32>) -> PyResult<()> {
-        let blocks = self.blocks(&workers)?;
+        let blocks = self.blocks(&workers).raise()?;
         let (s, row) = (&self.sections, self.plan.action_row_bytes);
         py.detach(|| {
             // SAFETY: as in `gather`; the workers wait for a request, which
@@ -341,14 +337,14 @@ impl PyRolloutBuffers {
     /// `timeout` seconds pass first.
     #[pyo3(signature = (worker, timeout = None))]
     fn wait_request(&self, py: Python<'_>, worker: u32, timeout: Option<f64>) -> PyResult<Option<u32>> {
-        let worker = self.worker(worker)?;
+        let worker = self.worker(worker).raise()?;
         let deadline = deadline(timeout);
         Ok(py.detach(|| self.control().wait_request(worker, deadline)))
     }
 
     /// Reports that `worker` finished its request with `status`.
     fn complete(&self, worker: u32, status: u32) -> PyResult<()> {
-        self.control().complete(self.worker(worker)?, status);
+        self.control().complete(self.worker(worker).raise()?, status);
         Ok(())
     }
 

@@ -2,34 +2,31 @@
 //! methods. `pufferrs.Layout` subclasses it to build it from a gymnasium space.
 
 use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
-use crate::core::error::Error;
-use crate::core::layout::{Key, Layout, Node};
-use crate::py::flatten::{Reader, Resolved};
-use crate::py::numpy_arrays::{descr, row_start, zeros};
-use crate::py::{spec, unflatten};
+use pufferrs_core::dtype::DType;
+use pufferrs_core::error::Error;
+use pufferrs_core::layout::{Key, Layout, format_shape};
 
-/// The layout's structure with dict keys made Python strings once, so the
-/// hot path neither allocates keys nor converts them.
-pub enum Tree {
-    Dict(Vec<(String, Py<PyString>, Tree)>),
-    Tuple(Vec<Tree>),
-    Leaf(usize),
-}
+use crate::errors::{Raise, raise};
+use crate::flatten::{Reader, Resolved};
+use crate::numpy_arrays::{descr, row_start, zeros};
+use crate::tree::Tree;
+use crate::{spec, unflatten};
 
-impl Tree {
-    fn new(py: Python<'_>, node: &Node) -> Tree {
-        match node {
-            Node::Dict(items) => Tree::Dict(
-                items.iter().map(|(k, n)| (k.clone(), PyString::intern(py, k).unbind(), Tree::new(py, n))).collect(),
-            ),
-            Node::Tuple(items) => Tree::Tuple(items.iter().map(|n| Tree::new(py, n)).collect()),
-            Node::Leaf(i) => Tree::Leaf(*i),
-        }
-    }
+/// `obs['inv'][1]`: a path the way a user would index it; the one
+/// formatter of paths, shared with Python.
+#[pyfunction]
+pub fn format_path(root: &str, path: &Bound<'_, PyTuple>) -> PyResult<String> {
+    let keys = path
+        .iter()
+        .map(|key| match key.cast::<PyString>() {
+            Ok(name) => Ok(Key::Name(name.to_str()?.to_owned())),
+            Err(_) => Ok(Key::Index(key.extract()?)),
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(pufferrs_core::layout::format_path(root, &keys))
 }
 
 /// Where every leaf of a space lives in a flat row of bytes, and the
@@ -62,14 +59,15 @@ impl PyLayout {
     #[new]
     #[pyo3(signature = (spec, name = "obs", row_shape = None))]
     fn new(py: Python<'_>, spec: &Bound<'_, PyAny>, name: &str, row_shape: Option<Vec<usize>>) -> PyResult<Self> {
-        let layout = Layout::new(&spec::parse(spec)?, name)?;
+        let layout = Layout::new(&spec::parse(spec), name).raise()?;
         let leaf_dtypes =
             layout.leaves.iter().map(|l| descr(py, l.dtype).map(Bound::unbind)).collect::<PyResult<_>>()?;
-        let flat = layout.common_dtype().unwrap_or(crate::core::dtype::DType::U8);
+        let flat = layout.common_dtype().unwrap_or(DType::U8);
         let row_len = layout.row_bytes / flat.itemsize();
         let row_shape = row_shape.unwrap_or_else(|| vec![row_len]);
         if row_shape.iter().product::<usize>() != row_len {
-            return Err(PyValueError::new_err(format!("row_shape {row_shape:?} does not hold {row_len} items")));
+            let shape = format_shape(&row_shape);
+            return Err(raise(Error::Row(format!("row_shape {shape} does not hold the {row_len} items of a row"))));
         }
         Ok(PyLayout {
             row_shape,
@@ -137,10 +135,10 @@ impl PyLayout {
         check_bounds: bool,
     ) -> PyResult<Bound<'py, PyUntypedArray>> {
         let reader = self.reader(None, false);
-        let resolved = reader.resolve(obs)?;
-        reader.check(&resolved, check_bounds)?;
+        let resolved = reader.resolve(obs).raise()?;
+        reader.check(&resolved, check_bounds).raise()?;
         let out = zeros(py, self.flat_dtype.bind(py), &self.row_shape)?;
-        let start = row_start(&out, None, self.layout.row_bytes)?;
+        let start = row_start(&out, None, self.layout.row_bytes).raise()?;
         // SAFETY: `out` is new and holds `row_bytes` bytes from `start`; this
         // slice is the only reference to them.
         let row = unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) };
@@ -158,10 +156,10 @@ impl PyLayout {
         index: Option<isize>,
         check_bounds: bool,
     ) -> PyResult<()> {
-        let start = row_start(out, index, self.layout.row_bytes)?;
+        let start = row_start(out, index, self.layout.row_bytes).raise()?;
         let reader = self.reader(None, false);
-        let resolved = reader.resolve(obs)?;
-        reader.check(&resolved, check_bounds)?;
+        let resolved = reader.resolve(obs).raise()?;
+        reader.check(&resolved, check_bounds).raise()?;
         // SAFETY: `row_start` checked the `row_bytes` bytes from `start`,
         // which `out` keeps alive. This slice is the only Rust reference to
         // them: sources are read through raw pointers, and one that overlaps
@@ -186,15 +184,15 @@ impl PyLayout {
         let size = if let Ok(list) = obs.cast::<PyList>() {
             for (i, item) in list.iter().enumerate() {
                 let reader = self.reader(Some(i), false);
-                let resolved = reader.resolve(&item)?;
-                reader.check(&resolved, check_bounds)?;
+                let resolved = reader.resolve(&item).raise()?;
+                reader.check(&resolved, check_bounds).raise()?;
                 batch.push((reader, resolved));
             }
             list.len()
         } else {
             let reader = self.reader(None, true);
-            let resolved = reader.resolve(obs)?;
-            reader.check(&resolved, check_bounds)?;
+            let resolved = reader.resolve(obs).raise()?;
+            reader.check(&resolved, check_bounds).raise()?;
             let size = resolved.batch_size();
             batch.push((reader, resolved));
             size
@@ -203,12 +201,11 @@ impl PyLayout {
             Some(out) => {
                 let rows = out.shape().first().copied();
                 if rows != Some(size) {
-                    return Err(
-                        Error::Buffer(format!("out has {} rows, the batch has {size}", rows.unwrap_or(0))).into()
-                    );
+                    let got = rows.unwrap_or(0);
+                    return Err(raise(Error::Row(format!("out has {got} rows, the batch has {size}"))));
                 }
                 if size > 1 && out.strides()[0].unsigned_abs() < self.layout.row_bytes {
-                    return Err(Error::Buffer("rows of out overlap".into()).into());
+                    return Err(raise(Error::Row("rows of out overlap".into())));
                 }
                 out.clone()
             }
@@ -216,7 +213,8 @@ impl PyLayout {
         };
         let starts = (0..size)
             .map(|b| row_start(&out, Some(b as isize), self.layout.row_bytes))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .raise()?;
         let mut rows: Vec<&mut [u8]> = starts
             .into_iter()
             // SAFETY: each start was checked by `row_start` and `out` keeps

@@ -5,9 +5,9 @@ use numpy::npyffi::{self, NPY_ARRAY_WRITEABLE, PY_ARRAY_API, npy_intp};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use crate::core::copy::{Strided, is_c_contiguous};
-use crate::core::dtype::DType;
-use crate::core::error::Error;
+use pufferrs_core::copy::{Strided, is_c_contiguous};
+use pufferrs_core::dtype::DType;
+use pufferrs_core::error::Error;
 
 /// The core dtype of a numpy dtype, or a description of why there is none.
 pub fn dtype_of(descr: &Bound<'_, PyArrayDescr>) -> Result<DType, String> {
@@ -60,30 +60,30 @@ pub fn strided<'a>(array: &'a Bound<'_, PyUntypedArray>, dtype: DType) -> Stride
 /// The `row_bytes` bytes from there stay valid while `out` is alive.
 pub fn row_start(out: &Bound<'_, PyUntypedArray>, index: Option<isize>, row_bytes: usize) -> Result<*mut u8, Error> {
     if !is_writeable(out) {
-        return Err(Error::Buffer("out is read-only".into()));
+        return Err(Error::Row("out is read-only".into()));
     }
     let itemsize = out.dtype().itemsize();
     let (shape, strides) = (out.shape(), out.strides());
     let (offset, shape, strides) = match index {
         None => (0, shape, strides),
-        Some(_) if shape.is_empty() => return Err(Error::Buffer("index given but out is 0-d".into())),
+        Some(_) if shape.is_empty() => return Err(Error::Row("index given but out is 0-d".into())),
         Some(i) => {
             let rows = shape[0] as isize;
             let row = if i < 0 { i + rows } else { i };
             if !(0..rows).contains(&row) {
-                return Err(Error::Buffer(format!("index {i} is out of range for {rows} rows")));
+                return Err(Error::Row(format!("index {i} is out of range for {rows} rows")));
             }
             (row * strides[0], &shape[1..], &strides[1..])
         }
     };
     let nbytes = shape.iter().product::<usize>() * itemsize;
     if nbytes != row_bytes {
-        return Err(Error::Buffer(format!(
+        return Err(Error::Row(format!(
             "a row of out holds {nbytes} bytes (shape {shape:?}, itemsize {itemsize}); the layout needs {row_bytes}"
         )));
     }
     if !is_c_contiguous(shape, strides, itemsize) {
-        return Err(Error::Buffer("a row of out must be C-contiguous".into()));
+        return Err(Error::Row("a row of out must be C-contiguous".into()));
     }
     // SAFETY: the index was checked against the first axis, so the row
     // starts inside `out`'s data.
@@ -112,7 +112,7 @@ pub fn zeros<'py>(
     }
 }
 
-/// An array of `dtype` viewing `base`'s memory at `byte_offset`, with the
+/// An array of `dtype` over `base`'s memory at `byte_offset`, with the
 /// given shape and byte strides; it keeps `base` alive and is writeable when
 /// `base` is.
 ///
@@ -126,13 +126,37 @@ pub unsafe fn view<'py>(
     dims: &[usize],
     strides: &[isize],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = base.py();
+    // SAFETY: the caller vouches that the elements lie inside `base`'s
+    // memory, which `base` keeps valid while it lives.
+    unsafe { view_of(base.as_any(), data(base).add(byte_offset), dtype, dims, strides, is_writeable(base)) }
+}
+
+/// An array of `dtype` over memory at `ptr` that `owner` keeps valid, with
+/// the given shape and byte strides. The array holds a reference to `owner`
+/// (its numpy base), so the memory outlives every view of it. The one place
+/// pufferrs makes arrays over memory it does not allocate through numpy.
+///
+/// # Safety
+/// Every element the shape and strides address from `ptr` must lie in
+/// memory that stays valid, and writeable if `writeable`, as long as
+/// `owner` is alive.
+pub unsafe fn view_of<'py>(
+    owner: &Bound<'py, PyAny>,
+    ptr: *mut u8,
+    dtype: &Bound<'py, PyArrayDescr>,
+    dims: &[usize],
+    strides: &[isize],
+    writeable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = owner.py();
     let mut dims: Vec<npy_intp> = dims.iter().map(|&d| d as npy_intp).collect();
     let mut strides: Vec<npy_intp> = strides.to_vec();
-    let flags = if is_writeable(base) { NPY_ARRAY_WRITEABLE } else { 0 };
+    let flags = if writeable { NPY_ARRAY_WRITEABLE } else { 0 };
     // SAFETY: the caller vouches for the memory. PyArray_NewFromDescr steals
-    // the descr reference given by `into_ptr`; SetBaseObject steals the base
-    // reference, which keeps `base`'s memory alive as long as the view.
+    // the descr reference given by `into_ptr` and returns a new reference or
+    // NULL with an exception set; SetBaseObject steals the reference to
+    // `owner` given by `into_ptr`, which keeps the memory valid as long as
+    // the array (numpy releases the reference if it fails).
     unsafe {
         let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
             py,
@@ -141,13 +165,16 @@ pub unsafe fn view<'py>(
             dims.len() as i32,
             dims.as_mut_ptr(),
             strides.as_mut_ptr(),
-            data(base).add(byte_offset) as *mut std::ffi::c_void,
+            ptr as *mut std::ffi::c_void,
             flags,
             std::ptr::null_mut(),
         );
         let array = Bound::from_owned_ptr_or_err(py, ptr)?;
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr() as *mut npyffi::PyArrayObject, base.clone().into_ptr())
-            < 0
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            array.as_ptr() as *mut npyffi::PyArrayObject,
+            owner.clone().into_ptr(),
+        ) < 0
         {
             return Err(PyErr::fetch(py));
         }

@@ -7,18 +7,56 @@
 //! any batch of rows can be viewed leaf by leaf as `(B, ...)` arrays of the
 //! leaf's own dtype without copying.
 
-use crate::core::dtype::{DType, Value};
-use crate::core::error::{Error, Result};
+use crate::dtype::{DType, Value};
+use crate::error::{Error, Result};
 
-/// A fixed-size space, as the Python side describes a gymnasium space.
+/// A space as the Python side describes a gymnasium space.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Space {
-    Box { dtype: DType, shape: Vec<usize>, low: Vec<Value>, high: Vec<Value> },
-    Discrete { dtype: DType, n: i128, start: i128 },
-    MultiDiscrete { dtype: DType, shape: Vec<usize>, nvec: Vec<i128>, start: Vec<i128> },
-    MultiBinary { dtype: DType, shape: Vec<usize> },
+    Box {
+        dtype: DType,
+        shape: Vec<usize>,
+        low: Vec<Value>,
+        high: Vec<Value>,
+    },
+    Discrete {
+        dtype: DType,
+        n: i128,
+        start: i128,
+    },
+    MultiDiscrete {
+        dtype: DType,
+        shape: Vec<usize>,
+        nvec: Vec<i128>,
+        start: Vec<i128>,
+    },
+    MultiBinary {
+        dtype: DType,
+        shape: Vec<usize>,
+    },
     Dict(Vec<(String, Space)>),
     Tuple(Vec<Space>),
+    /// A space with no flat row, and why; `Layout::new` refuses it with its
+    /// path.
+    Unsupported(String),
+}
+
+impl Space {
+    /// A space of gymnasium class `kind` that is none of the above.
+    pub fn unsupported_kind(kind: &str) -> Space {
+        Space::Unsupported(match kind {
+            "Sequence" | "Graph" => format!("{kind} has no fixed size, so it has no flat row"),
+            _ => format!(
+                "{kind} spaces are not supported (supported: Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple)"
+            ),
+        })
+    }
+
+    /// A leaf space of gymnasium class `kind` whose dtype is not one a row
+    /// stores.
+    pub fn unsupported_dtype(kind: &str, dtype: &str) -> Space {
+        Space::Unsupported(format!("{kind} of dtype {dtype} is not a numeric dtype pufferrs stores"))
+    }
 }
 
 /// One step of a path into a nested space.
@@ -40,10 +78,45 @@ pub fn format_path(root: &str, path: &[Key]) -> String {
     s
 }
 
-/// A string literal the way Python's `repr` writes it.
-fn quote(s: &str) -> String {
-    let s = s.replace('\\', "\\\\");
-    if s.contains('\'') && !s.contains('"') { format!("\"{s}\"") } else { format!("'{}'", s.replace('\'', "\\'")) }
+/// A string literal the way Python's `repr` writes it: backslashes,
+/// quotes, control characters and the common invisible separators escaped
+/// (Python escapes a few rarer non-printable code points too).
+pub fn quote(s: &str) -> String {
+    let delimiter = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(delimiter);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == delimiter => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || ('\x7f'..='\u{a0}').contains(&c) || c == '\u{ad}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            '\u{1680}'
+            | '\u{2000}'..='\u{200f}'
+            | '\u{2028}'..='\u{202f}'
+            | '\u{205f}'..='\u{2064}'
+            | '\u{3000}'
+            | '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(delimiter);
+    out
+}
+
+/// A shape the way Python writes a tuple: `()`, `(8,)`, `(3, 64, 64)`.
+pub fn format_shape(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 /// What values a leaf accepts, beyond fitting its dtype.
@@ -180,7 +253,7 @@ fn leaf_dtype(space: &Space) -> Option<DType> {
         | Space::Discrete { dtype, .. }
         | Space::MultiDiscrete { dtype, .. }
         | Space::MultiBinary { dtype, .. } => Some(*dtype),
-        Space::Dict(_) | Space::Tuple(_) => None,
+        Space::Dict(_) | Space::Tuple(_) | Space::Unsupported(_) => None,
     }
 }
 
@@ -272,6 +345,7 @@ impl Builder<'_> {
                 (dtype, shape, Rule::MultiDiscrete { nvec, start })
             }
             Space::MultiBinary { dtype, shape } => (dtype, shape, Rule::MultiBinary),
+            Space::Unsupported(reason) => return Err(self.unsupported(reason)),
             Space::Dict(_) | Space::Tuple(_) => unreachable!("records are placed by `place`"),
         };
         let len = shape

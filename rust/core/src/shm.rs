@@ -14,6 +14,8 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fstat, ftruncate, memfd_create};
 
 /// Sections start on cache lines so that no two processes write one line.
@@ -86,47 +88,68 @@ unsafe impl Sync for Region {}
 unsafe impl Send for Region {}
 
 /// The shape of a vector env's buffers: what `Sections` is computed from.
+/// Built only by `Plan::new`, which owns every rule about these numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub num_envs: usize,
     pub num_workers: usize,
     pub obs_row_bytes: usize,
     pub action_row_bytes: usize,
-    /// Envs in a batch that `recv` may gather; equal to `num_envs` when
-    /// every batch is the whole vector env and no gather area is needed.
+    /// Envs in the batch that `recv` returns.
     pub batch_envs: usize,
+    /// Whether batches are gathered from several workers into a gather
+    /// area (asynchronous batches of worker processes).
+    pub gathers: bool,
 }
 
 impl Plan {
+    /// The checked plan of a vector env of `num_envs` envs and batches of
+    /// `batch_envs` (default: all of them).
+    ///
+    /// With `num_workers`, the envs run in that many worker processes, each
+    /// owning a block of consecutive envs, and a batch is any set of whole
+    /// blocks. Without, they run in the caller's process one batch at a
+    /// time: each batch is its own block, so nothing is ever gathered.
+    pub fn new(
+        num_envs: usize,
+        num_workers: Option<usize>,
+        obs_row_bytes: usize,
+        action_row_bytes: usize,
+        batch_envs: Option<usize>,
+    ) -> Result<Plan> {
+        let refuse = |reason: String| Err(Error::Buffers(reason));
+        if num_envs == 0 {
+            return refuse("num_envs must be positive, got 0".into());
+        }
+        let batch_envs = batch_envs.unwrap_or(num_envs);
+        if batch_envs == 0 || batch_envs > num_envs {
+            return refuse(format!("batch_size ({batch_envs}) must be between 1 and num_envs ({num_envs})"));
+        }
+        let (num_workers, gathers) = match num_workers {
+            None if num_envs % batch_envs != 0 => {
+                return refuse(format!(
+                    "batch_size ({batch_envs}) must divide num_envs ({num_envs}) when the envs run in this process"
+                ));
+            }
+            None => (num_envs / batch_envs, false),
+            Some(workers) if workers == 0 || num_envs % workers != 0 => {
+                return refuse(format!("num_workers ({workers}) must be a positive divisor of num_envs ({num_envs})"));
+            }
+            Some(workers) if batch_envs % (num_envs / workers) != 0 => {
+                let per = num_envs / workers;
+                return refuse(format!("batch_size ({batch_envs}) must be a multiple of the envs per worker ({per})"));
+            }
+            Some(workers) => (workers, batch_envs < num_envs),
+        };
+        // Worker indices travel as u32, and the completion ring needs a bit.
+        if num_workers > u32::MAX as usize / 2 {
+            return refuse(format!("too many workers ({num_workers})"));
+        }
+        Ok(Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers })
+    }
+
     pub fn envs_per_worker(&self) -> usize {
         self.num_envs / self.num_workers
-    }
-
-    pub fn gathers(&self) -> bool {
-        self.batch_envs < self.num_envs
-    }
-
-    /// Why this plan cannot be built, if it cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        let Plan { num_envs, num_workers, batch_envs, .. } = *self;
-        if num_envs == 0 || num_workers == 0 || batch_envs == 0 {
-            return Err(format!(
-                "num_envs ({num_envs}), num_workers ({num_workers}) and batch_size ({batch_envs}) must be positive"
-            ));
-        }
-        if num_envs % num_workers != 0 {
-            return Err(format!("num_envs ({num_envs}) must be a multiple of num_workers ({num_workers})"));
-        }
-        if batch_envs > num_envs || batch_envs % self.envs_per_worker() != 0 {
-            return Err(format!(
-                "batch_size ({batch_envs}) must be a multiple of the envs per worker ({}) and at most num_envs ({num_envs})",
-                self.envs_per_worker()
-            ));
-        }
-        if num_workers > u32::MAX as usize / 2 {
-            return Err(format!("too many workers ({num_workers})"));
-        }
-        Ok(())
     }
 }
 
@@ -161,7 +184,7 @@ impl Sections {
             end = start + bytes;
             start..end
         };
-        let (e, b) = (plan.num_envs, if plan.gathers() { plan.batch_envs } else { 0 });
+        let (e, b) = (plan.num_envs, if plan.gathers { plan.batch_envs } else { 0 });
         Sections {
             control: next(control_bytes, SECTION_ALIGN),
             observations: next(e * plan.obs_row_bytes, PAGE),
@@ -278,8 +301,7 @@ mod tests {
 
     #[test]
     fn sections_are_aligned_and_disjoint() {
-        let plan = Plan { num_envs: 6, num_workers: 3, obs_row_bytes: 12_504, action_row_bytes: 24, batch_envs: 4 };
-        plan.validate().unwrap();
+        let plan = Plan::new(6, Some(3), 12_504, 24, Some(4)).unwrap();
         let s = Sections::new(&plan, 200);
         let all = [
             &s.control,
@@ -307,18 +329,29 @@ mod tests {
         assert_eq!(s.batch_observations.len(), 4 * 12_504);
         assert_eq!(s.len, s.batch_masks.end);
 
-        let whole = Plan { batch_envs: 6, ..plan };
+        let whole = Plan::new(6, Some(3), 12_504, 24, None).unwrap();
         assert!(Sections::new(&whole, 200).batch_observations.is_empty());
+        let in_process = Plan::new(6, None, 12_504, 24, Some(2)).unwrap();
+        assert_eq!((in_process.num_workers, in_process.gathers), (3, false));
+        assert!(Sections::new(&in_process, 200).batch_observations.is_empty());
     }
 
     #[test]
     fn invalid_plans_are_refused() {
-        let ok = Plan { num_envs: 8, num_workers: 4, obs_row_bytes: 4, action_row_bytes: 8, batch_envs: 4 };
-        assert!(ok.validate().is_ok());
-        assert!(Plan { num_workers: 3, ..ok }.validate().unwrap_err().contains("multiple of num_workers"));
-        assert!(Plan { batch_envs: 3, ..ok }.validate().unwrap_err().contains("envs per worker"));
-        assert!(Plan { batch_envs: 10, ..ok }.validate().is_err());
-        assert!(Plan { num_envs: 0, ..ok }.validate().is_err());
+        let refusal = |num_envs, workers, batch| match Plan::new(num_envs, workers, 4, 8, batch) {
+            Err(Error::Buffers(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(Plan::new(8, Some(4), 4, 8, Some(4)).is_ok());
+        assert_eq!(refusal(8, Some(3), Some(4)), "num_workers (3) must be a positive divisor of num_envs (8)");
+        assert_eq!(refusal(8, Some(0), None), "num_workers (0) must be a positive divisor of num_envs (8)");
+        assert_eq!(refusal(8, Some(4), Some(3)), "batch_size (3) must be a multiple of the envs per worker (2)");
+        assert_eq!(refusal(8, Some(4), Some(10)), "batch_size (10) must be between 1 and num_envs (8)");
+        assert_eq!(
+            refusal(8, None, Some(3)),
+            "batch_size (3) must divide num_envs (8) when the envs run in this process"
+        );
+        assert_eq!(refusal(0, Some(1), None), "num_envs must be positive, got 0");
     }
 
     #[test]

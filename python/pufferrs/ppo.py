@@ -1,0 +1,535 @@
+"""PPO on pufferrs vector envs: the algorithm, top to bottom.
+
+The loop, per update (``batch_size`` env steps)::
+
+    rollout:  vecenv.recv() -> rows to the device -> policy.forward_eval
+              (LSTM state kept per env id, zeroed where an episode starts)
+              -> sample_logits -> vecenv.send(), storing every step into
+              the experience buffer, until each env has stored ``horizon``
+              steps (``horizon = batch_size / num_envs``)
+    learn:    GAE over each env's steps, then ``update_epochs`` passes of
+              minibatches of ``bptt_horizon``-step segments: clipped policy
+              and value losses, entropy bonus, Adam with gradient clipping
+
+Choices worth knowing:
+
+- **Experience** lives on the training device: ``(num_envs, horizon)``
+  steps of flat observation rows (packed as the vector env returns them;
+  the policy unflattens them in its ``forward``), actions, log-probs,
+  values, rewards, terminals, truncations, episode starts, and the LSTM
+  state at the start of each ``bptt_horizon`` segment. Training unrolls
+  every segment from the state it had in the rollout, not from zeros.
+- **Asynchronous rollouts** (``env_batch_size < num_envs``): each ``recv``
+  returns the envs that are ready; an env that has stored its ``horizon``
+  steps keeps being stepped (``send`` must answer every ``recv``) without
+  storing, until the others catch up. Its LSTM state keeps following it, so
+  its next stored step starts from the right state. In synchronous mode no
+  step is wasted: the batch that completes the rollout is held (received,
+  not yet answered) across the update and acted on by the new policy.
+- **Truncation** (a time limit) bootstraps from the value estimate. The
+  vector env resets an env in the step that ends its episode, so the
+  episode's final observation is gone; the value of the last observation
+  the policy saw stands in for it: the target is ``r + gamma * V(s_t)``.
+- **Episode statistics**: every numeric entry of an ended episode's info
+  (``episode_return``, ``episode_length``, and e.g. ``success``) is
+  averaged per update under ``env/<key>``.
+
+The run's plumbing lives elsewhere: settings in :mod:`pufferrs.config`, the
+env and policy in :mod:`pufferrs.factories`, files, checkpoints and
+evaluation in :mod:`pufferrs.runs`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pufferrs.actions import ActionAdapter
+from pufferrs.config import Config, resolve_device
+from pufferrs.device import HostToDevice
+from pufferrs.errors import ConfigError
+from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
+from pufferrs.pytorch import sample_logits
+from pufferrs.runs import RunDirectory, episode_numbers, save_checkpoint, summarize
+
+__all__ = ["Experience", "Trainer", "compute_advantages"]
+
+
+class Experience:
+    """One update's steps on the training device: ``num_envs`` rows of
+    ``horizon`` steps, viewed as segments of ``bptt_horizon`` for training.
+
+    Rewards, terminals, truncations and episode starts arrive with every
+    ``recv`` on the host, where the rollout needs them anyway; they are kept
+    there and copied to the device once per update (``to_device``)."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        horizon: int,
+        bptt_horizon: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        actions: ActionAdapter,
+        lstm_size: int | None,
+        device: torch.device,
+    ):
+        n, t = num_envs, horizon
+        self.num_envs, self.horizon, self.bptt_horizon = n, t, bptt_horizon
+        self.obs = torch.zeros(n, t, *obs_shape, dtype=obs_dtype, device=device)
+        self.actions = torch.zeros(n, t, *actions.shape, dtype=actions.dtype, device=device)
+        self.logprobs = torch.zeros(n, t, device=device)
+        self.values = torch.zeros(n, t, device=device)
+        #: V(observation after each env's last stored step), for GAE.
+        self.bootstrap = torch.zeros(n, device=device)
+        self.host_rewards = np.zeros((n, t), np.float32)
+        self.host_terminals = np.zeros((n, t), bool)
+        self.host_truncations = np.zeros((n, t), bool)
+        #: True where the observation is the first of an episode. Kept on
+        #: the CPU for training too: LSTMWrapper.forward reads it on the host.
+        self.episode_starts = torch.zeros(n, t, dtype=torch.bool)
+        self.host_starts = self.episode_starts.numpy()
+        if lstm_size is not None:
+            # The LSTM state going into each segment's first step (zero when
+            # that step starts an episode).
+            self.lstm_h = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
+            self.lstm_c = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
+        self.rewards = torch.zeros(n, t, device=device)
+        self.terminals = torch.zeros(n, t, dtype=torch.bool, device=device)
+        self.truncations = torch.zeros(n, t, dtype=torch.bool, device=device)
+
+    def to_device(self) -> None:
+        """Copies the host-side rewards, terminals and truncations over."""
+        for name in ("rewards", "terminals", "truncations"):
+            getattr(self, name).copy_(torch.from_numpy(getattr(self, "host_" + name)))
+
+
+def compute_advantages(
+    values: torch.Tensor,
+    bootstrap: torch.Tensor,
+    rewards: torch.Tensor,
+    terminals: torch.Tensor,
+    truncations: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """GAE(gamma, lambda) over ``(num_envs, horizon)`` steps.
+
+    ``bootstrap`` is the value of the observation after each env's last
+    step. A terminal step has no future; a truncated step's future is
+    estimated by its own observation's value (the final observation was
+    replaced by the next episode's first in the same step). Neither
+    carries advantage across the episode boundary.
+    """
+    advantages = torch.zeros_like(values)
+    last = torch.zeros_like(bootstrap)
+    next_values = bootstrap
+    for t in reversed(range(values.shape[1])):
+        terminal = terminals[:, t]
+        truncated = truncations[:, t] & ~terminal
+        future = torch.where(truncated, values[:, t], next_values) * (~terminal)
+        delta = rewards[:, t] + gamma * future - values[:, t]
+        last = delta + gamma * gae_lambda * (~(terminal | truncated)) * last
+        advantages[:, t] = last
+        next_values = values[:, t]
+    return advantages
+
+
+class _Batch:
+    """What one ``recv`` returned, ready to act on: env ids and their
+    observations (on the device) and episode-start flags (host and device)."""
+
+    __slots__ = ("env_ids", "obs", "starts", "starts_device")
+
+    def __init__(self, env_ids: np.ndarray, obs: torch.Tensor, starts: np.ndarray, starts_device: torch.Tensor):
+        self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
+
+
+def _env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
+    """An index into per-env storage: a slice for consecutive env ids."""
+    n = len(env_ids)
+    if n and env_ids[-1] - env_ids[0] == n - 1 and (np.diff(env_ids) == 1).all():
+        return slice(int(env_ids[0]), int(env_ids[0]) + n)
+    return torch.from_numpy(env_ids).to(device)
+
+
+def _rows(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple[Any, Any]:
+    """An index into ``(num_envs, horizon, ...)`` storage for ``(env_ids[k],
+    steps[k])``: plain slices when the envs are consecutive and at the same
+    step (synchronous rollouts), index tensors otherwise."""
+    if len(steps) and (steps == steps[0]).all():
+        index = _env_index(env_ids, device)
+        if isinstance(index, slice):
+            return index, int(steps[0])
+    return torch.from_numpy(env_ids).to(device), torch.from_numpy(steps).to(device)
+
+
+class Trainer:
+    """PPO on a pufferrs vector env; see the module docstring.
+
+    ``vecenv`` and ``policy`` default to :func:`~pufferrs.factories.make_vecenv`
+    and :func:`~pufferrs.factories.make_policy` of ``config``. With
+    ``config.run_dir`` set, :meth:`train` fills a
+    :class:`~pufferrs.runs.RunDirectory` there.
+
+    The trainer leaves process-wide state alone (torch's threads, global
+    seeds, cuDNN flags): call :func:`~pufferrs.config.apply_process_settings`
+    first for those, as ``pufferrs train`` does.
+    """
+
+    def __init__(self, config: Config, vecenv: Any = None, policy: nn.Module | None = None):
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        if vecenv is None:
+            check_env(config.env, config.env_kwargs)
+            vecenv = make_vecenv(config, env_batch_size=config.env_batch_size)
+        self.vecenv = vecenv
+        try:
+            if vecenv.num_envs != config.num_envs:
+                raise ConfigError(f"the vector env has {vecenv.num_envs} envs, the config {config.num_envs}")
+            self.actions = ActionAdapter(vecenv.single_action_space)
+            self.policy = (policy if policy is not None else make_policy(vecenv, config)).to(self.device)
+            self.recurrent = is_recurrent(self.policy)
+            if self.recurrent != config.lstm:
+                raise ConfigError(f"config.lstm is {config.lstm}, but the policy is a {type(self.policy).__name__}")
+            # With the option on, the trainer merges each rollout into the
+            # policy's statistics; a NormalizedPolicy passed in with it off
+            # is the caller's to update.
+            self.normalizer = getattr(self.policy, "normalizer", None) if config.normalize_observations else None
+            if config.normalize_observations and self.normalizer is None:
+                raise ConfigError("normalize_observations needs a policy with a normalizer (pufferrs.normalize)")
+        except BaseException:
+            vecenv.close()
+            raise
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        # The calls the loop makes; compiled separately, since compiling the
+        # module compiles only its `forward`. The module itself stays plain
+        # for the optimizer, state_dict and checkpoints.
+        self.forward_eval = self.policy.forward_eval
+        self.forward = self.policy.forward
+        if config.compile:
+            self.forward_eval = CompiledOrEager(self.policy.forward_eval)
+            self.forward = CompiledOrEager(self.policy.forward)
+
+        n = config.num_envs
+        obs_space = vecenv.single_observation_space
+        self.obs_shape = tuple(obs_space.shape)
+        self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
+        lstm_size = self.policy.hidden_size if self.recurrent else None
+        self.experience = Experience(
+            n, config.horizon, config.bptt_horizon, self.obs_shape, self.obs_dtype, self.actions, lstm_size, self.device
+        )
+        if self.recurrent:
+            # The LSTM state of every env, between its steps.
+            self.lstm_h = torch.zeros(n, lstm_size, device=self.device)
+            self.lstm_c = torch.zeros(n, lstm_size, device=self.device)
+        self.to_device = HostToDevice(self.device, vecenv)
+
+        # Rollout bookkeeping, per env id (host side).
+        self.stored = np.zeros(n, np.int64)  # steps stored this rollout
+        self.pending = np.full(n, -1, np.int64)  # stored step whose outcome is awaited, or -1
+        self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
+        self.new_episode = np.ones(n, bool)  # the next observation starts an episode (set by a reset)
+        self.held: _Batch | None = None  # a received batch not yet acted on
+        self.episode_infos: dict[str, list[float]] = defaultdict(list)
+
+        self.update = 0
+        self.global_step = 0
+        self.timers = dict.fromkeys(("env", "inference", "learn"), 0.0)
+        self.metrics: list[dict[str, Any]] = []
+        self.run_dir = Path(config.run_dir) if config.run_dir else None
+        self._started = False
+
+    # -- rollout ------------------------------------------------------------
+
+    def _receive(self) -> _Batch:
+        """The next batch from the vector env; records the outcomes (reward,
+        terminal, truncation) of the steps its envs were taking."""
+        start = time.perf_counter()
+        obs, rewards, terminals, truncations, infos, env_ids, _ = self.vecenv.recv()
+        self.timers["env"] += time.perf_counter() - start
+        env_ids = np.asarray(env_ids, np.int64)
+        ended = terminals | truncations
+
+        pending = self.pending[env_ids]
+        has = pending >= 0
+        ids, steps = env_ids, pending
+        if not has.all():
+            ids, steps = env_ids[has], pending[has]
+            rewards, terminals, truncations = rewards[has], terminals[has], truncations[has]
+        exp = self.experience
+        exp.host_rewards[ids, steps] = rewards
+        exp.host_terminals[ids, steps] = terminals
+        exp.host_truncations[ids, steps] = truncations
+        self.pending[env_ids] = -1
+
+        for k in np.flatnonzero(ended).tolist():
+            for key, value in episode_numbers(infos[k]).items():
+                self.episode_infos[key].append(value)
+
+        starts = ended | self.new_episode[env_ids]
+        self.new_episode[env_ids] = False
+        # `obs` is a view that the next recv overwrites; the copy to the
+        # device (or the clone a held CPU batch gets) keeps it.
+        return _Batch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts))
+
+    def _act(self, batch: _Batch) -> bool:
+        """Runs the policy on ``batch``, stores the steps of envs still
+        filling their rows, and sends the actions. Returns True, without
+        sending, when this batch completes the rollout: it is then held
+        and acted on by the next rollout's (updated) policy."""
+        start = time.perf_counter()
+        exp, env_ids = self.experience, batch.env_ids
+        steps = self.stored[env_ids]
+        store = steps < exp.horizon
+        finishing = ~store & ~self.complete[env_ids]
+
+        state: dict[str, Any] | None = None
+        if self.recurrent:
+            index = _env_index(env_ids, self.device)
+            h_in, c_in = self.lstm_h[index], self.lstm_c[index]
+            state = {"lstm_h": h_in, "lstm_c": c_in, "episode_start": batch.starts_device}
+        logits, values = self.forward_eval(batch.obs, state)
+
+        if finishing.any():
+            # The observation after the env's last stored step: its value
+            # bootstraps GAE, computed by the policy that chose the steps.
+            chosen = np.flatnonzero(finishing)
+            exp.bootstrap[torch.from_numpy(env_ids[chosen]).to(self.device)] = values[
+                torch.from_numpy(chosen).to(self.device)
+            ].float()
+            self.complete[env_ids[chosen]] = True
+            if self.complete.all():
+                if self.device.type == "cpu":  # still a view of the rows the next recv overwrites
+                    batch.obs = batch.obs.clone()
+                self.held = batch
+                self.timers["inference"] += time.perf_counter() - start
+                return True
+
+        actions, logprobs, _ = sample_logits(logits)
+        if self.recurrent:
+            at_segment = store & (steps % exp.bptt_horizon == 0)
+            if at_segment.any():
+                # The state this segment starts from, as its first step saw
+                # it: zero when that step starts an episode.
+                sel = np.flatnonzero(at_segment)
+                sel_t = torch.from_numpy(sel).to(self.device)
+                reset = batch.starts_device[sel_t].unsqueeze(-1)
+                where = _rows(env_ids[sel], steps[sel] // exp.bptt_horizon, self.device)
+                exp.lstm_h[where] = h_in[sel_t].masked_fill(reset, 0)
+                exp.lstm_c[where] = c_in[sel_t].masked_fill(reset, 0)
+            self.lstm_h[index] = state["lstm_h"]
+            self.lstm_c[index] = state["lstm_c"]
+
+        if store.any():
+            if store.all():
+                ids, at, sel_t = env_ids, steps, None
+            else:
+                sel = np.flatnonzero(store)
+                ids, at, sel_t = env_ids[sel], steps[sel], torch.from_numpy(sel).to(self.device)
+            where = _rows(ids, at, self.device)
+
+            def pick(x: torch.Tensor) -> torch.Tensor:
+                return x if sel_t is None else x[sel_t]
+
+            exp.obs[where] = pick(batch.obs)
+            exp.actions[where] = pick(actions).reshape(-1, *self.actions.shape).to(exp.actions.dtype)
+            exp.logprobs[where] = pick(logprobs).float()
+            exp.values[where] = pick(values).float()
+            exp.host_starts[ids, at] = batch.starts[store]
+            self.pending[ids] = at
+            self.stored[ids] = at + 1
+        env_actions = self.actions(actions)
+        self.timers["inference"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        self.vecenv.send(env_actions)
+        self.timers["env"] += time.perf_counter() - start
+        return False
+
+    @torch.no_grad()
+    def rollout(self) -> None:
+        """Fills the experience buffer: ``horizon`` steps of every env."""
+        if not self._started:
+            self.vecenv.async_reset(self.config.seed)
+            self._started = True
+        self.stored[:] = 0
+        self.complete[:] = False
+        # The steps in flight from the last rollout were not stored.
+        self.pending[:] = -1
+        self.policy.eval()
+        while True:
+            batch, self.held = (self.held, None) if self.held is not None else (self._receive(), None)
+            if self._act(batch):
+                break
+        self.experience.to_device()
+        self.global_step += self.config.batch_size
+
+    # -- learning -----------------------------------------------------------
+
+    def segments(self) -> tuple[int, int]:
+        """``(count, length)`` of the training segments: ``bptt_horizon``
+        steps for an LSTM, single steps (shuffled freely) otherwise."""
+        length = self.config.bptt_horizon if self.recurrent else 1
+        return self.config.batch_size // length, length
+
+    def evaluate_segments(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logprobs, entropy, values)`` of the stored actions of the
+        segments ``index`` under the current policy, flat over
+        ``len(index) * length`` steps. An LSTM unrolls every segment from its
+        stored start state, zeroing at the stored episode starts."""
+        exp = self.experience
+        count, length = self.segments()
+        obs = exp.obs.reshape(count, length, *self.obs_shape)[index]
+        actions = exp.actions.reshape(count, length, *self.actions.shape)[index].reshape(-1, *self.actions.shape)
+        if self.recurrent:
+            host_index = index.cpu()
+            state = {
+                "lstm_h": exp.lstm_h.reshape(count, -1)[index],
+                "lstm_c": exp.lstm_c.reshape(count, -1)[index],
+                "episode_start": exp.episode_starts.reshape(count, length)[host_index],
+            }
+            logits, values = self.forward(obs, state)
+        else:
+            logits, values = self.forward(obs.reshape(-1, *self.obs_shape))
+        _, logprobs, entropy = sample_logits(logits, actions)
+        return logprobs, entropy, values.reshape(-1)
+
+    def learn(self) -> dict[str, float]:
+        """One PPO update on the experience buffer; returns the losses."""
+        start = time.perf_counter()
+        config, exp = self.config, self.experience
+        self.policy.train()
+        with torch.no_grad():
+            advantages = compute_advantages(
+                exp.values, exp.bootstrap, exp.rewards, exp.terminals, exp.truncations, config.gamma, config.gae_lambda
+            )
+            returns = advantages + exp.values
+        count, length = self.segments()
+        flat = {
+            "logprobs": exp.logprobs.reshape(count, length),
+            "values": exp.values.reshape(count, length),
+            "advantages": advantages.reshape(count, length),
+            "returns": returns.reshape(count, length),
+        }
+        per_minibatch = config.minibatch_size // length
+        totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        steps = 0
+        for _ in range(config.update_epochs):
+            order = torch.randperm(count).to(self.device)
+            for index in order.split(per_minibatch):
+                old_logprobs, old_values, adv, ret = (
+                    flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")
+                )
+                logprobs, entropy, values = self.evaluate_segments(index)
+                logratio = logprobs - old_logprobs
+                ratio = logratio.exp()
+                if config.norm_adv:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+                values = values.float()
+                if config.vf_clip_coef > 0:
+                    clipped = old_values + (values - old_values).clamp(-config.vf_clip_coef, config.vf_clip_coef)
+                    v_loss = 0.5 * torch.max((values - ret) ** 2, (clipped - ret) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((values - ret) ** 2).mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+
+                with torch.no_grad():
+                    totals["policy_loss"] += pg_loss.detach()
+                    totals["value_loss"] += v_loss.detach()
+                    totals["entropy"] += entropy_loss.detach()
+                    totals["approx_kl"] += ((ratio - 1) - logratio).mean()
+                    totals["clipfrac"] += ((ratio - 1).abs() > config.clip_coef).float().mean()
+                steps += 1
+        if self.normalizer is not None:
+            # After the epochs that learn from this rollout, so that the
+            # rollout and its training passes normalised alike.
+            self.normalizer.update(exp.obs)
+        # One read back to the host per update, not one per minibatch.
+        losses = {k: v.item() / steps for k, v in totals.items()}
+        with torch.no_grad():
+            var = returns.var()
+            losses["explained_variance"] = float("nan") if var == 0 else (1 - (returns - exp.values).var() / var).item()
+        self.timers["learn"] += time.perf_counter() - start
+        return losses
+
+    # -- the loop -------------------------------------------------------------
+
+    def train(self, on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Runs ``config.num_updates`` updates, calling ``on_update(metrics)``
+        after each; returns a summary. Writes the run directory if set."""
+        config = self.config
+        run = RunDirectory(self.run_dir, config, self.save_checkpoint) if self.run_dir is not None else None
+        started = time.perf_counter()
+        try:
+            while self.update < config.num_updates:
+                self.update += 1
+                if config.anneal_lr:
+                    frac = 1.0 - (self.update - 1) / config.num_updates
+                    self.optimizer.param_groups[0]["lr"] = frac * config.learning_rate
+                self.rollout()
+                losses = self.learn()
+                row = self._metrics(losses, time.perf_counter() - started)
+                self.metrics.append(row)
+                if run is not None:
+                    run.record(row)
+                if on_update is not None:
+                    on_update(row)
+        except KeyboardInterrupt:
+            # Stopped by hand: what was learned so far is still saved.
+            self._finish(run, time.perf_counter() - started)
+            raise
+        finally:
+            if run is not None:
+                run.close()
+        return self._finish(run, time.perf_counter() - started)
+
+    def _metrics(self, losses: dict[str, float], elapsed: float) -> dict[str, Any]:
+        """The update's row of ``metrics.jsonl``."""
+        row: dict[str, Any] = {
+            "update": self.update,
+            "global_step": self.global_step,
+            "time": round(elapsed, 3),
+            "sps": self.global_step / elapsed if elapsed > 0 else 0.0,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+        }
+        for key, values in sorted(self.episode_infos.items()):
+            row[f"env/{key}"] = float(np.mean(values))
+        row["env/episodes"] = len(self.episode_infos.get("episode_return", ()))
+        self.episode_infos.clear()
+        row.update({f"losses/{k}": v for k, v in losses.items()})
+        row.update({f"perf/{k}": round(v, 4) for k, v in self.timers.items()})
+        return row
+
+    def _finish(self, run: RunDirectory | None, elapsed: float) -> dict[str, Any]:
+        summary = summarize(self.config.env, self.metrics, self.update, self.global_step, self.timers, elapsed)
+        return run.finish(summary, self.metrics) if run is not None else summary
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Writes the policy's ``state_dict`` with the config and progress
+        (see :func:`~pufferrs.runs.save_checkpoint`)."""
+        return save_checkpoint(path, self.policy, self.optimizer, self.config, self.update, self.global_step)
+
+    def close(self) -> None:
+        self.vecenv.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

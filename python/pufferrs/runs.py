@@ -1,0 +1,303 @@
+"""What a training run leaves behind, and what is done with it afterwards:
+the run directory (``config.json``, ``metrics.jsonl``, checkpoints,
+``learning_curve.png``, ``summary.json``), loading checkpoints back, and
+playing a policy for evaluation.
+
+Checkpoints are ``{"state_dict", "config", "update", "global_step",
+"optimizer"}`` dicts saved with :func:`torch.save`; they load with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pufferrs.actions import ActionAdapter, greedy_action
+from pufferrs.config import Config, ConfigError, resolve_device
+from pufferrs.factories import check_env, is_recurrent, make_policy, make_vecenv
+from pufferrs.pytorch import sample_logits
+
+__all__ = [
+    "RunDirectory",
+    "episode_numbers",
+    "evaluate",
+    "evaluate_checkpoint",
+    "load_checkpoint",
+    "plot_metrics",
+    "policy_from_checkpoint",
+    "save_checkpoint",
+    "summarize",
+]
+
+
+def episode_numbers(info: dict) -> dict[str, float]:
+    """The numeric entries of an ended episode's info (``episode_return``,
+    ``episode_length``, e.g. ``success``): what gets averaged."""
+    return {
+        k: float(v)
+        for k, v in info.items()
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    }
+
+
+# ---------------------------------------------------------------------------
+# The run directory
+
+
+class RunDirectory:
+    """The files of a run in ``path``: ``config.json`` from the start, one
+    ``metrics.jsonl`` row per update, ``checkpoints/update_NNNNNN.pt`` every
+    ``checkpoint_interval`` updates, and at the end ``model.pt``,
+    ``learning_curve.png`` and ``summary.json``. ``save`` writes a
+    checkpoint to the path it is given."""
+
+    def __init__(self, path: str | Path, config: Config, save: Callable[[Path], Path]):
+        self.path, self.config, self.save = Path(path), config, save
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        self.metrics_file = open(self.path / "metrics.jsonl", "w")  # noqa: SIM115 - closed by close()
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Appends an update's metrics; saves a checkpoint when one is due
+        (the last update's is ``model.pt``, written by :meth:`finish`)."""
+        self.metrics_file.write(json.dumps(row) + "\n")
+        self.metrics_file.flush()
+        update, interval = row["update"], self.config.checkpoint_interval
+        if interval and update % interval == 0 and update < self.config.num_updates:
+            self.save(self.path / "checkpoints" / f"update_{update:06d}.pt")
+
+    def finish(self, summary: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+        """Saves ``model.pt``, the learning curve and ``summary.json``;
+        returns ``summary`` with their paths added."""
+        summary["checkpoint"] = str(self.save(self.path / "model.pt"))
+        summary["metrics"] = str(self.path / "metrics.jsonl")
+        if metrics:
+            plot = plot_metrics(metrics, self.path / "learning_curve.png", title=self.config.env)
+            summary["plot"] = str(plot)
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def close(self) -> None:
+        self.metrics_file.close()
+
+
+def summarize(
+    env: str, metrics: list[dict[str, Any]], update: int, global_step: int, timers: dict[str, float], elapsed: float
+) -> dict[str, Any]:
+    """The end of training in numbers: steps, time, speed, the last
+    update's episode statistics, and the time split."""
+    last = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("env/")}
+    # The last few updates, for a steadier figure than one update's.
+    recent = [m["env/episode_return"] for m in metrics[-5:] if "env/episode_return" in m]
+    return {
+        "env": env,
+        "updates": update,
+        "global_step": global_step,
+        "seconds": round(elapsed, 2),
+        "sps": round(global_step / elapsed, 1) if elapsed > 0 else 0.0,
+        "mean_return_last_5_updates": float(np.mean(recent)) if recent else None,
+        **last,
+        **{f"perf/{k}": round(v, 3) for k, v in timers.items()},
+    }
+
+
+def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Writes the learning curve as a PNG: mean episode return over env
+    steps; the env's rates (``success``, ``score``) when it reports them;
+    and the losses."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, none opened
+    from matplotlib import pyplot as plt
+
+    path = Path(path)
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pairs = [(m["global_step"], m[key]) for m in metrics if m.get(key) is not None]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    rates = [key for key in ("env/success", "env/score") if any(m.get(key) is not None for m in metrics)]
+    panels = 3 if rates else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 * panels + 1), sharex=True)
+    steps = metrics[-1]["global_step"] if metrics else 0
+    axes[0].plot(*series("env/episode_return"))
+    axes[0].set_ylabel("mean episode return")
+    axes[0].set_title(f"{title} ({steps:,} steps)")
+    if rates:
+        for key in rates:
+            axes[1].plot(*series(key), label=key[4:])
+        axes[1].set_ylabel("rate")
+        axes[1].set_ylim(-0.05, 1.05)
+        axes[1].legend(loc="lower right")
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl"):
+        axes[-1].plot(*series(f"losses/{key}"), label=key)
+    axes[-1].set_ylabel("losses")
+    axes[-1].set_yscale("symlog", linthresh=1e-3)
+    axes[-1].legend(loc="upper right")
+    axes[-1].set_xlabel("env steps")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(
+    path: str | Path,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    update: int,
+    global_step: int,
+) -> Path:
+    """Writes the policy's ``state_dict`` with the config and progress."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {
+            "state_dict": policy.state_dict(),
+            "config": dataclasses.asdict(config),
+            "update": update,
+            "global_step": global_step,
+            "optimizer": optimizer.state_dict(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # never a half-written checkpoint under the real name
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], Config]:
+    """``(checkpoint dict, Config)`` from a file :func:`save_checkpoint` wrote."""
+    try:
+        checkpoint = torch.load(path, map_location=resolve_device(device), weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"no checkpoint at {str(path)!r}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise ConfigError(f"{str(path)!r} is not a readable checkpoint: {exc}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
+        raise ConfigError(f"{str(path)!r} is not a pufferrs checkpoint (no state_dict and config)")
+    known = {f.name for f in dataclasses.fields(Config)}
+    return checkpoint, Config(**{k: v for k, v in checkpoint["config"].items() if k in known})
+
+
+def policy_from_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuilds the policy a checkpoint was trained with and loads its weights."""
+    checkpoint, config = load_checkpoint(path, device)
+    check_env(config.env, config.env_kwargs)
+    probe = make_vecenv(config, num_envs=1, backend="serial")
+    try:
+        policy = make_policy(probe, config)
+    finally:
+        probe.close()
+    try:
+        policy.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or misshapen weights
+        raise ConfigError(f"{str(path)!r} does not fit the policy its config describes: {exc}") from None
+    return policy.to(resolve_device(device)), config, checkpoint
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(
+    policy: nn.Module,
+    config: Config,
+    episodes: int = 10,
+    greedy: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+    num_envs: int | None = None,
+) -> dict[str, Any]:
+    """Runs ``policy`` for ``episodes`` episodes of ``config.env`` and
+    returns ``{"returns": [...], "lengths": [...], "mean_return": ...}`` plus
+    the mean of every other numeric episode info (e.g. ``success``).
+
+    ``greedy`` takes the most likely action, else samples. Each of
+    ``num_envs`` envs (default ``min(episodes, 16)``) plays the same
+    number of episodes, so that short episodes are not over-counted.
+    ``seed`` defaults to ``config.seed + 1000``, away from training's.
+    """
+    _check_episodes(episodes)
+    return _play(policy, config, episodes, greedy, torch.device(device), seed, num_envs)
+
+
+def evaluate_checkpoint(
+    path: str | Path, episodes: int = 10, greedy: bool = True, device: str = "cpu", seed: int | None = None
+) -> tuple[dict[str, Any], Config, dict[str, Any]]:
+    """:func:`evaluate` of the policy a checkpoint holds (see
+    :func:`policy_from_checkpoint`); returns ``(result, config, checkpoint)``.
+    Refuses bad arguments before reading the file."""
+    _check_episodes(episodes)
+    resolved = resolve_device(device)
+    policy, config, checkpoint = policy_from_checkpoint(path, str(resolved))
+    return _play(policy, config, episodes, greedy, resolved, seed, None), config, checkpoint
+
+
+def _check_episodes(episodes: int) -> None:
+    if episodes < 1:
+        raise ConfigError(f"episodes must be positive, got {episodes}")
+
+
+@torch.no_grad()
+def _play(
+    policy: nn.Module,
+    config: Config,
+    episodes: int,
+    greedy: bool,
+    device: torch.device,
+    seed: int | None,
+    num_envs: int | None,
+) -> dict[str, Any]:
+    num_envs = num_envs or min(episodes, 16)
+    per_env = math.ceil(episodes / num_envs)
+    seed = config.seed + 1000 if seed is None else seed
+    vecenv = make_vecenv(config, num_envs=num_envs, backend="serial", seed=seed)
+    actions = ActionAdapter(vecenv.single_action_space)
+    recurrent = is_recurrent(policy)
+    policy.eval()
+    results: list[list[dict[str, float]]] = [[] for _ in range(num_envs)]
+    state: dict[str, Any] = {}
+    try:
+        obs, _ = vecenv.reset(seed=seed)
+        starts = np.ones(num_envs, bool)
+        while min(len(r) for r in results) < per_env:
+            obs_t = torch.from_numpy(obs).to(device)
+            if recurrent:
+                state["episode_start"] = torch.from_numpy(starts).to(device)
+            logits, _ = policy.forward_eval(obs_t, state if recurrent else None)
+            action = greedy_action(logits) if greedy else sample_logits(logits)[0]
+            obs, _, terminals, truncations, infos = vecenv.step(actions(action))
+            starts = terminals | truncations
+            for i in np.flatnonzero(starts).tolist():
+                if len(results[i]) < per_env:
+                    results[i].append(episode_numbers(infos[i]))
+    finally:
+        vecenv.close()
+    # Round-robin over envs, so that the first `episodes` mix all envs.
+    ordered = [results[i][k] for k in range(per_env) for i in range(num_envs)][:episodes]
+    out: dict[str, Any] = {
+        "returns": [e["episode_return"] for e in ordered],
+        "lengths": [int(e["episode_length"]) for e in ordered],
+    }
+    out["mean_return"] = float(np.mean(out["returns"]))
+    for key in sorted({k for e in ordered for k in e} - {"episode_return", "episode_length"}):
+        out[f"mean_{key}"] = float(np.mean([e[key] for e in ordered if key in e]))
+    return out

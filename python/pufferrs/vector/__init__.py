@@ -1,0 +1,108 @@
+"""Vectorized environments over zero-copy shared-memory buffers.
+
+:func:`make` builds a vector env in the shape of PufferLib's ``vector.make``:
+
+>>> import gymnasium as gym
+>>> import pufferrs.vector
+>>> with pufferrs.vector.make(lambda: gym.make("CartPole-v1"), num_envs=4) as envs:
+...     obs, infos = envs.reset(seed=0)
+...     obs, rewards, terminals, truncations, infos = envs.step(envs.action_space.sample())
+
+Two backends share one API and produce bit-identical results for the same
+seed and actions:
+
+- :class:`Serial` steps every env in this process (for debugging, and for
+  envs so cheap that processes cost more than they give).
+- :class:`Multiprocessing` runs envs in worker processes. Workers write
+  observations, rewards and flags straight into one shared-memory region
+  that Rust creates (a memfd: it never appears in ``/dev/shm``, and the
+  kernel frees it when the last process holding it exits, even after a
+  SIGKILL), and the arrays :meth:`recv` returns are numpy views of that
+  memory: no copy between a worker's ``env.step`` and your policy.
+  Parent and workers signal each other through atomics in the region (a
+  short spin, then a futex sleep with the GIL released); pipes carry only
+  seeds, non-empty infos and errors.
+
+Arrays returned by ``reset``/``step``/``recv`` are views that the next call
+overwrites: copy what you keep. Observations are flat rows
+(``single_observation_space``, the emulated Box of :class:`pufferrs.Layout`);
+``vecenv.layout.unflatten(obs)`` (or :func:`pufferrs.pytorch.unflatten`)
+views them as the env's nested structure again.
+
+Choices where gymnasium and PufferLib differ:
+
+- Autoreset happens in the worker at the step that ends an episode: that
+  step returns the first observation of the next episode with the reward,
+  terminal and truncation of the last step (PufferLib's and gymnasium's
+  ``SAME_STEP`` mode). The reset's own info is dropped.
+- ``infos`` is a list with one dict per env of the batch, in ``env_ids``
+  order. Most are empty; the dict of a step that ended an episode holds the
+  env's info of that step plus ``episode_return`` (float) and
+  ``episode_length`` (int).
+- Env ``i`` is reset with ``seed + i`` by ``reset(seed)``; the first reset
+  without a seed uses ``make``'s ``seed``, later ones leave the envs' RNGs
+  running.
+- ``masks`` are all True (one agent per env).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+
+from pufferrs.vector.processes import Multiprocessing
+from pufferrs.vector.serial import Serial
+
+__all__ = ["Multiprocessing", "Serial", "make"]
+
+
+def make(
+    env_creator: Callable[..., gym.Env] | Sequence[Callable[..., gym.Env]],
+    num_envs: int = 1,
+    backend: str | type = "serial",
+    num_workers: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    env_args: Sequence[Any] = (),
+    env_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Serial | Multiprocessing:
+    """A vector env of ``num_envs`` envs made by ``env_creator(*env_args,
+    **env_kwargs)`` (or by one creator each, given a list).
+
+    ``backend`` is ``"serial"`` or ``"multiprocessing"`` (or one of the
+    classes). ``num_workers`` (multiprocessing) defaults to the largest
+    divisor of ``num_envs`` that is at most the number of CPUs;
+    ``batch_size`` (envs returned by each ``recv``) defaults to
+    ``num_envs``, and must be a multiple of the envs per worker: smaller
+    batches make ``recv`` return the first workers that are ready
+    (EnvPool-style). Other keyword arguments go to the backend
+    (``timeout``, ``start_method``).
+    """
+    backends = {"serial": Serial, "multiprocessing": Multiprocessing}
+    if isinstance(backend, str):
+        if backend.lower() not in backends:
+            raise ValueError(f"backend must be one of {sorted(backends)}, got {backend!r}")
+        backend = backends[backend.lower()]
+    elif backend not in (Serial, Multiprocessing):
+        raise ValueError(f"backend must be 'serial', 'multiprocessing', Serial or Multiprocessing, got {backend!r}")
+    if callable(env_creator):
+        creators = [env_creator] * num_envs
+    else:
+        creators = list(env_creator)
+        if len(creators) != num_envs:
+            raise ValueError(f"got {len(creators)} env creators for num_envs={num_envs}")
+        if not all(callable(c) for c in creators):
+            raise TypeError("env_creator must be a callable or a list of callables")
+    return backend(
+        creators,
+        env_args=tuple(env_args),
+        env_kwargs=dict(env_kwargs or {}),
+        num_envs=num_envs,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        seed=seed,
+        **kwargs,
+    )

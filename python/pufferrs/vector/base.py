@@ -1,0 +1,290 @@
+"""What both backends share: spaces, the arrays over the shared buffers,
+and the send/recv bookkeeping of synchronous and asynchronous batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import gymnasium.spaces as gs
+import numpy as np
+from gymnasium.vector.utils import batch_space
+
+from pufferrs._native import RolloutBuffers
+from pufferrs.errors import PufferError, SpaceError, WorkerError
+from pufferrs.spaces import Layout
+
+
+class VectorEnv:
+    """The API both backends share; see the module docstring."""
+
+    #: Arrays of the buffers, as numpy views.
+    _ARRAYS = (
+        "observations",
+        "actions",
+        "rewards",
+        "terminals",
+        "truncations",
+        "masks",
+        "episode_returns",
+        "episode_lengths",
+    )
+
+    def _setup(self, probe: gym.Env, num_envs: int, num_workers: int | None, batch_size: int | None, seed: int) -> None:
+        """Builds the buffers (whose plan checks every count: see
+        ``RolloutBuffers``) and the views over them. ``num_workers=None``
+        runs the envs in this process, one batch at a time."""
+        self.layout = Layout(probe.observation_space, name="obs")
+        self.action_layout = Layout(probe.action_space, name="action")
+        self.buffers = RolloutBuffers(
+            num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes, batch_size
+        )
+        self.num_envs = self.buffers.num_envs
+        self.num_workers = self.buffers.num_workers
+        self.envs_per_worker = self.num_envs // self.num_workers
+        self.batch_size = self.buffers.batch_size
+        self.seed = int(seed)
+        self.single_observation_space = self.layout.observation_space
+        self.single_action_space = probe.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.batch_size)
+        self.action_space = batch_space(self.single_action_space, self.batch_size)
+        self.metadata = getattr(probe, "metadata", {})
+        self.render_mode = getattr(probe, "render_mode", None)
+        num_envs, batch_size, per_worker = self.num_envs, self.batch_size, self.envs_per_worker
+
+        self._arrays = {name: self.buffers.array(name) for name in self._ARRAYS}
+        obs_shape = self.single_observation_space.shape
+        self._observations = self._arrays["observations"].view(self.layout.flat_dtype).reshape(num_envs, *obs_shape)
+        self._batch_workers = batch_size // per_worker
+        self._full = (
+            self._observations,
+            self._arrays["rewards"],
+            self._arrays["terminals"],
+            self._arrays["truncations"],
+            np.arange(num_envs),
+            self._arrays["masks"],
+        )
+        if self.buffers.gathers:
+            batch = {
+                name: self.buffers.array(f"batch_{name}")
+                for name in ("observations", "actions", "rewards", "terminals", "truncations", "masks")
+            }
+            self._gathered = (
+                batch["observations"].view(self.layout.flat_dtype).reshape(batch_size, *obs_shape),
+                batch["rewards"],
+                batch["terminals"],
+                batch["truncations"],
+                batch["masks"],
+            )
+            self._batch_actions = batch["actions"]
+        self._blocks: dict[int, tuple] = {}
+        self._action_blocks: dict[int, np.ndarray] = {}
+        self._flat_actions = not isinstance(self.single_action_space, (gs.Dict, gs.Tuple))
+        self._pending: set[int] = set()  # workers asked to reset or step, not yet received
+        self._held: list[int] = []  # workers received, waiting for actions, in env order
+        self._held_lo: int | None = None  # their first env when they are consecutive
+        self._first_reset = True
+        self._pinned: list[int] = []  # addresses registered with CUDA
+        self._closed = False
+        self._broken: WorkerError | None = None
+
+    # -- the public API --
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, list[dict]]:
+        """Resets every env (env ``i`` with ``seed + i``) and returns the
+        observations and infos of the first batch."""
+        self.async_reset(seed)
+        obs, _, _, _, infos, _, _ = self.recv()
+        return obs, infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+        """Sends ``actions`` to the envs of the last batch and returns the
+        next batch: ``(obs, rewards, terminals, truncations, infos)``."""
+        self.send(actions)
+        obs, rewards, terminals, truncations, infos, _, _ = self.recv()
+        return obs, rewards, terminals, truncations, infos
+
+    def async_reset(self, seed: int | None = None) -> None:
+        """Starts a reset of every env; ``recv`` returns the results."""
+        self._check_open()
+        if seed is None and self._first_reset:
+            seed = self.seed
+        self._first_reset = False
+        self._reset(None if seed is None else int(seed))
+
+    def send(self, actions: Any) -> None:
+        """Writes ``actions`` (a batch for the envs of the last ``recv``, in
+        its ``env_ids`` order) into the shared action rows and starts those
+        envs stepping. Bad actions raise :class:`SpaceError` and send nothing."""
+        if self._closed or self._broken is not None:
+            self._check_open()
+        held = self._held
+        if not held:
+            raise PufferError("send() needs a batch to act on: call reset(), async_reset() or recv() first")
+        if type(actions) is not np.ndarray:
+            actions = self._as_batch(actions)
+        elif self._flat_actions and (actions.ndim == 0 or actions.shape[0] != self.batch_size):
+            self._refuse_batch(actions.shape[0] if actions.ndim else None)
+        lo = self._held_lo
+        if lo is not None:
+            rows = self._action_blocks.get(lo)
+            if rows is None:
+                rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self.batch_size]
+            self.action_layout.flatten_batch(actions, out=rows)
+        else:
+            self.action_layout.flatten_batch(actions, out=self._batch_actions)
+            self.buffers.scatter_actions(held)
+        self._step(held)
+        self._pending.update(held)
+        self._held = []
+
+    def _as_batch(self, actions: Any) -> Any:
+        if not isinstance(actions, (dict, tuple, list)) and hasattr(actions, "__array__"):
+            actions = np.asarray(actions)  # e.g. a CPU torch tensor
+            if self._flat_actions and (actions.ndim == 0 or actions.shape[0] != self.batch_size):
+                self._refuse_batch(actions.shape[0] if actions.ndim else None)
+        elif self._flat_actions and isinstance(actions, list) and len(actions) != self.batch_size:
+            self._refuse_batch(len(actions))
+        return actions
+
+    def _refuse_batch(self, size: int | None) -> None:
+        got = f"{size} actions" if size is not None else "a 0-d array"
+        raise SpaceError(f"action: expected a batch of {self.batch_size} actions, one per env of the batch, got {got}")
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
+        """Waits for the next batch of ``batch_size`` envs and returns
+        ``(obs, rewards, terminals, truncations, infos, env_ids, masks)``.
+
+        With ``batch_size < num_envs`` these are the first workers to finish;
+        ``env_ids`` says which envs they hold, and ``send`` acts on them."""
+        if self._closed or self._broken is not None:
+            self._check_open()
+        if self._held:
+            raise PufferError("recv() called twice without send(): act on the batch you hold first")
+        if len(self._pending) < self._batch_workers:
+            raise PufferError("recv() needs envs in flight: call reset(), async_reset() or send() first")
+        workers, payloads, ended = self._receive(self._batch_workers)
+        workers.sort()
+        self._held = workers
+        # Sorted and distinct: consecutive exactly when the span fits.
+        lo = workers[0] * self.envs_per_worker if workers[-1] - workers[0] == len(workers) - 1 else None
+        self._held_lo = lo
+        if lo is None:
+            self.buffers.gather(workers)
+            obs, rewards, terminals, truncations, masks = self._gathered
+            env_ids = np.concatenate(
+                [np.arange(w * self.envs_per_worker, (w + 1) * self.envs_per_worker) for w in workers]
+            )
+        else:
+            obs, rewards, terminals, truncations, env_ids, masks = self._block(lo)
+        infos: list[dict] = [{} for _ in range(self.batch_size)]
+        if payloads:
+            for position, worker in enumerate(workers):
+                for i, info in payloads.get(worker, ()):
+                    infos[position * self.envs_per_worker + i] = info
+        if ended:
+            returns, lengths = self._arrays["episode_returns"], self._arrays["episode_lengths"]
+            for k in np.flatnonzero(terminals | truncations).tolist():
+                env = int(env_ids[k])
+                infos[k] = {**infos[k], "episode_return": float(returns[env]), "episode_length": int(lengths[env])}
+        return obs, rewards, terminals, truncations, infos, env_ids, masks
+
+    def pin_memory(self) -> None:
+        """Page-locks the observation rows (and the gather area) for CUDA
+        with ``cudaHostRegister``, in place: ``torch.from_numpy(obs)`` is
+        then pinned, and ``.to("cuda", non_blocking=True)`` copies at
+        pinned-memory speed without a staging copy. ``close()`` (or garbage
+        collection) unregisters it. Needs torch with CUDA."""
+        self._check_open()
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PufferError("pin_memory() needs a CUDA device (torch.cuda.is_available() is False)")
+        cudart = torch.cuda.cudart()
+        arrays = [self._observations] + ([self._gathered[0]] if hasattr(self, "_gathered") else [])
+        for array in arrays:
+            address = array.ctypes.data
+            if address in self._pinned or not array.nbytes:
+                continue
+            code = int(cudart.cudaHostRegister(address, array.nbytes, 0))
+            if code != 0:
+                raise PufferError(f"cudaHostRegister failed with CUDA error {code}")
+            self._pinned.append(address)
+
+    def close(self) -> None:
+        """Closes every env and stops the workers; safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._shutdown()
+
+    def __enter__(self) -> VectorEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_envs={self.num_envs}, num_workers={self.num_workers}, "
+            f"batch_size={self.batch_size}, closed={self._closed})"
+        )
+
+    # -- helpers --
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PufferError(f"this {type(self).__name__} vector env is closed")
+        if self._broken is not None:
+            raise WorkerError(f"this vector env is broken by an earlier error; close() it.\n{self._broken}")
+
+    def _block(self, lo: int) -> tuple:
+        """Views of the consecutive envs from ``lo``, one batch long (cached)."""
+        block = self._blocks.get(lo)
+        if block is None:
+            if self.batch_size == self.num_envs:
+                block = self._full
+            else:
+                hi = lo + self.batch_size
+                block = tuple(a[lo:hi] for a in self._full)
+            self._blocks[lo] = block
+        return block
+
+    def _envs_of(self, worker: int) -> str:
+        lo = worker * self.envs_per_worker
+        return f"env {lo}" if self.envs_per_worker == 1 else f"envs {lo}-{lo + self.envs_per_worker - 1}"
+
+    def _fail(self, error: WorkerError) -> WorkerError:
+        self._broken = error
+        return error
+
+    # Backends implement these.
+    def _reset(self, seed: int | None) -> None:
+        raise NotImplementedError
+
+    def _step(self, workers: list[int]) -> None:
+        raise NotImplementedError
+
+    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
+        """``count`` workers that finished, their infos, and whether an
+        episode of theirs ended."""
+        raise NotImplementedError
+
+    def _shutdown(self) -> None:
+        raise NotImplementedError
+
+
+def unpin(pinned: list[int]) -> None:
+    """Unregisters what ``pin_memory`` registered, while it is still mapped
+    (the caller holds the buffers)."""
+    if pinned:
+        import torch
+
+        cudart = torch.cuda.cudart()
+        while pinned:
+            cudart.cudaHostUnregister(pinned.pop())
+
+
+def checked_env(env: Any) -> gym.Env:
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"env_creator must return a gymnasium.Env, got {type(env).__name__}")
+    return env

@@ -1,0 +1,321 @@
+"""The Multiprocessing backend: envs in worker processes that write into
+the shared buffers, woken and awaited through the control words in Rust."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+import traceback
+import weakref
+from collections.abc import Callable
+from multiprocessing import reduction
+from typing import Any
+
+import gymnasium as gym
+
+from pufferrs._native import RolloutBuffers
+from pufferrs.errors import WorkerError, WorkerTimeoutError
+from pufferrs.spaces import Layout
+from pufferrs.vector.base import VectorEnv, checked_env, unpin
+from pufferrs.vector.runner import Runner
+
+#: between checks for a dead parent while a worker waits for commands.
+POLL_INTERVAL = 0.1
+#: Seconds ``close()`` gives workers to exit before terminating them.
+CLOSE_GRACE = 1.0
+
+
+class _RegionHandle:
+    """What a worker needs to map the parent's buffers: the region's fd and
+    the buffers' arguments. Pickling (spawn, forkserver) sends a duplicate
+    of the fd to the child; fork children inherit the fd itself. Either
+    way the worker's copy is its own, and ``attach`` closes it: the mapping
+    alone keeps the memory, so it goes when the worker does."""
+
+    def __init__(self, fd: int, args: tuple[int, ...]) -> None:
+        self.fd, self.args = fd, args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_handle, (reduction.DupFd(self.fd), self.args))
+
+    def attach(self) -> Any:
+        """Maps the buffers in a worker (only there: it closes the fd)."""
+        try:
+            return RolloutBuffers.attach(self.fd, *self.args)
+        finally:
+            os.close(self.fd)
+
+
+def _rebuild_handle(dup: Any, args: tuple[int, ...]) -> _RegionHandle:
+    return _RegionHandle(dup.detach(), args)
+
+
+def _worker_main(
+    worker: int,
+    handle: _RegionHandle,
+    creators: list[Callable[..., gym.Env]],
+    env_args: tuple,
+    env_kwargs: dict,
+    layout: Layout,
+    action_layout: Layout,
+    first_env: int,
+    conn: multiprocessing.connection.Connection,
+) -> None:
+    """A worker: makes its envs, then serves requests until told to close,
+    or until its parent is gone."""
+    # Ctrl-C goes to the whole process group: the parent handles it and
+    # closes the workers, which must not die half-way through a step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    buffers = handle.attach()
+    runner: Runner | None = None
+    startup_error: str | None = None
+    try:
+        envs = [creator(*env_args, **env_kwargs) for creator in creators]
+        arrays = {name: buffers.array(name) for name in VectorEnv._ARRAYS}
+        runner = Runner(envs, first_env, arrays, layout, action_layout)
+    except Exception:
+        startup_error = f"making its envs raised:\n{traceback.format_exc()}"
+    STEP, RESET, CLOSE = RolloutBuffers.STEP, RolloutBuffers.RESET, RolloutBuffers.CLOSE
+    OK, INFOS, ENDED = RolloutBuffers.OK, RolloutBuffers.INFOS, RolloutBuffers.ENDED
+    try:
+        while True:
+            command = buffers.wait_request(worker, POLL_INTERVAL)
+            if command is None:
+                if os.getppid() != parent:
+                    return  # orphaned: the parent died (SIGKILL included)
+                continue
+            if command == CLOSE:
+                return
+            seed = conn.recv() if command == RESET else None
+            try:
+                if runner is None:
+                    raise RuntimeError(startup_error)
+                infos = runner.step() if command == STEP else runner.reset(seed)
+            except Exception as exc:
+                env = runner.current_env if runner is not None else None
+                where = f"env {env} raised" if env is not None else "raised"
+                message = startup_error if runner is None else f"{where}:\n{traceback.format_exc()}"
+                buffers.complete(worker, RolloutBuffers.ERROR)
+                try:
+                    conn.send((env, message))
+                except Exception:  # noqa: BLE001 - e.g. the exception itself does not pickle
+                    conn.send((env, f"{where} {type(exc).__name__} (traceback could not be sent)"))
+                continue
+            ended = ENDED if runner.ended else OK
+            if infos:
+                buffers.complete(worker, INFOS | ended)
+                conn.send(infos)
+            else:
+                buffers.complete(worker, ended)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return  # the parent closed its end
+    finally:
+        if runner is not None:
+            runner.close()
+        conn.close()
+
+
+def _default_workers(num_envs: int) -> int:
+    """The most workers that split the envs evenly without outnumbering the
+    CPUs (1 for a count the buffers will refuse anyway)."""
+    if not isinstance(num_envs, int):
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max((d for d in range(1, min(num_envs, cpus) + 1) if num_envs % d == 0), default=1)
+
+
+def _stop_workers(buffers: Any, processes: list, conns: list, pinned: list[int]) -> None:
+    """Asks workers to exit, then terminates and kills those that do not.
+    A module function, so that the finalizer holds no vector env."""
+    started = [(w, p) for w, p in enumerate(processes) if p.pid is not None]
+    try:
+        buffers.request([w for w, _ in started], RolloutBuffers.CLOSE)
+    except Exception:  # noqa: BLE001 - terminating below still works
+        pass
+    deadline = time.monotonic() + CLOSE_GRACE
+    for stop in (None, "terminate", "kill"):
+        alive = [p for _, p in started if p.exitcode is None]
+        if stop is not None:
+            for p in alive:
+                getattr(p, stop)()
+        while alive and time.monotonic() < deadline:
+            multiprocessing.connection.wait([p.sentinel for p in alive], deadline - time.monotonic())
+            alive = [p for p in alive if p.exitcode is None]
+        if not alive:
+            break
+        deadline = time.monotonic() + CLOSE_GRACE
+    for _, p in started:
+        p.join(0)
+        if p.exitcode is not None:
+            p.close()
+    for conn in conns:
+        conn.close()
+    unpin(pinned)
+
+
+class Multiprocessing(VectorEnv):
+    """Envs in ``num_workers`` worker processes, ``num_envs / num_workers``
+    each, writing into shared memory.
+
+    ``timeout`` bounds every wait of ``recv`` (seconds): past it, a
+    :class:`WorkerTimeoutError` names the workers that did not answer. A
+    worker that raises or dies ends ``recv`` with :class:`WorkerError`
+    carrying its traceback or exit code, within ``POLL_INTERVAL`` of its
+    death. ``start_method`` is a multiprocessing start method (default: the
+    platform's)."""
+
+    def __init__(
+        self,
+        env_creators: list[Callable[..., gym.Env]],
+        env_args: tuple = (),
+        env_kwargs: dict | None = None,
+        num_envs: int | None = None,
+        num_workers: int | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+        timeout: float = 60.0,
+        start_method: str | None = None,
+    ) -> None:
+        num_envs = len(env_creators) if num_envs is None else num_envs
+        env_kwargs = env_kwargs or {}
+        num_workers = _default_workers(num_envs) if num_workers is None else num_workers
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        self.timeout = float(timeout)
+        self._processes: list = []
+        self._conns: list = []
+        # The spaces come from an env made here, as PufferLib does.
+        probe = checked_env(env_creators[0](*env_args, **env_kwargs))
+        try:
+            self._setup(probe, num_envs, num_workers, batch_size, seed)
+        finally:
+            probe.close()
+        context = multiprocessing.get_context(start_method)
+        handle = _RegionHandle(
+            self.buffers.fd,
+            (self.num_envs, self.num_workers, self.layout.row_bytes, self.action_layout.row_bytes, self.batch_size),
+        )
+        # Registered before any worker starts, so that a failure part-way
+        # (or garbage collection, or interpreter exit) still stops them.
+        self._finalizer = weakref.finalize(
+            self, _stop_workers, self.buffers, self._processes, self._conns, self._pinned
+        )
+        per = self.envs_per_worker
+        try:
+            for w in range(self.num_workers):
+                parent_end, child_end = context.Pipe()
+                self._conns.append(parent_end)
+                process = context.Process(
+                    target=_worker_main,
+                    name=f"pufferrs-worker-{w}",
+                    args=(
+                        w,
+                        handle,
+                        env_creators[w * per : (w + 1) * per],
+                        env_args,
+                        env_kwargs,
+                        self.layout,
+                        self.action_layout,
+                        w * per,
+                        child_end,
+                    ),
+                    daemon=True,
+                )
+                self._processes.append(process)
+                try:
+                    process.start()
+                finally:
+                    child_end.close()
+        except BaseException:
+            self.close()
+            raise
+
+    def _reset(self, seed: int | None) -> None:
+        if self._pending:
+            # Results of steps in flight are dropped; their errors are not.
+            self._receive(len(self._pending))
+        self._held = []
+        for w, conn in enumerate(self._conns):
+            try:
+                conn.send(seed)
+            except OSError as exc:
+                raise self._dead(w) from exc
+        all_workers = list(range(self.num_workers))
+        self.buffers.request(all_workers, RolloutBuffers.RESET)
+        self._pending = set(all_workers)
+
+    def _step(self, workers: list[int]) -> None:
+        self.buffers.request(workers, RolloutBuffers.STEP)
+
+    def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
+        buffers, status = self.buffers, self.buffers.status
+        deadline = time.monotonic() + self.timeout
+        taken: list[int] = []
+        new = buffers.wait_completed(count, min(POLL_INTERVAL, self.timeout))
+        payloads: dict[int, list[tuple[int, dict]]] = {}
+        ended = False
+        while True:
+            for w in new:
+                self._pending.discard(w)
+                flags = status(w)
+                if flags:
+                    if flags & RolloutBuffers.ERROR:
+                        env, message = self._payload(w, deadline)
+                        error = WorkerError(f"worker {w} ({self._envs_of(w)}): {message}")
+                        error.worker, error.env = w, env
+                        raise self._fail(error)
+                    if flags & RolloutBuffers.INFOS:
+                        payloads[w] = self._payload(w, deadline)
+                    ended = ended or bool(flags & RolloutBuffers.ENDED)
+            taken += new
+            if len(taken) == count:
+                return taken, payloads, ended
+            for w in sorted(self._pending):
+                if self._processes[w].exitcode is not None:
+                    raise self._dead(w)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waiting = ", ".join(f"worker {w} ({self._envs_of(w)})" for w in sorted(self._pending))
+                error = WorkerTimeoutError(
+                    f"recv() timed out after {self.timeout:g} s waiting for {waiting}; "
+                    "raise the vector env's timeout if its envs are this slow"
+                )
+                error.worker = min(self._pending) if self._pending else None
+                raise self._fail(error)
+            new = buffers.wait_completed(count - len(taken), min(POLL_INTERVAL, left))
+
+    def _payload(self, worker: int, deadline: float) -> Any:
+        """What ``worker`` sends on its pipe after completing with INFOS or
+        ERROR; it may still be writing it."""
+        conn = self._conns[worker]
+        while not conn.poll(POLL_INTERVAL):
+            if self._processes[worker].exitcode is not None and not conn.poll(0):
+                raise self._dead(worker)
+            if time.monotonic() >= deadline:
+                raise self._fail(WorkerTimeoutError(f"worker {worker} did not send its infos in time"))
+        try:
+            return conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._dead(worker) from exc
+
+    def _dead(self, worker: int) -> WorkerError:
+        process = self._processes[worker]
+        process.join(POLL_INTERVAL)
+        code = process.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        error = WorkerError(f"worker {worker} ({self._envs_of(worker)}, pid {process.pid}) {how}")
+        error.worker = worker
+        return self._fail(error)
+
+    def _shutdown(self) -> None:
+        self._finalizer()

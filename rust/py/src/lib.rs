@@ -1,0 +1,25 @@
+//! `pufferrs._native`: thin bindings of `pufferrs-core`. Python objects
+//! come in, core calls run, Python objects go out.
+//!
+//! Modules depend one way: `layout` and `buffers` (the two classes) use
+//! `flatten`, `unflatten` and `spec`, which use `tree`, `numpy_arrays` and
+//! `errors`.
+
+mod buffers;
+mod errors;
+mod flatten;
+mod layout;
+mod numpy_arrays;
+mod spec;
+mod tree;
+mod unflatten;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<layout::PyLayout>()?;
+    m.add_class::<buffers::PyRolloutBuffers>()?;
+    m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
+    Ok(())
+}
