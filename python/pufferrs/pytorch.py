@@ -81,6 +81,15 @@ class _Plan:
             raise RowError("the last axis of rows must be contiguous")
         return x
 
+    @staticmethod
+    def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``x.view(dtype)``, which torch refuses unless the rows' storage
+        offset and strides are whole numbers of ``dtype``'s items."""
+        try:
+            return x.view(dtype)
+        except RuntimeError as exc:
+            raise RowError(f"rows of {x.dtype} cannot be viewed as the layout's {dtype} leaves: {exc}") from None
+
     def traced_views(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The views by slicing and viewing, which dynamo traces (it cannot
         trace ``storage_offset``) and the compiled graph makes free."""
@@ -90,8 +99,8 @@ class _Plan:
             # Nothing to view, and torch's empty tensors may carry strides
             # (zero, odd) that its dtype views refuse: empty leaves instead.
             return [x.new_empty(lead + shape, dtype=dtype) for dtype, shape, _, _ in self.byte_ranges]
-        row = x.view(torch.uint8)
-        return [row[..., a : a + n].view(dtype).view(lead + shape) for dtype, shape, a, n in self.byte_ranges]
+        row = self.as_dtype(x, torch.uint8)
+        return [self.as_dtype(row[..., a : a + n], dtype).view(lead + shape) for dtype, shape, a, n in self.byte_ranges]
 
     def geometry(self, x: torch.Tensor) -> tuple:
         """Per dtype group: the dtype to view ``x`` as (None: as it is) and
@@ -100,7 +109,7 @@ class _Plan:
         lead = tuple(x.shape[:-1])
         groups = []
         for dtype, leaves in self.groups:
-            base = x if x.dtype == dtype else x.view(dtype)
+            base = x if x.dtype == dtype else self.as_dtype(x, dtype)
             lead_strides, base_offset = base.stride()[:-1], base.storage_offset()
             args = tuple(
                 (lead + shape, lead_strides + strides, base_offset + offset) for _, shape, strides, offset in leaves
@@ -164,7 +173,17 @@ def unflatten(x: torch.Tensor, layout: Layout) -> Any:
     and shape with the leading axes kept. Nothing is copied and no kernel is
     launched: every leaf is an ``as_strided`` view of ``x``'s storage. It
     traces under ``torch.compile`` without graph breaks.
+
+    Rows that cannot be viewed so (not a tensor, the wrong size, a strided
+    last axis, a dtype view torch refuses at their storage offset) raise
+    :class:`~pufferrs.RowError`; numpy arrays go to ``layout.unflatten``.
     """
+    if not isinstance(x, torch.Tensor):
+        raise RowError(
+            f"expected a torch.Tensor of rows, got {type(x).__name__} (use layout.unflatten for numpy arrays)"
+        )
+    if x.layout is not torch.strided:  # sparse tensors have no bytes to view
+        raise RowError(f"expected a strided tensor of rows, got a {x.layout} tensor")
     plan = _plan(layout)
     if torch.compiler.is_compiling():
         return _fill(plan.structure, plan.traced_views(x))
