@@ -6,13 +6,17 @@ per-step overhead in microseconds (1 / SPS per env, i.e. wall time per env
 step), and the ratio to the gymnasium peer (Serial vs SyncVectorEnv,
 Multiprocessing vs AsyncVectorEnv).
 
-    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 5] [--seconds 0.4]
+    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 5] [--seconds 0.4] [--check-bounds]
 
 Envs: a no-op env with the reference nested Dict space of
 ``pufferrs.demo`` (about 12.5 KB a row: the cost measured is the vector env's, not the env's), and
 gymnasium's CartPole-v1. gymnasium's AsyncVectorEnv runs one process per
 env (it cannot group envs in a worker); pufferrs runs ``--workers``
 processes of ``num_envs / workers`` envs each.
+
+``--check-bounds`` adds pufferrs Serial and Multiprocessing with
+``check_bounds=True`` (every observation checked against its Box), with
+their ratio to the same backend unchecked.
 """
 
 from __future__ import annotations
@@ -79,10 +83,21 @@ class Config:
 
 
 def pufferrs_config(
-    label: str, creator: Callable, args: argparse.Namespace, backend: str, batch_size: int | None
+    label: str,
+    creator: Callable,
+    args: argparse.Namespace,
+    backend: str,
+    batch_size: int | None,
+    check_bounds: bool = False,
 ) -> Config:
     envs = pv.make(
-        creator, num_envs=args.num_envs, backend=backend, num_workers=args.workers, batch_size=batch_size, seed=0
+        creator,
+        num_envs=args.num_envs,
+        backend=backend,
+        num_workers=args.workers,
+        batch_size=batch_size,
+        seed=0,
+        check_bounds=check_bounds,
     )
     envs.async_reset(0)
     actions = np.zeros(envs.batch_size, dtype=np.int64)
@@ -121,6 +136,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.4, help="length of one timed repeat")
+    parser.add_argument("--check-bounds", action="store_true", help="also time pufferrs with check_bounds=True")
     args = parser.parse_args()
     if args.num_envs % args.workers or (args.num_envs // 2) % (args.num_envs // args.workers):
         parser.error("num_envs must be a multiple of workers, and num_envs / 2 a multiple of envs per worker")
@@ -151,17 +167,25 @@ def main() -> None:
             configs.append(
                 pufferrs_config(f"pufferrs Multiprocessing async batch={half}", creator, args, "multiprocessing", half)
             )
+            if args.check_bounds:
+                configs.append(pufferrs_config("pufferrs Serial, check_bounds", creator, args, "serial", None, True))
+                configs.append(
+                    pufferrs_config(
+                        "pufferrs Multiprocessing sync, check_bounds", creator, args, "multiprocessing", None, True
+                    )
+                )
             run_all(configs, args)
         finally:
             for config in configs:
                 config.close()
-        sync, async_ = (statistics.median(c.rates) for c in configs[:2])
-        for config, peer in zip(configs, [None, None, sync, async_, async_]):
+        sync, async_, serial, multi = (statistics.median(configs[i].rates) for i in range(4))
+        for config, peer in zip(configs, [None, None, sync, async_, async_, serial, multi]):
             rate = statistics.median(config.rates)
-            ratio = f"{rate / peer:6.1f}x" if peer else "      -"
+            ratio = f"{rate / peer:6.2f}x" if peer else "      -"
             print(f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {ratio:>7}")
         print()
-    print("ratio: pufferrs Serial / SyncVectorEnv; pufferrs Multiprocessing / AsyncVectorEnv")
+    print("ratio: pufferrs Serial / SyncVectorEnv; pufferrs Multiprocessing / AsyncVectorEnv", end="")
+    print("; check_bounds / the same pufferrs backend unchecked" if args.check_bounds else "")
     bench_pinned(args)
 
 

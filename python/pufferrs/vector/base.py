@@ -3,6 +3,9 @@ and the send/recv bookkeeping of synchronous and asynchronous batches."""
 
 from __future__ import annotations
 
+import os
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -10,9 +13,25 @@ import gymnasium.spaces as gs
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
-from pufferrs._native import RolloutBuffers
-from pufferrs.errors import PufferError, SpaceError, WorkerError
+from pufferrs._native import RolloutBuffers, format_path
+from pufferrs.errors import PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
+
+#: The vector envs open in this process, for the fork handler below.
+_OPEN: weakref.WeakSet[VectorEnv] = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    """Runs in the child of every ``os.fork``: the child shares the parent's
+    buffers, workers and control words, so any use of an inherited vector
+    env (a step, a recv, a close, the exit-time finalizer) would act on the
+    parent's envs behind its back. The child's copies are disowned instead:
+    their finalizers never run there and every call raises."""
+    for env in list(_OPEN):
+        env._disown()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
 
 
 class VectorEnv:
@@ -30,10 +49,19 @@ class VectorEnv:
         "episode_lengths",
     )
 
-    def _setup(self, probe: gym.Env, num_envs: int, num_workers: int | None, batch_size: int | None, seed: int) -> None:
+    def _setup(
+        self,
+        probe: gym.Env,
+        num_envs: int,
+        num_workers: int | None,
+        batch_size: int | None,
+        seed: int,
+        check_bounds: bool,
+    ) -> None:
         """Builds the buffers (whose plan checks every count: see
         ``RolloutBuffers``) and the views over them. ``num_workers=None``
         runs the envs in this process, one batch at a time."""
+        self.check_bounds = bool(check_bounds)
         self.layout = Layout(probe.observation_space, name="obs")
         self.action_layout = Layout(probe.action_space, name="action")
         self.buffers = RolloutBuffers(
@@ -79,7 +107,6 @@ class VectorEnv:
             self._batch_actions = batch["actions"]
         self._blocks: dict[int, tuple] = {}
         self._action_blocks: dict[int, np.ndarray] = {}
-        self._flat_actions = not isinstance(self.single_action_space, (gs.Dict, gs.Tuple))
         self._pending: set[int] = set()  # workers asked to reset or step, not yet received
         self._held: list[int] = []  # workers received, waiting for actions, in env order
         self._held_lo: int | None = None  # their first env when they are consecutive
@@ -87,6 +114,8 @@ class VectorEnv:
         self._pinned: list[int] = []  # addresses registered with CUDA
         self._closed = False
         self._broken: WorkerError | None = None
+        self._owner = os.getpid()
+        self._foreign = False  # True in a forked child: see _disown_after_fork
 
     # -- the public API --
 
@@ -121,35 +150,27 @@ class VectorEnv:
         held = self._held
         if not held:
             raise PufferError("send() needs a batch to act on: call reset(), async_reset() or recv() first")
-        if type(actions) is not np.ndarray:
-            actions = self._as_batch(actions)
-        elif self._flat_actions and (actions.ndim == 0 or actions.shape[0] != self.batch_size):
-            self._refuse_batch(actions.shape[0] if actions.ndim else None)
         lo = self._held_lo
-        if lo is not None:
-            rows = self._action_blocks.get(lo)
-            if rows is None:
-                rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self.batch_size]
-            self.action_layout.flatten_batch(actions, out=rows)
-        else:
-            self.action_layout.flatten_batch(actions, out=self._batch_actions)
+        try:
+            if lo is not None:
+                rows = self._action_blocks.get(lo)
+                if rows is None:
+                    rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self.batch_size]
+                self.action_layout.flatten_batch(actions, out=rows, check_bounds=self.check_bounds)
+            else:
+                self.action_layout.flatten_batch(actions, out=self._batch_actions, check_bounds=self.check_bounds)
+        except (RowError, SpaceError):
+            # Diagnosed only on failure, to keep the hot path free of it:
+            # a batch of the wrong size is the error to report first.
+            message = wrong_batch(actions, self.single_action_space, self.batch_size)
+            if message is None:
+                raise
+            raise SpaceError(message) from None
+        if lo is None:
             self.buffers.scatter_actions(held)
         self._step(held)
         self._pending.update(held)
         self._held = []
-
-    def _as_batch(self, actions: Any) -> Any:
-        if not isinstance(actions, (dict, tuple, list)) and hasattr(actions, "__array__"):
-            actions = np.asarray(actions)  # e.g. a CPU torch tensor
-            if self._flat_actions and (actions.ndim == 0 or actions.shape[0] != self.batch_size):
-                self._refuse_batch(actions.shape[0] if actions.ndim else None)
-        elif self._flat_actions and isinstance(actions, list) and len(actions) != self.batch_size:
-            self._refuse_batch(len(actions))
-        return actions
-
-    def _refuse_batch(self, size: int | None) -> None:
-        got = f"{size} actions" if size is not None else "a 0-d array"
-        raise SpaceError(f"action: expected a batch of {self.batch_size} actions, one per env of the batch, got {got}")
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
         """Waits for the next batch of ``batch_size`` envs and returns
@@ -215,6 +236,7 @@ class VectorEnv:
         """Closes every env and stops the workers; safe to call twice."""
         if not self._closed:
             self._closed = True
+            _OPEN.discard(self)
             self._shutdown()
 
     def __enter__(self) -> VectorEnv:
@@ -232,6 +254,11 @@ class VectorEnv:
     # -- helpers --
 
     def _check_open(self) -> None:
+        if self._foreign:
+            raise PufferError(
+                f"this {type(self).__name__} vector env belongs to process {self._owner}, which made it; "
+                f"process {os.getpid()} (a forked child) cannot use it: make a vector env of its own"
+            )
         if self._closed:
             raise PufferError(f"this {type(self).__name__} vector env is closed")
         if self._broken is not None:
@@ -252,6 +279,20 @@ class VectorEnv:
     def _envs_of(self, worker: int) -> str:
         lo = worker * self.envs_per_worker
         return f"env {lo}" if self.envs_per_worker == 1 else f"envs {lo}-{lo + self.envs_per_worker - 1}"
+
+    def _finalize_with(self, func: Any, *args: Any) -> None:
+        """Registers what ``close()`` (or garbage collection, or the end of
+        the process) runs, as a function of ``args`` only, so that it holds
+        no reference to this env; from then on a forked child disowns it."""
+        self._finalizer = weakref.finalize(self, func, *args)
+        _OPEN.add(self)
+
+    def _disown(self) -> None:
+        """In a forked child: never act on the parent's envs (see
+        ``_disown_after_fork``); ``closed`` sends every call to
+        ``_check_open``, and ``close()`` does nothing."""
+        self._foreign = self._closed = True
+        self._finalizer.detach()
 
     def _fail(self, error: WorkerError) -> WorkerError:
         self._broken = error
@@ -282,6 +323,34 @@ def unpin(pinned: list[int]) -> None:
         cudart = torch.cuda.cudart()
         while pinned:
             cudart.cudaHostUnregister(pinned.pop())
+
+
+def wrong_batch(actions: Any, space: gs.Space, size: int, path: tuple[str | int, ...] = ()) -> str | None:
+    """Why ``actions`` is not a batch of ``size`` actions of ``space``: the
+    first part whose leading axis is not ``size`` long, as a message; None
+    when every part that is there has the right length (the error is then
+    something else, which flatten describes)."""
+    if isinstance(space, (gs.Dict, gs.Tuple)) and not isinstance(actions, list):
+        if isinstance(space, gs.Dict) and isinstance(actions, Mapping):
+            parts = [(key, actions[key], sub) for key, sub in space.spaces.items() if key in actions]
+        elif isinstance(space, gs.Tuple) and isinstance(actions, tuple):
+            parts = list(zip(range(len(actions)), actions, space.spaces))
+        else:
+            return None
+        for key, part, sub in parts:
+            message = wrong_batch(part, sub, size, (*path, key))
+            if message is not None:
+                return message
+        return None
+    shape = getattr(actions, "shape", None)
+    if shape is not None:
+        length = shape[0] if len(shape) else None
+    else:
+        length = len(actions) if isinstance(actions, (list, tuple)) else None
+    if length == size:
+        return None
+    got = "a single value" if length is None else str(length)
+    return f"{format_path('action', path)}: expected a batch of {size} actions, one per env of the batch, got {got}"
 
 
 def checked_env(env: Any) -> gym.Env:

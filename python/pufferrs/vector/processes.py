@@ -9,7 +9,6 @@ import os
 import signal
 import time
 import traceback
-import weakref
 from collections.abc import Callable
 from multiprocessing import reduction
 from typing import Any
@@ -62,6 +61,7 @@ def _worker_main(
     layout: Layout,
     action_layout: Layout,
     first_env: int,
+    check_bounds: bool,
     conn: multiprocessing.connection.Connection,
 ) -> None:
     """A worker: makes its envs, then serves requests until told to close,
@@ -76,7 +76,7 @@ def _worker_main(
     try:
         envs = [creator(*env_args, **env_kwargs) for creator in creators]
         arrays = {name: buffers.array(name) for name in VectorEnv._ARRAYS}
-        runner = Runner(envs, first_env, arrays, layout, action_layout)
+        runner = Runner(envs, first_env, arrays, layout, action_layout, check_bounds=check_bounds)
     except Exception:
         startup_error = f"making its envs raised:\n{traceback.format_exc()}"
     STEP, RESET, CLOSE = RolloutBuffers.STEP, RolloutBuffers.RESET, RolloutBuffers.CLOSE
@@ -99,24 +99,52 @@ def _worker_main(
                 env = runner.current_env if runner is not None else None
                 where = f"env {env} raised" if env is not None else "raised"
                 message = startup_error if runner is None else f"{where}:\n{traceback.format_exc()}"
-                buffers.complete(worker, RolloutBuffers.ERROR)
-                try:
-                    conn.send((env, message))
-                except Exception:  # noqa: BLE001 - e.g. the exception itself does not pickle
-                    conn.send((env, f"{where} {type(exc).__name__} (traceback could not be sent)"))
+                _send_error(buffers, worker, conn, env, message, f"{where} {type(exc).__name__}")
                 continue
             ended = ENDED if runner.ended else OK
-            if infos:
-                buffers.complete(worker, INFOS | ended)
-                conn.send(infos)
-            else:
+            if not infos:
                 buffers.complete(worker, ended)
+                continue
+            # Pickled before completing, so that an info that cannot be
+            # pickled is reported with its traceback, not by a worker that
+            # dies half-way through sending it.
+            try:
+                payload = reduction.ForkingPickler.dumps(infos)
+            except Exception as exc:
+                env = _unpicklable(infos, first_env)
+                where = f"the info of env {env} cannot be pickled to send to the parent"
+                _send_error(buffers, worker, conn, env, f"{where}:\n{traceback.format_exc()}", f"{where}: {exc!r}")
+                continue
+            buffers.complete(worker, INFOS | ended)
+            conn.send_bytes(payload)
     except (BrokenPipeError, EOFError, ConnectionResetError):
         return  # the parent closed its end
     finally:
         if runner is not None:
             runner.close()
         conn.close()
+
+
+def _send_error(
+    buffers: Any, worker: int, conn: multiprocessing.connection.Connection, env: int | None, message: str, short: str
+) -> None:
+    """Reports a failure to the parent: ``message`` (with the traceback),
+    or ``short`` when even that does not pickle."""
+    buffers.complete(worker, RolloutBuffers.ERROR)
+    try:
+        conn.send((env, message))
+    except Exception:  # noqa: BLE001 - e.g. an exception message that does not pickle
+        conn.send((env, f"{short} (traceback could not be sent)"))
+
+
+def _unpicklable(infos: list[tuple[int, dict]], first_env: int) -> int | None:
+    """The first env whose info does not pickle."""
+    for i, info in infos:
+        try:
+            reduction.ForkingPickler.dumps(info)
+        except Exception:  # noqa: BLE001 - any failure names this env
+            return first_env + i
+    return None
 
 
 def _default_workers(num_envs: int) -> int:
@@ -179,6 +207,7 @@ class Multiprocessing(VectorEnv):
         seed: int = 0,
         timeout: float = 60.0,
         start_method: str | None = None,
+        check_bounds: bool = False,
     ) -> None:
         num_envs = len(env_creators) if num_envs is None else num_envs
         env_kwargs = env_kwargs or {}
@@ -191,7 +220,7 @@ class Multiprocessing(VectorEnv):
         # The spaces come from an env made here, as PufferLib does.
         probe = checked_env(env_creators[0](*env_args, **env_kwargs))
         try:
-            self._setup(probe, num_envs, num_workers, batch_size, seed)
+            self._setup(probe, num_envs, num_workers, batch_size, seed, check_bounds)
         finally:
             probe.close()
         context = multiprocessing.get_context(start_method)
@@ -201,9 +230,7 @@ class Multiprocessing(VectorEnv):
         )
         # Registered before any worker starts, so that a failure part-way
         # (or garbage collection, or interpreter exit) still stops them.
-        self._finalizer = weakref.finalize(
-            self, _stop_workers, self.buffers, self._processes, self._conns, self._pinned
-        )
+        self._finalize_with(_stop_workers, self.buffers, self._processes, self._conns, self._pinned)
         per = self.envs_per_worker
         try:
             for w in range(self.num_workers):
@@ -221,6 +248,7 @@ class Multiprocessing(VectorEnv):
                         self.layout,
                         self.action_layout,
                         w * per,
+                        self.check_bounds,
                         child_end,
                     ),
                     daemon=True,
@@ -301,6 +329,13 @@ class Multiprocessing(VectorEnv):
             return conn.recv()
         except (EOFError, OSError) as exc:
             raise self._dead(worker) from exc
+        except Exception as exc:
+            error = WorkerError(
+                f"worker {worker} ({self._envs_of(worker)}): what it sent cannot be unpickled here: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            error.worker = worker
+            raise self._fail(error) from exc
 
     def _dead(self, worker: int) -> WorkerError:
         process = self._processes[worker]
@@ -316,6 +351,14 @@ class Multiprocessing(VectorEnv):
         error = WorkerError(f"worker {worker} ({self._envs_of(worker)}, pid {process.pid}) {how}")
         error.worker = worker
         return self._fail(error)
+
+    def _disown(self) -> None:
+        super()._disown()
+        # multiprocessing lists the workers as this process's children too,
+        # and its exit handler would SIGTERM them (they are daemons) when
+        # the forked child exits.
+        for process in self._processes:
+            multiprocessing.process._children.discard(process)
 
     def _shutdown(self) -> None:
         self._finalizer()

@@ -3,6 +3,7 @@ Serial and in every worker process, so both backends write the same bytes."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -46,13 +47,22 @@ class Runner:
     return into the rows of ``arrays`` (the shared buffers)."""
 
     def __init__(
-        self, envs: list[gym.Env], first_env: int, arrays: dict[str, np.ndarray], layout: Layout, action_layout: Layout
+        self,
+        envs: list[gym.Env],
+        first_env: int,
+        arrays: dict[str, np.ndarray],
+        layout: Layout,
+        action_layout: Layout,
+        check_bounds: bool = False,
     ) -> None:
         lo, hi = first_env, first_env + len(envs)
         self.envs = envs
         self.first_env = first_env
         self.observations = arrays["observations"]
-        self.flatten_into = layout.flatten_into
+        # A partial only when checking: unchecked rows keep the plain method.
+        self.flatten_into = (
+            functools.partial(layout.flatten_into, check_bounds=True) if check_bounds else layout.flatten_into
+        )
         self.rewards = arrays["rewards"][lo:hi]
         self.terminals = arrays["terminals"][lo:hi]
         self.truncations = arrays["truncations"][lo:hi]

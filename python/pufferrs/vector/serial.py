@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +36,7 @@ class Serial(VectorEnv):
         num_workers: int | None = None,
         batch_size: int | None = None,
         seed: int = 0,
+        check_bounds: bool = False,
         **ignored: Any,
     ) -> None:
         num_envs = len(env_creators) if num_envs is None else num_envs
@@ -45,10 +45,17 @@ class Serial(VectorEnv):
         self._envs = envs
         try:
             # Serial runs blocks of `batch_size` envs: one "worker" per block.
-            self._setup(checked_env(envs[0]), num_envs, None, batch_size, seed)
+            self._setup(checked_env(envs[0]), num_envs, None, batch_size, seed, check_bounds)
             size = self.batch_size
             self._runners = [
-                Runner(envs[w * size : (w + 1) * size], w * size, self._arrays, self.layout, self.action_layout)
+                Runner(
+                    envs[w * size : (w + 1) * size],
+                    w * size,
+                    self._arrays,
+                    self.layout,
+                    self.action_layout,
+                    check_bounds=self.check_bounds,
+                )
                 for w in range(self.num_workers)
             ]
         except BaseException:
@@ -56,7 +63,7 @@ class Serial(VectorEnv):
                 env.close()
             raise
         self._done: deque[int] = deque()
-        self._finalizer = weakref.finalize(self, _close_runners, self._runners, self._pinned, self.buffers)
+        self._finalize_with(_close_runners, self._runners, self._pinned, self.buffers)
 
     def _run(self, worker: int, call: Callable[[], Any]) -> list[tuple[int, dict]]:
         try:
