@@ -125,11 +125,12 @@ def rows_in_odd_places(draw: st.DrawFn) -> tuple[Layout, torch.Tensor, np.ndarra
     row = draw(st.sampled_from([fit, fit, fit + 1, max(fit - 1, 0)]))
     step = draw(st.sampled_from([1, 1, 2, 3]))
     lead = draw(st.lists(st.integers(0, 3), max_size=2))
-    # Lead strides, innermost first: one row (or more) plus a gap.
+    # Lead strides, innermost first: one row apart (or more), or 0 (one
+    # row broadcast). `span` is how many items the view reaches.
     strides, span = [step], max(row - 1, 0) * step + 1
     for n in reversed(lead):
-        strides.insert(0, span + draw(st.integers(0, 3)))
-        span = strides[0] * max(n, 1)
+        strides.insert(0, draw(st.sampled_from([0, span, span + 1, span + 3])))
+        span += strides[0] * max(n - 1, 0)
     if len(lead) == 2 and draw(st.booleans()):  # time-major and batch-major swapped
         lead, strides = lead[::-1], [strides[1], strides[0], strides[2]]
     offset = draw(st.integers(0, 5))
