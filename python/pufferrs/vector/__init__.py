@@ -96,9 +96,9 @@ def make(
     with a :class:`~pufferrs.WorkerError` naming the leaf) and every action
     ``send`` takes (a :class:`~pufferrs.SpaceError`, nothing sent). Off by
     default, as in gymnasium, whose vector envs check neither: it costs
-    about 20 ns per ``Box`` value, nothing to see for CartPole's 4 values
-    but about 100 times slower stepping for observations of 12,000 values
-    such as a 3x64x64 image (see ``benches/bench_vector.py --check-bounds``).
+    about 20 ns per ``Box`` value, a few percent of a CartPole step but
+    about 100 times slower stepping for observations of 12,000 values such
+    as a 3x64x64 image (see ``benches/bench_vector.py --check-bounds``).
     """
     backends = {"serial": Serial, "multiprocessing": Multiprocessing}
     if isinstance(backend, str):
