@@ -6,6 +6,7 @@ hang runs in a subprocess with a timeout."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def test_an_info_that_does_not_pickle_reports_the_workers_traceback() -> None:
 
 
 def test_an_info_that_does_not_unpickle_in_the_parent_is_a_worker_error() -> None:
-    creators = [CountingEnv, lambda: CountingEnv(info=odd_info)]
+    creators = [CountingEnv, functools.partial(CountingEnv, info=odd_info)]
     with pv.make(creators, num_envs=2, backend="multiprocessing", num_workers=2, timeout=10) as envs:
         envs.reset(seed=0)
         with pytest.raises(WorkerError, match=r"^worker 1 \(env 1\): what it sent cannot be unpickled here") as info:
@@ -304,7 +305,7 @@ def test_a_batch_of_the_wrong_size_names_the_action_and_the_batch(backend: str) 
 
 @pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
 def test_check_bounds_refuses_observations_outside_their_box(backend: str) -> None:
-    creator = lambda: CountingEnv(value=11.0)  # noqa: E731 - above the Box's high of 10
+    creator = functools.partial(CountingEnv, value=11.0)  # above the Box's high of 10
     with pv.make(creator, num_envs=2, backend=backend, num_workers=2, timeout=10) as envs:
         obs, _ = envs.reset(seed=0)
         assert obs[:, 1].tolist() == [11.0, 11.0], "unchecked by default"
@@ -315,7 +316,7 @@ def test_check_bounds_refuses_observations_outside_their_box(backend: str) -> No
 
 @pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
 def test_check_bounds_refuses_actions_outside_their_box(backend: str) -> None:
-    creator = lambda: CountingEnv(box_actions=True)  # noqa: E731
+    creator = functools.partial(CountingEnv, box_actions=True)
     with pv.make(creator, num_envs=2, backend=backend, num_workers=2, timeout=10, check_bounds=True) as envs:
         envs.reset(seed=0)
         for bad, message in [
