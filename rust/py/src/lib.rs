@@ -21,5 +21,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<layout::PyLayout>()?;
     m.add_class::<buffers::PyRolloutBuffers>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
+    m.add("MAX_DEPTH", pufferrs_core::layout::MAX_DEPTH)?;
     Ok(())
 }
