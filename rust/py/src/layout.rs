@@ -11,8 +11,9 @@ use pufferrs_core::error::Error;
 use pufferrs_core::layout::{Key, Layout, format_shape};
 
 use crate::errors::{Raise, raise};
-use crate::flatten::{Batch, Reader, Resolved, store};
+use crate::flatten::{Batch, Reader, Resolved};
 use crate::numpy_arrays::{descr, row_start, zeros};
+use crate::store::store;
 use crate::tree::Tree;
 use crate::{spec, unflatten};
 
