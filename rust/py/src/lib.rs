@@ -8,6 +8,7 @@
 mod buffers;
 mod errors;
 mod flatten;
+mod gae;
 mod layout;
 mod numpy_arrays;
 mod spec;
@@ -21,5 +22,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<layout::PyLayout>()?;
     m.add_class::<buffers::PyRolloutBuffers>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
+    m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     Ok(())
 }
