@@ -44,7 +44,7 @@ pub struct PyLayout {
 }
 
 impl PyLayout {
-    fn reader(&self, index: Option<usize>, batched: bool) -> Reader<'_> {
+    pub(crate) fn reader(&self, index: Option<usize>, batched: bool) -> Reader<'_> {
         Reader { layout: &self.layout, tree: &self.tree, name: &self.name, index, batched }
     }
 

@@ -6,6 +6,7 @@
 //! `errors`.
 
 mod buffers;
+mod env_block;
 mod errors;
 mod flatten;
 mod gae;
@@ -21,6 +22,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<layout::PyLayout>()?;
     m.add_class::<buffers::PyRolloutBuffers>()?;
+    m.add_class::<env_block::EnvBlock>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     Ok(())
