@@ -237,7 +237,9 @@ def test_truncated_steps_bootstrap_from_the_value_of_their_final_observation(
     backend: str, env_batch_size: int | None
 ) -> None:
     config = clock_config(backend=backend, env_batch_size=env_batch_size)
-    vecenv = pv.make(time_limited, 4, backend, num_workers=4 if backend != "serial" else None, batch_size=env_batch_size)
+    vecenv = pv.make(
+        time_limited, 4, backend, num_workers=4 if backend != "serial" else None, batch_size=env_batch_size
+    )
     with Trainer(config, vecenv=vecenv) as trainer:
         trainer.rollout()
         exp = trainer.experience

@@ -65,88 +65,12 @@ from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.errors import ConfigError
+from pufferrs.experience import Experience, ReceivedBatch, env_index, step_index
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.pytorch import sample_logits
 from pufferrs.runs import RunDirectory, episode_numbers, save_checkpoint, summarize
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]
-
-
-class Experience:
-    """One update's steps on the training device: ``num_envs`` rows of
-    ``horizon`` steps, viewed as segments of ``bptt_horizon`` for training.
-
-    Rewards, terminals, truncations and episode starts arrive with every
-    ``recv`` on the host, where the rollout needs them anyway, and stay
-    there: GAE runs on the host too."""
-
-    def __init__(
-        self,
-        num_envs: int,
-        horizon: int,
-        bptt_horizon: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: torch.dtype,
-        actions: ActionAdapter,
-        lstm_size: int | None,
-        device: torch.device,
-    ):
-        n, t = num_envs, horizon
-        self.num_envs, self.horizon, self.bptt_horizon = n, t, bptt_horizon
-        self.obs = torch.zeros(n, t, *obs_shape, dtype=obs_dtype, device=device)
-        self.actions = torch.zeros(n, t, *actions.shape, dtype=actions.dtype, device=device)
-        self.logprobs = torch.zeros(n, t, device=device)
-        self.values = torch.zeros(n, t, device=device)
-        #: V(observation after each env's last stored step), for GAE.
-        self.bootstrap = torch.zeros(n, device=device)
-        #: V(final observation) of truncated steps (elsewhere: the step's
-        #: own value, never read).
-        self.final_values = torch.zeros(n, t, device=device)
-        self.host_rewards = np.zeros((n, t), np.float32)
-        self.host_terminals = np.zeros((n, t), bool)
-        self.host_truncations = np.zeros((n, t), bool)
-        #: True where the observation is the first of an episode. Kept on
-        #: the CPU for training too: LSTMWrapper.forward reads it on the host.
-        self.episode_starts = torch.zeros(n, t, dtype=torch.bool)
-        self.host_starts = self.episode_starts.numpy()
-        if lstm_size is not None:
-            # The LSTM state going into each segment's first step (zero when
-            # that step starts an episode).
-            self.lstm_h = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
-            self.lstm_c = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
-        # Tensor views of the host arrays.
-        self.rewards = torch.from_numpy(self.host_rewards)
-        self.terminals = torch.from_numpy(self.host_terminals)
-        self.truncations = torch.from_numpy(self.host_truncations)
-
-
-class _Batch:
-    """What one ``recv`` returned, ready to act on: env ids and their
-    observations (on the device) and episode-start flags (host and device)."""
-
-    __slots__ = ("env_ids", "obs", "starts", "starts_device")
-
-    def __init__(self, env_ids: np.ndarray, obs: torch.Tensor, starts: np.ndarray, starts_device: torch.Tensor):
-        self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
-
-
-def _env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
-    """An index into per-env storage: a slice for consecutive env ids."""
-    n = len(env_ids)
-    if n and env_ids[-1] - env_ids[0] == n - 1 and (np.diff(env_ids) == 1).all():
-        return slice(int(env_ids[0]), int(env_ids[0]) + n)
-    return torch.from_numpy(env_ids).to(device)
-
-
-def _rows(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple[Any, Any]:
-    """An index into ``(num_envs, horizon, ...)`` storage for ``(env_ids[k],
-    steps[k])``: plain slices when the envs are consecutive and at the same
-    step (synchronous rollouts), index tensors otherwise."""
-    if len(steps) and (steps == steps[0]).all():
-        index = _env_index(env_ids, device)
-        if isinstance(index, slice):
-            return index, int(steps[0])
-    return torch.from_numpy(env_ids).to(device), torch.from_numpy(steps).to(device)
 
 
 class Trainer:
@@ -216,7 +140,7 @@ class Trainer:
         self.pending = np.full(n, -1, np.int64)  # stored step whose outcome is awaited, or -1
         self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
         self.new_episode = np.ones(n, bool)  # the next observation starts an episode (set by a reset)
-        self.held: _Batch | None = None  # a received batch not yet acted on
+        self.held: ReceivedBatch | None = None  # a received batch not yet acted on
         # Truncated steps of this rollout, to bootstrap from their final
         # observations: (env ids, steps, observations[, lstm_h, lstm_c]).
         self.finals: list[tuple] = []
@@ -232,7 +156,7 @@ class Trainer:
 
     # -- rollout ------------------------------------------------------------
 
-    def _receive(self) -> _Batch:
+    def _receive(self) -> ReceivedBatch:
         """The next batch from the vector env; records the outcomes (reward,
         terminal, truncation) of the steps its envs were taking."""
         start = time.perf_counter()
@@ -266,7 +190,7 @@ class Trainer:
         self.new_episode[env_ids] = False
         # `obs` is a view that the next recv overwrites; the copy to the
         # device (or the clone a held CPU batch gets) keeps it.
-        return _Batch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts))
+        return ReceivedBatch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts))
 
     def _keep_finals(self, infos: list[dict], positions: np.ndarray, env_ids: np.ndarray, steps: np.ndarray) -> None:
         """Keeps the final observations of truncated steps (batch
@@ -310,7 +234,7 @@ class Trainer:
         _, values = self.forward_eval(obs, state)
         exp.final_values[env_ids, steps] = values.reshape(-1).float()
 
-    def _act(self, batch: _Batch) -> bool:
+    def _act(self, batch: ReceivedBatch) -> bool:
         """Runs the policy on ``batch``, stores the steps of envs still
         filling their rows, and sends the actions. Returns True, without
         sending, when this batch completes the rollout: it is then held
@@ -323,7 +247,7 @@ class Trainer:
 
         state: dict[str, Any] | None = None
         if self.recurrent:
-            index = _env_index(env_ids, self.device)
+            index = env_index(env_ids, self.device)
             h_in, c_in = self.lstm_h[index], self.lstm_c[index]
             state = {"lstm_h": h_in, "lstm_c": c_in, "episode_start": batch.starts_device}
         logits, values = self.forward_eval(batch.obs, state)
@@ -352,7 +276,7 @@ class Trainer:
                 sel = np.flatnonzero(at_segment)
                 sel_t = torch.from_numpy(sel).to(self.device)
                 reset = batch.starts_device[sel_t].unsqueeze(-1)
-                where = _rows(env_ids[sel], steps[sel] // exp.bptt_horizon, self.device)
+                where = step_index(env_ids[sel], steps[sel] // exp.bptt_horizon, self.device)
                 exp.lstm_h[where] = h_in[sel_t].masked_fill(reset, 0)
                 exp.lstm_c[where] = c_in[sel_t].masked_fill(reset, 0)
             self.lstm_h[index] = state["lstm_h"]
@@ -364,7 +288,7 @@ class Trainer:
             else:
                 sel = np.flatnonzero(store)
                 ids, at, sel_t = env_ids[sel], steps[sel], torch.from_numpy(sel).to(self.device)
-            where = _rows(ids, at, self.device)
+            where = step_index(ids, at, self.device)
 
             def pick(x: torch.Tensor) -> torch.Tensor:
                 return x if sel_t is None else x[sel_t]

@@ -273,8 +273,7 @@ mod tests {
         (0..c.envs)
             .flat_map(|i| {
                 let row = i * c.horizon..(i + 1) * c.horizon;
-                let ends: Vec<_> =
-                    row.clone().map(|k| (c.terminals[k] != 0, c.truncations[k] != 0)).collect();
+                let ends: Vec<_> = row.clone().map(|k| (c.terminals[k] != 0, c.truncations[k] != 0)).collect();
                 reference(
                     &c.values[row.clone()],
                     &c.rewards[row.clone()],

@@ -37,7 +37,14 @@ impl Cells {
     /// Rows `first..first + count` of `arrays[name]`, checked to be a
     /// writeable array of `dtype` whose rows are C-contiguous and `bytes`
     /// long.
-    fn new(arrays: &Bound<'_, PyDict>, name: &str, dtype: DType, bytes: usize, first: usize, count: usize) -> PyResult<Cells> {
+    fn new(
+        arrays: &Bound<'_, PyDict>,
+        name: &str,
+        dtype: DType,
+        bytes: usize,
+        first: usize,
+        count: usize,
+    ) -> PyResult<Cells> {
         let refuse = |reason: String| Error::Buffers(format!("{name}: {reason}"));
         let array = arrays
             .get_item(name)?
@@ -86,7 +93,6 @@ pub struct EnvBlock {
     resets: Vec<Py<PyAny>>,
     layout: Py<PyLayout>,
     first_env: usize,
-    check_bounds: bool,
     observations: Cells,
     final_observations: Cells,
     rewards: Cells,
@@ -122,7 +128,7 @@ impl EnvBlock {
         let layout = self.layout.get();
         let reader = layout.reader(None, false);
         let resolved = reader.resolve(obs).raise()?;
-        reader.check(&resolved, self.check_bounds).raise()?;
+        reader.check(&resolved, false).raise()?;
         reader.write(py, &resolved, &mut [rows.row(i)]);
         Ok(())
     }
@@ -144,7 +150,10 @@ fn unpack<'py>(result: &Bound<'py, PyAny>) -> PyResult<[Bound<'py, PyAny>; 5]> {
 fn number(name: &str, value: &Bound<'_, PyAny>) -> PyResult<f64> {
     value
         .extract::<f64>()
-        .map_err(|_| Error::Mismatch { path: name.into(), reason: format!("expected a number, got {}", type_name(value)) })
+        .map_err(|_| Error::Mismatch {
+            path: name.into(),
+            reason: format!("expected a number, got {}", type_name(value)),
+        })
         .raise()
 }
 
@@ -153,22 +162,21 @@ impl EnvBlock {
     /// `arrays` maps the buffers' array names to their full views (every
     /// env's rows); the block writes rows `first_env .. first_env + len(envs)`.
     #[new]
-    #[pyo3(signature = (envs, first_env, arrays, layout, *, check_bounds = false))]
     fn new(
         envs: Vec<Py<PyAny>>,
         first_env: usize,
         arrays: &Bound<'_, PyDict>,
         layout: Bound<'_, PyLayout>,
-        check_bounds: bool,
     ) -> PyResult<Self> {
         let n = envs.len();
         let py = layout.py();
-        let method = |name: &str| envs.iter().map(|env| Ok(env.bind(py).getattr(name)?.unbind())).collect::<PyResult<Vec<_>>>();
+        let method =
+            |name: &str| envs.iter().map(|env| Ok(env.bind(py).getattr(name)?.unbind())).collect::<PyResult<Vec<_>>>();
         let (steps, resets) = (method("step")?, method("reset")?);
         let reader = layout.get().reader(None, false);
         let row_bytes = reader.layout.row_bytes;
         let plain = match (reader.tree, reader.layout.leaves.as_slice()) {
-            (Tree::Leaf(_), [leaf]) if leaf.offset == 0 && leaf.nbytes() == row_bytes && !leaf.checks_values(check_bounds) => {
+            (Tree::Leaf(_), [leaf]) if leaf.offset == 0 && leaf.nbytes() == row_bytes && !leaf.checks_values(false) => {
                 Some((leaf.dtype, leaf.shape.clone()))
             }
             _ => None,
@@ -188,7 +196,6 @@ impl EnvBlock {
             resets,
             layout: layout.unbind(),
             first_env,
-            check_bounds,
             returns: vec![0.0; n],
             lengths: vec![0; n],
             ended: false,
@@ -279,11 +286,5 @@ impl EnvBlock {
     #[getter]
     fn current_env(&self) -> Option<usize> {
         self.current_env
-    }
-
-    /// The envs, in order.
-    #[getter]
-    fn envs(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
-        self.envs.iter().map(|env| env.clone_ref(py)).collect()
     }
 }

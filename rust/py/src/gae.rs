@@ -112,8 +112,11 @@ pub fn gae<'py>(
         ("truncations", truncations, DType::Bool, 2),
     ];
     inputs.extend(final_values.map(|f| ("final_values", f, DType::F32, 2)));
-    let spans =
-        inputs.iter().map(|&(name, obj, dtype, ndim)| span(name, obj, dtype, ndim)).collect::<Result<Vec<_>, _>>().raise()?;
+    let spans = inputs
+        .iter()
+        .map(|&(name, obj, dtype, ndim)| span(name, obj, dtype, ndim))
+        .collect::<Result<Vec<_>, _>>()
+        .raise()?;
     let out = match out.filter(|o| !o.is_none()) {
         Some(out) => out.clone(),
         None => zeros(py, &descr(py, DType::F32)?, &spans[0].shape)?.into_any(),
