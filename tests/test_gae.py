@@ -205,7 +205,7 @@ def test_an_out_that_overlaps_an_input_or_is_read_only_is_refused() -> None:
         gae(values, bootstrap, values.copy(), flags, flags, 0.9, 0.9, out=frozen)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_tensors_round_trip_through_pinned_memory() -> None:
     rng = np.random.default_rng(1)
     case = {

@@ -299,6 +299,7 @@ def learned_values(zero_at_limit: bool, final_obs: bool, updates: int = 20) -> n
                 return trainer.policy.forward_eval(torch.eye(T))[1].reshape(-1).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero_at_limit", [False, True], ids=["constant-reward", "no-reward-at-the-limit"])
 def test_learned_values_of_a_time_limited_env_are_the_true_ones(zero_at_limit: bool) -> None:
     """The time limit is not part of the task: the true value of state k is
