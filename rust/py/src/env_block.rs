@@ -136,13 +136,13 @@ impl EnvBlock {
 
 /// `(obs, reward, terminated, truncated, info)` of `env.step`.
 fn unpack<'py>(result: &Bound<'py, PyAny>) -> PyResult<[Bound<'py, PyAny>; 5]> {
-    let refuse = || {
-        let reason = format!("expected a tuple (obs, reward, terminated, truncated, info), got {}", type_name(result));
-        Error::Mismatch { path: "env.step()".into(), reason }
+    let refuse = |got: String| Error::Mismatch {
+        path: "env.step()".into(),
+        reason: format!("expected a tuple (obs, reward, terminated, truncated, info), got {got}"),
     };
-    let tuple = result.cast::<PyTuple>().map_err(|_| refuse()).raise()?;
+    let tuple = result.cast::<PyTuple>().map_err(|_| refuse(type_name(result))).raise()?;
     if tuple.len() != 5 {
-        return Err(refuse()).raise();
+        return Err(refuse(format!("a tuple of {} items", tuple.len()))).raise();
     }
     Ok(std::array::from_fn(|k| tuple.get_item(k).expect("the length was checked")))
 }
