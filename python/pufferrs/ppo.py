@@ -13,13 +13,14 @@ The loop, per update (``batch_size`` env steps)::
 
 Choices worth knowing:
 
-- **Experience** lives on the training device: ``(num_envs, horizon)``
-  steps of flat observation rows (packed as the vector env returns them;
-  the policy unflattens them in its ``forward``), actions, log-probs,
-  values, the values of truncated steps' final observations, rewards,
-  terminals, truncations, episode starts, and the LSTM
-  state at the start of each ``bptt_horizon`` segment. Training unrolls
-  every segment from the state it had in the rollout, not from zeros.
+- **Experience** (:mod:`pufferrs.experience`) lives on the training
+  device: ``(num_envs, horizon)`` steps of flat observation rows (packed as
+  the vector env returns them; the policy unflattens them in its
+  ``forward``), actions, log-probs, values, the values of truncated steps'
+  final observations, and the LSTM state at the start of each
+  ``bptt_horizon`` segment; rewards, terminals, truncations and episode
+  starts stay on the host. Training unrolls every segment from the state
+  it had in the rollout, not from zeros.
 - **Asynchronous rollouts** (``env_batch_size < num_envs``): each ``recv``
   returns the envs that are ready; an env that has stored its ``horizon``
   steps keeps being stepped (``send`` must answer every ``recv``) without
