@@ -5,6 +5,7 @@
 pub mod copy;
 pub mod dtype;
 pub mod error;
+pub mod gae;
 pub mod layout;
 pub mod shm;
 pub mod sync;

@@ -188,6 +188,9 @@ pub struct Sections {
     pub batch_terminals: Range<usize>,
     pub batch_truncations: Range<usize>,
     pub batch_masks: Range<usize>,
+    /// Per env, the last observation of its episode that ended most
+    /// recently, written before the reset that replaces it in `observations`.
+    pub final_observations: Range<usize>,
     pub len: usize,
 }
 
@@ -238,6 +241,7 @@ impl Sections {
             batch_terminals: next(b, SECTION_ALIGN),
             batch_truncations: next(b, SECTION_ALIGN),
             batch_masks: next(b, SECTION_ALIGN),
+            final_observations: next(e * plan.obs_row_bytes, SECTION_ALIGN),
             len: 0,
         };
         match end.filter(|&len| len <= isize::MAX as usize) {
@@ -420,6 +424,7 @@ mod tests {
             &s.batch_terminals,
             &s.batch_truncations,
             &s.batch_masks,
+            &s.final_observations,
         ];
         for pair in all.windows(2) {
             assert!(pair[0].end <= pair[1].start);
@@ -428,7 +433,8 @@ mod tests {
         assert_eq!(s.observations.start % PAGE, 0);
         assert_eq!(s.observations.len(), 6 * 12_504);
         assert_eq!(s.batch_observations.len(), 4 * 12_504);
-        assert_eq!(s.len, s.batch_masks.end);
+        assert_eq!(s.final_observations.len(), 6 * 12_504);
+        assert_eq!(s.len, s.final_observations.end);
 
         let whole = Plan::new(6, Some(3), 12_504, 24, None).unwrap();
         assert!(Sections::new(&whole, 200).unwrap().batch_observations.is_empty());

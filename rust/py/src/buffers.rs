@@ -244,8 +244,10 @@ impl PyRolloutBuffers {
     /// A zero-copy view of one array: `observations` and `actions` as
     /// `(num_envs, row_bytes)` uint8 rows; `rewards` float32; `terminals`,
     /// `truncations`, `masks` bool; `episode_returns` float64;
-    /// `episode_lengths` int64; and the same with a `batch_` prefix for the
-    /// gather area (`batch_size` rows).
+    /// `episode_lengths` int64; the same with a `batch_` prefix for the
+    /// gather area (`batch_size` rows); and `final_observations`, the
+    /// `(num_envs, row_bytes)` rows that keep the last observation of each
+    /// env's most recently ended episode.
     fn array<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -266,6 +268,7 @@ impl PyRolloutBuffers {
             "batch_terminals" => (&s.batch_terminals, DType::Bool, vec![b]),
             "batch_truncations" => (&s.batch_truncations, DType::Bool, vec![b]),
             "batch_masks" => (&s.batch_masks, DType::Bool, vec![b]),
+            "final_observations" => (&s.final_observations, DType::U8, vec![p.num_envs, p.obs_row_bytes]),
             _ => return Err(raise(Error::Buffers(format!("no array named {name:?}")))),
         };
         let item = dtype.itemsize();
