@@ -396,11 +396,11 @@ mod tests {
             proptest::prop_assert_eq!(s.observations.len(), num_envs * obs);
             proptest::prop_assert_eq!(s.actions.len(), num_envs * action);
             proptest::prop_assert_eq!(s.batch_observations.len(), b * obs);
-            let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks];
+            let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks, &s.final_observations];
             for pair in all.windows(2) {
                 proptest::prop_assert!(pair[0].end <= pair[1].start);
             }
-            proptest::prop_assert!(s.batch_masks.end == s.len && s.len <= isize::MAX as usize);
+            proptest::prop_assert!(s.final_observations.end == s.len && s.len <= isize::MAX as usize);
         }
     }
 
