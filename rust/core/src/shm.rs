@@ -9,13 +9,17 @@
 //! Workers attach by file descriptor, which `multiprocessing` passes to
 //! children started with `fork`, `spawn` and `forkserver` alike.
 
+#[cfg(target_os = "linux")]
 use std::io;
 use std::ops::Range;
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+#[cfg(target_os = "linux")]
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+#[cfg(target_os = "linux")]
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fstat, ftruncate, memfd_create};
 
 /// Sections start on cache lines so that no two processes write one line.
@@ -24,6 +28,7 @@ pub const SECTION_ALIGN: usize = 64;
 pub const PAGE: usize = 4096;
 
 /// A mapping of a memfd that every process of a vector env shares.
+#[cfg(target_os = "linux")]
 pub struct Region {
     map: MmapRaw,
     /// The creator keeps the fd to hand it to workers; attached regions
@@ -31,6 +36,7 @@ pub struct Region {
     fd: Option<OwnedFd>,
 }
 
+#[cfg(target_os = "linux")]
 impl Region {
     /// A new zero-filled region of `len` bytes (rounded up to a page).
     pub fn create(name: &str, len: usize) -> io::Result<Region> {
@@ -83,9 +89,15 @@ impl Region {
 
 // SAFETY: the region is plain shared memory; every access to it goes through
 // raw pointers or atomics, with the synchronisation of `sync`.
+#[cfg(target_os = "linux")]
 unsafe impl Sync for Region {}
 // SAFETY: as above; the mapping is not tied to the thread that made it.
+#[cfg(target_os = "linux")]
 unsafe impl Send for Region {}
+
+/// Elsewhere a vector env's region is private to its process.
+#[cfg(not(target_os = "linux"))]
+pub use crate::local_region::LocalRegion as Region;
 
 /// The shape of a vector env's buffers: what `Sections` is computed from.
 /// Built only by `Plan::new`, which owns every rule about these numbers.
@@ -241,8 +253,10 @@ pub unsafe fn scatter_rows(src: *const u8, dst: *mut u8, row_bytes: usize, block
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_os = "linux")]
     use std::os::fd::AsFd;
 
+    #[cfg(target_os = "linux")]
     fn memfds_of_this_process() -> usize {
         std::fs::read_dir("/proc/self/fd")
             .unwrap()
@@ -252,6 +266,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn create_attach_share_and_free() {
         let region = Region::create("pufferrs-test", 10_000).unwrap();
         assert_eq!(region.len(), 12_288);
@@ -271,6 +286,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn nothing_in_dev_shm_and_fd_closed_on_drop() {
         let before: Vec<_> = std::fs::read_dir("/dev/shm")
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
@@ -286,6 +302,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn regions_cannot_be_resized() {
         let region = Region::create("pufferrs-test", 4096).unwrap();
         let fd = region.fd().unwrap();
@@ -294,6 +311,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn attach_refuses_an_empty_file() {
         let fd = memfd_create("pufferrs-test-empty", MemfdFlags::CLOEXEC).unwrap();
         assert!(Region::attach(fd.as_fd()).is_err());
