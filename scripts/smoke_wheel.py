@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-import sys
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -47,7 +46,7 @@ def check_installed() -> None:
     for module in (pufferrs, _native):
         where = Path(module.__file__).resolve()
         assert where.is_relative_to(site), f"{module.__name__} comes from {where}, not the installed wheel in {site}"
-    print(f"pufferrs {pufferrs.__version__} from {Path(_native.__file__).relative_to(site)}")
+    print(f"pufferrs {pufferrs.__version__} from {Path(_native.__file__).resolve().relative_to(site)}")
 
 
 def check_rows() -> None:
@@ -123,4 +122,3 @@ if __name__ == "__main__":
     check_vector_env()
     check_train()
     print("smoke test of the installed wheel: passed")
-    sys.exit(0)
