@@ -11,11 +11,14 @@
 
 use std::io;
 use std::ops::{Mul, Range};
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+#[cfg(target_os = "linux")]
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+#[cfg(target_os = "linux")]
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create};
 
 /// Sections start on cache lines so that no two processes write one line.
@@ -24,6 +27,7 @@ pub const SECTION_ALIGN: usize = 64;
 pub const PAGE: usize = 4096;
 
 /// A mapping of a memfd that every process of a vector env shares.
+#[cfg(target_os = "linux")]
 pub struct Region {
     map: MmapRaw,
     /// The creator keeps the fd to hand it to workers; attached regions
@@ -31,13 +35,11 @@ pub struct Region {
     fd: Option<OwnedFd>,
 }
 
+#[cfg(target_os = "linux")]
 impl Region {
     /// A new zero-filled region of `len` bytes (rounded up to a page).
     pub fn create(name: &str, len: usize) -> io::Result<Region> {
-        let len =
-            len.max(1).checked_next_multiple_of(PAGE).filter(|&len| len <= isize::MAX as usize).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory"))
-            })?;
+        let len = region_len(len)?;
         let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         ftruncate(&fd, len as u64)?;
         // Nobody may resize the file afterwards: a shrink would turn the
@@ -85,24 +87,43 @@ impl Region {
 
     /// Pointer to `range` of the region, checked to lie inside it.
     pub fn section(&self, range: &Range<usize>) -> Result<*mut u8> {
-        if range.start > range.end || range.end > self.len() {
-            return Err(Error::Buffers(format!(
-                "bytes {}..{} lie outside the region of {} bytes",
-                range.start,
-                range.end,
-                self.len()
-            )));
-        }
-        // SAFETY: the offset was just checked to be inside the mapping.
-        Ok(unsafe { self.as_ptr().add(range.start) })
+        section_of(self.as_ptr(), self.len(), range)
     }
+}
+
+/// The size a region of `len` bytes gets: at least a page, whole pages,
+/// refused past what memory can hold.
+pub(crate) fn region_len(len: usize) -> io::Result<usize> {
+    len.max(1)
+        .checked_next_multiple_of(PAGE)
+        .filter(|&len| len <= isize::MAX as usize)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory")))
+}
+
+/// Pointer to `range` of the `len` bytes mapped at `base`, checked to lie
+/// inside them.
+pub(crate) fn section_of(base: *mut u8, len: usize, range: &Range<usize>) -> Result<*mut u8> {
+    if range.start > range.end || range.end > len {
+        return Err(Error::Buffers(format!(
+            "bytes {}..{} lie outside the region of {len} bytes",
+            range.start, range.end
+        )));
+    }
+    // SAFETY: the offset was just checked to be inside the mapping.
+    Ok(unsafe { base.add(range.start) })
 }
 
 // SAFETY: the region is plain shared memory; every access to it goes through
 // raw pointers or atomics, with the synchronisation of `sync`.
+#[cfg(target_os = "linux")]
 unsafe impl Sync for Region {}
 // SAFETY: as above; the mapping is not tied to the thread that made it.
+#[cfg(target_os = "linux")]
 unsafe impl Send for Region {}
+
+/// Elsewhere a vector env's region is private to its process.
+#[cfg(not(target_os = "linux"))]
+pub use crate::local_region::LocalRegion as Region;
 
 /// The shape of a vector env's buffers: what `Sections` is computed from.
 /// Built only by `Plan::new`, which owns every rule about these numbers.
@@ -289,8 +310,10 @@ pub unsafe fn scatter_rows(src: *const u8, dst: *mut u8, row_bytes: usize, block
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_os = "linux")]
     use std::os::fd::AsFd;
 
+    #[cfg(target_os = "linux")]
     fn memfds_of_this_process() -> usize {
         std::fs::read_dir("/proc/self/fd")
             .unwrap()
@@ -300,6 +323,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn create_attach_share_and_free() {
         let region = Region::create("pufferrs-test", 10_000).unwrap();
         assert_eq!(region.len(), 12_288);
@@ -319,6 +343,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn nothing_in_dev_shm_and_fd_closed_on_drop() {
         let before: Vec<_> = std::fs::read_dir("/dev/shm")
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
@@ -334,6 +359,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn regions_cannot_be_resized() {
         let region = Region::create("pufferrs-test", 4096).unwrap();
         let fd = region.fd().unwrap();
@@ -342,6 +368,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn attach_refuses_an_empty_or_unsealed_file() {
         let fd = memfd_create("pufferrs-test-empty", MemfdFlags::CLOEXEC).unwrap();
         assert!(Region::attach(fd.as_fd()).is_err());

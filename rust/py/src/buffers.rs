@@ -2,6 +2,7 @@
 //! arrays as numpy views, and the waits of `core::sync` with the GIL
 //! released. `pufferrs.vector` drives it from both sides.
 
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -171,6 +172,8 @@ impl PyRolloutBuffers {
     /// The buffers that another process created, from a file descriptor of
     /// theirs (see `fd`) and the same arguments. The caller keeps `fd` and
     /// may close it once this returns.
+    /// Linux only, as is `fd`: elsewhere the region is private to its process.
+    #[cfg(target_os = "linux")]
     #[staticmethod]
     #[pyo3(signature = (fd, num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
     fn attach(
@@ -205,6 +208,7 @@ impl PyRolloutBuffers {
     }
 
     /// The file descriptor of the region, for workers to attach to.
+    #[cfg(target_os = "linux")]
     #[getter]
     fn fd(&self) -> PyResult<i32> {
         self.region
