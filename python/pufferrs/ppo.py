@@ -317,8 +317,10 @@ class Trainer:
             self._started = True
         self.stored[:] = 0
         self.complete[:] = False
-        # The steps in flight from the last rollout were not stored.
+        # The steps in flight from the last rollout were not stored, and the
+        # final observations of one that stopped half-way are not this one's.
         self.pending[:] = -1
+        self.finals.clear()
         self.policy.eval()
         while True:
             batch, self.held = (self.held, None) if self.held is not None else (self._receive(), None)
