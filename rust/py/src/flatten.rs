@@ -11,7 +11,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, P
 use pufferrs_core::copy::Strided;
 use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Key, Layout, Leaf, format_path, format_shape, quote};
+use pufferrs_core::layout::{Key, Layout, Leaf, Rule, format_path, format_shape, quote};
 
 use crate::errors::type_name;
 use crate::numpy_arrays::{dtype_of, strided};
@@ -26,18 +26,22 @@ pub enum Source<'py> {
     Array { array: Bound<'py, PyUntypedArray>, dtype: DType, weak: bool },
     /// A Python number (`weak`) or a numpy scalar, read already.
     Scalar { value: Value, dtype: DType, weak: bool },
+    /// A string leaf's codes, encoded already (one row's after another
+    /// when batched); valid by construction.
+    Codes { codes: Vec<Value>, dtype: DType },
 }
 
 impl Source<'_> {
     fn dtype(&self) -> DType {
         match self {
-            Source::Array { dtype, .. } | Source::Scalar { dtype, .. } => *dtype,
+            Source::Array { dtype, .. } | Source::Scalar { dtype, .. } | Source::Codes { dtype, .. } => *dtype,
         }
     }
 
     fn weak(&self) -> bool {
         match self {
             Source::Array { weak, .. } | Source::Scalar { weak, .. } => *weak,
+            Source::Codes { .. } => false,
         }
     }
 }
@@ -183,10 +187,13 @@ impl Reader<'_> {
         path: &[Key],
         batch: &mut Option<usize>,
     ) -> Result<Source<'py>, Error> {
+        if let Rule::Text { .. } = leaf.rule {
+            return self.text_source(leaf, obj, path, batch);
+        }
         let source = read_source(obj).map_err(|reason| self.mismatch(path, reason))?;
         let shape: &[usize] = match &source {
             Source::Array { array, .. } => array.shape(),
-            Source::Scalar { .. } => &[],
+            Source::Scalar { .. } | Source::Codes { .. } => &[],
         };
         let expected: Vec<usize> = if self.batched {
             let b = *batch.get_or_insert(shape.first().copied().unwrap_or(0));
@@ -204,6 +211,45 @@ impl Reader<'_> {
             return Err(self.mismatch(path, reason));
         }
         Ok(source)
+    }
+
+    /// Encodes a string leaf's value: a `str`, or a sequence of them when
+    /// batched.
+    fn text_source<'py>(
+        &self,
+        leaf: &Leaf,
+        obj: &Bound<'py, PyAny>,
+        path: &[Key],
+        batch: &mut Option<usize>,
+    ) -> Result<Source<'py>, Error> {
+        let encode = |item: &Bound<'py, PyAny>| -> Result<Vec<Value>, String> {
+            let text = item.cast::<PyString>().map_err(|_| format!("expected a str, got {}", type_name(item)))?;
+            leaf.encode_text(&text.to_cow().map_err(|e| e.to_string())?)
+        };
+        if !self.batched {
+            let codes = encode(obj).map_err(|reason| self.mismatch(path, reason))?;
+            return Ok(Source::Codes { codes, dtype: leaf.dtype });
+        }
+        let items = match obj.cast::<PyString>() {
+            Ok(_) => Err(()),
+            Err(_) => obj.try_iter().map_err(|_| ()),
+        };
+        let items =
+            items.map_err(|_| self.mismatch(path, format!("expected a batch of str, got {}", type_name(obj))))?;
+        let mut codes = Vec::new();
+        let mut count = 0;
+        for (b, item) in items.enumerate() {
+            let item = item.map_err(|e| self.mismatch(path, e.to_string()))?;
+            let mut element = path.to_vec();
+            element.push(Key::Index(b));
+            codes.extend(encode(&item).map_err(|reason| self.mismatch(&element, reason))?);
+            count += 1;
+        }
+        let expected = *batch.get_or_insert(count);
+        if count != expected {
+            return Err(self.mismatch(path, format!("expected a batch of {expected} str, got {count}")));
+        }
+        Ok(Source::Codes { codes, dtype: leaf.dtype })
     }
 
     /// Checks every value the way it will be stored: it must fit the leaf's
@@ -237,6 +283,7 @@ impl Reader<'_> {
             match source {
                 Source::Scalar { value, .. } => check(0, *value)?,
                 Source::Array { array, dtype, .. } => strided(array, *dtype).try_for_each_value(check)?,
+                Source::Codes { .. } => {}
             }
         }
         Ok(())
@@ -252,6 +299,7 @@ impl Reader<'_> {
             .map(|(leaf, source)| match source {
                 Source::Array { array, dtype, .. } => Job::Array(leaf, strided(array, *dtype)),
                 Source::Scalar { value, .. } => Job::Scalar(leaf, *value),
+                Source::Codes { codes, .. } => Job::Codes(leaf, codes),
             })
             .collect();
         let total = rows.len() * self.layout.row_bytes;
@@ -271,6 +319,7 @@ impl Reader<'_> {
 enum Job<'a> {
     Array(&'a Leaf, Strided<'a>),
     Scalar(&'a Leaf, Value),
+    Codes(&'a Leaf, &'a [Value]),
 }
 
 struct Work<'a> {
@@ -290,6 +339,13 @@ impl Work<'_> {
                     Job::Scalar(leaf, value) => {
                         let stored = leaf.dtype.cast(*value).expect("checked by Reader::check");
                         leaf.dtype.write(stored, &mut row[leaf.offset..]);
+                    }
+                    Job::Codes(leaf, codes) => {
+                        let (len, size) = (leaf.len(), leaf.dtype.itemsize());
+                        let codes = if self.batched { &codes[b * len..(b + 1) * len] } else { codes };
+                        for (i, &code) in codes.iter().enumerate() {
+                            leaf.dtype.write(code, &mut row[leaf.offset + i * size..leaf.offset + (i + 1) * size]);
+                        }
                     }
                     Job::Array(leaf, source) => {
                         let source = if self.batched { source.at(b) } else { *source };

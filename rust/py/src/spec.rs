@@ -4,7 +4,7 @@
 //! `Space::Unsupported`, which `Layout::new` refuses with its path.
 
 use pufferrs_core::dtype::{DType, Value};
-use pufferrs_core::layout::Space;
+use pufferrs_core::layout::{DEFAULT_STRING_LENGTH, Space};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 
@@ -57,6 +57,13 @@ fn read(spec: &Bound<'_, PyAny>) -> PyResult<Space> {
             }
             Space::Dict(items)
         }
+        "Text" => Space::Text {
+            charset: field("charset")?.extract::<String>()?.chars().collect(),
+            min_length: field("min_length")?.extract()?,
+            max_length: field("max_length")?.extract()?,
+        },
+        // A string-valued space that lists no charset: the core's rule.
+        "String" => Space::string(field("max_length")?.extract::<Option<usize>>()?.unwrap_or(DEFAULT_STRING_LENGTH)),
         "Tuple" => Space::Tuple(field("items")?.try_iter()?.map(|s| Ok(parse(&s?))).collect::<PyResult<_>>()?),
         other => Space::unsupported_kind(other),
     })
