@@ -32,9 +32,13 @@ examples:
   pufferrs train                                  # the built-in memory task, with an LSTM
   pufferrs train CartPole-v1 --total-steps 50000
   pufferrs train pufferrs/Nested-v0 --backend multiprocessing --num-envs 16 --env-batch-size 8
+  pufferrs train MiniGrid-Empty-5x5-v0            # imports minigrid; the mission is encoded too
+  pufferrs train ALE/Breakout-v5 --backend multiprocessing   # with the standard Atari preprocessing
+  pufferrs train my_pkg:MyEnv-v0 --encoders '{"grid": "codes"}'
   pufferrs eval runs/<name>/model.pt
 
-presets (pufferrs.config.PRESETS), applied before the options given:
+presets by env family (pufferrs.config.FAMILY_PRESETS), then by env
+(pufferrs.config.PRESETS), applied before the options given:
 """
 
 
@@ -47,9 +51,13 @@ def _flag(name: str, value: Any = None) -> str:
 
 
 def _presets_text() -> str:
-    from pufferrs.config import PRESETS
+    from pufferrs.config import FAMILY_PRESETS, PRESETS
 
-    return "\n".join(f"  {env}: {' '.join(_flag(k, v) for k, v in preset.items())}" for env, preset in PRESETS.items())
+    def flags(preset: dict[str, Any]) -> str:
+        return " ".join(_flag(k, f"'{json.dumps(v)}'" if isinstance(v, dict) else v) for k, v in preset.items())
+
+    families = [(f"{prefix}*", preset) for prefix, preset in FAMILY_PRESETS]
+    return "\n".join(f"  {env}: {flags(preset)}" for env, preset in [*families, *PRESETS.items()])
 
 
 # ---------------------------------------------------------------------------
@@ -125,6 +133,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pufferrs.config import apply_process_settings
+    from pufferrs.factories import describe_policy
     from pufferrs.ppo import Trainer
     from pufferrs.progress import print_summary, progress_display
 
@@ -139,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
             flush=True,
         )
+        for line in describe_policy(trainer.policy):
+            print(f"  {line}", flush=True)
         with progress_display(config, plain=args.plain) as progress:
             summary = trainer.train(progress)
     print_summary(summary)

@@ -40,14 +40,38 @@ __all__ = [
 ]
 
 
-def episode_numbers(info: dict) -> dict[str, float]:
-    """The numeric entries of an ended episode's info (``episode_return``,
-    ``episode_length``, e.g. ``success``): what gets averaged."""
-    return {
-        k: float(v)
-        for k, v in info.items()
-        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-    }
+#: Info keys that are not a result of the episode that ends: running
+#: counters (ALE's ``frame_number`` counts every frame since the env was
+#: made) and the state of a game (``lives``). They are left out of the
+#: episode statistics.
+COUNTERS = frozenset({"frame_number", "lives", "total_steps", "total_frames"})
+
+
+def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
+    """What the info of the step that ends an episode says about it, to be
+    averaged over an update's episodes:
+
+    - numbers (Python or numpy scalars, 0-d arrays) as they are
+      (``episode_return``, ``episode_length``, e.g. ``score``);
+    - booleans as 0 or 1, so that their mean is a rate (``success``,
+      highway-env's ``crashed``);
+    - nested dicts flattened, their keys joined with ``/``
+      (``rewards/collision_reward``, Crafter's ``achievements/...``);
+    - left out: :data:`COUNTERS`, and whatever is not a single number
+      (strings, arrays, tuples).
+    """
+    out: dict[str, float] = {}
+    for key, value in info.items():
+        if not isinstance(key, str) or key in COUNTERS:
+            continue
+        if isinstance(value, dict):
+            out.update(episode_numbers(value, f"{prefix}{key}/"))
+            continue
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]
+        if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
+            out[prefix + key] = float(value)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +122,9 @@ def summarize(
     update's episode statistics, and the time split."""
     last = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("env/")}
     # The last few updates, for a steadier figure than one update's.
-    recent = [m["env/episode_return"] for m in metrics[-5:] if "env/episode_return" in m]
+    # Atari's unclipped score when reported, not the clipped per-life return.
+    key = "env/game_return" if any("env/game_return" in m for m in metrics) else "env/episode_return"
+    recent = [m[key] for m in metrics[-5:] if key in m]
     return {
         "env": env,
         "updates": update,
@@ -113,8 +139,10 @@ def summarize(
 
 def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Writes the learning curve as a PNG: mean episode return over env
-    steps; the env's rates (``success``, ``score``) when it reports them;
-    and the losses."""
+    steps (and ``game_return``, Atari's unclipped score, when reported);
+    the env's other episode statistics (rates such as ``success`` and
+    ``crashed`` together, the others one panel each, at most 6); and the
+    losses."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, none opened
@@ -126,11 +154,19 @@ def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "
         pairs = [(m["global_step"], m[key]) for m in metrics if m.get(key) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    rates = [key for key in ("env/success", "env/score") if any(m.get(key) is not None for m in metrics)]
-    panels = 3 if rates else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 * panels + 1), sharex=True)
+    main = {"env/episode_return", "env/game_return", "env/episode_length", "env/episodes"}
+    keys = sorted(
+        {k for m in metrics for k, v in m.items() if k.startswith("env/") and k not in main and v is not None}
+    )
+    rates = [k for k in keys if all(0 <= m[k] <= 1 for m in metrics if m.get(k) is not None)]
+    others = [k for k in keys if k not in rates][:6]
+    panels = 2 + bool(rates) + len(others)
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.5 * panels + 1.5), sharex=True)
     steps = metrics[-1]["global_step"] if metrics else 0
-    axes[0].plot(*series("env/episode_return"))
+    axes[0].plot(*series("env/episode_return"), label="episode_return")
+    if any(m.get("env/game_return") is not None for m in metrics):
+        axes[0].plot(*series("env/game_return"), label="game_return (unclipped)")
+        axes[0].legend(loc="lower right")
     axes[0].set_ylabel("mean episode return")
     axes[0].set_title(f"{title} ({steps:,} steps)")
     if rates:
@@ -138,7 +174,10 @@ def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "
             axes[1].plot(*series(key), label=key[4:])
         axes[1].set_ylabel("rate")
         axes[1].set_ylim(-0.05, 1.05)
-        axes[1].legend(loc="lower right")
+        axes[1].legend(loc="lower right", fontsize="small")
+    for ax, key in zip(axes[1 + bool(rates) : -1], others):
+        ax.plot(*series(key))
+        ax.set_ylabel(key[4:], fontsize="small")
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl"):
         axes[-1].plot(*series(f"losses/{key}"), label=key)
     axes[-1].set_ylabel("losses")
@@ -200,7 +239,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
 def policy_from_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuilds the policy a checkpoint was trained with and loads its weights."""
     checkpoint, config = load_checkpoint(path, device)
-    check_env(config.env, config.env_kwargs)
+    check_env(config)
     probe = make_vecenv(config, num_envs=1, backend="serial")
     try:
         policy = make_policy(probe, config)
