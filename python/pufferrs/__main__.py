@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import re
+import signal
 import sys
 import time
 import typing
@@ -131,6 +132,14 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 # commands
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that it is handled alike."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pufferrs.config import apply_process_settings
     from pufferrs.factories import describe_policy
@@ -138,6 +147,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pufferrs.progress import print_summary, progress_display
 
     config = _config_from_args(args)
+    # SIGTERM (a scheduler's stop, `kill`) ends the run as Ctrl-C does: the
+    # trainer saves model.pt and the learning curve on the way out.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     # This process is the run's: its threads, seeds and cuDNN flags are set
     # before the policy is built. The trainer validates the config.
     apply_process_settings(config)
@@ -159,24 +171,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from pufferrs.runs import evaluate_checkpoint
+    from pufferrs.runs import evaluate, policy_from_checkpoint, record_video
 
     torch.set_num_threads(1)  # a small policy, one step at a time
-    result, config, checkpoint = evaluate_checkpoint(
-        args.checkpoint, episodes=args.episodes, greedy=not args.sample, device=args.device, seed=args.seed
-    )
-    mode = "sampled" if args.sample else "greedy"
+    modes = [m for m, only in (("greedy", args.greedy), ("sampled", args.sample)) if only] or ["greedy", "sampled"]
+    if args.episodes < 1:
+        from pufferrs.errors import ConfigError
+
+        raise ConfigError(f"episodes must be positive, got {args.episodes}")
+    policy, config, checkpoint = policy_from_checkpoint(args.checkpoint, args.device)
     print(
-        f"{config.env}: {args.episodes} episodes, {mode} actions, checkpoint of update "
+        f"{config.env}: {args.episodes} episodes per mode, checkpoint of update "
         f"{checkpoint.get('update')} ({checkpoint.get('global_step', 0):,} steps)"
     )
-    for i, (ret, length) in enumerate(zip(result["returns"], result["lengths"])):
-        print(f"  episode {i:>3}  return {ret:10.3f}  length {length}")
-    returns = np.asarray(result["returns"])
-    print(f"mean return {returns.mean():.3f} ± {returns.std():.3f} (min {returns.min():.3f}, max {returns.max():.3f})")
-    for key, value in result.items():
-        if key.startswith("mean_") and key != "mean_return":
-            print(f"{key.replace('_', ' ')} {value:.3f}")
+    for mode in modes:
+        result = evaluate(
+            policy, config, episodes=args.episodes, greedy=mode == "greedy", device=args.device, seed=args.seed
+        )
+        returns = np.asarray(result["returns"])
+        print(f"{mode} actions")
+        for i, (ret, length) in enumerate(zip(result["returns"], result["lengths"])):
+            print(f"  episode {i:>3}  return {ret:10.3f}  length {length}")
+        print(
+            f"  mean return {returns.mean():.3f} ± {returns.std():.3f} "
+            f"(min {returns.min():.3f}, max {returns.max():.3f})"
+        )
+        for key, value in result.items():
+            if key.startswith("mean_") and key != "mean_return":
+                print(f"  {key.replace('_', ' ')} {value:.3f}")
+    if args.video:
+        paths = record_video(
+            policy, config, args.video, greedy=modes[0] == "greedy", device=args.device, seed=args.seed
+        )
+        print(f"video of one {modes[0]} episode: {', '.join(map(str, paths))}")
     return 0
 
 
@@ -215,12 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser(
         "eval",
-        help="play a checkpoint and print its episode returns",
-        description="Play a trained policy from a checkpoint and print its episode returns.",
+        help="play a checkpoint and print its episode returns, greedy and sampled",
+        description="Play a trained policy from a checkpoint and print its episode returns with the most likely "
+        "actions and with sampled ones (a policy that has not converged often does better sampled).",
     )
     ev.add_argument("checkpoint", help="a checkpoint file (runs/<name>/model.pt)")
     ev.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
-    ev.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely")
+    ev.add_argument("--sample", action="store_true", help="only sampled actions (default: greedy, then sampled)")
+    ev.add_argument("--greedy", action="store_true", help="only the most likely actions (default: both)")
+    ev.add_argument(
+        "--video",
+        metavar="DIR",
+        help="also write a video of one episode to DIR (gymnasium's RecordVideo: needs an env that renders "
+        "rgb_array frames, and moviepy)",
+    )
     ev.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     ev.add_argument("--seed", type=int, default=None, help="env seed (default: the training seed + 1000)")
     ev.set_defaults(run=cmd_eval)
@@ -252,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     except PufferError as exc:
         print(f"pufferrs {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pufferrs {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        print(f"pufferrs {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

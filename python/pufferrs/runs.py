@@ -14,17 +14,20 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from pufferrs import vector
 from pufferrs.actions import ActionAdapter, greedy_action
 from pufferrs.config import Config, ConfigError, resolve_device
-from pufferrs.factories import check_env, is_recurrent, make_policy, make_vecenv
+from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.pytorch import sample_logits
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "plot_metrics",
     "policy_from_checkpoint",
+    "record_video",
     "save_checkpoint",
     "summarize",
 ]
@@ -81,7 +85,9 @@ def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
 class RunDirectory:
     """The files of a run in ``path``: ``config.json`` from the start, one
     ``metrics.jsonl`` row per update, ``checkpoints/update_NNNNNN.pt`` every
-    ``checkpoint_interval`` updates, and at the end ``model.pt``,
+    ``checkpoint_interval`` updates and after ``checkpoint_minutes`` of wall
+    time without one (a run killed outright loses at most that much), and
+    at the end (or when stopped by Ctrl-C or SIGTERM) ``model.pt``,
     ``learning_curve.png`` and ``summary.json``. ``save`` writes a
     checkpoint to the path it is given."""
 
@@ -90,15 +96,19 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         self.metrics_file = open(self.path / "metrics.jsonl", "w")  # noqa: SIM115 - closed by close()
+        self.last_save = time.monotonic()
 
     def record(self, row: dict[str, Any]) -> None:
         """Appends an update's metrics; saves a checkpoint when one is due
         (the last update's is ``model.pt``, written by :meth:`finish`)."""
         self.metrics_file.write(json.dumps(row) + "\n")
         self.metrics_file.flush()
-        update, interval = row["update"], self.config.checkpoint_interval
-        if interval and update % interval == 0 and update < self.config.num_updates:
+        update, interval, minutes = row["update"], self.config.checkpoint_interval, self.config.checkpoint_minutes
+        due = interval and update % interval == 0
+        late = minutes and time.monotonic() - self.last_save >= 60 * minutes
+        if (due or late) and update < self.config.num_updates:
             self.save(self.path / "checkpoints" / f"update_{update:06d}.pt")
+            self.last_save = time.monotonic()
 
     def finish(self, summary: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
         """Saves ``model.pt``, the learning curve and ``summary.json``;
@@ -290,6 +300,52 @@ def evaluate_checkpoint(
     return _play(policy, config, episodes, greedy, resolved, seed, None), config, checkpoint
 
 
+def record_video(
+    policy: nn.Module,
+    config: Config,
+    folder: str | Path,
+    episodes: int = 1,
+    greedy: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+) -> list[Path]:
+    """Plays ``episodes`` episodes as :func:`evaluate` does, with gymnasium's
+    ``RecordVideo`` writing each to ``folder`` as an mp4; returns the files.
+    Refuses, saying why, an env that does not render ``rgb_array`` frames
+    and a machine without moviepy."""
+    _check_episodes(episodes)
+    folder = Path(folder)
+    creator = EnvCreator.from_config(config, training=False)
+    probe = creator()
+    try:
+        modes = list(probe.unwrapped.metadata.get("render_modes", []))
+    finally:
+        probe.close()
+    if "rgb_array" not in modes:
+        raise ConfigError(f"{config.env} cannot be filmed: it renders {modes or 'nothing'}, not rgb_array frames")
+    try:
+        import moviepy  # noqa: F401 - RecordVideo writes with it
+    except ImportError:
+        raise ConfigError("writing a video needs moviepy, which is not installed: pip install moviepy") from None
+    _play(policy, config, episodes, greedy, torch.device(device), seed, 1, _Filmed(creator, folder, episodes))
+    return sorted(folder.glob("*.mp4"))
+
+
+class _Filmed:
+    """An env creator whose envs render ``rgb_array`` frames into a video
+    of each of their first ``episodes`` episodes (not the one the vector
+    env starts after the last)."""
+
+    def __init__(self, creator: EnvCreator, folder: Path, episodes: int):
+        self.creator, self.folder, self.episodes = creator, folder, episodes
+
+    def __call__(self) -> gym.Env:
+        env = self.creator(render_mode="rgb_array")
+        return gym.wrappers.RecordVideo(
+            env, str(self.folder), episode_trigger=lambda i: i < self.episodes, disable_logger=True
+        )
+
+
 def _check_episodes(episodes: int) -> None:
     if episodes < 1:
         raise ConfigError(f"episodes must be positive, got {episodes}")
@@ -304,11 +360,15 @@ def _play(
     device: torch.device,
     seed: int | None,
     num_envs: int | None,
+    creator: Callable[[], gym.Env] | None = None,
 ) -> dict[str, Any]:
     num_envs = num_envs or min(episodes, 16)
     per_env = math.ceil(episodes / num_envs)
     seed = config.seed + 1000 if seed is None else seed
-    vecenv = make_vecenv(config, num_envs=num_envs, backend="serial", seed=seed)
+    if creator is None:
+        vecenv = make_vecenv(config, num_envs=num_envs, backend="serial", seed=seed, training=False)
+    else:
+        vecenv = vector.make(creator, num_envs=num_envs, backend="serial", seed=seed)
     actions = ActionAdapter(vecenv.single_action_space)
     recurrent = is_recurrent(policy)
     policy.eval()
