@@ -4,16 +4,17 @@ one ReLU layer of ``hidden_size`` before the action and value heads.
 
 The rules, in order (:func:`choose_encoder`):
 
-- a string leaf (``Text``, MiniGrid's mission) is ``text``: its character
-  codes embedded (8 per character), a width-3 convolution to 32 channels,
-  and a max over the characters present;
+- a string leaf (``Text``, MiniGrid's mission) is ``text``: the mean of
+  the embeddings (32 wide) of its character trigrams, hashed into 4,096
+  buckets;
 - ``Discrete`` and ``MultiDiscrete`` are ``codes``: one embedding per
-  element (8 wide, 16 when the leaf has more than 1,024 values);
+  element, 8 wide;
 - ``MultiBinary`` and bool Boxes are ``flat``: 0/1 as they are;
 - a uint8 Box from 0 to 255 with 2 or 3 dims is an ``image``: scaled to
   [0, 1]; channels are the axis of at most 4 (first or last), else the
   last. Images of at least 36 pixels a side get the Nature-DQN CNN (8x8/4,
-  4x4/2, 3x3/1), smaller ones two 3x3 convolutions;
+  4x4/2, 3x3/1), smaller ones two 3x3 convolutions of 16 and 32 channels
+  (stride 2 when a side is over 16);
 - another integer Box with 2 or more dims and at most 8,192 values per
   element is a grid of ``codes`` (NetHack's glyphs): each value embedded,
   the embeddings of the last axis' channels side by side (3 dims) or one
@@ -50,6 +51,7 @@ ENCODERS = ("image", "codes", "text", "scalars", "flat", "none")
 
 _MAX_CODES = 8192
 _NATURE_SIDE = 36
+_TRIGRAM_BUCKETS = 4096
 
 
 def leaf_key(path: tuple[str | int, ...]) -> str:
@@ -90,11 +92,11 @@ def _conv_stack(channels: int, height: int, width: int, nature: bool) -> tuple[n
         layers = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
         text = "Nature CNN 8x8/4, 4x4/2, 3x3/1"
     elif max(height, width) > 16:
-        layers = [(32, 3, 2), (64, 3, 2)]
-        text = "3x3/2, 3x3/2 convolutions"
+        layers = [(16, 3, 2), (32, 3, 2)]
+        text = "3x3/2, 3x3/2 convolutions of 16, 32"
     else:
-        layers = [(32, 3, 1), (32, 3, 1)]
-        text = "3x3, 3x3 convolutions"
+        layers = [(16, 3, 1), (32, 3, 1)]
+        text = "3x3, 3x3 convolutions of 16, 32"
     modules: list[nn.Module] = []
     for out, kernel, stride in layers:
         modules += [layer_init(nn.Conv2d(channels, out, kernel, stride=stride)), nn.ReLU()]
@@ -152,7 +154,7 @@ class _Codes(nn.Module):
             offset = np.concatenate([[0], np.cumsum(flat)[:-1]]).reshape(shape)
             vocab = int(flat.sum())
         grid = len(shape) >= 2
-        self.dim = 8 if vocab <= 1024 else 16
+        self.dim = 8
         self.embedding = nn.Embedding(vocab, self.dim)
         self.register_buffer("low", torch.as_tensor(np.ascontiguousarray(low)), persistent=False)
         self.register_buffer("offset", torch.as_tensor(np.ascontiguousarray(offset)), persistent=False)
@@ -183,21 +185,23 @@ class _Codes(nn.Module):
 
 
 class _Text(nn.Module):
-    """Character codes then the length (a string leaf): embedded, a
-    width-3 convolution, and the max over the characters present."""
+    """Character codes then the length (a string leaf), as the mean of
+    embeddings of its character trigrams (hashed into 4,096 buckets; the
+    string is padded with two codes 0 in front): word pieces in order, at
+    the cost of one gather per character."""
 
-    def __init__(self, dtype: np.dtype, shape: tuple[int, ...]):
+    def __init__(self, shape: tuple[int, ...]):
         super().__init__()
-        self.embedding = nn.Embedding(int(np.iinfo(dtype).max) + 1, 8, padding_idx=0)
-        self.conv = layer_init(nn.Conv1d(8, 32, 3, padding=1))
+        self.bag = nn.EmbeddingBag(_TRIGRAM_BUCKETS, 32, mode="sum")
         self.width = 32
-        self.text = f"text of up to {shape[0] - 1} characters: embedded in 8, 3-wide convolution, max over characters"
+        self.text = f"text of up to {shape[0] - 1} characters: mean of hashed character-trigram embeddings of 32"
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        chars = x[:, :-1].to(torch.int64)
-        h = torch.relu(self.conv(self.embedding(chars).to(dtype).transpose(1, 2)))
-        # ReLU outputs are >= 0, so zeroing the padding keeps it out of the max.
-        return (h * (chars != 0).unsqueeze(1).to(dtype)).amax(dim=-1)
+        chars = nn.functional.pad(x[:, :-1].to(torch.int64), (2, 0))
+        trigrams = (chars[:, :-2] * 65599**2 + chars[:, 1:-1] * 65599 + chars[:, 2:]) % _TRIGRAM_BUCKETS
+        present = (chars[:, 2:] != 0).to(torch.float32)
+        weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)
+        return self.bag(trigrams, per_sample_weights=weights).to(dtype)
 
 
 class _Values(nn.Module):
@@ -226,7 +230,7 @@ def _build(kind: str, space: gs.Space, dtype: np.dtype, shape: tuple[int, ...]) 
     if kind == "text":
         if not is_string_space(space):
             raise ValueError(f"a text encoder needs a string space, got {space}")
-        return _Text(dtype, shape)
+        return _Text(shape)
     return _Values(shape, symlog=kind == "scalars")
 
 
