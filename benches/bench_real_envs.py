@@ -35,7 +35,6 @@ import math
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
