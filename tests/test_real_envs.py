@@ -244,3 +244,20 @@ def test_sigterm_saves_the_model(tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     assert "terminated" in err
     assert (run_dir / "model.pt").exists() and not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"), [("Convolutional", "Convolutional"), ("default", "Default"), ("auto", "Auto")]
+)
+def test_policies_by_name(name: str, cls: str) -> None:
+    config = Config.for_env("ALE/Breakout-v5", num_envs=1, policy=name)
+    vecenv = make_vecenv(config, backend="serial")
+    try:
+        policy = make_policy(vecenv, config)
+        obs, _ = vecenv.reset(seed=0)
+        logits, values = policy(torch.from_numpy(obs))
+    finally:
+        vecenv.close()
+    assert type(policy).__name__ == cls and logits.shape == (1, 4) and values.shape == (1,)
+    with pytest.raises(ConfigError, match="policy must be one of auto, default, convolutional, procgen"):
+        Config.for_env("ALE/Breakout-v5", policy="mlp").validate()
