@@ -12,10 +12,10 @@ Envs and budgets (``--steps`` overrides them all):
   one-hot, as RL Zoo does) with ``MlpPolicy``.
 - ``breakout``: ALE/Breakout-v5 with the standard preprocessing on both
   sides (pufferrs' ``--atari-preprocessing``, SB3's ``make_atari_env`` and
-  a 4-frame ``VecFrameStack``), Nature CNN, 100k steps; returns are whole
+  a 4-frame ``VecFrameStack``), Nature CNN, 20k steps; returns are whole
   games, unclipped.
-- ``highway``: highway-fast-v0, 20k steps, MLPs.
-- ``nethack``: NetHackScore-v0 where nle is installed, 100k steps, the
+- ``highway``: highway-fast-v0, 4k steps, MLPs (the env steps at about 100/s).
+- ``nethack``: NetHackScore-v0 where nle is installed, 50 updates (102,400 steps), the
   glyphs, bottom-line stats and message (pufferrs' NetHack preset; SB3's
   ``MultiInputPolicy`` on the same keys). Also checks that pufferrs did not
   collapse: its entropy after the last update and a finite value loss.
@@ -43,9 +43,9 @@ from pufferrs.ppo import Trainer
 
 ENVS = {
     "doorkey": ("MiniGrid-DoorKey-5x5-v0", 300_000),
-    "breakout": ("ALE/Breakout-v5", 100_000),
-    "highway": ("highway-fast-v0", 20_000),
-    "nethack": ("NetHackScore-v0", 100_000),
+    "breakout": ("ALE/Breakout-v5", 20_000),
+    "highway": ("highway-fast-v0", 4_096),
+    "nethack": ("NetHackScore-v0", 102_400),
 }
 
 
