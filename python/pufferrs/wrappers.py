@@ -4,7 +4,8 @@ length of string observations.
 
 Atari (:func:`atari`), as SB3's ``make_atari_env``, CleanRL and EnvPool do
 it: up to 30 no-op actions at reset, 4 frames per step with the last two
-max-pooled, 84x84 grayscale, a stack of the last 4 frames; for training,
+max-pooled, 84x84 grayscale, FIRE pressed after a reset in the games that
+wait for it, a stack of the last 4 frames; for training,
 also the end of a life ends an episode (:class:`EpisodicLife`) and rewards
 are clipped to their sign (:class:`ClipReward`). The score of a whole game,
 unclipped, is reported in the info of the step that ends the game as
@@ -29,6 +30,7 @@ __all__ = [
     "ClipReward",
     "DropObservations",
     "EpisodicLife",
+    "FireReset",
     "GameScore",
     "GoalSuccess",
     "StringObservations",
@@ -151,6 +153,18 @@ class EpisodicLife(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class FireReset(gym.Wrapper):
+    """Presses FIRE after every reset, for the games that wait for it
+    (Breakout, and others whose action meanings include FIRE)."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        self.env.reset(seed=seed, options=options)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:
+            obs, info = self.env.reset(options=options)
+        return obs, info
+
+
 class GameScore(gym.Wrapper):
     """Adds ``game_return`` and ``game_length`` (agent steps) to the info
     of the step that ends a game: the unclipped score, whatever the wrappers
@@ -192,5 +206,9 @@ def atari(env: gym.Env, training: bool = True) -> gym.Env:
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = GameScore(env)
     if training:
-        env = ClipReward(EpisodicLife(env))
+        env = EpisodicLife(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireReset(env)
+    if training:
+        env = ClipReward(env)
     return gym.wrappers.FrameStackObservation(env, 4)
