@@ -30,7 +30,7 @@ def test_paths_read_like_python_indexing(path: list[str | int]) -> None:
     [
         (gs.Dict(a=gs.Dict(b=gs.Sequence(gs.Discrete(2)))), "obs['a']['b']: Sequence has no fixed size"),
         (gs.Tuple((gs.Discrete(2), gs.Graph(gs.Box(0, 1, (2,)), None))), "obs[1]: Graph has no fixed size"),
-        (gs.Dict({"a\nb": gs.Text(5)}), "obs['a\\nb']: Text spaces are not supported"),
+        (gs.Dict({"a\nb": gs.OneOf((gs.Discrete(2),))}), "obs['a\\nb']: OneOf spaces are not supported"),
         (gs.Dict({3: gs.Discrete(2)}), "obs: Dict keys must be str, got 3"),
         (gs.Dict(c=gs.Box(0, 1, (2,), np.float128)), "obs['c']: Box of dtype float128 is not a numeric dtype"),
         (gs.Box(0, 1, (2,), np.dtype(">f4")), "obs: Box of dtype >f4 is not a numeric dtype"),

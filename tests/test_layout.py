@@ -128,7 +128,7 @@ def test_plain_box_stays_itself() -> None:
             r"obs\['a'\]\[1\]: Sequence has no fixed size",
         ),
         (gs.Dict(g=gs.Graph(gs.Box(0, 1, (2,)), None)), r"obs\['g'\]: Graph has no fixed size"),
-        (gs.Tuple((gs.Text(5),)), r"obs\[0\]: Text spaces are not supported"),
+        (object(), r"obs: builtins.object \(not a gymnasium space; convert it to gymnasium.spaces in a wrapper\)"),
         (gs.OneOf((gs.Discrete(2), gs.Discrete(3))), r"obs: OneOf spaces are not supported"),
         (gs.Box(0, 1, (2,), np.longdouble), r"obs: Box of dtype float128 is not a numeric dtype"),
         (gs.Dict({1: gs.Discrete(2)}), r"obs: Dict keys must be str"),

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import re
+import signal
 import sys
 import time
 import typing
@@ -34,9 +35,13 @@ examples:
   pufferrs train                                  # the built-in memory task, with an LSTM
   pufferrs train CartPole-v1 --total-steps 50000
   pufferrs train pufferrs/Nested-v0 --backend multiprocessing --num-envs 16 --env-batch-size 8
+  pufferrs train MiniGrid-Empty-5x5-v0            # imports minigrid; the mission is encoded too
+  pufferrs train ALE/Breakout-v5 --backend multiprocessing   # with the standard Atari preprocessing
+  pufferrs train my_pkg:MyEnv-v0 --encoders '{"grid": "codes"}'
   pufferrs eval runs/<name>/model.pt
 
-presets (pufferrs.config.PRESETS), applied before the options given:
+presets by env family (pufferrs.config.FAMILY_PRESETS), then by env
+(pufferrs.config.PRESETS), applied before the options given:
 """
 
 
@@ -49,9 +54,13 @@ def _flag(name: str, value: Any = None) -> str:
 
 
 def _presets_text() -> str:
-    from pufferrs.config import PRESETS
+    from pufferrs.config import FAMILY_PRESETS, PRESETS
 
-    return "\n".join(f"  {env}: {' '.join(_flag(k, v) for k, v in preset.items())}" for env, preset in PRESETS.items())
+    def flags(preset: dict[str, Any]) -> str:
+        return " ".join(_flag(k, f"'{json.dumps(v)}'" if isinstance(v, dict) else v) for k, v in preset.items())
+
+    families = [(f"{prefix}*", preset) for prefix, preset in FAMILY_PRESETS]
+    return "\n".join(f"  {env}: {flags(preset)}" for env, preset in [*families, *PRESETS.items()])
 
 
 # ---------------------------------------------------------------------------
@@ -125,12 +134,24 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 # commands
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that it is handled alike."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pufferrs.config import apply_process_settings
+    from pufferrs.factories import describe_policy
     from pufferrs.ppo import Trainer
     from pufferrs.progress import print_summary, progress_display
 
     config = _config_from_args(args)
+    # SIGTERM (a scheduler's stop, `kill`) ends the run as Ctrl-C does: the
+    # trainer saves model.pt and the learning curve on the way out.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     # This process is the run's: its threads, seeds and cuDNN flags are set
     # before the policy is built. The trainer validates the config.
     apply_process_settings(config)
@@ -141,6 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
             flush=True,
         )
+        for line in describe_policy(trainer.policy):
+            print(f"  {line}", flush=True)
         with progress_display(config, plain=args.plain) as progress:
             summary = trainer.train(progress)
     print_summary(summary)
@@ -150,24 +173,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from pufferrs.runs import evaluate_checkpoint
+    from pufferrs.runs import evaluate, policy_from_checkpoint, record_video
 
     torch.set_num_threads(1)  # a small policy, one step at a time
-    result, config, checkpoint = evaluate_checkpoint(
-        args.checkpoint, episodes=args.episodes, greedy=not args.sample, device=args.device, seed=args.seed
-    )
-    mode = "sampled" if args.sample else "greedy"
+    modes = [m for m, only in (("greedy", args.greedy), ("sampled", args.sample)) if only] or ["greedy", "sampled"]
+    if args.episodes < 1:
+        from pufferrs.errors import ConfigError
+
+        raise ConfigError(f"episodes must be positive, got {args.episodes}")
+    policy, config, checkpoint = policy_from_checkpoint(args.checkpoint, args.device)
     print(
-        f"{config.env}: {args.episodes} episodes, {mode} actions, checkpoint of update "
+        f"{config.env}: {args.episodes} episodes per mode, checkpoint of update "
         f"{checkpoint.get('update')} ({checkpoint.get('global_step', 0):,} steps)"
     )
-    for i, (ret, length) in enumerate(zip(result["returns"], result["lengths"])):
-        print(f"  episode {i:>3}  return {ret:10.3f}  length {length}")
-    returns = np.asarray(result["returns"])
-    print(f"mean return {returns.mean():.3f} ± {returns.std():.3f} (min {returns.min():.3f}, max {returns.max():.3f})")
-    for key, value in result.items():
-        if key.startswith("mean_") and key != "mean_return":
-            print(f"{key.replace('_', ' ')} {value:.3f}")
+    for mode in modes:
+        result = evaluate(
+            policy, config, episodes=args.episodes, greedy=mode == "greedy", device=args.device, seed=args.seed
+        )
+        returns = np.asarray(result["returns"])
+        print(f"{mode} actions")
+        for i, (ret, length) in enumerate(zip(result["returns"], result["lengths"])):
+            print(f"  episode {i:>3}  return {ret:10.3f}  length {length}")
+        print(
+            f"  mean return {returns.mean():.3f} ± {returns.std():.3f} "
+            f"(min {returns.min():.3f}, max {returns.max():.3f})"
+        )
+        for key, value in result.items():
+            if key.startswith("mean_") and key != "mean_return":
+                print(f"  {key.replace('_', ' ')} {value:.3f}")
+    if args.video:
+        paths = record_video(
+            policy, config, args.video, greedy=modes[0] == "greedy", device=args.device, seed=args.seed
+        )
+        print(f"video of one {modes[0]} episode: {', '.join(map(str, paths))}")
     return 0
 
 
@@ -207,12 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser(
         "eval",
-        help="play a checkpoint and print its episode returns",
-        description="Play a trained policy from a checkpoint and print its episode returns.",
+        help="play a checkpoint and print its episode returns, greedy and sampled",
+        description="Play a trained policy from a checkpoint and print its episode returns with the most likely "
+        "actions and with sampled ones (a policy that has not converged often does better sampled).",
     )
     ev.add_argument("checkpoint", help="a checkpoint file (runs/<name>/model.pt)")
     ev.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
-    ev.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely")
+    ev.add_argument("--sample", action="store_true", help="only sampled actions (default: greedy, then sampled)")
+    ev.add_argument("--greedy", action="store_true", help="only the most likely actions (default: both)")
+    ev.add_argument(
+        "--video",
+        metavar="DIR",
+        help="also write a video of one episode to DIR (gymnasium's RecordVideo: needs an env that renders "
+        "rgb_array frames, and moviepy)",
+    )
     ev.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     ev.add_argument("--seed", type=int, default=None, help="env seed (default: the training seed + 1000)")
     ev.set_defaults(run=cmd_eval)
@@ -244,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     except PufferError as exc:
         print(f"pufferrs {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"pufferrs {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        print(f"pufferrs {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

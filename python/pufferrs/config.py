@@ -28,6 +28,8 @@ from pufferrs.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "FAMILY_PRESETS",
+    "POLICIES",
     "PRESETS",
     "Config",
     "ConfigError",
@@ -37,6 +39,10 @@ __all__ = [
 ]
 
 BACKENDS = ("serial", "multiprocessing")
+
+#: The policies ``--policy`` names (any case): ``auto`` is
+#: :class:`pufferrs.encoders.Auto`, the others pufferrs.models' classes.
+POLICIES = ("auto", "default", "convolutional", "procgen")
 
 
 def _option(default: Any, help: str, group: str = "PPO", choices: tuple[str, ...] | None = None) -> Any:
@@ -65,7 +71,35 @@ class Config:
     env_batch_size: int | None = _option(
         None, "envs per recv (default: num_envs); fewer makes rollouts asynchronous", "vector env"
     )
+    imports: str | None = _option(
+        None, "modules to import before making the env, comma-separated (they register its id)", "vector env"
+    )
+    atari_preprocessing: bool = _option(
+        True,
+        "for ALE ids: no-op reset, frame skip 4 with max-pooling, 84x84 grayscale, 4 stacked frames, and "
+        "for training episodic life and clipped rewards (pufferrs.wrappers.atari)",
+        "vector env",
+    )
+    drop_observations: str | None = _option(
+        None, "observation keys to leave out, comma-separated, nested as a/b (pufferrs.wrappers)", "vector env"
+    )
+    max_string_length: int | None = _option(
+        None,
+        "longest string of a string observation that is not Text, e.g. MiniGrid's mission (default: 128)",
+        "vector env",
+    )
 
+    policy: str = _option(
+        "auto",
+        "auto (an encoder per observation leaf, chosen from its space; pufferrs.encoders), default, "
+        "convolutional or procgen",
+        "policy",
+    )
+    encoders: dict = _option(
+        {},
+        'the auto policy\'s encoder of chosen leaves, as JSON: \'{"image": "codes", "inv/hp": "scalars"}\'',
+        "policy",
+    )
     lstm: bool = _option(False, "an LSTM between the encoder and the action/value heads", "policy")
     hidden_size: int = _option(64, "width of the encoder (and of the LSTM)", "policy")
     normalize_observations: bool = _option(
@@ -99,15 +133,21 @@ class Config:
     )
     torch_deterministic: bool = _option(True, "deterministic cuDNN kernels", "run")
     checkpoint_interval: int = _option(50, "save a checkpoint every N updates (0: only at the end)", "run")
+    checkpoint_minutes: float = _option(5.0, "also save a checkpoint after N minutes without one (0: never)", "run")
     run_dir: str | None = _option(
         None, "where checkpoints, metrics and plots go (no files when None; the CLI's default: runs/NAME)", "run"
     )
 
     @classmethod
     def for_env(cls, env: str | None = None, **overrides: Any) -> Config:
-        """The defaults, then ``PRESETS[env]``, then ``overrides``."""
+        """The defaults, then the env family's preset (:data:`FAMILY_PRESETS`),
+        then ``PRESETS[env]``, then ``overrides``; ``encoders`` are merged."""
         env = env or cls.env
-        values = {**PRESETS.get(env, {}), **overrides, "env": env}
+        family = next((preset for prefix, preset in FAMILY_PRESETS if env.split(":")[-1].startswith(prefix)), {})
+        preset = {**family, **PRESETS.get(env, {})}
+        values = {**preset, **overrides, "env": env}
+        # Encoders name leaves: the user's are added to the family's.
+        values["encoders"] = {**preset.get("encoders", {}), **overrides.get("encoders", {})}
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
@@ -169,6 +209,14 @@ class Config:
         for name in ("vf_clip_coef", "vf_coef", "ent_coef", "max_grad_norm"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        if self.policy.lower() not in POLICIES:
+            raise ConfigError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if not isinstance(self.encoders, dict):
+            raise ConfigError(f"encoders must be a dict of leaf path to encoder, got {self.encoders!r}")
+        if self.max_string_length is not None and self.max_string_length < 0:
+            raise ConfigError(f"max_string_length must be non-negative, got {self.max_string_length}")
+        if not self.checkpoint_minutes >= 0:
+            raise ConfigError(f"checkpoint_minutes must be non-negative, got {self.checkpoint_minutes!r}")
         if self.checkpoint_interval < 0:
             raise ConfigError(f"checkpoint_interval must be non-negative, got {self.checkpoint_interval}")
         if not isinstance(self.env_kwargs, dict):
@@ -179,12 +227,14 @@ class Config:
 #: Per-env settings that :meth:`Config.for_env` (and ``pufferrs train ENV``)
 #: starts from, tuned on a 2-core CPU. Command-line options override them.
 PRESETS: dict[str, dict[str, Any]] = {
+    # The built-in envs' settings were tuned with the Default MLP, and keep it.
     # Solved (return 500 of 500, greedy and sampled) in 100k steps for
     # seeds 0-5. The policy's one hidden layer is shared by the action and
     # value heads: a lighter value loss (and returns kept short by gamma)
     # stop the value gradients from drowning the policy's. Returns in the
     # tens would take hundreds of updates to reach through a 0.2 value clip.
     "CartPole-v1": dict(
+        policy="default",
         num_envs=8,
         total_steps=100_000,
         batch_size=1024,
@@ -200,6 +250,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The cue must survive 5 blank steps: only the LSTM solves it, in
     # about 40k steps.
     "pufferrs/Memory-v0": dict(
+        policy="default",
         lstm=True,
         num_envs=16,
         total_steps=100_000,
@@ -213,6 +264,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Every step is an independent question: no future reward to discount.
     # Reaches a score of 0.95 in about 60k steps.
     "pufferrs/Nested-v0": dict(
+        policy="default",
         num_envs=16,
         total_steps=120_000,
         batch_size=2048,
@@ -225,6 +277,72 @@ PRESETS: dict[str, dict[str, Any]] = {
         hidden_size=128,
     ),
 }
+
+
+#: Presets by env id prefix, applied before :data:`PRESETS`: what the
+#: spaces of a family of envs cannot say, and settings that train them.
+FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
+    # MiniGrid declares its grid of object, colour and state codes as a
+    # Box(0, 255, uint8) image.
+    (
+        "MiniGrid-",
+        dict(
+            encoders={"image": "codes"},
+            num_envs=16,
+            batch_size=2048,
+            minibatch_size=512,
+            learning_rate=1e-3,
+            ent_coef=0.01,
+            gae_lambda=0.95,
+            gamma=0.99,
+            hidden_size=128,
+            total_steps=300_000,
+        ),
+    ),
+    (
+        "BabyAI-",
+        dict(
+            encoders={"image": "codes"},
+            num_envs=16,
+            batch_size=2048,
+            minibatch_size=512,
+            learning_rate=1e-3,
+            hidden_size=128,
+            total_steps=1_000_000,
+        ),
+    ),
+    # CleanRL's Atari PPO.
+    (
+        "ALE/",
+        dict(
+            num_envs=8,
+            batch_size=1024,
+            minibatch_size=256,
+            learning_rate=2.5e-4,
+            clip_coef=0.1,
+            vf_clip_coef=0.1,
+            ent_coef=0.01,
+            hidden_size=512,
+            total_steps=10_000_000,
+        ),
+    ),
+    # NetHack's glyph ids (up to 5,976) are categories; of the many views
+    # of the screen, the glyphs, the bottom-line stats and the message are
+    # enough to learn from.
+    (
+        "NetHack",
+        dict(
+            env_kwargs={"observation_keys": ["glyphs", "blstats", "message"]},
+            encoders={"glyphs": "codes", "blstats": "scalars", "message": "codes"},
+            num_envs=16,
+            batch_size=2048,
+            minibatch_size=512,
+            learning_rate=3e-4,
+            hidden_size=256,
+            total_steps=1_000_000,
+        ),
+    ),
+)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,8 +1,17 @@
 """A run's vector env and policy, built from its :class:`~pufferrs.config.Config`,
-and how the trainer calls the policy (compiled or eager)."""
+and how the trainer calls the policy (compiled or eager).
+
+Env ids: before an id is looked up, the package that registers it is
+imported: ``ALE/...`` (ale-py), ``MiniGrid-...`` and ``BabyAI-...``
+(minigrid), ``NetHack...`` (nle), ``MiniHack-...`` (minihack) and
+highway-env's ids (``highway-v0``, ``merge-v0``, ``parking-v0``, ...).
+``module:EnvId`` imports ``module`` first, as ``gymnasium.make`` does, and
+``Config.imports`` names more modules to import. A failed import names the
+package to install."""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -15,37 +24,155 @@ import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium
 from pufferrs import vector
 from pufferrs.config import Config
 from pufferrs.errors import ConfigError
-from pufferrs.models import Default, LSTMWrapper
+from pufferrs.models import Convolutional, Default, LSTMWrapper, ProcgenResnet
 from pufferrs.normalize import NormalizedPolicy
+from pufferrs.wrappers import DropObservations, GoalSuccess, StringObservations, atari
 
-__all__ = ["CompiledOrEager", "EnvCreator", "check_env", "is_recurrent", "make_policy", "make_vecenv"]
+__all__ = [
+    "ENV_PACKAGES",
+    "CompiledOrEager",
+    "EnvCreator",
+    "check_env",
+    "describe_policy",
+    "env_modules",
+    "is_atari",
+    "is_recurrent",
+    "make_policy",
+    "make_vecenv",
+]
+
+#: ``(id prefix, module to import, package to install)``: the packages
+#: behind well-known env ids.
+ENV_PACKAGES: tuple[tuple[str, str, str], ...] = (
+    ("ALE/", "ale_py", "ale-py"),
+    ("MiniGrid-", "minigrid", "minigrid"),
+    ("BabyAI-", "minigrid", "minigrid"),
+    ("NetHack", "nle", "nle"),
+    ("MiniHack-", "minihack", "minihack"),
+    *(
+        (prefix, "highway_env", "highway-env")
+        for prefix in (
+            "highway-",
+            "merge-",
+            "roundabout-",
+            "parking-",
+            "intersection-",
+            "racetrack-",
+            "two-way-",
+            "u-turn-",
+            "exit-",
+            "lane-keeping-",
+        )
+    ),
+)
+
+
+def env_modules(env_id: str, imports: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """``(the id without a module prefix, [(module, package to install)])``:
+    what to import before ``env_id`` can be made."""
+    modules = [(m.strip(), m.strip()) for m in (imports or "").split(",") if m.strip()]
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        modules.append((module, module))
+    modules += [(module, package) for prefix, module, package in ENV_PACKAGES if env_id.startswith(prefix)]
+    return env_id, modules
+
+
+def _import_env_modules(env_id: str, imports: str | None) -> str:
+    env_id, modules = env_modules(env_id, imports)
+    for module, package in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"{env_id} needs the module {module!r}, which did not import ({exc}): pip install {package}"
+            ) from None
+    return env_id
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` is one of ale-py's (``ALE/Pong-v5``)."""
+    return env_modules(env_id)[0].startswith("ALE/")
 
 
 class EnvCreator:
     """``gymnasium.make(env_id, **env_kwargs)`` as a picklable callable, so
     that worker processes started with spawn or forkserver can make the env.
     Unpickling it there imports this module, which registers the built-in
-    envs."""
+    envs; calling it imports the modules the id needs (see the module
+    docstring).
 
-    def __init__(self, env_id: str, env_kwargs: dict | None = None):
+    ``atari_preprocessing`` wraps ALE envs in :func:`pufferrs.wrappers.atari`
+    (``training`` adds episodic life and clipped rewards);
+    MiniGrid and BabyAI envs report ``success``
+    (:class:`~pufferrs.wrappers.GoalSuccess`);
+    ``drop_observations`` and ``max_string_length`` apply
+    :class:`~pufferrs.wrappers.DropObservations` and
+    :class:`~pufferrs.wrappers.StringObservations`.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict | None = None,
+        imports: str | None = None,
+        atari_preprocessing: bool = False,
+        training: bool = True,
+        drop_observations: str | None = None,
+        max_string_length: int | None = None,
+    ):
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
+        self.imports = imports
+        self.atari_preprocessing = atari_preprocessing and is_atari(env_id)
+        self.training = training
+        self.drop_observations = drop_observations
+        self.max_string_length = max_string_length
+
+    @classmethod
+    def from_config(cls, config: Config, training: bool = True) -> EnvCreator:
+        return cls(
+            config.env,
+            config.env_kwargs,
+            config.imports,
+            config.atari_preprocessing,
+            training,
+            config.drop_observations,
+            config.max_string_length,
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> gym.Env:
-        return gym.make(self.env_id, *args, **{**self.env_kwargs, **kwargs})
+        env_id = _import_env_modules(self.env_id, self.imports)
+        kwargs = {**self.env_kwargs, **kwargs}
+        if self.atari_preprocessing:
+            kwargs.setdefault("frameskip", 1)  # the preprocessing skips frames itself, max-pooling the last two
+            kwargs.setdefault("repeat_action_probability", 0.25)
+        env = gym.make(env_id, *args, **kwargs)
+        if self.atari_preprocessing:
+            env = atari(env, training=self.training)
+        if env_id.startswith(("MiniGrid-", "BabyAI-")):
+            env = GoalSuccess(env)
+        if self.drop_observations:
+            env = DropObservations(env, self.drop_observations)
+        if self.max_string_length is not None:
+            env = StringObservations(env, self.max_string_length)
+        return env
 
 
-def check_env(env_id: str, env_kwargs: dict | None = None) -> None:
-    """Raises :class:`ConfigError` when ``env_id`` is not a registered env
-    that ``gymnasium.make`` can build with ``env_kwargs``."""
+def check_env(config: Config) -> None:
+    """Raises :class:`ConfigError` when ``config.env`` is not a registered
+    env that ``gymnasium.make`` can build with ``config.env_kwargs``."""
+    env_id = _import_env_modules(config.env, config.imports)
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
         raise ConfigError(f"unknown env {env_id!r}: {exc}") from None
     try:
-        EnvCreator(env_id, env_kwargs)().close()
+        EnvCreator.from_config(config)().close()
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure to build is the user's env or arguments
-        call = f"gymnasium.make({env_id!r}, **{env_kwargs or {}})"
+        call = f"gymnasium.make({env_id!r}, **{config.env_kwargs or {}})"
         raise ConfigError(f"{call} failed: {type(exc).__name__}: {exc}") from None
 
 
@@ -55,37 +182,71 @@ def make_vecenv(
     backend: str | None = None,
     env_batch_size: int | None = None,
     seed: int | None = None,
+    training: bool = True,
 ) -> Any:
-    """The run's vector env (arguments override the config's)."""
+    """The run's vector env (arguments override the config's); ``training``
+    False leaves out the wrappers that only help learning (Atari's episodic
+    life and clipped rewards)."""
     num_envs = config.num_envs if num_envs is None else num_envs
     backend = config.backend if backend is None else backend
     try:
         return vector.make(
-            EnvCreator(config.env, config.env_kwargs),
+            EnvCreator.from_config(config, training),
             num_envs=num_envs,
             backend=backend,
             num_workers=config.num_workers if backend == "multiprocessing" else None,
             batch_size=env_batch_size,
             seed=config.seed if seed is None else seed,
         )
-    except ValueError as exc:  # sizes that do not divide, bad spaces
+    except (ValueError, TypeError) as exc:  # sizes that do not divide, bad spaces
         raise ConfigError(str(exc)) from exc
 
 
 def make_policy(env: Any, config: Config) -> nn.Module:
-    """:class:`~pufferrs.models.Default` for any observation space, inside
-    an :class:`~pufferrs.models.LSTMWrapper` when ``config.lstm``, inside a
-    :class:`~pufferrs.normalize.NormalizedPolicy` when
-    ``config.normalize_observations``."""
+    """The policy ``config.policy`` names for ``env``'s spaces:
+    :class:`~pufferrs.encoders.Auto` (``auto``, with ``config.encoders``),
+    :class:`~pufferrs.models.Default`, :class:`~pufferrs.models.Convolutional`
+    (image stacks, channels first or last) or
+    :class:`~pufferrs.models.ProcgenResnet` (``procgen``, ``(H, W, C)``
+    images); inside an :class:`~pufferrs.models.LSTMWrapper` when
+    ``config.lstm``, inside a :class:`~pufferrs.normalize.NormalizedPolicy`
+    when ``config.normalize_observations``."""
+    from pufferrs.encoders import Auto
+
+    name, hidden = config.policy.lower(), config.hidden_size
     try:
-        policy: nn.Module = Default(env, hidden_size=config.hidden_size)
+        if name == "auto":
+            policy: nn.Module = Auto(env, hidden_size=hidden, encoders=config.encoders)
+        elif name == "default":
+            policy = Default(env, hidden_size=hidden)
+        elif name == "convolutional":
+            shape = tuple(env.single_observation_space.shape)
+            channels_last = len(shape) == 3 and shape[-1] <= 4 < shape[0]
+            framestack = shape[-1] if channels_last else shape[0]
+            policy = Convolutional(env, framestack, hidden_size=hidden, output_size=hidden, channels_last=channels_last)
+        elif name == "procgen":
+            policy = ProcgenResnet(env, mlp_width=hidden)
+        else:
+            raise ConfigError(f"unknown policy {config.policy!r}")
         if config.lstm:
-            policy = LSTMWrapper(env, policy, input_size=config.hidden_size, hidden_size=config.hidden_size)
+            policy = LSTMWrapper(env, policy, input_size=hidden, hidden_size=hidden)
         if config.normalize_observations:
             policy = NormalizedPolicy(env, policy, clip=config.obs_clip)
-    except TypeError as exc:  # e.g. a Dict action space, or byte rows to normalise
-        raise ConfigError(str(exc)) from exc
+    except (TypeError, ValueError) as exc:  # e.g. a Dict action space, byte rows to normalise, a bad encoder
+        raise ConfigError(f"{config.policy} policy: {exc}") from exc
     return policy
+
+
+def describe_policy(policy: nn.Module) -> list[str]:
+    """Lines that say how ``policy`` encodes each observation leaf (the
+    automatic policy's choices), or its class."""
+    inner = policy
+    while not hasattr(inner, "summary") and hasattr(inner, "policy"):
+        inner = inner.policy
+    lines = list(getattr(inner, "summary", [f"{type(inner).__name__} encoder"]))
+    if isinstance(policy, LSTMWrapper) or hasattr(policy, "lstm"):
+        lines.append("then an LSTM")
+    return lines
 
 
 def is_recurrent(policy: nn.Module) -> bool:

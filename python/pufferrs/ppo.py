@@ -92,7 +92,7 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         if vecenv is None:
-            check_env(config.env, config.env_kwargs)
+            check_env(config)
             vecenv = make_vecenv(config, env_batch_size=config.env_batch_size)
         self.vecenv = vecenv
         try:

@@ -14,17 +14,20 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from pufferrs import vector
 from pufferrs.actions import ActionAdapter, greedy_action
 from pufferrs.config import Config, ConfigError, resolve_device
-from pufferrs.factories import check_env, is_recurrent, make_policy, make_vecenv
+from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.pytorch import sample_logits
 
 __all__ = [
@@ -35,19 +38,44 @@ __all__ = [
     "load_checkpoint",
     "plot_metrics",
     "policy_from_checkpoint",
+    "record_video",
     "save_checkpoint",
     "summarize",
 ]
 
 
-def episode_numbers(info: dict) -> dict[str, float]:
-    """The numeric entries of an ended episode's info (``episode_return``,
-    ``episode_length``, e.g. ``success``): what gets averaged."""
-    return {
-        k: float(v)
-        for k, v in info.items()
-        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-    }
+#: Info keys that are not a result of the episode that ends: running
+#: counters (ALE's ``frame_number`` counts every frame since the env was
+#: made) and the state of a game (``lives``). They are left out of the
+#: episode statistics.
+COUNTERS = frozenset({"frame_number", "lives", "total_steps", "total_frames"})
+
+
+def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
+    """What the info of the step that ends an episode says about it, to be
+    averaged over an update's episodes:
+
+    - numbers (Python or numpy scalars, 0-d arrays) as they are
+      (``episode_return``, ``episode_length``, e.g. ``score``);
+    - booleans as 0 or 1, so that their mean is a rate (``success``,
+      highway-env's ``crashed``);
+    - nested dicts flattened, their keys joined with ``/``
+      (``rewards/collision_reward``, Crafter's ``achievements/...``);
+    - left out: :data:`COUNTERS`, and whatever is not a single number
+      (strings, arrays, tuples).
+    """
+    out: dict[str, float] = {}
+    for key, value in info.items():
+        if not isinstance(key, str) or key in COUNTERS:
+            continue
+        if isinstance(value, dict):
+            out.update(episode_numbers(value, f"{prefix}{key}/"))
+            continue
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value[()]
+        if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
+            out[prefix + key] = float(value)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -57,7 +85,9 @@ def episode_numbers(info: dict) -> dict[str, float]:
 class RunDirectory:
     """The files of a run in ``path``: ``config.json`` from the start, one
     ``metrics.jsonl`` row per update, ``checkpoints/update_NNNNNN.pt`` every
-    ``checkpoint_interval`` updates, and at the end ``model.pt``,
+    ``checkpoint_interval`` updates and after ``checkpoint_minutes`` of wall
+    time without one (a run killed outright loses at most that much), and
+    at the end (or when stopped by Ctrl-C or SIGTERM) ``model.pt``,
     ``learning_curve.png`` and ``summary.json``. ``save`` writes a
     checkpoint to the path it is given."""
 
@@ -66,15 +96,19 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         self.metrics_file = open(self.path / "metrics.jsonl", "w")  # noqa: SIM115 - closed by close()
+        self.last_save = time.monotonic()
 
     def record(self, row: dict[str, Any]) -> None:
         """Appends an update's metrics; saves a checkpoint when one is due
         (the last update's is ``model.pt``, written by :meth:`finish`)."""
         self.metrics_file.write(json.dumps(row) + "\n")
         self.metrics_file.flush()
-        update, interval = row["update"], self.config.checkpoint_interval
-        if interval and update % interval == 0 and update < self.config.num_updates:
+        update, interval, minutes = row["update"], self.config.checkpoint_interval, self.config.checkpoint_minutes
+        due = interval and update % interval == 0
+        late = minutes and time.monotonic() - self.last_save >= 60 * minutes
+        if (due or late) and update < self.config.num_updates:
             self.save(self.path / "checkpoints" / f"update_{update:06d}.pt")
+            self.last_save = time.monotonic()
 
     def finish(self, summary: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
         """Saves ``model.pt``, the learning curve and ``summary.json``;
@@ -98,7 +132,9 @@ def summarize(
     update's episode statistics, and the time split."""
     last = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("env/")}
     # The last few updates, for a steadier figure than one update's.
-    recent = [m["env/episode_return"] for m in metrics[-5:] if "env/episode_return" in m]
+    # Atari's unclipped score when reported, not the clipped per-life return.
+    key = "env/game_return" if any("env/game_return" in m for m in metrics) else "env/episode_return"
+    recent = [m[key] for m in metrics[-5:] if key in m]
     return {
         "env": env,
         "updates": update,
@@ -113,8 +149,10 @@ def summarize(
 
 def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Writes the learning curve as a PNG: mean episode return over env
-    steps; the env's rates (``success``, ``score``) when it reports them;
-    and the losses."""
+    steps (and ``game_return``, Atari's unclipped score, when reported);
+    the env's other episode statistics (rates such as ``success`` and
+    ``crashed`` together, the others one panel each, at most 6); and the
+    losses."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, none opened
@@ -126,11 +164,19 @@ def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "
         pairs = [(m["global_step"], m[key]) for m in metrics if m.get(key) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    rates = [key for key in ("env/success", "env/score") if any(m.get(key) is not None for m in metrics)]
-    panels = 3 if rates else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 * panels + 1), sharex=True)
+    main = {"env/episode_return", "env/game_return", "env/episode_length", "env/episodes"}
+    keys = sorted(
+        {k for m in metrics for k, v in m.items() if k.startswith("env/") and k not in main and v is not None}
+    )
+    rates = [k for k in keys if all(0 <= m[k] <= 1 for m in metrics if m.get(k) is not None)]
+    others = [k for k in keys if k not in rates][:6]
+    panels = 2 + bool(rates) + len(others)
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.5 * panels + 1.5), sharex=True)
     steps = metrics[-1]["global_step"] if metrics else 0
-    axes[0].plot(*series("env/episode_return"))
+    axes[0].plot(*series("env/episode_return"), label="episode_return")
+    if any(m.get("env/game_return") is not None for m in metrics):
+        axes[0].plot(*series("env/game_return"), label="game_return (unclipped)")
+        axes[0].legend(loc="lower right")
     axes[0].set_ylabel("mean episode return")
     axes[0].set_title(f"{title} ({steps:,} steps)")
     if rates:
@@ -138,7 +184,10 @@ def plot_metrics(metrics: list[dict[str, Any]], path: str | Path, title: str = "
             axes[1].plot(*series(key), label=key[4:])
         axes[1].set_ylabel("rate")
         axes[1].set_ylim(-0.05, 1.05)
-        axes[1].legend(loc="lower right")
+        axes[1].legend(loc="lower right", fontsize="small")
+    for ax, key in zip(axes[1 + bool(rates) : -1], others):
+        ax.plot(*series(key))
+        ax.set_ylabel(key[4:], fontsize="small")
     for key in ("policy_loss", "value_loss", "entropy", "approx_kl"):
         axes[-1].plot(*series(f"losses/{key}"), label=key)
     axes[-1].set_ylabel("losses")
@@ -200,7 +249,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
 def policy_from_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuilds the policy a checkpoint was trained with and loads its weights."""
     checkpoint, config = load_checkpoint(path, device)
-    check_env(config.env, config.env_kwargs)
+    check_env(config)
     probe = make_vecenv(config, num_envs=1, backend="serial")
     try:
         policy = make_policy(probe, config)
@@ -251,6 +300,52 @@ def evaluate_checkpoint(
     return _play(policy, config, episodes, greedy, resolved, seed, None), config, checkpoint
 
 
+def record_video(
+    policy: nn.Module,
+    config: Config,
+    folder: str | Path,
+    episodes: int = 1,
+    greedy: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+) -> list[Path]:
+    """Plays ``episodes`` episodes as :func:`evaluate` does, with gymnasium's
+    ``RecordVideo`` writing each to ``folder`` as an mp4; returns the files.
+    Refuses, saying why, an env that does not render ``rgb_array`` frames
+    and a machine without moviepy."""
+    _check_episodes(episodes)
+    folder = Path(folder)
+    creator = EnvCreator.from_config(config, training=False)
+    probe = creator()
+    try:
+        modes = list(probe.unwrapped.metadata.get("render_modes", []))
+    finally:
+        probe.close()
+    if "rgb_array" not in modes:
+        raise ConfigError(f"{config.env} cannot be filmed: it renders {modes or 'nothing'}, not rgb_array frames")
+    try:
+        import moviepy  # noqa: F401 - RecordVideo writes with it
+    except ImportError:
+        raise ConfigError("writing a video needs moviepy, which is not installed: pip install moviepy") from None
+    _play(policy, config, episodes, greedy, torch.device(device), seed, 1, _Filmed(creator, folder, episodes))
+    return sorted(folder.glob("*.mp4"))
+
+
+class _Filmed:
+    """An env creator whose envs render ``rgb_array`` frames into a video
+    of each of their first ``episodes`` episodes (not the one the vector
+    env starts after the last)."""
+
+    def __init__(self, creator: EnvCreator, folder: Path, episodes: int):
+        self.creator, self.folder, self.episodes = creator, folder, episodes
+
+    def __call__(self) -> gym.Env:
+        env = self.creator(render_mode="rgb_array")
+        return gym.wrappers.RecordVideo(
+            env, str(self.folder), episode_trigger=lambda i: i < self.episodes, disable_logger=True
+        )
+
+
 def _check_episodes(episodes: int) -> None:
     if episodes < 1:
         raise ConfigError(f"episodes must be positive, got {episodes}")
@@ -265,11 +360,15 @@ def _play(
     device: torch.device,
     seed: int | None,
     num_envs: int | None,
+    creator: Callable[[], gym.Env] | None = None,
 ) -> dict[str, Any]:
     num_envs = num_envs or min(episodes, 16)
     per_env = math.ceil(episodes / num_envs)
     seed = config.seed + 1000 if seed is None else seed
-    vecenv = make_vecenv(config, num_envs=num_envs, backend="serial", seed=seed)
+    if creator is None:
+        vecenv = make_vecenv(config, num_envs=num_envs, backend="serial", seed=seed, training=False)
+    else:
+        vecenv = vector.make(creator, num_envs=num_envs, backend="serial", seed=seed)
     actions = ActionAdapter(vecenv.single_action_space)
     recurrent = is_recurrent(policy)
     policy.eval()

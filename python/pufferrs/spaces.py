@@ -13,8 +13,9 @@ import gymnasium.spaces as gs
 import numpy as np
 
 from pufferrs import _native
+from pufferrs.errors import UnsupportedSpaceError
 
-__all__ = ["Layout", "Leaf", "describe", "format_path"]
+__all__ = ["Layout", "Leaf", "describe", "format_path", "is_string_space"]
 
 
 class Leaf(NamedTuple):
@@ -35,10 +36,23 @@ format_path = _native.format_path
 _LEAVES = (gs.Box, gs.Discrete, gs.MultiDiscrete, gs.MultiBinary)
 
 
+def is_string_space(space: Any) -> bool:
+    """Whether ``space`` holds strings: gymnasium's ``Text``, or a space of
+    dtype ``str`` such as MiniGrid's ``MissionSpace``."""
+    dtype = getattr(space, "dtype", None)
+    return isinstance(space, gs.Text) or (dtype is not None and np.dtype(dtype).kind == "U")
+
+
 def describe(space: gs.Space) -> dict[str, Any]:
     """The plain-data description of ``space`` that the Rust core reads:
     nested dicts with named fields. Nothing is refused here; the core
-    refuses what has no flat row, naming its path."""
+    refuses what has no flat row, naming its path.
+
+    Strings: a ``Text`` space is described with its charset and lengths; a
+    string space that is not ``Text`` (MiniGrid's mission spaces) lists no
+    charset, and the core reads it by its own rule (printable ASCII, at
+    most 128 characters; :class:`pufferrs.wrappers.StringObservations`
+    sets another length)."""
     return _describe(space, 0)
 
 
@@ -48,6 +62,14 @@ def _describe(space: gs.Space, depth: int) -> dict[str, Any]:
         # MAX_DEPTH deep) without reading it, so describe no further: the
         # recursion stays bounded however deep the space goes.
         return {"kind": type(space).__name__}
+    if not isinstance(space, gs.Space):
+        kind = f"{type(space).__module__}.{type(space).__qualname__}"
+        return {"kind": f"{kind} (not a gymnasium space; convert it to gymnasium.spaces in a wrapper)", "dtype": None}
+    if isinstance(space, gs.Text):
+        charset = "".join(space.character_list)
+        return {"kind": "Text", "charset": charset, "min_length": space.min_length, "max_length": space.max_length}
+    if is_string_space(space):
+        return {"kind": "String", "max_length": getattr(space, "max_length", None)}
     if isinstance(space, gs.Dict):
         return {"kind": "Dict", "items": [(key, _describe(sub, depth + 1)) for key, sub in space.spaces.items()]}
     if isinstance(space, gs.Tuple):
@@ -94,7 +116,15 @@ class Layout(_native.Layout):
 
     def __new__(cls, space: gs.Space, name: str = "obs") -> Layout:
         row_shape = space.shape if isinstance(space, gs.Box) else None
-        self = super().__new__(cls, describe(space), name, row_shape)
+        try:
+            self = super().__new__(cls, describe(space), name, row_shape)
+        except UnsupportedSpaceError as exc:
+            if name == "action":
+                raise
+            raise UnsupportedSpaceError(
+                f"{exc}. To train without it, leave it out: pufferrs.wrappers.DropObservations(env, [key, ...]), "
+                "or pufferrs train --drop-observations KEY"
+            ) from None
         # Plain attributes, set once: cheap to read in a policy's forward and
         # transparent to torch.compile.
         self.space = space
@@ -104,6 +134,14 @@ class Layout(_native.Layout):
         )
         self.observation_space = space if isinstance(space, gs.Box) else self._rows_space()
         return self
+
+    def decode_text(self, path: tuple[str | int, ...], codes: Any) -> str:
+        """The string that ``codes`` (the values of the string leaf at
+        ``path``, as unflatten returns them) encode."""
+        index = next((i for i, leaf in enumerate(self.leaves) if leaf.path == tuple(path)), None)
+        if index is None:
+            raise KeyError(f"no leaf at {format_path(self.name, tuple(path))}")
+        return super().decode_text(index, np.asarray(codes).astype(np.int64).ravel().tolist())
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.space, self.name))
@@ -150,4 +188,6 @@ def _bounds(leaf: Leaf) -> tuple[np.ndarray, np.ndarray]:
         top = int(np.iinfo(leaf.dtype).max)
         return np.array(start, leaf.dtype), np.array([min(s + k - 1, top) for s, k in zip(start, n)], leaf.dtype)
     size = int(np.prod(leaf.shape))
+    if is_string_space(space):
+        return np.zeros(size), np.full(size, np.iinfo(leaf.dtype).max)
     return np.zeros(size), np.ones(size)

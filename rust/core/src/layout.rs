@@ -42,6 +42,13 @@ pub enum Space {
         dtype: DType,
         shape: Vec<usize>,
     },
+    /// A string of `min_length..=max_length` characters of `charset`
+    /// (gymnasium's `Text`); its leaf is described at [`Rule::Text`].
+    Text {
+        charset: Vec<char>,
+        min_length: usize,
+        max_length: usize,
+    },
     Dict(Vec<(String, Space)>),
     Tuple(Vec<Space>),
     /// A space with no flat row, and why; `Layout::new` refuses it with its
@@ -49,13 +56,26 @@ pub enum Space {
     Unsupported(String),
 }
 
+/// Characters a string space that lists none (MiniGrid's mission spaces)
+/// may hold: printable ASCII, space to tilde.
+pub const STRING_CHARSET: std::ops::RangeInclusive<char> = ' '..='~';
+
+/// The longest string such a space holds when its user does not say.
+pub const DEFAULT_STRING_LENGTH: usize = 128;
+
 impl Space {
+    /// A string-valued space that is not `Text`: read as `Text` over
+    /// [`STRING_CHARSET`] of at most `max_length` characters, none required.
+    pub fn string(max_length: usize) -> Space {
+        Space::Text { charset: STRING_CHARSET.collect(), min_length: 0, max_length }
+    }
+
     /// A space of gymnasium class `kind` that is none of the above.
     pub fn unsupported_kind(kind: &str) -> Space {
         Space::Unsupported(match kind {
             "Sequence" | "Graph" => format!("{kind} has no fixed size, so it has no flat row"),
             _ => format!(
-                "{kind} spaces are not supported (supported: Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple)"
+                "{kind} spaces are not supported (supported: Box, Discrete, MultiDiscrete, MultiBinary, Text, Dict, Tuple)"
             ),
         })
     }
@@ -153,6 +173,16 @@ pub enum Rule {
         start: Vec<i128>,
     },
     MultiBinary,
+    /// A string as `max_length` codes, then its length: a character's code
+    /// is one plus its position in the charset sorted by code point (so
+    /// that the codes do not depend on the order a set was listed in), and
+    /// 0 pads. The leaf's dtype is the narrowest unsigned one that holds
+    /// every code and the length.
+    Text {
+        charset: Vec<char>,
+        min_length: usize,
+        max_length: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +224,11 @@ impl Leaf {
             Rule::Discrete { n, start } => in_range(*start, *n),
             Rule::MultiDiscrete { nvec, start } => in_range(start[index], nvec[index]),
             Rule::MultiBinary => matches!(value, Value::Int(0 | 1)),
+            // Character codes (0 pads), then the length.
+            Rule::Text { charset, max_length, .. } if index < *max_length => in_range(0, charset.len() as i128 + 1),
+            Rule::Text { min_length, max_length, .. } => {
+                in_range(*min_length as i128, (*max_length - *min_length) as i128 + 1)
+            }
         };
         if fits { Ok(()) } else { Err(self.refusal(index, value)) }
     }
@@ -209,7 +244,64 @@ impl Leaf {
                 format!("expected a value in [{}, {}), got {value}", start[index], start[index] + nvec[index])
             }
             Rule::MultiBinary => format!("expected 0 or 1, got {value}"),
+            Rule::Text { charset, max_length, .. } if index < *max_length => {
+                format!("expected a character code in [0, {}], got {value}", charset.len())
+            }
+            Rule::Text { min_length, max_length, .. } => {
+                format!("expected a length in [{min_length}, {max_length}], got {value}")
+            }
         }
+    }
+
+    /// The codes of `text` in a `Text` leaf (see [`Rule::Text`]); the error
+    /// says which character or how much length does not fit.
+    pub fn encode_text(&self, text: &str) -> std::result::Result<Vec<Value>, String> {
+        let Rule::Text { charset, min_length, max_length } = &self.rule else {
+            return Err("not a string leaf".into());
+        };
+        let mut codes = vec![Value::Int(0); max_length + 1];
+        let mut length = 0;
+        for c in text.chars() {
+            if length == *max_length {
+                let n = text.chars().count();
+                return Err(format!("expected at most {max_length} characters, got {n}: {}", quote(text)));
+            }
+            let Ok(position) = charset.binary_search(&c) else {
+                return Err(format!(
+                    "character {} of {} is not in the space's charset",
+                    quote(&c.to_string()),
+                    quote(text)
+                ));
+            };
+            codes[length] = Value::Int(position as i128 + 1);
+            length += 1;
+        }
+        if length < *min_length {
+            return Err(format!("expected at least {min_length} characters, got {length}: {}", quote(text)));
+        }
+        codes[*max_length] = Value::Int(length as i128);
+        Ok(codes)
+    }
+
+    /// The string that `codes` (a `Text` leaf's values) encode.
+    pub fn decode_text(&self, codes: &[i128]) -> std::result::Result<String, String> {
+        let Rule::Text { charset, max_length, .. } = &self.rule else {
+            return Err("not a string leaf".into());
+        };
+        if codes.len() != max_length + 1 {
+            return Err(format!("expected {} codes, got {}", max_length + 1, codes.len()));
+        }
+        let length = usize::try_from(codes[*max_length]).ok().filter(|&n| n <= *max_length);
+        let length = length.ok_or_else(|| format!("length {} is not in [0, {max_length}]", codes[*max_length]))?;
+        codes[..length]
+            .iter()
+            .map(|&code| {
+                usize::try_from(code - 1)
+                    .ok()
+                    .and_then(|i| charset.get(i).copied())
+                    .ok_or_else(|| format!("code {code} is not a character of the charset"))
+            })
+            .collect()
     }
 
     /// The numpy-style index of element `index` (C order), e.g. `[1, 2]`;
@@ -282,6 +374,15 @@ struct Placed {
     node: Node,
     size: usize,
     align: usize,
+}
+
+/// The narrowest unsigned dtype that holds `0..=largest`.
+fn text_dtype(largest: usize) -> DType {
+    match largest {
+        0..=0xff => DType::U8,
+        0x100..=0xffff => DType::U16,
+        _ => DType::U32,
+    }
 }
 
 struct Builder<'a> {
@@ -361,6 +462,17 @@ impl Builder<'_> {
                 (dtype, shape, Rule::MultiDiscrete { nvec, start })
             }
             Space::MultiBinary { dtype, shape } => (dtype, shape, Rule::MultiBinary),
+            Space::Text { mut charset, min_length, max_length } => {
+                charset.sort_unstable();
+                charset.dedup();
+                if min_length > max_length || max_length >= u32::MAX as usize || charset.len() >= u32::MAX as usize {
+                    let reason =
+                        format!("Text needs min_length <= max_length < 2**32, got {min_length} and {max_length}");
+                    return Err(self.unsupported(reason));
+                }
+                let dtype = text_dtype(charset.len().max(max_length));
+                (dtype, vec![max_length + 1], Rule::Text { charset, min_length, max_length })
+            }
             Space::Unsupported(reason) => return Err(self.unsupported(reason)),
             Space::Dict(_) | Space::Tuple(_) => unreachable!("records are placed by `place`"),
         };
@@ -372,7 +484,7 @@ impl Builder<'_> {
         let per_element: &[usize] = match &rule {
             Rule::Box { low, high } => &[low.len(), high.len()],
             Rule::MultiDiscrete { nvec, start } => &[nvec.len(), start.len()],
-            Rule::Discrete { .. } | Rule::MultiBinary => &[],
+            Rule::Discrete { .. } | Rule::MultiBinary | Rule::Text { .. } => &[],
         };
         if per_element.iter().any(|&n| n != len) {
             return Err(self.unsupported(format!("bounds do not match shape {shape:?}")));
@@ -575,5 +687,29 @@ mod tests {
         assert!(b.leaves[0].check(0, Value::Float(f64::NAN)).is_err());
         assert!(b.leaves[0].check(0, Value::Float(1.5)).is_err());
         assert!(b.leaves[0].check(0, Value::Float(1.0)).is_ok());
+    }
+
+    #[test]
+    fn text_is_codes_then_length() {
+        let space = dict(vec![
+            ("a", discrete(I64)),
+            ("s", Space::Text { charset: vec!['b', 'a', ' ', 'a'], min_length: 1, max_length: 4 }),
+        ]);
+        let layout = Layout::new(&space, "obs").unwrap();
+        let leaf = &layout.leaves[1];
+        assert_eq!((leaf.dtype, leaf.shape.clone(), leaf.offset), (U8, vec![5], 8));
+        let codes = leaf.encode_text("ab a").unwrap();
+        let ints: Vec<i128> = codes.iter().map(|v| if let Value::Int(i) = v { *i } else { -1 }).collect();
+        assert_eq!(ints, vec![2, 3, 1, 2, 4]);
+        assert_eq!(leaf.decode_text(&ints).unwrap(), "ab a");
+        assert_eq!(leaf.encode_text("ab").unwrap()[2..], [Value::Int(0), Value::Int(0), Value::Int(2)]);
+        assert_eq!(leaf.encode_text("abab a").unwrap_err(), "expected at most 4 characters, got 6: 'abab a'");
+        assert_eq!(leaf.encode_text("c").unwrap_err(), "character 'c' of 'c' is not in the space's charset");
+        assert_eq!(leaf.encode_text("").unwrap_err(), "expected at least 1 characters, got 0: ''");
+        assert!(leaf.check(0, Value::Int(3)).is_ok());
+        assert!(leaf.check(0, Value::Int(4)).is_err());
+        assert!(leaf.check(4, Value::Int(0)).is_err());
+        let long = Layout::new(&Space::string(300), "obs").unwrap();
+        assert_eq!((long.leaves[0].dtype, long.leaves[0].shape.clone()), (U16, vec![301]));
     }
 }

@@ -11,7 +11,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, P
 
 use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Key, Layout, Leaf, format_path, format_shape, quote};
+use pufferrs_core::layout::{Key, Layout, Leaf, Rule, format_path, format_shape, quote};
 
 use crate::errors::type_name;
 use crate::numpy_arrays::dtype_of;
@@ -23,18 +23,22 @@ pub enum Source<'py> {
     Array { array: Bound<'py, PyUntypedArray>, dtype: DType, weak: bool },
     /// A Python number (`weak`) or a numpy scalar, read already.
     Scalar { value: Value, dtype: DType, weak: bool },
+    /// A string leaf's codes, encoded already (one row's after another
+    /// when batched); valid by construction.
+    Codes { codes: Vec<Value>, dtype: DType },
 }
 
 impl Source<'_> {
     fn dtype(&self) -> DType {
         match self {
-            Source::Array { dtype, .. } | Source::Scalar { dtype, .. } => *dtype,
+            Source::Array { dtype, .. } | Source::Scalar { dtype, .. } | Source::Codes { dtype, .. } => *dtype,
         }
     }
 
     fn weak(&self) -> bool {
         match self {
             Source::Array { weak, .. } | Source::Scalar { weak, .. } => *weak,
+            Source::Codes { .. } => false,
         }
     }
 }
@@ -196,10 +200,13 @@ impl Reader<'_> {
         resolved: &mut Resolved<'py>,
     ) -> Result<Source<'py>, Error> {
         let leaf = &self.layout.leaves[index];
+        if let Rule::Text { .. } = leaf.rule {
+            return self.text_source(index, obj, path, resolved);
+        }
         let source = read_source(obj).map_err(|reason| self.mismatch(path, reason))?;
         let shape: &[usize] = match &source {
             Source::Array { array, .. } => array.shape(),
-            Source::Scalar { .. } => &[],
+            Source::Scalar { .. } | Source::Codes { .. } => &[],
         };
         let expected: Vec<usize> = match self.batch {
             Batch::One => leaf.shape.clone(),
@@ -240,6 +247,49 @@ impl Reader<'_> {
             return Err(self.mismatch(path, reason));
         }
         Ok(source)
+    }
+
+    /// Encodes a string leaf's value: a `str`, or a sequence of them when
+    /// batched (one observation's codes after another).
+    fn text_source<'py>(
+        &self,
+        index: usize,
+        obj: &Bound<'py, PyAny>,
+        path: &[Key],
+        resolved: &mut Resolved<'py>,
+    ) -> Result<Source<'py>, Error> {
+        let leaf = &self.layout.leaves[index];
+        let encode = |item: &Bound<'py, PyAny>| -> Result<Vec<Value>, String> {
+            let text = item.cast::<PyString>().map_err(|_| format!("expected a str, got {}", type_name(item)))?;
+            leaf.encode_text(&text.to_cow().map_err(|e| e.to_string())?)
+        };
+        if self.batch == Batch::One {
+            let codes = encode(obj).map_err(|reason| self.mismatch(path, reason))?;
+            return Ok(Source::Codes { codes, dtype: leaf.dtype });
+        }
+        let items = match obj.cast::<PyString>() {
+            Ok(_) => Err(()),
+            Err(_) => obj.try_iter().map_err(|_| ()),
+        };
+        let items =
+            items.map_err(|_| self.mismatch(path, format!("expected a batch of str, got {}", type_name(obj))))?;
+        let mut codes = Vec::new();
+        let mut count = 0;
+        for (b, item) in items.enumerate() {
+            let item = item.map_err(|e| self.mismatch(path, e.to_string()))?;
+            let mut element = path.to_vec();
+            element.push(Key::Index(b));
+            codes.extend(encode(&item).map_err(|reason| self.mismatch(&element, reason))?);
+            count += 1;
+        }
+        match resolved.batch {
+            None => (resolved.batch, resolved.batch_leaf) = (Some(count), Some(index)),
+            Some(size) if size != count => {
+                return Err(self.mismatch(path, format!("expected a batch of {size} str, got {count}")));
+            }
+            Some(_) => {}
+        }
+        Ok(Source::Codes { codes, dtype: leaf.dtype })
     }
 
     /// What checks element `index` (C order, batch axis included) of

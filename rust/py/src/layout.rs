@@ -8,7 +8,7 @@ use pyo3::types::{PyBool, PyList, PyString, PyTuple};
 
 use pufferrs_core::dtype::DType;
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Key, Layout, format_shape};
+use pufferrs_core::layout::{Key, Layout, format_path as path_string, format_shape};
 
 use crate::errors::{Raise, raise};
 use crate::flatten::{Batch, Reader, Resolved};
@@ -250,6 +250,14 @@ impl PyLayout {
     /// structure of zero-copy views, leading axes kept.
     fn unflatten<'py>(&self, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         unflatten::unflatten(&self.layout, &self.tree, &self.leaf_dtypes, &self.row_shape, rows)
+    }
+
+    /// The string that `codes` (the values of string leaf `leaf`, an index
+    /// into `leaf_tuples()`) encode.
+    fn decode_text(&self, leaf: usize, codes: Vec<i128>) -> PyResult<String> {
+        let found = self.layout.leaves.get(leaf).ok_or_else(|| format!("no leaf {leaf}"));
+        let text = found.and_then(|l| l.decode_text(&codes).map_err(|e| path_string(&self.name, &l.path) + ": " + &e));
+        text.map_err(|reason| raise(Error::Row(reason)))
     }
 
     fn __eq__(&self, other: &Bound<'_, PyLayout>) -> bool {

@@ -6,7 +6,7 @@
 //! deep, can exhaust the stack.
 
 use pufferrs_core::dtype::{DType, Value};
-use pufferrs_core::layout::{MAX_DEPTH, Space};
+use pufferrs_core::layout::{DEFAULT_STRING_LENGTH, MAX_DEPTH, Space};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 
@@ -67,6 +67,13 @@ fn read(spec: &Bound<'_, PyAny>, depth: usize) -> PyResult<Space> {
             }
             Space::Dict(items)
         }
+        "Text" => Space::Text {
+            charset: field("charset")?.extract::<String>()?.chars().collect(),
+            min_length: field("min_length")?.extract()?,
+            max_length: field("max_length")?.extract()?,
+        },
+        // A string-valued space that lists no charset: the core's rule.
+        "String" => Space::string(field("max_length")?.extract::<Option<usize>>()?.unwrap_or(DEFAULT_STRING_LENGTH)),
         "Tuple" => {
             Space::Tuple(field("items")?.try_iter()?.map(|s| Ok(parse_at(&s?, depth + 1))).collect::<PyResult<_>>()?)
         }

@@ -94,6 +94,9 @@ enum Job<'a> {
     /// Read once into the staging area at this byte offset, before any row
     /// is written: its values are checked, or it overlaps the rows.
     Staged(&'a Leaf, Strided<'a>, usize),
+    /// A string leaf's codes (one observation's after another when
+    /// batched), valid by construction: encoding checked each character.
+    Codes(&'a Leaf, &'a [Value]),
 }
 
 /// One resolved read, planned: a job per leaf and the staged bytes.
@@ -120,6 +123,7 @@ impl<'a> Work<'a> {
             .zip(&resolved.sources)
             .map(|(leaf, source)| match source {
                 Source::Scalar { value, .. } => Job::Scalar(leaf, *value),
+                Source::Codes { codes, .. } => Job::Codes(leaf, codes),
                 Source::Array { array, dtype, .. } => {
                     let source = strided(array, *dtype);
                     let checked = leaf.checks_values(check_bounds) || !leaf.dtype.casts_every(*dtype);
@@ -154,7 +158,7 @@ impl<'a> Work<'a> {
                     let out = &mut staging[*at..*at + source.len() * leaf.dtype.itemsize()];
                     source.try_store_as(leaf.dtype, out, reader.checker(leaf, *check_bounds))?;
                 }
-                Job::Direct(..) => {}
+                Job::Direct(..) | Job::Codes(..) => {}
             }
         }
         Ok(())
@@ -183,6 +187,15 @@ impl<'a> Work<'a> {
                     Job::Staged(leaf, _, at) => {
                         let (n, from) = (leaf.nbytes(), at + b * leaf.nbytes());
                         row[leaf.offset..leaf.offset + n].copy_from_slice(&self.staging[from..from + n]);
+                    }
+                    Job::Codes(leaf, codes) => {
+                        let (len, size) = (leaf.len(), leaf.dtype.itemsize());
+                        let codes =
+                            if self.reader.batch == Batch::One { codes } else { &codes[b * len..(b + 1) * len] };
+                        for (i, &code) in codes.iter().enumerate() {
+                            let at = leaf.offset + i * size;
+                            leaf.dtype.write(code, &mut row[at..at + size]);
+                        }
                     }
                 }
             }

@@ -1,0 +1,292 @@
+"""The automatic policy: one encoder per observation leaf, chosen from the
+leaf's space, concatenated (Stable-Baselines3's multi-input pattern), then
+one ReLU layer of ``hidden_size`` before the action and value heads.
+
+The rules, in order (:func:`choose_encoder`):
+
+- a string leaf (``Text``, MiniGrid's mission) is ``text``: the mean of
+  the embeddings (32 wide) of its character trigrams, hashed into 4,096
+  buckets;
+- ``Discrete`` and ``MultiDiscrete`` are ``codes``: one embedding per
+  element, 8 wide;
+- ``MultiBinary`` and bool Boxes are ``flat``: 0/1 as they are;
+- a uint8 Box from 0 to 255 with 2 or 3 dims is an ``image``: scaled to
+  [0, 1]; channels are the axis of at most 4 (first or last), else the
+  last. Images of at least 36 pixels a side get the Nature-DQN CNN (8x8/4,
+  4x4/2, 3x3/1), smaller ones two 3x3 convolutions of 16 and 32 channels
+  (stride 2 when a side is over 16);
+- another integer Box with 2 or more dims and at most 8,192 values per
+  element is a grid of ``codes`` (NetHack's glyphs): each value embedded,
+  the embeddings of the last axis' channels side by side (3 dims) or one
+  channel (2 dims), then convolutions (strided when a side is over 16);
+- any other integer Box (counters, stats) is ``scalars``: ``symlog(x) =
+  sign(x) log(1 + |x|)``, so that no value can swamp an update;
+- a float Box is ``flat``: its values as they are.
+
+``none`` leaves a leaf out of the encoding. Spaces cannot always say what
+they hold (MiniGrid declares its grid of codes as a 0..255 image): a
+family preset (:data:`pufferrs.config.FAMILY_PRESETS`) or the user
+(``--encoders '{"image": "codes"}'``) names the encoder of a leaf by its
+path, keys joined with ``/`` (``inv/items``; ``""`` for a plain Box).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium.spaces as gs
+import numpy as np
+import torch
+from torch import nn
+
+from pufferrs.lstm import State
+from pufferrs.models import Policy
+from pufferrs.pytorch import layer_init, unflatten
+from pufferrs.spaces import Layout, format_path, is_string_space
+
+__all__ = ["ENCODERS", "Auto", "choose_encoder", "leaf_key"]
+
+ENCODERS = ("image", "codes", "text", "scalars", "flat", "none")
+
+_MAX_CODES = 8192
+_NATURE_SIDE = 36
+_TRIGRAM_BUCKETS = 4096
+
+
+def leaf_key(path: tuple[str | int, ...]) -> str:
+    """A leaf's name in ``encoders``: its keys joined with ``/``."""
+    return "/".join(map(str, path))
+
+
+def choose_encoder(space: gs.Space) -> str:
+    """The encoder the rules of the module docstring pick for ``space``."""
+    if is_string_space(space):
+        return "text"
+    if isinstance(space, (gs.Discrete, gs.MultiDiscrete)):
+        return "codes"
+    if isinstance(space, gs.MultiBinary) or not isinstance(space, gs.Box):
+        return "flat"
+    dtype = np.dtype(space.dtype)
+    if dtype.kind == "b" or dtype.kind == "f":
+        return "flat"
+    if dtype == np.uint8 and len(space.shape) in (2, 3) and np.all(space.low == 0) and np.all(space.high == 255):
+        return "image"
+    span = space.high.astype(np.float64) - space.low.astype(np.float64) + 1
+    if len(space.shape) >= 2 and np.all(span <= _MAX_CODES):
+        return "codes"
+    return "scalars"
+
+
+def _image_axes(shape: tuple[int, ...]) -> tuple[bool, int, int, int]:
+    """``(channels_last, channels, height, width)`` of an image leaf."""
+    if len(shape) == 2:
+        return False, 1, shape[0], shape[1]
+    if shape[0] <= 4 < shape[-1]:
+        return False, shape[0], shape[1], shape[2]
+    return True, shape[2], shape[0], shape[1]
+
+
+def _conv_stack(channels: int, height: int, width: int, nature: bool) -> tuple[nn.Sequential, str]:
+    if nature:
+        layers = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
+        text = "Nature CNN 8x8/4, 4x4/2, 3x3/1"
+    elif max(height, width) > 16:
+        layers = [(16, 3, 2), (32, 3, 2)]
+        text = "3x3/2, 3x3/2 convolutions of 16, 32"
+    else:
+        layers = [(16, 3, 1), (32, 3, 1)]
+        text = "3x3, 3x3 convolutions of 16, 32"
+    modules: list[nn.Module] = []
+    for out, kernel, stride in layers:
+        modules += [layer_init(nn.Conv2d(channels, out, kernel, stride=stride)), nn.ReLU()]
+        channels = out
+    modules.append(nn.Flatten())
+    return nn.Sequential(*modules), text
+
+
+class _Image(nn.Module):
+    def __init__(self, space: gs.Box, shape: tuple[int, ...]):
+        super().__init__()
+        self.channels_last, channels, height, width = _image_axes(shape)
+        self.shape = (channels, height, width)
+        self.scale = 1 / 255 if np.dtype(space.dtype) == np.uint8 else 1.0
+        self.convs, text = _conv_stack(channels, height, width, min(height, width) >= _NATURE_SIDE)
+        self.width = self.convs(torch.zeros(1, *self.shape)).shape[1]
+        self.text = f"image {channels}x{height}x{width}: {text}"
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.channels_last:
+            x = x.movedim(-1, 1)
+        return self.convs(x.reshape(x.shape[0], *self.shape).to(dtype) * self.scale)
+
+
+def _code_bounds(space: gs.Space, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-element ``(low, number of values)``, shaped like the leaf."""
+    if isinstance(space, gs.Discrete):
+        return np.array(space.start), np.array(space.n)
+    if isinstance(space, gs.MultiDiscrete):
+        return space.start, space.nvec
+    return space.low.astype(np.int64), (space.high.astype(np.int64) - space.low.astype(np.int64) + 1)
+
+
+class _Codes(nn.Module):
+    """Each element's value embedded. Elements of a Discrete or
+    MultiDiscrete each have their own values; a Box's elements share them
+    (per channel, the last axis, for a 3-dim grid). Grids (2 or more dims)
+    go through convolutions; other leaves are flattened."""
+
+    def __init__(self, space: gs.Space, shape: tuple[int, ...]):
+        super().__init__()
+        low, count = (np.broadcast_to(a, shape).astype(np.int64) for a in _code_bounds(space, shape))
+        if isinstance(space, gs.Box):
+            # One table per channel (the last axis of a 3-dim grid), else
+            # one for the whole leaf.
+            axis = (0, 1) if len(shape) == 3 else None
+            table_low = low.min(axis=axis)
+            table_count = (low + count - 1).max(axis=axis) - table_low + 1
+            starts = np.concatenate([[0], np.cumsum(table_count)[:-1]]) if axis else np.array(0)
+            low, offset = np.broadcast_to(table_low, shape), np.broadcast_to(starts, shape)
+            count = np.broadcast_to(table_count, shape)
+            vocab = int(np.sum(table_count))
+        else:
+            flat = count.reshape(-1)
+            offset = np.concatenate([[0], np.cumsum(flat)[:-1]]).reshape(shape)
+            vocab = int(flat.sum())
+        grid = len(shape) >= 2
+        self.dim = 8
+        self.embedding = nn.Embedding(vocab, self.dim)
+        self.register_buffer("low", torch.as_tensor(np.ascontiguousarray(low)), persistent=False)
+        self.register_buffer("offset", torch.as_tensor(np.ascontiguousarray(offset)), persistent=False)
+        self.register_buffer("high", torch.as_tensor(np.ascontiguousarray(count - 1)), persistent=False)
+        self.elements = math.prod(shape)
+        self.shape = shape
+        self.convs: nn.Sequential | None = None
+        if grid:
+            channels = (shape[2] if len(shape) == 3 else 1) * self.dim
+            height, width = shape[0], math.prod(shape[1:2])
+            self.convs, text = _conv_stack(channels, height, width, nature=False)
+            self.width = self.convs(torch.zeros(1, channels, height, width)).shape[1]
+            self.text = f"codes grid {height}x{width}, {vocab} values embedded in {self.dim}: {text}"
+        else:
+            self.width = self.elements * self.dim
+            self.text = f"codes: {self.elements} x embedding of {vocab} values in {self.dim}"
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        batch = x.shape[0]
+        x = x.reshape(batch, *self.shape).to(torch.int64) - self.low
+        # An out-of-range value reads its nearest code, never another table.
+        x = torch.minimum(x.clamp(min=0), self.high) + self.offset
+        emb = self.embedding(x).to(dtype)
+        if self.convs is None:
+            return emb.reshape(batch, self.width)
+        height, width = self.shape[0], self.shape[1]
+        return self.convs(emb.reshape(batch, height, width, -1).permute(0, 3, 1, 2))
+
+
+class _Text(nn.Module):
+    """Character codes then the length (a string leaf), as the mean of
+    embeddings of its character trigrams (hashed into 4,096 buckets; the
+    string is padded with two codes 0 in front): word pieces in order, at
+    the cost of one gather per character."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(_TRIGRAM_BUCKETS, 32, mode="sum")
+        self.width = 32
+        self.text = f"text of up to {shape[0] - 1} characters: mean of hashed character-trigram embeddings of 32"
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        chars = nn.functional.pad(x[:, :-1].to(torch.int64), (2, 0))
+        trigrams = (chars[:, :-2] * 65599**2 + chars[:, 1:-1] * 65599 + chars[:, 2:]) % _TRIGRAM_BUCKETS
+        present = (chars[:, 2:] != 0).to(torch.float32)
+        weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)
+        return self.bag(trigrams, per_sample_weights=weights).to(dtype)
+
+
+class _Values(nn.Module):
+    """``flat`` (values as they are) or ``scalars`` (symlog)."""
+
+    def __init__(self, shape: tuple[int, ...], symlog: bool):
+        super().__init__()
+        self.width = math.prod(shape)
+        self.symlog = symlog
+        self.text = f"{'scalars, symlog' if symlog else 'flat values'}: {self.width}"
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        x = x.reshape(x.shape[0], self.width).to(dtype)
+        return torch.sign(x) * torch.log1p(x.abs()) if self.symlog else x
+
+
+def _build(kind: str, space: gs.Space, dtype: np.dtype, shape: tuple[int, ...]) -> nn.Module:
+    if kind == "image":
+        if len(shape) not in (2, 3):
+            raise ValueError(f"an image encoder needs 2 or 3 dims, got shape {shape}")
+        return _Image(space, shape)
+    if kind == "codes":
+        if np.dtype(dtype).kind not in "iub" or not isinstance(space, (gs.Box, gs.Discrete, gs.MultiDiscrete)):
+            raise ValueError(f"a codes encoder needs integers with bounds, got {space}")
+        return _Codes(space, shape)
+    if kind == "text":
+        if not is_string_space(space):
+            raise ValueError(f"a text encoder needs a string space, got {space}")
+        return _Text(shape)
+    return _Values(shape, symlog=kind == "scalars")
+
+
+class Auto(Policy):
+    """One encoder per leaf, by the rules of :mod:`pufferrs.encoders`, then
+    Linear + ReLU to ``hidden_size``. ``encoders`` maps leaf keys
+    (:func:`leaf_key`) to encoder names, overriding the rules."""
+
+    def __init__(self, env: Any, hidden_size: int = 128, encoders: dict[str, str] | None = None):
+        super().__init__(env, hidden_size)
+        self.hidden_size = hidden_size
+        space = env.single_observation_space
+        layout = getattr(env, "layout", None)
+        if layout is None and not isinstance(space, gs.Box):
+            layout = Layout(space)
+        self.layout = None if layout is None or isinstance(layout.space, gs.Box) else layout
+        if self.layout is not None:
+            leaves = [(leaf.path, leaf.space, leaf.dtype, leaf.shape) for leaf in self.layout.leaves]
+        else:
+            leaves = [((), space, np.dtype(space.dtype), tuple(space.shape))]
+        overrides = dict(encoders or {})
+        known = {leaf_key(path) for path, *_ in leaves}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"encoders name leaves the observation does not have: {unknown} (it has {sorted(known)})")
+        bad = sorted({v for v in overrides.values() if v not in ENCODERS})
+        if bad:
+            raise ValueError(f"unknown encoders {bad}: use {', '.join(ENCODERS)}")
+        chosen = []
+        self.summary: list[str] = []
+        for path, leaf_space, dtype, shape in leaves:
+            kind = overrides.get(leaf_key(path), choose_encoder(leaf_space))
+            name = format_path("obs", path)
+            if kind == "none" or math.prod(shape) == 0:
+                self.summary.append(f"{name}: left out")
+                continue
+            try:
+                encoder = _build(kind, leaf_space, dtype, shape)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            chosen.append((path, encoder))
+            self.summary.append(f"{name} {dtype} {shape}: {encoder.text}")
+        if not chosen:
+            raise ValueError(f"observation space {space} holds no values to encode")
+        self.leaf_paths = tuple(path for path, _ in chosen)
+        self.leaf_encoders = nn.ModuleList(encoder for _, encoder in chosen)
+        width = sum(encoder.width for encoder in self.leaf_encoders)
+        self.encoder = nn.Sequential(layer_init(nn.Linear(width, hidden_size)), nn.ReLU())
+
+    def encode_observations(self, observations: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        dtype = self.encoder[0].weight.dtype
+        tree = unflatten(observations, self.layout) if self.layout is not None else observations
+        features = []
+        for path, encoder in zip(self.leaf_paths, self.leaf_encoders):
+            leaf = tree
+            for key in path:
+                leaf = leaf[key]
+            features.append(encoder(leaf, dtype))
+        return self.encoder(features[0] if len(features) == 1 else torch.cat(features, dim=-1))
