@@ -98,5 +98,12 @@ class Serial(VectorEnv):
         payloads = {w: self._payloads.pop(w) for w in workers if w in self._payloads} if self._payloads else {}
         return workers, payloads, any(self._runners[w].ended for w in workers)
 
+    def _call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
+        # The function's own exceptions propagate as they are: the envs
+        # stay usable, as with Multiprocessing.
+        return [
+            function(env, args[runner.first_env + i]) for runner in self._runners for i, env in enumerate(runner.envs)
+        ]
+
     def _shutdown(self) -> None:
         self._finalizer()
