@@ -211,6 +211,12 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
         if hasattr(self, "vector_env"):
             self.vector_env.close()
 
+    def __enter__(self) -> GymnasiumVectorEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- helpers --
 
     def _check_open(self) -> None:
