@@ -60,9 +60,10 @@ from typing import Any
 import gymnasium as gym
 
 from pufferrs.vector.processes import Multiprocessing
+from pufferrs.vector.ray import Ray
 from pufferrs.vector.serial import Serial
 
-__all__ = ["Multiprocessing", "Serial", "make"]
+__all__ = ["Multiprocessing", "Ray", "Serial", "make"]
 
 
 def make(
@@ -76,13 +77,14 @@ def make(
     env_kwargs: dict[str, Any] | None = None,
     check_bounds: bool = False,
     **kwargs: Any,
-) -> Serial | Multiprocessing:
+) -> Serial | Multiprocessing | Ray:
     """A vector env of ``num_envs`` envs made by ``env_creator(*env_args,
     **env_kwargs)`` (or by one creator each, given a list).
 
-    ``backend`` is ``"serial"`` or ``"multiprocessing"`` (or one of the
-    classes). ``num_workers`` (multiprocessing) defaults to the largest
-    divisor of ``num_envs`` that is at most the number of CPUs;
+    ``backend`` is ``"serial"``, ``"multiprocessing"`` or ``"ray"`` (or one
+    of the classes; :class:`Ray` documents its own arguments).
+    ``num_workers`` (multiprocessing) defaults to the largest divisor of
+    ``num_envs`` that is at most the number of CPUs;
     ``batch_size`` (envs returned by each ``recv``) defaults to
     ``num_envs``, and must be a multiple of the envs per worker: smaller
     batches make ``recv`` return the first workers that are ready
@@ -100,13 +102,13 @@ def make(
     about 100 times slower stepping for observations of 12,000 values such
     as a 3x64x64 image (see ``benches/bench_vector.py --check-bounds``).
     """
-    backends = {"serial": Serial, "multiprocessing": Multiprocessing}
+    backends = {"serial": Serial, "multiprocessing": Multiprocessing, "ray": Ray}
     if isinstance(backend, str):
         if backend.lower() not in backends:
             raise ValueError(f"backend must be one of {sorted(backends)}, got {backend!r}")
         backend = backends[backend.lower()]
-    elif backend not in (Serial, Multiprocessing):
-        raise ValueError(f"backend must be 'serial', 'multiprocessing', Serial or Multiprocessing, got {backend!r}")
+    elif backend not in backends.values():
+        raise ValueError(f"backend must be one of {sorted(backends)} or one of their classes, got {backend!r}")
     if callable(env_creator):
         creators = [env_creator] * num_envs
     else:
