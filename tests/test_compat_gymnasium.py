@@ -5,6 +5,7 @@ wrappers on top, and a CleanRL-style PPO loop learns CartPole through it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +27,13 @@ def cartpole() -> gym.Env:
     return gym.make("CartPole-v1", max_episode_steps=12)
 
 
-def nested() -> gym.Env:
-    # Terminates after 5 steps, unless the time limit of 4 truncates first
-    # (every other episode ends by truncation through the lengths drawn).
-    return gym.wrappers.TimeLimit(pufferrs.envs.Nested(length=5), max_episode_steps=4)
+def nested(length: int = 5) -> gym.Env:
+    # Episodes of 3 steps terminate; those of 5 are truncated after 4.
+    return gym.wrappers.TimeLimit(pufferrs.envs.Nested(length=length), max_episode_steps=4)
+
+
+#: Two envs whose episodes terminate, two whose episodes are truncated.
+NESTED = [functools.partial(nested, 3), nested] * 2
 
 
 class Renders(gym.Env):
@@ -81,9 +85,10 @@ def assert_same(a: Any, b: Any, where: str) -> None:
 
 
 def run_both(creator: Any, mode: AutoresetMode, backend: str, steps: int = 40, wrap: Any = None) -> None:
-    """Steps SyncVectorEnv and the adapter side by side, resetting ended
-    envs by mask in DISABLED mode, and compares everything they return."""
-    fns = [creator] * 4
+    """Steps SyncVectorEnv and the adapter side by side (4 envs of
+    ``creator``, or its list), resetting ended envs by mask in DISABLED
+    mode, and compares everything they return."""
+    fns = list(creator) if isinstance(creator, list) else [creator] * 4
     ref = SyncVectorEnv(fns, autoreset_mode=mode)
     ours = GymnasiumVectorEnv(fns, backend=backend, autoreset_mode=mode, num_workers=2)
     if wrap is not None:
@@ -116,7 +121,7 @@ def test_autoreset_modes_match_sync_vector_env(mode: AutoresetMode, backend: str
 
 @pytest.mark.parametrize("mode", list(AutoresetMode))
 def test_nested_dict_env_matches_sync_vector_env(mode: AutoresetMode) -> None:
-    run_both(nested, mode, "multiprocessing", steps=20)
+    run_both(NESTED, mode, "multiprocessing", steps=20)
 
 
 def test_same_step_hands_out_final_observations() -> None:
@@ -134,7 +139,8 @@ def test_same_step_hands_out_final_observations() -> None:
 
 def statistics_and_normalisation(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     envs = vector_wrappers.RecordEpisodeStatistics(envs)
-    envs = vector_wrappers.NormalizeObservation(envs)
+    if envs.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:  # which gymnasium refuses here
+        envs = vector_wrappers.NormalizeObservation(envs)
     envs = vector_wrappers.NormalizeReward(envs)
     envs = vector_wrappers.ClipAction(envs) if isinstance(envs.action_space, gym.spaces.Box) else envs
     return vector_wrappers.TransformReward(envs, lambda r: 2 * r)
@@ -148,7 +154,7 @@ def test_gymnasium_vector_wrappers_stack_on_top(mode: AutoresetMode) -> None:
 
 
 def test_observation_wrappers_on_nested_observations() -> None:
-    run_both(nested, AutoresetMode.NEXT_STEP, "serial", steps=10, wrap=vector_wrappers.FlattenObservation)
+    run_both(NESTED, AutoresetMode.NEXT_STEP, "serial", steps=10, wrap=vector_wrappers.FlattenObservation)
 
 
 def test_spaces_metadata_and_copies() -> None:

@@ -4,6 +4,7 @@ methods, and SB3's PPO learning and running on it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,9 +28,9 @@ def cartpole() -> gym.Env:
     return gym.make("CartPole-v1", max_episode_steps=12)
 
 
-def nested() -> gym.Env:
-    # Ends by termination after 5 steps or truncation after 4.
-    return gym.wrappers.TimeLimit(pufferrs.envs.Nested(length=5), max_episode_steps=4)
+def nested(length: int = 5) -> gym.Env:
+    # Episodes of 3 steps terminate; those of 5 are truncated after 4.
+    return gym.wrappers.TimeLimit(pufferrs.envs.Nested(length=length), max_episode_steps=4)
 
 
 def flat_keys(obs: dict) -> dict:
@@ -94,8 +95,9 @@ def test_steps_match_dummy_vec_env(backend: str) -> None:
 
 
 def test_terminal_observation_is_the_true_last_observation_of_a_dict_env() -> None:
-    envs = SB3VecEnv([nested] * 2, num_workers=2)
-    solo = [nested() for _ in range(2)]
+    creators = [functools.partial(nested, 3), nested]
+    envs = SB3VecEnv(creators, num_workers=2)
+    solo = [creator() for creator in creators]
     envs.seed(3)
     obs = envs.reset()
     firsts = [solo[i].reset(seed=3 + i)[0] for i in range(2)]
