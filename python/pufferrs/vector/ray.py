@@ -215,6 +215,8 @@ class Ray(VectorEnv):
                 )
             self.placement = self._place(ray, cpus)
         except BaseException:
+            for actor in self._actors:  # unplaced actors would never answer close()
+                ray.kill(actor)
             self.close()
             raise
         #: The request in flight for each actor, and the actor of each request.
