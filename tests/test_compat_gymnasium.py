@@ -6,6 +6,8 @@ wrappers on top, and a CleanRL-style PPO loop learns CartPole through it."""
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,3 +324,13 @@ def test_cleanrl_style_ppo_learns_cartpole() -> None:
     envs.close()
     # A random policy averages about 22; learning shows in the last episodes.
     assert np.mean(returns[-20:]) > 150, returns[-20:]
+
+
+def test_importing_pufferrs_imports_neither_ray_nor_stable_baselines3() -> None:
+    code = (
+        "import sys, pufferrs, pufferrs.vector, pufferrs.compat; "
+        "print(sorted({'ray', 'stable_baselines3'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
