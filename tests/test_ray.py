@@ -164,6 +164,9 @@ def test_gymnasium_adapter_over_ray_matches_sync_vector_env() -> None:
             for x, y in zip(ref.step(actions)[:4], ours.step(actions)[:4]):
                 np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
         assert ours.get_attr("spec")[0].id == "CartPole-v1"
+        with pytest.raises(AttributeError):
+            ours.get_attr("no_such_attribute")
+        ours.step(np.zeros(4, np.int64))  # still usable
     ref.close()
 
 

@@ -190,11 +190,16 @@ class Ray(VectorEnv):
         self._actors: list = []
         if num_workers is None:
             num_workers = _default_actors(num_envs, int(ray.cluster_resources().get("CPU", 1)))
-        probe = checked_env(env_creators[0](*env_args, **env_kwargs))
         try:
-            self._setup(probe, num_envs, num_workers, batch_size, seed, check_bounds)
-        finally:
-            probe.close()
+            probe = checked_env(env_creators[0](*env_args, **env_kwargs))
+            try:
+                self._setup(probe, num_envs, num_workers, batch_size, seed, check_bounds)
+            finally:
+                probe.close()
+        except BaseException:
+            if self._owns_ray:
+                ray.shutdown()
+            raise
         self._finalize_with(_stop_actors, self._actors, self._owns_ray, self._pinned)
         per = self.envs_per_worker
         backend_kwargs = {} if actor_backend == "serial" else {"num_workers": actor_workers}
@@ -340,8 +345,7 @@ class Ray(VectorEnv):
                 results += ray.get(ref, timeout=self.timeout)
             except ray.exceptions.RayTaskError as exc:
                 # The function's own exception, as the other backends raise it.
-                cause = exc.as_instanceof_cause()
-                raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
+                raise (exc.cause if exc.cause is not None else exc.as_instanceof_cause()) from None
             except Exception as exc:
                 raise self._failed(w, exc) from exc
         return results
