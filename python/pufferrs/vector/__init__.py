@@ -8,8 +8,8 @@
 ...     obs, infos = envs.reset(seed=0)
 ...     obs, rewards, terminals, truncations, infos = envs.step(envs.action_space.sample())
 
-Two backends share one API and produce bit-identical results for the same
-seed and actions:
+Three backends share one API and produce bit-identical results for the
+same seed and actions:
 
 - :class:`Serial` steps every env in this process (for debugging, and for
   envs so cheap that processes cost more than they give).
@@ -22,6 +22,13 @@ seed and actions:
   Parent and workers signal each other through atomics in the region (a
   short spin, then a futex sleep with the GIL released); pipes carry only
   seeds, non-empty infos and errors.
+- :class:`Ray` runs blocks of envs in Ray actors, on one machine or a
+  cluster, and writes their packed answers into the same buffers here
+  (Ray is imported only when this backend is used).
+
+``call_envs(function, args)`` runs ``function(env, arg)`` on every env
+where it lives, between a ``recv`` and the next ``send``: the adapters of
+:mod:`pufferrs.compat` reach the envs through it.
 
 Arrays returned by ``reset``/``step``/``recv`` are views that the next call
 overwrites: copy what you keep. Observations are flat rows
