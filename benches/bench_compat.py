@@ -1,7 +1,10 @@
 """The adapters and the Ray backend against what they replace, in one run.
 
 - Stable-Baselines3: ``SubprocVecEnv`` (one process per env) against
-  ``pufferrs.compat.SB3VecEnv`` (Multiprocessing, ``--workers`` processes).
+  ``pufferrs.compat.SB3VecEnv`` (Multiprocessing, ``--workers`` processes,
+  and as many processes as the peer: on a loaded machine the scheduler
+  gives more processes more of the cores), and the Multiprocessing
+  backend's own API for what the adapter costs.
 - gymnasium: ``AsyncVectorEnv`` (shared memory, one process per env)
   against ``pufferrs.compat.GymnasiumVectorEnv`` (Multiprocessing), both
   with their defaults (copies of the observations, NEXT_STEP autoreset)
@@ -58,19 +61,28 @@ def sb3_and_gymnasium(args: argparse.Namespace) -> None:
                 sb3 = SubprocVecEnv([creator] * n)
                 sb3.reset()
                 configs.append(stepping(f"SB3 SubprocVecEnv [{n} procs]", sb3, sb3.step, n))
-                ours = SB3VecEnv([creator] * n, num_workers=w)
-                ours.reset()
-                configs.append(stepping(f"pufferrs SB3VecEnv [{w} procs]", ours, ours.step, n))
-                peers += [None, 0]
+                peers.append(None)
+                for workers in sorted({w, n}):
+                    ours = SB3VecEnv([creator] * n, num_workers=workers)
+                    ours.reset()
+                    configs.append(stepping(f"pufferrs SB3VecEnv [{workers} procs]", ours, ours.step, n))
+                    peers.append(0)
+                raw = pv.make(creator, num_envs=n, backend="multiprocessing", num_workers=w)
+                raw.reset(seed=0)
+                configs.append(stepping(f"pufferrs Multiprocessing, its own API [{w} procs]", raw, raw.step, n))
+                peers.append(0)
             for copy in (True, False):
                 first = len(configs)
                 peer = gym.vector.AsyncVectorEnv([creator] * n, shared_memory=True, copy=copy)
                 peer.reset(seed=0)
                 configs.append(stepping(f"gymnasium AsyncVectorEnv copy={copy} [{n} procs]", peer, peer.step, n))
-                ours = GymnasiumVectorEnv([creator] * n, num_workers=w, copy=copy)
-                ours.reset(seed=0)
-                configs.append(stepping(f"pufferrs GymnasiumVectorEnv copy={copy} [{w} procs]", ours, ours.step, n))
-                peers += [None, first]
+                peers.append(None)
+                for workers in sorted({w, n}):
+                    ours = GymnasiumVectorEnv([creator] * n, num_workers=workers, copy=copy)
+                    ours.reset(seed=0)
+                    label = f"pufferrs GymnasiumVectorEnv copy={copy} [{workers} procs]"
+                    configs.append(stepping(label, ours, ours.step, n))
+                    peers.append(first)
             run_all(configs, args)
         finally:
             for config in configs:
