@@ -249,6 +249,11 @@ def test_disabled_autoreset_refuses_to_step_an_ended_env() -> None:
         envs.step(np.zeros(2, np.int64))
 
 
+def test_asynchronous_batches_are_refused() -> None:
+    with pytest.raises(ValueError, match="batch_size must be num_envs"):
+        GymnasiumVectorEnv([cartpole] * 2, backend="serial", batch_size=1)
+
+
 def test_closed_env_refuses_calls() -> None:
     envs = GymnasiumVectorEnv([cartpole] * 2, backend="serial")
     envs.close()

@@ -124,7 +124,10 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         if self.autoreset_mode != AutoresetMode.SAME_STEP:
             creators = [functools.partial(_with_autoreset, self.autoreset_mode.value, c) for c in creators]
-        kwargs.pop("batch_size", None)
+        if kwargs.get("batch_size") not in (None, len(creators)):
+            raise ValueError(
+                f"GymnasiumVectorEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}"
+            )
         self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
         self.num_envs = self.vector_env.num_envs
         self.layout = self.vector_env.layout

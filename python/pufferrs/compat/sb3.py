@@ -108,8 +108,9 @@ class SB3VecEnv(VecEnv):
     dones, infos)``: ``dones`` is terminated or truncated, every info has
     ``TimeLimit.truncated``, and the info of an env whose episode ended has
     its last observation as ``terminal_observation``. ``seed()`` and
-    ``set_options()`` apply at the next ``reset()``; a reset without seeds
-    (after the first) leaves the envs' generators running. The reset
+    ``set_options()`` apply at the next ``reset()``; the first reset
+    without seeds uses ``seed`` (0 unless given, so runs repeat), later
+    ones leave the envs' generators running. The reset
     infos of autoresets are not kept (``reset_infos`` holds ``{}`` for
     them): the pufferrs backends drop them."""
 
@@ -117,7 +118,8 @@ class SB3VecEnv(VecEnv):
         self, env_fns: Sequence[Callable[[], gym.Env]], backend: str | type = "multiprocessing", **kwargs: Any
     ):
         creators = list(env_fns)
-        kwargs.pop("batch_size", None)
+        if kwargs.get("batch_size") not in (None, len(creators)):
+            raise ValueError(f"SB3VecEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}")
         self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
         self.layout = self.vector_env.layout
         self._observations = _SB3Observations(self.layout)
