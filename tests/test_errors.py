@@ -52,7 +52,10 @@ def test_misusing_a_layout_raises_puffer_errors() -> None:
         (lambda: layout.unflatten(np.zeros(7, np.uint8)), "expected rows of 24 bytes"),
         (lambda: layout.unflatten(np.zeros((), np.uint8)), "expected rows with at least one axis"),
         (lambda: layout.flatten_into({"a": np.zeros(3), "b": 1}, read_only), "out is read-only"),
-        (lambda: layout.flatten_batch([{"a": np.zeros(3), "b": 1}], out=np.zeros((2, 24), np.uint8)), "out has 2"),
+        (
+            lambda: layout.flatten_batch([{"a": np.zeros(3), "b": 1}], out=np.zeros((2, 24), np.uint8)),
+            "obs: expected a batch of 2, got 1",
+        ),
         (lambda: Layout.__base__({"kind": "Box"}), "malformed space description"),
     ]
     for misuse, message in misuses:

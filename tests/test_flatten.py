@@ -250,8 +250,10 @@ def test_batch_errors_name_the_observation() -> None:
         layout.flatten_batch([good, good, {"d": 5, "v": np.zeros(2, np.float32)}])
     with pytest.raises(SpaceError, match=r"obs\['d'\]\[1\]: expected a value in \[0, 3\), got 7"):
         layout.flatten_batch({"d": np.array([0, 7]), "v": np.zeros((2, 2), np.float32)})
-    with pytest.raises(SpaceError, match=r"obs\['v'\]: expected shape \(3, 2\), got \(2, 2\)"):
+    with pytest.raises(SpaceError, match=r"obs\['v'\]: expected a batch of 3 \(the batch size of obs\['d'\]\), got 2"):
         layout.flatten_batch({"d": np.array([0, 1, 2]), "v": np.zeros((2, 2), np.float32)})
+    with pytest.raises(SpaceError, match=r"obs\['v'\]: expected shape \(3, 2\), got \(3, 3\)"):
+        layout.flatten_batch({"d": np.array([0, 1, 2]), "v": np.zeros((3, 3), np.float32)})
     out = np.full((3, layout.row_bytes), 7, np.uint8)
     with pytest.raises(SpaceError):
         layout.flatten_batch([good, good, {"d": 1}], out=out)
@@ -317,7 +319,8 @@ def test_out_buffer_problems_are_row_errors() -> None:
     out = np.zeros((2, 4), np.float32)  # rows may be any dtype of the right width
     layout.flatten_into(obs, out, -1)
     assert layout.unflatten(out)["a"].tolist() == [0, 1]
-    with pytest.raises(RowError, match="out has 2 rows, the batch has 3"):
+    # A batch that does not fill out is the value's fault, named as such.
+    with pytest.raises(SpaceError, match="obs: expected a batch of 2, got 3"):
         layout.flatten_batch([obs] * 3, out=out)
 
 

@@ -5,6 +5,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+#: How deep Dicts and Tuples may nest in a space that has a layout.
+MAX_DEPTH: int
+
 def format_path(root: str, path: tuple[str | int, ...]) -> str: ...
 
 class Layout:

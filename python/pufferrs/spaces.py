@@ -39,10 +39,19 @@ def describe(space: gs.Space) -> dict[str, Any]:
     """The plain-data description of ``space`` that the Rust core reads:
     nested dicts with named fields. Nothing is refused here; the core
     refuses what has no flat row, naming its path."""
+    return _describe(space, 0)
+
+
+def _describe(space: gs.Space, depth: int) -> dict[str, Any]:
+    if depth > _native.MAX_DEPTH:
+        # The core refuses anything this deep (Dicts and Tuples nest at most
+        # MAX_DEPTH deep) without reading it, so describe no further: the
+        # recursion stays bounded however deep the space goes.
+        return {"kind": type(space).__name__}
     if isinstance(space, gs.Dict):
-        return {"kind": "Dict", "items": [(key, describe(sub)) for key, sub in space.spaces.items()]}
+        return {"kind": "Dict", "items": [(key, _describe(sub, depth + 1)) for key, sub in space.spaces.items()]}
     if isinstance(space, gs.Tuple):
-        return {"kind": "Tuple", "items": [describe(sub) for sub in space.spaces]}
+        return {"kind": "Tuple", "items": [_describe(sub, depth + 1) for sub in space.spaces]}
     kind = next((leaf.__name__ for leaf in _LEAVES if isinstance(space, leaf)), type(space).__name__)
     # str() of a dtype is its name when native ("float32"), else its
     # byte-order code (">f4"), which the core refuses.
@@ -64,7 +73,9 @@ class Layout(_native.Layout):
     Leaves are stored in their own dtype at offsets aligned to their item
     size, with C-struct padding (numpy's ``align=True``), so a ``(B, row)``
     batch can be viewed leaf by leaf without copying. ``name`` is what error
-    messages call the value (``obs``, ``action``).
+    messages call the value (``obs``, ``action``). Dicts and Tuples nest at
+    most ``pufferrs._native.MAX_DEPTH`` (64) deep; deeper spaces raise
+    :class:`~pufferrs.UnsupportedSpaceError`.
 
     >>> import gymnasium.spaces as gs
     >>> layout = Layout(gs.Dict(a=gs.Discrete(3), b=gs.Box(0, 1, (2,))))
@@ -131,9 +142,12 @@ def _bounds(leaf: Leaf) -> tuple[np.ndarray, np.ndarray]:
     space = leaf.space
     if isinstance(space, gs.Box):
         return space.low.ravel(), space.high.ravel()
-    if isinstance(space, gs.Discrete):
-        return np.array([space.start]), np.array([space.start + space.n - 1])
-    if isinstance(space, gs.MultiDiscrete):
-        return space.start.ravel(), (space.start + space.nvec - 1).ravel()
+    if isinstance(space, gs.Discrete | gs.MultiDiscrete):
+        # In Python ints, clipped to the dtype: gymnasium allows ranges that
+        # pass it (Discrete(2**63 - 1, start=1)), where numpy would wrap.
+        start = np.ravel(space.start).tolist()
+        n = np.ravel(space.n if isinstance(space, gs.Discrete) else space.nvec).tolist()
+        top = int(np.iinfo(leaf.dtype).max)
+        return np.array(start, leaf.dtype), np.array([min(s + k - 1, top) for s, k in zip(start, n)], leaf.dtype)
     size = int(np.prod(leaf.shape))
     return np.zeros(size), np.ones(size)

@@ -62,27 +62,37 @@ impl<'a> Strided<'a> {
         is_c_contiguous(self.shape, self.strides, self.dtype.itemsize())
     }
 
-    /// Calls `f` with the byte offset of every element, in C order.
+    /// Calls `f` with the byte offset of every element, in C order. The
+    /// last axis runs in a tight loop of its own: it is where the elements are.
     fn for_each_offset(&self, mut f: impl FnMut(isize)) {
         if self.is_empty() {
             return;
         }
-        let mut index = vec![0usize; self.shape.len()];
-        let mut offset = 0isize;
+        let (Some((&inner, outer)), Some((&step, outer_strides))) =
+            (self.shape.split_last(), self.strides.split_last())
+        else {
+            return f(0); // 0-d: one element
+        };
+        let mut index = vec![0usize; outer.len()];
+        let mut start = 0isize;
         loop {
-            f(offset);
-            let mut axis = self.shape.len();
+            let mut offset = start;
+            for _ in 0..inner {
+                f(offset);
+                offset += step;
+            }
+            let mut axis = outer.len();
             loop {
                 if axis == 0 {
                     return;
                 }
                 axis -= 1;
                 index[axis] += 1;
-                offset += self.strides[axis];
-                if index[axis] < self.shape[axis] {
+                start += outer_strides[axis];
+                if index[axis] < outer[axis] {
                     break;
                 }
-                offset -= self.strides[axis] * self.shape[axis] as isize;
+                start -= outer_strides[axis] * outer[axis] as isize;
                 index[axis] = 0;
             }
         }
@@ -95,13 +105,83 @@ impl<'a> Strided<'a> {
         unsafe { std::slice::from_raw_parts(self.data.offset(offset), self.dtype.itemsize()) }
     }
 
-    /// Visits every value in C order with its flat index; stops at the first error.
-    pub fn try_for_each_value<E>(&self, mut f: impl FnMut(usize, Value) -> Result<(), E>) -> Result<(), E> {
+    /// The byte addresses the elements span, `[first, last + itemsize)`;
+    /// None when there are no elements.
+    pub fn extent(&self) -> Option<(usize, usize)> {
+        if self.is_empty() {
+            return None;
+        }
+        // Saturating: numpy keeps every element of a real array inside its
+        // memory, so only a nonsense view could reach the limits.
+        let (mut low, mut high) = (0isize, 0isize);
+        for (&dim, &stride) in self.shape.iter().zip(self.strides) {
+            let reach = stride.saturating_mul(dim as isize - 1);
+            if reach < 0 {
+                low = low.saturating_add(reach);
+            } else {
+                high = high.saturating_add(reach);
+            }
+        }
+        let base = self.data as usize;
+        let end = base.saturating_add_signed(high).saturating_add(self.dtype.itemsize());
+        Some((base.saturating_add_signed(low), end))
+    }
+
+    /// Whether any element lies in the byte addresses `[start, end)`.
+    pub fn overlaps(&self, (start, end): (usize, usize)) -> bool {
+        self.extent().is_some_and(|(low, high)| low < end && start < high)
+    }
+
+    /// Writes the elements, in C order, into `out` as `dtype` stores them:
+    /// raw bytes when the dtypes match, values cast otherwise (the caller
+    /// knows that every value fits, see `DType::casts_every`). Bools are
+    /// written as 0 or 1 whatever byte the source holds, so that equal
+    /// values give equal rows. `out` must be exactly `len()` elements of
+    /// `dtype`.
+    pub fn store_as(&self, dtype: DType, out: &mut [u8]) {
+        if dtype == self.dtype && dtype != DType::Bool {
+            self.copy_to(out);
+        } else {
+            self.convert_to(dtype, out);
+        }
+    }
+
+    /// Like `store_as`, for values that must be checked: reads every
+    /// element of the source exactly once and passes its value to `f` with
+    /// its flat index; `f` checks it and returns it as `dtype` stores it
+    /// (what `DType::cast` gives), which is written. Stops at the first
+    /// error. What is stored is what was checked, even if the source
+    /// changes meanwhile. `out` must be memory that nobody else writes
+    /// meanwhile (a staging area): same-dtype values are copied into it
+    /// first, as fast as the copy goes, and checked there.
+    pub fn try_store_as<E>(
+        &self,
+        dtype: DType,
+        out: &mut [u8],
+        mut f: impl FnMut(usize, Value) -> Result<Value, E>,
+    ) -> Result<(), E> {
+        let itemsize = dtype.itemsize();
+        assert_eq!(out.len(), self.len() * itemsize, "destination size");
+        if dtype == self.dtype {
+            self.copy_to(out);
+            for (index, chunk) in out.chunks_exact_mut(itemsize).enumerate() {
+                let value = f(index, dtype.read(chunk))?;
+                // A cast to the same dtype changes nothing but a bool's byte.
+                if dtype == DType::Bool {
+                    dtype.write(value, chunk);
+                }
+            }
+            return Ok(());
+        }
+        // A cast may narrow (1000 into an int8 is -24), so values are
+        // checked as read from the source, before they are narrowed.
+        let mut chunks = out.chunks_exact_mut(itemsize);
         let mut index = 0;
         let mut result = Ok(());
         self.for_each_offset(|offset| {
             if result.is_ok() {
-                result = f(index, self.dtype.read(self.element(offset)));
+                let chunk = chunks.next().expect("one chunk per element");
+                result = f(index, self.dtype.read(self.element(offset))).map(|value| dtype.write(value, chunk));
                 index += 1;
             }
         });
@@ -109,8 +189,10 @@ impl<'a> Strided<'a> {
     }
 
     /// Copies the elements, in C order and in the same dtype, into `out`,
-    /// which must be exactly `len() * itemsize` bytes.
-    pub fn copy_to(&self, out: &mut [u8]) {
+    /// which must be exactly `len() * itemsize` bytes. Correct only when
+    /// the elements do not overlap `out` (a contiguous source may, as a
+    /// memmove; callers stage overlapping sources through `try_store_as`).
+    fn copy_to(&self, out: &mut [u8]) {
         let itemsize = self.dtype.itemsize();
         assert_eq!(out.len(), self.len() * itemsize, "destination size");
         if out.is_empty() {
@@ -118,8 +200,7 @@ impl<'a> Strided<'a> {
         }
         if self.is_c_contiguous() {
             // SAFETY: the source is `out.len()` contiguous readable bytes by
-            // `new`'s contract. `ptr::copy` allows the source to overlap
-            // `out`, as it does when a row is flattened into itself.
+            // `new`'s contract; `ptr::copy` allows it to overlap `out`.
             unsafe { std::ptr::copy(self.data, out.as_mut_ptr(), out.len()) };
             return;
         }
@@ -130,10 +211,8 @@ impl<'a> Strided<'a> {
         });
     }
 
-    /// Converts the elements, in C order, into `dtype` in `out`. Values are
-    /// written as `dtype.cast` gives them; the caller has checked that each
-    /// one fits.
-    pub fn convert_to(&self, dtype: DType, out: &mut [u8]) {
+    /// Converts the elements, in C order, into `dtype` in `out`.
+    fn convert_to(&self, dtype: DType, out: &mut [u8]) {
         let itemsize = dtype.itemsize();
         assert_eq!(out.len(), self.len() * itemsize, "destination size");
         let mut chunks = out.chunks_exact_mut(itemsize);
@@ -185,6 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn extents_span_gaps_and_broadcasts() {
+        let src = bytes_of(&[1, 2, 3, 4, 5, 6]);
+        let base = src.as_ptr() as usize;
+        // SAFETY: every other element of `src`, then one broadcast element.
+        let gapped = unsafe { Strided::new(src.as_ptr(), DType::I32, &[3], &[8]) };
+        assert_eq!(gapped.extent(), Some((base, base + 20)));
+        // SAFETY: as above.
+        let broadcast = unsafe { Strided::new(src.as_ptr().add(4), DType::I32, &[5, 2], &[0, -4]) };
+        assert_eq!(broadcast.extent(), Some((base, base + 8)));
+    }
+
+    #[test]
     fn at_selects_along_the_first_axis() {
         let src = bytes_of(&[1, 2, 3, 4, 5, 6]);
         // SAFETY: a 2x3 C-ordered view of `src`.
@@ -195,21 +286,37 @@ mod tests {
     }
 
     #[test]
-    fn convert_and_visit_values() {
+    fn convert_and_check_values() {
         let src = bytes_of(&[-1, 0, 70000]);
         // SAFETY: a 1-d view of `src`.
         let view = unsafe { Strided::new(src.as_ptr(), DType::I32, &[3], &[4]) };
         let mut out = vec![0u8; 24];
-        view.convert_to(DType::F64, &mut out);
+        view.store_as(DType::F64, &mut out);
         let floats: Vec<f64> = out.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect();
         assert_eq!(floats, [-1.0, 0.0, 70000.0]);
         let mut seen = Vec::new();
-        let stop = view.try_for_each_value(|i, v| {
+        let mut out = vec![0u8; 24];
+        let stop = view.try_store_as(DType::I64, &mut out, |i, v| {
             seen.push((i, v));
-            if i == 1 { Err("stop") } else { Ok(()) }
+            if i == 1 { Err("stop") } else { Ok(Value::Int(7)) }
         });
         assert_eq!(stop, Err("stop"));
         assert_eq!(seen, [(0, Value::Int(-1)), (1, Value::Int(0))]);
+        // What is written is what the check returned, not a second read.
+        assert_eq!(i64::from_ne_bytes(out[..8].try_into().unwrap()), 7);
+        assert!(out[8..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn bools_are_stored_as_zero_or_one() {
+        let src = [2u8, 0, 1, 255];
+        // SAFETY: a 1-d view of `src`.
+        let view = unsafe { Strided::new(src.as_ptr(), DType::Bool, &[4], &[1]) };
+        let mut out = [9u8; 4];
+        view.store_as(DType::Bool, &mut out);
+        assert_eq!(out, [1, 0, 1, 1]);
+        view.try_store_as(DType::Bool, &mut out, |_, v| Ok::<_, ()>(v)).unwrap();
+        assert_eq!(out, [1, 0, 1, 1]);
     }
 
     proptest::proptest! {
@@ -252,12 +359,24 @@ mod tests {
             // SAFETY: every index of the permuted, reversed view lands inside `src`.
             let view = unsafe { Strided::new(src.as_ptr().offset(start), DType::I32, &shape, &strides) };
             let mut out = vec![0u8; len * 4];
-            view.copy_to(&mut out);
+            view.store_as(DType::I32, &mut out);
             proptest::prop_assert_eq!(ints(&out), expected.clone());
             let mut wide = vec![0u8; len * 8];
-            view.convert_to(DType::I64, &mut wide);
+            view.store_as(DType::I64, &mut wide);
             let wide: Vec<i32> = wide.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap()) as i32).collect();
-            proptest::prop_assert_eq!(wide, expected);
+            proptest::prop_assert_eq!(&wide, &expected);
+            let mut checked = vec![0u8; len * 4];
+            view.try_store_as(DType::I32, &mut checked, |_, v| Ok::<_, ()>(v)).unwrap();
+            proptest::prop_assert_eq!(ints(&checked), expected);
+            // The extent is the first and last element's addresses, whatever
+            // the order of the axes.
+            if len > 0 {
+                let base = src.as_ptr() as usize;
+                proptest::prop_assert_eq!(view.extent(), Some((base, base + len * 4)));
+                proptest::prop_assert!(view.overlaps((base + len * 4 - 1, base + len * 4)));
+                proptest::prop_assert!(!view.overlaps((base + len * 4, usize::MAX)));
+                proptest::prop_assert!(!view.overlaps((0, base)));
+            }
         }
     }
 
@@ -266,6 +385,8 @@ mod tests {
         // SAFETY: zero elements are never read.
         let view = unsafe { Strided::new(std::ptr::null(), DType::U8, &[0, 5], &[5, 1]) };
         view.copy_to(&mut []);
-        assert!(view.try_for_each_value(|_, _| Err(())).is_ok());
+        assert!(view.try_store_as(DType::U8, &mut [], |_, _| Err(())).is_ok());
+        assert_eq!(view.extent(), None);
+        assert!(!view.overlaps((0, usize::MAX)));
     }
 }

@@ -107,6 +107,7 @@ impl DType {
         }
     }
 
+    #[inline]
     pub fn itemsize(self) -> usize {
         match self {
             DType::Bool | DType::I8 | DType::U8 => 1,
@@ -116,6 +117,7 @@ impl DType {
         }
     }
 
+    #[inline]
     pub fn kind(self) -> Kind {
         match self {
             DType::Bool => Kind::Bool,
@@ -139,6 +141,7 @@ impl DType {
     /// `value` as this dtype stores it, or None if it cannot be stored
     /// without wrapping or truncation. Floats round to this precision (as
     /// numpy's float64 -> float32 does); integers must be in range.
+    #[inline]
     pub fn cast(self, value: Value) -> Option<Value> {
         match (self.int_range(), value) {
             (Some((lo, hi)), Value::Int(v)) => (lo <= v && v <= hi).then_some(value),
@@ -151,7 +154,18 @@ impl DType {
         }
     }
 
+    /// Whether `cast` takes every value of `src`: floats take anything
+    /// (rounded), integers and bools what their range holds.
+    pub fn casts_every(self, src: DType) -> bool {
+        match (self.int_range(), src.int_range()) {
+            (None, _) => true,
+            (Some((lo, hi)), Some((src_lo, src_hi))) => lo <= src_lo && src_hi <= hi,
+            (Some(_), None) => false,
+        }
+    }
+
     /// The inclusive range of integer values this dtype holds; None for floats.
+    #[inline]
     pub fn int_range(self) -> Option<(i128, i128)> {
         let bits = 8 * self.itemsize() as u32;
         match self.kind() {
@@ -163,6 +177,7 @@ impl DType {
     }
 
     /// Reads one element from the start of `bytes` (native byte order).
+    #[inline]
     pub fn read(self, bytes: &[u8]) -> Value {
         fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
             b[..N].try_into().expect("caller passes at least itemsize bytes")
@@ -185,30 +200,29 @@ impl DType {
 
     /// Writes `value` as one element at the start of `out`. Exact for a value
     /// that `cast` accepted.
+    #[inline]
     pub fn write(self, value: Value, out: &mut [u8]) {
-        let n = self.itemsize();
-        let as_f64 = match value {
-            Value::Int(v) => v as f64,
-            Value::Float(v) => v,
-        };
-        let as_int = match value {
+        // Each arm converts only as far as it needs: an i128 to f64
+        // conversion is a library call, too slow for the integer arms.
+        let as_int = || match value {
             Value::Int(v) => v,
             Value::Float(v) => v as i128,
         };
-        let out = &mut out[..n];
+        let as_f64 = || value.as_f64();
+        let out = &mut out[..self.itemsize()];
         match self {
-            DType::Bool => out[0] = (as_int != 0) as u8,
-            DType::I8 => out.copy_from_slice(&(as_int as i8).to_ne_bytes()),
-            DType::U8 => out.copy_from_slice(&(as_int as u8).to_ne_bytes()),
-            DType::I16 => out.copy_from_slice(&(as_int as i16).to_ne_bytes()),
-            DType::U16 => out.copy_from_slice(&(as_int as u16).to_ne_bytes()),
-            DType::I32 => out.copy_from_slice(&(as_int as i32).to_ne_bytes()),
-            DType::U32 => out.copy_from_slice(&(as_int as u32).to_ne_bytes()),
-            DType::I64 => out.copy_from_slice(&(as_int as i64).to_ne_bytes()),
-            DType::U64 => out.copy_from_slice(&(as_int as u64).to_ne_bytes()),
-            DType::F16 => out.copy_from_slice(&f16::from_f64(as_f64).to_ne_bytes()),
-            DType::F32 => out.copy_from_slice(&(as_f64 as f32).to_ne_bytes()),
-            DType::F64 => out.copy_from_slice(&as_f64.to_ne_bytes()),
+            DType::Bool => out[0] = (as_int() != 0) as u8,
+            DType::I8 => out.copy_from_slice(&(as_int() as i8).to_ne_bytes()),
+            DType::U8 => out.copy_from_slice(&(as_int() as u8).to_ne_bytes()),
+            DType::I16 => out.copy_from_slice(&(as_int() as i16).to_ne_bytes()),
+            DType::U16 => out.copy_from_slice(&(as_int() as u16).to_ne_bytes()),
+            DType::I32 => out.copy_from_slice(&(as_int() as i32).to_ne_bytes()),
+            DType::U32 => out.copy_from_slice(&(as_int() as u32).to_ne_bytes()),
+            DType::I64 => out.copy_from_slice(&(as_int() as i64).to_ne_bytes()),
+            DType::U64 => out.copy_from_slice(&(as_int() as u64).to_ne_bytes()),
+            DType::F16 => out.copy_from_slice(&f16::from_f64(as_f64()).to_ne_bytes()),
+            DType::F32 => out.copy_from_slice(&(as_f64() as f32).to_ne_bytes()),
+            DType::F64 => out.copy_from_slice(&as_f64().to_ne_bytes()),
         }
     }
 }
@@ -278,6 +292,20 @@ mod tests {
         assert_eq!(DType::I64.cast(Value::Float(1.0)), None);
         assert_eq!(DType::F32.cast(Value::Float(0.1)), Some(Value::Float(0.1f32 as f64)));
         assert_eq!(DType::F16.cast(Value::Int(1 << 40)), Some(Value::Float(f64::INFINITY)));
+    }
+
+    #[test]
+    fn casts_every_agrees_with_cast_on_the_extremes() {
+        for dst in ALL {
+            for src in ALL {
+                let extremes = match src.int_range() {
+                    Some((lo, hi)) => vec![Value::Int(lo), Value::Int(hi)],
+                    None => vec![Value::Float(f64::MAX), Value::Float(-1.5)],
+                };
+                let all_fit = extremes.iter().all(|&v| dst.cast(v).is_some());
+                assert_eq!(dst.casts_every(src), all_fit, "{src} -> {dst}");
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,14 @@
 use crate::dtype::{DType, Value};
 use crate::error::{Error, Result};
 
+/// How deep Dicts and Tuples may nest: a leaf sits inside at most this
+/// many of them. Every walk of a space (describing it in Python, reading
+/// the description, placing leaves, flattening, unflattening) takes stack
+/// per level; at this depth they stay far inside Python's default
+/// recursion limit and a few tens of KiB of native stack, even on threads
+/// with small stacks. Spaces met in practice nest a handful deep.
+pub const MAX_DEPTH: usize = 64;
+
 /// A space as the Python side describes a gymnasium space.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Space {
@@ -52,11 +60,20 @@ impl Space {
         })
     }
 
+    /// A space nested deeper than `MAX_DEPTH`, left undescribed.
+    pub fn too_deep() -> Space {
+        Space::Unsupported(too_deep())
+    }
+
     /// A leaf space of gymnasium class `kind` whose dtype is not one a row
     /// stores.
     pub fn unsupported_dtype(kind: &str, dtype: &str) -> Space {
         Space::Unsupported(format!("{kind} of dtype {dtype} is not a numeric dtype pufferrs stores"))
     }
+}
+
+fn too_deep() -> String {
+    format!("Dicts and Tuples nest at most {MAX_DEPTH} deep")
 }
 
 /// One step of a path into a nested space.
@@ -167,17 +184,31 @@ impl Leaf {
 
     /// Checks the stored value of element `index` (C order) against the
     /// leaf's rule; the error says what was expected.
+    #[inline]
     pub fn check(&self, index: usize, value: Value) -> std::result::Result<(), String> {
+        // The test alone, small enough to inline into the copy loops that
+        // call it for every element; the message is made apart.
+        let in_range = |start: i128, n: i128| matches!(value, Value::Int(v) if start <= v && v - start < n);
+        let fits = match &self.rule {
+            Rule::Box { low, high } => value.is_finite() && value.within(low[index], high[index]),
+            Rule::Discrete { n, start } => in_range(*start, *n),
+            Rule::MultiDiscrete { nvec, start } => in_range(start[index], nvec[index]),
+            Rule::MultiBinary => matches!(value, Value::Int(0 | 1)),
+        };
+        if fits { Ok(()) } else { Err(self.refusal(index, value)) }
+    }
+
+    /// What `check` says of a value that does not fit.
+    #[cold]
+    fn refusal(&self, index: usize, value: Value) -> String {
         match &self.rule {
-            Rule::Box { .. } if !value.is_finite() => Err(format!("expected a finite value, got {value}")),
-            Rule::Box { low, high } if !value.within(low[index], high[index]) => {
-                Err(format!("expected a value in [{}, {}], got {value}", low[index], high[index]))
+            Rule::Box { .. } if !value.is_finite() => format!("expected a finite value, got {value}"),
+            Rule::Box { low, high } => format!("expected a value in [{}, {}], got {value}", low[index], high[index]),
+            Rule::Discrete { n, start } => format!("expected a value in [{start}, {}), got {value}", start + n),
+            Rule::MultiDiscrete { nvec, start } => {
+                format!("expected a value in [{}, {}), got {value}", start[index], start[index] + nvec[index])
             }
-            Rule::Box { .. } => Ok(()),
-            Rule::Discrete { n, start } => check_range(value, *start, *n),
-            Rule::MultiDiscrete { nvec, start } => check_range(value, start[index], nvec[index]),
-            Rule::MultiBinary if matches!(value, Value::Int(0 | 1)) => Ok(()),
-            Rule::MultiBinary => Err(format!("expected 0 or 1, got {value}")),
+            Rule::MultiBinary => format!("expected 0 or 1, got {value}"),
         }
     }
 
@@ -194,13 +225,6 @@ impl Leaf {
         }
         let parts: Vec<String> = parts.iter().map(usize::to_string).collect();
         format!("[{}]", parts.join(", "))
-    }
-}
-
-fn check_range(value: Value, start: i128, n: i128) -> std::result::Result<(), String> {
-    match value {
-        Value::Int(v) if start <= v && v < start + n => Ok(()),
-        _ => Err(format!("expected a value in [{start}, {}), got {value}", start + n)),
     }
 }
 
@@ -227,7 +251,12 @@ pub struct Layout {
 impl Layout {
     pub fn new(space: &Space, root: &str) -> Result<Layout> {
         let mut builder = Builder { root, leaves: Vec::new(), path: Vec::new() };
-        let (node, row_bytes) = builder.place(space, 0)?;
+        let placed = builder.place(space)?;
+        // Pointer offsets into a row must fit an isize.
+        let row_bytes = placed.size;
+        if row_bytes > isize::MAX as usize {
+            return Err(builder.too_large());
+        }
         let mut padding = Vec::new();
         let mut covered = 0;
         let spans = builder.leaves.iter().map(|l| (l.offset, l.offset + l.nbytes()));
@@ -237,7 +266,7 @@ impl Layout {
             }
             covered = covered.max(end);
         }
-        Ok(Layout { root: node, leaves: builder.leaves, row_bytes, align: space_align(space), padding })
+        Ok(Layout { root: placed.node, leaves: builder.leaves, row_bytes, align: placed.align, padding })
     }
 
     /// The dtype shared by every leaf, if there is one.
@@ -247,34 +276,12 @@ impl Layout {
     }
 }
 
-fn leaf_dtype(space: &Space) -> Option<DType> {
-    match space {
-        Space::Box { dtype, .. }
-        | Space::Discrete { dtype, .. }
-        | Space::MultiDiscrete { dtype, .. }
-        | Space::MultiBinary { dtype, .. } => Some(*dtype),
-        Space::Dict(_) | Space::Tuple(_) | Space::Unsupported(_) => None,
-    }
-}
-
-fn children(space: &Space) -> Vec<&Space> {
-    match space {
-        Space::Dict(items) => items.iter().map(|(_, s)| s).collect(),
-        Space::Tuple(items) => items.iter().collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// A leaf aligns to its item size, a record to the most demanding member.
-fn space_align(space: &Space) -> usize {
-    match leaf_dtype(space) {
-        Some(dtype) => dtype.itemsize(),
-        None => children(space).into_iter().map(space_align).max().unwrap_or(1),
-    }
-}
-
-fn align_up(offset: usize, align: usize) -> usize {
-    offset.div_ceil(align) * align
+/// A space placed at offset 0: its node, its size (padding included) and
+/// its alignment.
+struct Placed {
+    node: Node,
+    size: usize,
+    align: usize,
 }
 
 struct Builder<'a> {
@@ -288,48 +295,57 @@ impl Builder<'_> {
         Error::UnsupportedSpace { path: format_path(self.root, &self.path), reason }
     }
 
-    /// Places `space` at the first offset at or after `cursor` that suits its
-    /// alignment; returns its node and the offset just past it (padding
-    /// included).
-    fn place(&mut self, space: &Space, cursor: usize) -> Result<(Node, usize)> {
-        let start = align_up(cursor, space_align(space));
-        match space {
-            Space::Dict(items) => {
-                let mut nodes = Vec::with_capacity(items.len());
-                let mut end = start;
-                for (key, child) in items {
-                    self.path.push(Key::Name(key.clone()));
-                    let (node, child_end) = self.place(child, end)?;
-                    self.path.pop();
-                    nodes.push((key.clone(), node));
-                    end = child_end;
-                }
-                Ok((Node::Dict(nodes), start + align_up(end - start, space_align(space))))
-            }
-            Space::Tuple(items) => {
-                let mut nodes = Vec::with_capacity(items.len());
-                let mut end = start;
-                for (i, child) in items.iter().enumerate() {
-                    self.path.push(Key::Index(i));
-                    let (node, child_end) = self.place(child, end)?;
-                    self.path.pop();
-                    nodes.push(node);
-                    end = child_end;
-                }
-                Ok((Node::Tuple(nodes), start + align_up(end - start, space_align(space))))
-            }
-            leaf => {
-                let leaf = self.leaf(leaf, start)?;
-                let end = start
-                    .checked_add(leaf.nbytes())
-                    .ok_or_else(|| self.unsupported("the row would not fit in memory".into()))?;
-                self.leaves.push(leaf);
-                Ok((Node::Leaf(self.leaves.len() - 1), end))
-            }
-        }
+    fn too_large(&self) -> Error {
+        self.unsupported("the row would not fit in memory".into())
     }
 
-    fn leaf(&self, space: &Space, offset: usize) -> Result<Leaf> {
+    /// Places `space` at offset 0, its leaves at offsets relative to it. A
+    /// record places each member at the next multiple of the member's
+    /// alignment and moves the member's leaves there; since the record
+    /// itself lands on a multiple of the largest member alignment, relative
+    /// offsets stay aligned wherever it goes.
+    fn place(&mut self, space: &Space) -> Result<Placed> {
+        if self.path.len() > MAX_DEPTH {
+            return Err(self.unsupported(too_deep()));
+        }
+        let members: Vec<&Space> = match space {
+            Space::Dict(items) => items.iter().map(|(_, member)| member).collect(),
+            Space::Tuple(items) => items.iter().collect(),
+            leaf => {
+                let leaf = self.leaf(leaf)?;
+                let (size, align) = (leaf.nbytes(), leaf.dtype.itemsize());
+                self.leaves.push(leaf);
+                return Ok(Placed { node: Node::Leaf(self.leaves.len() - 1), size, align });
+            }
+        };
+        let (mut end, mut align) = (0usize, 1usize);
+        let mut nodes = Vec::with_capacity(members.len());
+        for (i, member) in members.into_iter().enumerate() {
+            self.path.push(match space {
+                Space::Dict(items) => Key::Name(items[i].0.clone()),
+                _ => Key::Index(i),
+            });
+            let first_leaf = self.leaves.len();
+            let placed = self.place(member)?;
+            let start = align_up(end, placed.align).ok_or_else(|| self.too_large())?;
+            end = start.checked_add(placed.size).ok_or_else(|| self.too_large())?;
+            self.path.pop();
+            for leaf in &mut self.leaves[first_leaf..] {
+                leaf.offset += start;
+            }
+            align = align.max(placed.align);
+            nodes.push(placed.node);
+        }
+        let size = align_up(end, align).ok_or_else(|| self.too_large())?;
+        let node = match space {
+            Space::Dict(items) => Node::Dict(items.iter().map(|(key, _)| key.clone()).zip(nodes).collect()),
+            _ => Node::Tuple(nodes),
+        };
+        Ok(Placed { node, size, align })
+    }
+
+    /// A leaf space at offset 0, checked.
+    fn leaf(&self, space: &Space) -> Result<Leaf> {
         let (dtype, shape, rule) = match space.clone() {
             Space::Box { dtype, shape, low, high } => (dtype, shape, Rule::Box { low, high }),
             Space::Discrete { dtype, n, start } => {
@@ -361,8 +377,13 @@ impl Builder<'_> {
         if per_element.iter().any(|&n| n != len) {
             return Err(self.unsupported(format!("bounds do not match shape {shape:?}")));
         }
-        Ok(Leaf { path: self.path.clone(), dtype, shape, offset, rule })
+        Ok(Leaf { path: self.path.clone(), dtype, shape, offset: 0, rule })
     }
+}
+
+/// `offset` rounded up to a multiple of `align`; None if that overflows.
+fn align_up(offset: usize, align: usize) -> Option<usize> {
+    offset.checked_next_multiple_of(align)
 }
 
 #[cfg(test)]
@@ -465,6 +486,80 @@ mod tests {
         assert_eq!(err.to_string(), "obs['a']['b']: Discrete needs n >= 1, got 0");
         let huge = Space::MultiBinary { dtype: U8, shape: vec![usize::MAX / 2, 4] };
         assert!(matches!(Layout::new(&huge, "obs"), Err(Error::UnsupportedSpace { .. })));
+    }
+
+    #[test]
+    fn nesting_is_refused_past_max_depth_with_its_path() {
+        let nest = |depth: usize| (0..depth).fold(discrete(I8), |inner, _| Space::Tuple(vec![inner]));
+        let layout = Layout::new(&nest(MAX_DEPTH), "obs").unwrap();
+        assert_eq!(layout.leaves[0].path.len(), MAX_DEPTH);
+        let err = Layout::new(&nest(MAX_DEPTH + 1), "obs").unwrap_err();
+        let path = format!("obs{}", "[0]".repeat(MAX_DEPTH + 1));
+        assert_eq!(
+            err,
+            Error::UnsupportedSpace { path, reason: format!("Dicts and Tuples nest at most {MAX_DEPTH} deep") }
+        );
+        // Deeper ones are refused at the same place, without walking them.
+        assert_eq!(
+            Layout::new(&nest(10 * MAX_DEPTH), "obs").unwrap_err().to_string().matches("[0]").count(),
+            MAX_DEPTH + 1
+        );
+    }
+
+    #[test]
+    fn rows_too_large_for_memory_are_refused() {
+        let half = Space::MultiBinary { dtype: U8, shape: vec![usize::MAX / 2 + 1] };
+        let err = Layout::new(&Space::Tuple(vec![discrete(I8), half.clone()]), "obs").unwrap_err();
+        assert_eq!(err.to_string(), "obs: the row would not fit in memory");
+        let err = Layout::new(&dict(vec![("a", half.clone()), ("b", half)]), "obs").unwrap_err();
+        assert!(matches!(err, Error::UnsupportedSpace { .. }));
+        let big = Space::MultiBinary { dtype: I64, shape: vec![usize::MAX / 8] };
+        assert!(Layout::new(&big, "obs").is_err(), "rows longer than isize::MAX bytes");
+    }
+
+    fn arbitrary_space() -> impl proptest::strategy::Strategy<Value = Space> {
+        use proptest::prelude::*;
+        let dtypes = proptest::sample::select(crate::dtype::ALL.to_vec());
+        let leaf = (dtypes, proptest::collection::vec(0usize..4, 0..3)).prop_map(|(dtype, shape)| {
+            if shape.is_empty() && dtype.kind() != crate::dtype::Kind::Float {
+                Space::Discrete { dtype, n: 3, start: 0 }
+            } else {
+                Space::MultiBinary { dtype, shape }
+            }
+        });
+        leaf.prop_recursive(5, 40, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Space::Tuple),
+                proptest::collection::vec(("[a-c]{1,2}", inner), 0..4).prop_map(Space::Dict),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any nesting: every leaf on a multiple of its item size, inside
+        /// the row, apart from the others, and the padding is exactly what
+        /// no leaf covers.
+        #[test]
+        fn layouts_are_aligned_disjoint_and_covered(space in arbitrary_space()) {
+            let layout = Layout::new(&space, "obs").unwrap();
+            let mut covered = vec![false; layout.row_bytes];
+            for leaf in &layout.leaves {
+                proptest::prop_assert_eq!(leaf.offset % leaf.dtype.itemsize(), 0);
+                proptest::prop_assert!(leaf.offset + leaf.nbytes() <= layout.row_bytes);
+                for byte in &mut covered[leaf.offset..leaf.offset + leaf.nbytes()] {
+                    proptest::prop_assert!(!*byte, "leaves overlap");
+                    *byte = true;
+                }
+            }
+            for gap in &layout.padding {
+                for byte in &mut covered[gap.clone()] {
+                    proptest::prop_assert!(!*byte, "padding covers a leaf");
+                    *byte = true;
+                }
+            }
+            proptest::prop_assert!(covered.iter().all(|&b| b));
+            proptest::prop_assert_eq!(layout.row_bytes % layout.align, 0);
+        }
     }
 
     #[test]

@@ -10,13 +10,13 @@
 //! children started with `fork`, `spawn` and `forkserver` alike.
 
 use std::io;
-use std::ops::Range;
+use std::ops::{Mul, Range};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fstat, ftruncate, memfd_create};
+use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create};
 
 /// Sections start on cache lines so that no two processes write one line.
 pub const SECTION_ALIGN: usize = 64;
@@ -34,7 +34,10 @@ pub struct Region {
 impl Region {
     /// A new zero-filled region of `len` bytes (rounded up to a page).
     pub fn create(name: &str, len: usize) -> io::Result<Region> {
-        let len = len.max(1).next_multiple_of(PAGE);
+        let len =
+            len.max(1).checked_next_multiple_of(PAGE).filter(|&len| len <= isize::MAX as usize).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory"))
+            })?;
         let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         ftruncate(&fd, len as u64)?;
         // Nobody may resize the file afterwards: a shrink would turn the
@@ -47,6 +50,13 @@ impl Region {
     /// Maps the region behind `fd`, which another process created. The
     /// caller may close `fd` afterwards: the mapping keeps the memory.
     pub fn attach(fd: BorrowedFd<'_>) -> io::Result<Region> {
+        // Only a region sealed against shrinking is safe to map: a file that
+        // someone could truncate would turn reads of this mapping into
+        // SIGBUS.
+        let sealed = fcntl_get_seals(fd).is_ok_and(|seals| seals.contains(SealFlags::SHRINK));
+        if !sealed {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the file descriptor is not a sealed region"));
+        }
         let len = usize::try_from(fstat(fd)?.st_size).map_err(|_| io::Error::other("negative file size"))?;
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "the file descriptor holds an empty region"));
@@ -74,10 +84,17 @@ impl Region {
     }
 
     /// Pointer to `range` of the region, checked to lie inside it.
-    pub fn section(&self, range: &Range<usize>) -> *mut u8 {
-        assert!(range.start <= range.end && range.end <= self.len(), "section {range:?} outside the region");
+    pub fn section(&self, range: &Range<usize>) -> Result<*mut u8> {
+        if range.start > range.end || range.end > self.len() {
+            return Err(Error::Buffers(format!(
+                "bytes {}..{} lie outside the region of {} bytes",
+                range.start,
+                range.end,
+                self.len()
+            )));
+        }
         // SAFETY: the offset was just checked to be inside the mapping.
-        unsafe { self.as_ptr().add(range.start) }
+        Ok(unsafe { self.as_ptr().add(range.start) })
     }
 }
 
@@ -174,19 +191,39 @@ pub struct Sections {
     pub len: usize,
 }
 
+/// A byte count that remembers overflow: None once any product or sum
+/// that made it overflowed.
+#[derive(Clone, Copy)]
+struct Bytes(Option<usize>);
+
+impl From<usize> for Bytes {
+    fn from(n: usize) -> Bytes {
+        Bytes(Some(n))
+    }
+}
+
+impl Mul<usize> for Bytes {
+    type Output = Bytes;
+    fn mul(self, rhs: usize) -> Bytes {
+        Bytes(self.0.and_then(|n| n.checked_mul(rhs)))
+    }
+}
+
 impl Sections {
     /// `control_bytes` is the size of the synchronisation block (see
-    /// `sync::Control::bytes`).
-    pub fn new(plan: &Plan, control_bytes: usize) -> Sections {
-        let mut end: usize = 0;
-        let mut next = |bytes: usize, align: usize| {
-            let start = end.next_multiple_of(align);
-            end = start + bytes;
-            start..end
+    /// `sync::Control::bytes`). Refuses plans whose region would not fit
+    /// in memory (more than `isize::MAX` bytes), so that no size wraps.
+    pub fn new(plan: &Plan, control_bytes: usize) -> Result<Sections> {
+        let mut end = Some(0usize);
+        let mut next = |bytes: Bytes, align: usize| {
+            let start = end.and_then(|end| end.checked_next_multiple_of(align));
+            end = start.zip(bytes.0).and_then(|(start, bytes)| start.checked_add(bytes));
+            // A placeholder once anything overflowed: the result is refused below.
+            start.unwrap_or(0)..end.unwrap_or(0)
         };
-        let (e, b) = (plan.num_envs, if plan.gathers { plan.batch_envs } else { 0 });
-        Sections {
-            control: next(control_bytes, SECTION_ALIGN),
+        let (e, b) = (Bytes::from(plan.num_envs), Bytes::from(if plan.gathers { plan.batch_envs } else { 0 }));
+        let sections = Sections {
+            control: next(control_bytes.into(), SECTION_ALIGN),
             observations: next(e * plan.obs_row_bytes, PAGE),
             actions: next(e * plan.action_row_bytes, SECTION_ALIGN),
             rewards: next(e * 4, SECTION_ALIGN),
@@ -201,7 +238,14 @@ impl Sections {
             batch_terminals: next(b, SECTION_ALIGN),
             batch_truncations: next(b, SECTION_ALIGN),
             batch_masks: next(b, SECTION_ALIGN),
-            len: end,
+            len: 0,
+        };
+        match end.filter(|&len| len <= isize::MAX as usize) {
+            Some(len) => Ok(Sections { len, ..sections }),
+            None => Err(Error::Buffers(format!(
+                "buffers for {} envs with rows of {} observation bytes and {} action bytes do not fit in memory",
+                plan.num_envs, plan.obs_row_bytes, plan.action_row_bytes
+            ))),
         }
     }
 }
@@ -294,15 +338,72 @@ mod tests {
     }
 
     #[test]
-    fn attach_refuses_an_empty_file() {
+    fn attach_refuses_an_empty_or_unsealed_file() {
         let fd = memfd_create("pufferrs-test-empty", MemfdFlags::CLOEXEC).unwrap();
         assert!(Region::attach(fd.as_fd()).is_err());
+        // A file someone could shrink under the mapping is refused too.
+        ftruncate(&fd, 4096).unwrap();
+        let err = Region::attach(fd.as_fd()).err().unwrap();
+        assert_eq!(err.to_string(), "the file descriptor is not a sealed region");
+    }
+
+    #[test]
+    fn sections_outside_the_region_are_refused() {
+        let region = Region::create("pufferrs-test", 4096).unwrap();
+        assert!(region.section(&(0..4096)).is_ok());
+        assert!(matches!(region.section(&(4000..4097)), Err(Error::Buffers(_))));
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = 10..5;
+        assert!(region.section(&reversed).is_err());
+        assert!(Region::create("pufferrs-test", usize::MAX).is_err());
+    }
+
+    #[test]
+    fn plans_too_large_for_memory_are_refused_not_wrapped() {
+        let plan = Plan::new(2, Some(2), 4_611_686_018_426_339_328, 1_537_228_672_810_181_973, Some(1)).unwrap();
+        let err = Sections::new(&plan, 200).unwrap_err();
+        assert!(err.to_string().ends_with("do not fit in memory"), "{err}");
+        let plan = Plan::new(4, Some(2), 1 << 62, 8, None).unwrap();
+        assert!(Sections::new(&plan, 200).is_err());
+        let plan = Plan::new(1, None, isize::MAX as usize - 4096, 0, None).unwrap();
+        assert!(Sections::new(&plan, 200).is_err(), "past isize::MAX once aligned and summed");
+    }
+
+    proptest::proptest! {
+        /// Any sizes: either a refusal, or sections that hold exactly their
+        /// arrays, in order, inside `len`.
+        #[test]
+        fn sections_never_wrap(
+            workers in 1usize..5,
+            per_worker in 1usize..5,
+            batch_workers in 1usize..5,
+            obs_shift in 0u32..64,
+            obs_low in 0usize..1000,
+            action_shift in 0u32..64,
+            envs_shift in 0u32..40,
+        ) {
+            let num_envs = (workers * per_worker) << envs_shift;
+            let batch = (batch_workers.min(workers) * per_worker) << envs_shift;
+            let obs = (1usize << obs_shift).wrapping_add(obs_low);
+            let action = (1usize << action_shift) - 1;
+            let plan = Plan::new(num_envs, Some(workers), obs, action, Some(batch)).unwrap();
+            let Ok(s) = Sections::new(&plan, 256) else { return Ok(()) };
+            let b = if plan.gathers { batch } else { 0 };
+            proptest::prop_assert_eq!(s.observations.len(), num_envs * obs);
+            proptest::prop_assert_eq!(s.actions.len(), num_envs * action);
+            proptest::prop_assert_eq!(s.batch_observations.len(), b * obs);
+            let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks];
+            for pair in all.windows(2) {
+                proptest::prop_assert!(pair[0].end <= pair[1].start);
+            }
+            proptest::prop_assert!(s.batch_masks.end == s.len && s.len <= isize::MAX as usize);
+        }
     }
 
     #[test]
     fn sections_are_aligned_and_disjoint() {
         let plan = Plan::new(6, Some(3), 12_504, 24, Some(4)).unwrap();
-        let s = Sections::new(&plan, 200);
+        let s = Sections::new(&plan, 200).unwrap();
         let all = [
             &s.control,
             &s.observations,
@@ -330,10 +431,10 @@ mod tests {
         assert_eq!(s.len, s.batch_masks.end);
 
         let whole = Plan::new(6, Some(3), 12_504, 24, None).unwrap();
-        assert!(Sections::new(&whole, 200).batch_observations.is_empty());
+        assert!(Sections::new(&whole, 200).unwrap().batch_observations.is_empty());
         let in_process = Plan::new(6, None, 12_504, 24, Some(2)).unwrap();
         assert_eq!((in_process.num_workers, in_process.gathers), (3, false));
-        assert!(Sections::new(&in_process, 200).batch_observations.is_empty());
+        assert!(Sections::new(&in_process, 200).unwrap().batch_observations.is_empty());
     }
 
     #[test]

@@ -35,11 +35,13 @@ pub struct PyRolloutBuffers {
 }
 
 impl PyRolloutBuffers {
-    fn control(&self) -> Control<'_> {
+    fn control(&self) -> Result<Control<'_>, Error> {
+        let start = self.region.section(&self.sections.control)?;
         // SAFETY: the control section starts the region (offset 0, page
-        // aligned), is sized by `Control::bytes` for this plan, started
-        // zeroed in the memfd, and lives as long as `self.region`.
-        unsafe { Control::from_ptr(self.region.section(&self.sections.control), self.plan.num_workers) }
+        // aligned), lies inside it (checked by `section`), is sized by
+        // `Control::bytes` for this plan, started zeroed in the memfd, and
+        // lives as long as `self.region`.
+        Ok(unsafe { Control::from_ptr(start, self.plan.num_workers) })
     }
 
     fn worker(&self, worker: u32) -> Result<usize, Error> {
@@ -69,15 +71,17 @@ impl PyRolloutBuffers {
     fn plan(
         num_envs: &Bound<'_, PyAny>,
         num_workers: Option<&Bound<'_, PyAny>>,
-        obs_row_bytes: usize,
-        action_row_bytes: usize,
+        obs_row_bytes: &Bound<'_, PyAny>,
+        action_row_bytes: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
     ) -> Result<(Plan, Sections), Error> {
         let num_envs = count("num_envs", Some(num_envs))?.unwrap_or(0);
         let num_workers = count("num_workers", num_workers)?;
+        let obs_row_bytes = size("obs_row_bytes", obs_row_bytes)?;
+        let action_row_bytes = size("action_row_bytes", action_row_bytes)?;
         let batch_size = count("batch_size", batch_size)?;
         let plan = Plan::new(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
-        let sections = Sections::new(&plan, Control::bytes(plan.num_workers));
+        let sections = Sections::new(&plan, Control::bytes(plan.num_workers))?;
         Ok((plan, sections))
     }
 
@@ -96,19 +100,33 @@ impl PyRolloutBuffers {
 /// `Buffers` error that names the argument. Zero is left to `Plan::new`.
 fn count(name: &str, value: Option<&Bound<'_, PyAny>>) -> Result<Option<usize>, Error> {
     let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(None) };
-    let refuse = || {
-        let shown = value.repr().map(|r| r.to_string()).unwrap_or_else(|_| type_name(value));
-        Error::Buffers(format!("{name} must be a positive int, got {shown}"))
-    };
-    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
-        return Err(refuse());
-    }
-    value.extract::<usize>().map(Some).map_err(|_| refuse())
+    int(value).map(Some).ok_or_else(|| refuse(name, value, "a positive int"))
 }
 
+/// A size in bytes or items the user gave: a non-negative int, or a
+/// `Buffers` error that names the argument.
+fn size(name: &str, value: &Bound<'_, PyAny>) -> Result<usize, Error> {
+    int(value).ok_or_else(|| refuse(name, value, "a non-negative int"))
+}
+
+/// `value` as a usize if it is a Python int (not a bool) that fits one.
+fn int(value: &Bound<'_, PyAny>) -> Option<usize> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return None;
+    }
+    value.extract::<usize>().ok()
+}
+
+fn refuse(name: &str, value: &Bound<'_, PyAny>, expected: &str) -> Error {
+    let shown = value.repr().map(|r| r.to_string()).unwrap_or_else(|_| type_name(value));
+    Error::Buffers(format!("{name} must be {expected}, got {shown}"))
+}
+
+/// When a wait of `timeout` seconds from now ends; None (no end) for a
+/// timeout past what the clock can represent.
 fn deadline(timeout: Option<f64>) -> Option<Instant> {
-    timeout
-        .map(|t| Instant::now() + Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::from_secs(86_400 * 365)))
+    let timeout = Duration::try_from_secs_f64(timeout?.max(0.0)).ok()?;
+    Instant::now().checked_add(timeout)
 }
 
 #[pymethods]
@@ -138,15 +156,15 @@ impl PyRolloutBuffers {
     fn new(
         num_envs: &Bound<'_, PyAny>,
         num_workers: Option<&Bound<'_, PyAny>>,
-        obs_row_bytes: usize,
-        action_row_bytes: usize,
+        obs_row_bytes: &Bound<'_, PyAny>,
+        action_row_bytes: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (plan, sections) =
             Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size).raise()?;
         let region = Region::create("pufferrs", sections.len).map_err(|e| raise(e.into()))?;
         let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
-        this.control().stamp(Self::fingerprint(&plan));
+        this.control().raise()?.stamp(Self::fingerprint(&plan));
         Ok(this)
     }
 
@@ -159,8 +177,8 @@ impl PyRolloutBuffers {
         fd: i32,
         num_envs: &Bound<'_, PyAny>,
         num_workers: Option<&Bound<'_, PyAny>>,
-        obs_row_bytes: usize,
-        action_row_bytes: usize,
+        obs_row_bytes: &Bound<'_, PyAny>,
+        action_row_bytes: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (plan, sections) =
@@ -180,7 +198,7 @@ impl PyRolloutBuffers {
             ))));
         }
         let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
-        if !this.control().matches(Self::fingerprint(&plan)) {
+        if !this.control().raise()?.matches(Self::fingerprint(&plan)) {
             return Err(raise(Error::Buffers(format!("fd {fd} does not hold buffers made for these arguments"))));
         }
         Ok(this)
@@ -250,21 +268,28 @@ impl PyRolloutBuffers {
             "batch_masks" => (&s.batch_masks, DType::Bool, vec![b]),
             _ => return Err(raise(Error::Buffers(format!("no array named {name:?}")))),
         };
-        let item = dtype.itemsize() as isize;
-        let strides: Vec<isize> = if dims.len() == 2 { vec![dims[1] as isize * item, item] } else { vec![item] };
+        let item = dtype.itemsize();
+        let nbytes = dims.iter().try_fold(item, |n, &d| n.checked_mul(d));
+        if nbytes != Some(range.len()) {
+            return Err(raise(Error::Buffers(format!("{name} does not fill its section of {} bytes", range.len()))));
+        }
+        let start = this.region.section(range).raise()?;
+        let strides: Vec<isize> =
+            if dims.len() == 2 { vec![(dims[1] * item) as isize, item as isize] } else { vec![item as isize] };
         let dtype: Bound<'py, PyArrayDescr> = descr(py, dtype)?;
-        // SAFETY: `range` is a section of this plan, inside the region (which
-        // `section` checks), and `dims`/`strides` address exactly its bytes,
-        // C-ordered. The region stays mapped while `slf` lives, and the view
-        // holds `slf`.
-        unsafe { view_of(slf.as_any(), this.region.section(range), &dtype, &dims, &strides, true) }
+        // SAFETY: `range` lies inside the region (checked by `section`), and
+        // `dims`/`strides` address exactly its bytes, C-ordered (their
+        // product was just checked against its length, which Sections keeps
+        // under isize::MAX). The region stays mapped while `slf` lives, and
+        // the view holds `slf`.
+        unsafe { view_of(slf.as_any(), start, &dtype, &dims, &strides, true) }
     }
 
     // ---- parent side ----
 
     /// Sends `command` to each of `workers`.
     fn request(&self, workers: Vec<u32>, command: u32) -> PyResult<()> {
-        let control = self.control();
+        let control = self.control().raise()?;
         for &w in &workers {
             control.request(self.worker(w).raise()?, command);
         }
@@ -275,20 +300,23 @@ impl PyRolloutBuffers {
     /// (GIL released) until `max` have, one failed (its status is ERROR), or
     /// `timeout` seconds pass, and returns those taken so far.
     #[pyo3(signature = (max, timeout = None))]
-    fn wait_completed(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> Vec<u32> {
+    fn wait_completed(&self, py: Python<'_>, max: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<Vec<u32>> {
+        let max = size("max", max).raise()?;
+        let control = self.control().raise()?;
         let deadline = deadline(timeout);
-        py.detach(|| {
+        Ok(py.detach(|| {
             let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::with_capacity(max);
-            self.control().take_completed(&mut head, max, &mut out, deadline);
+            // At most one completion per worker is outstanding at a time.
+            let mut out = Vec::with_capacity(max.min(self.plan.num_workers));
+            control.take_completed(&mut head, max, &mut out, deadline);
             out
-        })
+        }))
     }
 
     /// How `worker` finished its last request: OK, INFOS or ERROR, with
     /// the ENDED flag when one of its episodes ended.
     fn status(&self, worker: u32) -> PyResult<u32> {
-        Ok(self.control().status(self.worker(worker).raise()?))
+        Ok(self.control().raise()?.status(self.worker(worker).raise()?))
     }
 
     /// Copies the observations, rewards, terminals, truncations and masks of
@@ -306,14 +334,17 @@ impl PyRolloutBuffers {
         ];
         py.detach(|| {
             for (src, dst, row) in pairs {
+                let (src, dst) = (self.region.section(src)?, self.region.section(dst)?);
                 // SAFETY: `blocks` checked every worker and that the batch
-                // fits the gather area; both sections are inside the region.
-                // The workers completed and are not sent anything until this
-                // returns, so nobody writes their rows meanwhile.
-                unsafe { gather_rows(self.region.section(src), self.region.section(dst), row, &blocks) }
+                // fits the gather area; both sections are inside the region
+                // (checked by `section`). The workers completed and are not
+                // sent anything until this returns, so nobody writes their
+                // rows meanwhile.
+                unsafe { gather_rows(src, dst, row, &blocks) }
             }
-        });
-        Ok(())
+            Ok(())
+        })
+        .raise()
     }
 
     /// Copies action rows from the gather area to `workers`' envs, in the
@@ -322,13 +353,13 @@ impl PyRolloutBuffers {
         let blocks = self.blocks(&workers).raise()?;
         let (s, row) = (&self.sections, self.plan.action_row_bytes);
         py.detach(|| {
+            let (src, dst) = (self.region.section(&s.batch_actions)?, self.region.section(&s.actions)?);
             // SAFETY: as in `gather`; the workers wait for a request, which
             // is sent after this returns, before they read their actions.
-            unsafe {
-                scatter_rows(self.region.section(&s.batch_actions), self.region.section(&s.actions), row, &blocks)
-            }
-        });
-        Ok(())
+            unsafe { scatter_rows(src, dst, row, &blocks) };
+            Ok(())
+        })
+        .raise()
     }
 
     // ---- worker side ----
@@ -338,13 +369,14 @@ impl PyRolloutBuffers {
     #[pyo3(signature = (worker, timeout = None))]
     fn wait_request(&self, py: Python<'_>, worker: u32, timeout: Option<f64>) -> PyResult<Option<u32>> {
         let worker = self.worker(worker).raise()?;
+        let control = self.control().raise()?;
         let deadline = deadline(timeout);
-        Ok(py.detach(|| self.control().wait_request(worker, deadline)))
+        Ok(py.detach(|| control.wait_request(worker, deadline)))
     }
 
     /// Reports that `worker` finished its request with `status`.
     fn complete(&self, worker: u32, status: u32) -> PyResult<()> {
-        self.control().complete(self.worker(worker).raise()?, status);
+        self.control().raise()?.complete(self.worker(worker).raise()?, status);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
-//! Python observations into rows: walk the structure, resolve each leaf's
-//! value, check everything, and only then write. A failure at any step
-//! leaves the destination row exactly as it was.
+//! Python observations into rows, step one: `Reader::resolve` walks the
+//! structure with the GIL held and finds each leaf's value, checking
+//! structure, shapes and dtypes; `Reader::checker` says what a value must
+//! be. `store` (step two) checks the values and writes the rows.
 
 use numpy::npyffi::{self, PY_ARRAY_API};
 use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
@@ -8,17 +9,13 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 
-use pufferrs_core::copy::Strided;
 use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
 use pufferrs_core::layout::{Key, Layout, Leaf, format_path, format_shape, quote};
 
 use crate::errors::type_name;
-use crate::numpy_arrays::{dtype_of, strided};
+use crate::numpy_arrays::dtype_of;
 use crate::tree::Tree;
-
-/// Copies larger than this run with the GIL released.
-const DETACH_BYTES: usize = 64 * 1024;
 
 /// One leaf's value as found in the observation.
 pub enum Source<'py> {
@@ -42,20 +39,30 @@ impl Source<'_> {
     }
 }
 
+/// How many observations one read takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// One observation: leaves have no batch axis.
+    One,
+    /// A batch along a leading axis of every leaf, as long as the first
+    /// leaf's.
+    Any,
+    /// A batch of exactly this many (the rows of a given `out`).
+    Of(usize),
+}
+
 /// One observation (or a batch of them, along a leading axis), each leaf's
 /// source resolved against the layout, in leaf order.
 pub struct Resolved<'py> {
-    sources: Vec<Source<'py>>,
-    /// `Some(B)` when every source carries a leading batch axis of size B.
+    pub sources: Vec<Source<'py>>,
+    /// The batch size once known, for a batched read.
     batch: Option<usize>,
+    /// The leaf whose leading axis set `batch`; None when `out` set it.
+    batch_leaf: Option<usize>,
 }
 
 impl Resolved<'_> {
-    pub fn is_batched(&self) -> bool {
-        self.batch.is_some()
-    }
-
-    /// The batch size; 0 for a batched layout without leaves.
+    /// The batch size; 0 for a batched read of a layout without leaves.
     pub fn batch_size(&self) -> usize {
         self.batch.unwrap_or(0)
     }
@@ -69,8 +76,7 @@ pub struct Reader<'a> {
     pub name: &'a str,
     /// The observation's position in a list of them (`obs[3]`), if any.
     pub index: Option<usize>,
-    /// Whether leaves carry a leading batch axis.
-    pub batched: bool,
+    pub batch: Batch,
 }
 
 impl Reader<'_> {
@@ -90,7 +96,12 @@ impl Reader<'_> {
     /// Walks `obs` along the layout and resolves every leaf, checking
     /// structure, shapes and dtypes.
     pub fn resolve<'py>(&self, obs: &Bound<'py, PyAny>) -> Result<Resolved<'py>, Error> {
-        let mut resolved = Resolved { sources: Vec::with_capacity(self.layout.leaves.len()), batch: None };
+        let batch = match self.batch {
+            Batch::Of(size) => Some(size),
+            Batch::One | Batch::Any => None,
+        };
+        let sources = Vec::with_capacity(self.layout.leaves.len());
+        let mut resolved = Resolved { sources, batch, batch_leaf: None };
         let mut path = Vec::new();
         self.walk(self.tree, obs, &mut path, &mut resolved)?;
         Ok(resolved)
@@ -105,7 +116,7 @@ impl Reader<'_> {
     ) -> Result<(), Error> {
         match tree {
             Tree::Leaf(i) => {
-                let source = self.source(&self.layout.leaves[*i], obj, path, &mut out.batch)?;
+                let source = self.source(*i, obj, path, out)?;
                 out.sources.push(source);
             }
             Tree::Tuple(items) => {
@@ -175,24 +186,49 @@ impl Reader<'_> {
         extra.join(", ")
     }
 
-    /// Resolves one leaf's value and checks its shape and dtype.
+    /// Resolves leaf `index`'s value and checks its shape (batch axis
+    /// included) and dtype.
     fn source<'py>(
         &self,
-        leaf: &Leaf,
+        index: usize,
         obj: &Bound<'py, PyAny>,
         path: &[Key],
-        batch: &mut Option<usize>,
+        resolved: &mut Resolved<'py>,
     ) -> Result<Source<'py>, Error> {
+        let leaf = &self.layout.leaves[index];
         let source = read_source(obj).map_err(|reason| self.mismatch(path, reason))?;
         let shape: &[usize] = match &source {
             Source::Array { array, .. } => array.shape(),
             Source::Scalar { .. } => &[],
         };
-        let expected: Vec<usize> = if self.batched {
-            let b = *batch.get_or_insert(shape.first().copied().unwrap_or(0));
-            std::iter::once(b).chain(leaf.shape.iter().copied()).collect()
-        } else {
-            leaf.shape.clone()
+        let expected: Vec<usize> = match self.batch {
+            Batch::One => leaf.shape.clone(),
+            Batch::Any | Batch::Of(_) => {
+                let got = match shape.split_first() {
+                    Some((&got, _)) if shape.len() == leaf.shape.len() + 1 => got,
+                    _ => {
+                        let expected = batch_shape(resolved.batch, &leaf.shape);
+                        return Err(
+                            self.mismatch(path, format!("expected shape {expected}, got {}", format_shape(shape)))
+                        );
+                    }
+                };
+                match resolved.batch {
+                    None => (resolved.batch, resolved.batch_leaf) = (Some(got), Some(index)),
+                    Some(size) if size != got => {
+                        let reason = match resolved.batch_leaf {
+                            Some(first) => {
+                                let first = format_path(&self.root(), &self.layout.leaves[first].path);
+                                format!("expected a batch of {size} (the batch size of {first}), got {got}")
+                            }
+                            None => format!("expected a batch of {size}, got {got}"),
+                        };
+                        return Err(self.mismatch(path, reason));
+                    }
+                    Some(_) => {}
+                }
+                std::iter::once(got).chain(leaf.shape.iter().copied()).collect()
+            }
         };
         if shape != expected {
             let reason = format!("expected shape {}, got {}", format_shape(&expected), format_shape(shape));
@@ -206,112 +242,57 @@ impl Reader<'_> {
         Ok(source)
     }
 
-    /// Checks every value the way it will be stored: it must fit the leaf's
-    /// dtype and satisfy the leaf's rule (ranges, {0, 1}, bounds if asked).
-    pub fn check(&self, resolved: &Resolved<'_>, check_bounds: bool) -> Result<(), Error> {
-        for (leaf, source) in self.layout.leaves.iter().zip(&resolved.sources) {
-            let converts = source.dtype() != leaf.dtype;
-            if !converts && !leaf.checks_values(check_bounds) {
-                continue;
-            }
-            let check = |index: usize, value: Value| -> Result<(), Error> {
-                let fail = |reason: String| {
-                    let per_obs = leaf.len().max(1);
-                    let element = match resolved.batch {
-                        Some(_) if leaf.shape.is_empty() => format!("[{}]", index / per_obs),
-                        Some(_) => {
-                            let inner = leaf.element_index(index % per_obs);
-                            format!("[{}, {}", index / per_obs, &inner[1..])
-                        }
-                        None => leaf.element_index(index),
-                    };
-                    Error::Mismatch { path: format_path(&self.root(), &leaf.path) + &element, reason }
-                };
-                let stored =
-                    leaf.dtype.cast(value).ok_or_else(|| fail(format!("{value} does not fit {}", leaf.dtype)))?;
-                if leaf.checks_values(check_bounds) {
-                    leaf.check(index % leaf.len().max(1), stored).map_err(fail)?;
-                }
-                Ok(())
+    /// What checks element `index` (C order, batch axis included) of
+    /// `leaf`'s source and gives the value as the leaf stores it: it must
+    /// fit the leaf's dtype and satisfy the leaf's rule (ranges, {0, 1},
+    /// bounds if asked).
+    pub fn checker<'l>(
+        &'l self,
+        leaf: &'l Leaf,
+        check_bounds: bool,
+    ) -> impl Fn(usize, Value) -> Result<Value, Error> + 'l {
+        // Per leaf, not per element: this runs for every value stored.
+        let per_obs = leaf.len().max(1);
+        let rules = leaf.checks_values(check_bounds);
+        move |index, value| {
+            let Some(stored) = leaf.dtype.cast(value) else {
+                return Err(self.element_error(leaf, index, format!("{value} does not fit {}", leaf.dtype)));
             };
-            match source {
-                Source::Scalar { value, .. } => check(0, *value)?,
-                Source::Array { array, dtype, .. } => strided(array, *dtype).try_for_each_value(check)?,
+            if rules {
+                let element = if index < per_obs { index } else { index % per_obs };
+                leaf.check(element, stored).map_err(|reason| self.element_error(leaf, index, reason))?;
             }
+            Ok(stored)
         }
-        Ok(())
     }
 
-    /// Writes checked sources into `rows`: one row, or one per batch entry.
-    pub fn write(&self, py: Python<'_>, resolved: &Resolved<'_>, rows: &mut [&mut [u8]]) {
-        let jobs: Vec<Job<'_>> = self
-            .layout
-            .leaves
-            .iter()
-            .zip(&resolved.sources)
-            .map(|(leaf, source)| match source {
-                Source::Array { array, dtype, .. } => Job::Array(leaf, strided(array, *dtype)),
-                Source::Scalar { value, .. } => Job::Scalar(leaf, *value),
-            })
-            .collect();
-        let total = rows.len() * self.layout.row_bytes;
-        let work = Work { layout: self.layout, jobs, batched: resolved.batch.is_some() };
-        if total > DETACH_BYTES {
-            let mut work = AssertSend((work, rows));
-            py.detach(move || {
-                let AssertSend((work, rows)) = &mut work;
-                work.run(rows)
-            });
-        } else {
-            work.run(rows);
-        }
+    /// The error for element `index` (C order, batch axis included) of
+    /// `leaf`'s source, with its full index: `obs['a'][3, 1]`.
+    #[cold]
+    fn element_error(&self, leaf: &Leaf, index: usize, reason: String) -> Error {
+        let per_obs = leaf.len().max(1);
+        let element = match self.batch {
+            Batch::One => leaf.element_index(index),
+            _ if leaf.shape.is_empty() => format!("[{}]", index / per_obs),
+            _ => {
+                let inner = leaf.element_index(index % per_obs);
+                format!("[{}, {}", index / per_obs, &inner[1..])
+            }
+        };
+        Error::Mismatch { path: format_path(&self.root(), &leaf.path) + &element, reason }
     }
 }
 
-enum Job<'a> {
-    Array(&'a Leaf, Strided<'a>),
-    Scalar(&'a Leaf, Value),
-}
-
-struct Work<'a> {
-    layout: &'a Layout,
-    jobs: Vec<Job<'a>>,
-    batched: bool,
-}
-
-impl Work<'_> {
-    fn run(&self, rows: &mut [&mut [u8]]) {
-        for (b, row) in rows.iter_mut().enumerate() {
-            for gap in &self.layout.padding {
-                row[gap.clone()].fill(0);
-            }
-            for job in &self.jobs {
-                match job {
-                    Job::Scalar(leaf, value) => {
-                        let stored = leaf.dtype.cast(*value).expect("checked by Reader::check");
-                        leaf.dtype.write(stored, &mut row[leaf.offset..]);
-                    }
-                    Job::Array(leaf, source) => {
-                        let source = if self.batched { source.at(b) } else { *source };
-                        let dst = &mut row[leaf.offset..leaf.offset + leaf.nbytes()];
-                        if source.dtype == leaf.dtype {
-                            source.copy_to(dst);
-                        } else {
-                            source.convert_to(leaf.dtype, dst);
-                        }
-                    }
-                }
-            }
-        }
+/// A batched shape for messages: `(4, 2)`, or `(B, 2)` while the batch
+/// size is unknown.
+fn batch_shape(batch: Option<usize>, leaf_shape: &[usize]) -> String {
+    let size = batch.map_or_else(|| "B".to_string(), |b| b.to_string());
+    let dims: Vec<String> = std::iter::once(size).chain(leaf_shape.iter().map(usize::to_string)).collect();
+    match dims.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
     }
 }
-
-/// Moves borrowed work across `py.detach`.
-struct AssertSend<T>(T);
-// SAFETY: the work only reads numpy memory kept alive by the `Resolved`
-// sources and writes the caller's rows; both outlive the detached closure,
-// which runs on this same thread. No Python object is touched in it.
-unsafe impl<T> Send for AssertSend<T> {}
 
 fn numpy_asarray(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

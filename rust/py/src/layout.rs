@@ -2,16 +2,18 @@
 //! methods. `pufferrs.Layout` subclasses it to build it from a gymnasium space.
 
 use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyList, PyString, PyTuple};
 
 use pufferrs_core::dtype::DType;
 use pufferrs_core::error::Error;
 use pufferrs_core::layout::{Key, Layout, format_shape};
 
 use crate::errors::{Raise, raise};
-use crate::flatten::{Reader, Resolved};
+use crate::flatten::{Batch, Reader, Resolved};
 use crate::numpy_arrays::{descr, row_start, zeros};
+use crate::store::store;
 use crate::tree::Tree;
 use crate::{spec, unflatten};
 
@@ -29,6 +31,23 @@ pub fn format_path(root: &str, path: &Bound<'_, PyTuple>) -> PyResult<String> {
     Ok(pufferrs_core::layout::format_path(root, &keys))
 }
 
+/// A row index as Python gives it: an int or anything with `__index__`
+/// (numpy integers), but not a bool.
+fn row_index(index: &Bound<'_, PyAny>) -> Result<i128, Error> {
+    let shown = || index.repr().map(|r| r.to_string()).unwrap_or_else(|_| crate::errors::type_name(index));
+    let not_an_int = || Error::Row(format!("index must be an int, got {}", shown()));
+    if index.is_instance_of::<PyBool>() {
+        return Err(not_an_int());
+    }
+    match index.extract::<i128>() {
+        Ok(index) => Ok(index),
+        Err(err) if err.is_instance_of::<PyOverflowError>(index.py()) => {
+            Err(Error::Row(format!("index {} is out of range", shown())))
+        }
+        Err(_) => Err(not_an_int()),
+    }
+}
+
 /// Where every leaf of a space lives in a flat row of bytes, and the
 /// conversions between observations and rows.
 #[pyclass(module = "pufferrs._native", name = "Layout", subclass, frozen)]
@@ -44,8 +63,8 @@ pub struct PyLayout {
 }
 
 impl PyLayout {
-    fn reader(&self, index: Option<usize>, batched: bool) -> Reader<'_> {
-        Reader { layout: &self.layout, tree: &self.tree, name: &self.name, index, batched }
+    fn reader(&self, index: Option<usize>, batch: Batch) -> Reader<'_> {
+        Reader { layout: &self.layout, tree: &self.tree, name: &self.name, index, batch }
     }
 
     /// `[batch..., *row_shape]`
@@ -65,7 +84,7 @@ impl PyLayout {
         let flat = layout.common_dtype().unwrap_or(DType::U8);
         let row_len = layout.row_bytes / flat.itemsize();
         let row_shape = row_shape.unwrap_or_else(|| vec![row_len]);
-        if row_shape.iter().product::<usize>() != row_len {
+        if row_shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) != Some(row_len) {
             let shape = format_shape(&row_shape);
             return Err(raise(Error::Row(format!("row_shape {shape} does not hold the {row_len} items of a row"))));
         }
@@ -134,15 +153,13 @@ impl PyLayout {
         obs: &Bound<'py, PyAny>,
         check_bounds: bool,
     ) -> PyResult<Bound<'py, PyUntypedArray>> {
-        let reader = self.reader(None, false);
+        let reader = self.reader(None, Batch::One);
         let resolved = reader.resolve(obs).raise()?;
-        reader.check(&resolved, check_bounds).raise()?;
         let out = zeros(py, self.flat_dtype.bind(py), &self.row_shape)?;
         let start = row_start(&out, None, self.layout.row_bytes).raise()?;
-        // SAFETY: `out` is new and holds `row_bytes` bytes from `start`; this
-        // slice is the only reference to them.
-        let row = unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) };
-        reader.write(py, &resolved, &mut [row]);
+        // SAFETY: `out` is new, holds `row_bytes` bytes from `start`, and
+        // lives through the call; nothing else references them.
+        unsafe { store(py, &self.layout, &[(reader, resolved)], &[start], check_bounds) }.raise()?;
         Ok(out)
     }
 
@@ -153,25 +170,24 @@ impl PyLayout {
         py: Python<'py>,
         obs: &Bound<'py, PyAny>,
         out: &Bound<'py, PyUntypedArray>,
-        index: Option<isize>,
+        index: Option<&Bound<'py, PyAny>>,
         check_bounds: bool,
     ) -> PyResult<()> {
+        let index = index.map(row_index).transpose().raise()?;
         let start = row_start(out, index, self.layout.row_bytes).raise()?;
-        let reader = self.reader(None, false);
+        let reader = self.reader(None, Batch::One);
         let resolved = reader.resolve(obs).raise()?;
-        reader.check(&resolved, check_bounds).raise()?;
         // SAFETY: `row_start` checked the `row_bytes` bytes from `start`,
-        // which `out` keeps alive. This slice is the only Rust reference to
-        // them: sources are read through raw pointers, and one that overlaps
-        // the row (a row flattened into itself) is copied with memmove.
-        let row = unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) };
-        reader.write(py, &resolved, &mut [row]);
-        Ok(())
+        // which `out` keeps alive through the call. No Rust reference to
+        // them exists: sources are read through raw pointers, and `store`
+        // reads one that overlaps the row before writing it.
+        unsafe { store(py, &self.layout, &[(reader, resolved)], &[start], check_bounds) }.raise()
     }
 
     /// A batch into `(B, row)`: `obs` is a list of observations, or one
     /// structure whose leaves carry a leading batch axis (as gymnasium's
-    /// vector envs return). Writes into `out` when given.
+    /// vector envs return). Writes into `out` when given; its rows set the
+    /// batch size.
     #[pyo3(signature = (obs, out = None, *, check_bounds = false))]
     fn flatten_batch<'py>(
         &self,
@@ -180,30 +196,32 @@ impl PyLayout {
         out: Option<&Bound<'py, PyUntypedArray>>,
         check_bounds: bool,
     ) -> PyResult<Bound<'py, PyUntypedArray>> {
-        let mut batch: Vec<(Reader<'_>, Resolved<'py>)> = Vec::new();
+        let out_rows = match out.map(|out| out.shape().first().copied()) {
+            Some(None) => return Err(raise(Error::Row("out must have a leading batch axis, got a 0-d array".into()))),
+            Some(rows) => rows,
+            None => None,
+        };
+        let mut items: Vec<(Reader<'_>, Resolved<'py>)> = Vec::new();
         let size = if let Ok(list) = obs.cast::<PyList>() {
+            if let Some(rows) = out_rows.filter(|&rows| rows != list.len()) {
+                let reason = format!("expected a batch of {rows}, got {}", list.len());
+                return Err(raise(Error::Mismatch { path: self.name.clone(), reason }));
+            }
             for (i, item) in list.iter().enumerate() {
-                let reader = self.reader(Some(i), false);
+                let reader = self.reader(Some(i), Batch::One);
                 let resolved = reader.resolve(&item).raise()?;
-                reader.check(&resolved, check_bounds).raise()?;
-                batch.push((reader, resolved));
+                items.push((reader, resolved));
             }
             list.len()
         } else {
-            let reader = self.reader(None, true);
+            let reader = self.reader(None, out_rows.map_or(Batch::Any, Batch::Of));
             let resolved = reader.resolve(obs).raise()?;
-            reader.check(&resolved, check_bounds).raise()?;
             let size = resolved.batch_size();
-            batch.push((reader, resolved));
+            items.push((reader, resolved));
             size
         };
         let out = match out {
             Some(out) => {
-                let rows = out.shape().first().copied();
-                if rows != Some(size) {
-                    let got = rows.unwrap_or(0);
-                    return Err(raise(Error::Row(format!("out has {got} rows, the batch has {size}"))));
-                }
                 if size > 1 && out.strides()[0].unsigned_abs() < self.layout.row_bytes {
                     return Err(raise(Error::Row("rows of out overlap".into())));
                 }
@@ -212,25 +230,14 @@ impl PyLayout {
             None => zeros(py, self.flat_dtype.bind(py), &self.rows_shape(&[size]))?,
         };
         let starts = (0..size)
-            .map(|b| row_start(&out, Some(b as isize), self.layout.row_bytes))
+            .map(|b| row_start(&out, Some(b as i128), self.layout.row_bytes))
             .collect::<Result<Vec<_>, _>>()
             .raise()?;
-        let mut rows: Vec<&mut [u8]> = starts
-            .into_iter()
-            // SAFETY: each start was checked by `row_start` and `out` keeps
-            // the memory alive; the rows do not overlap (checked above for a
-            // caller's `out`; `zeros` lays them apart), so the slices are
-            // disjoint, and they are the only references to those bytes.
-            .map(|start| unsafe { std::slice::from_raw_parts_mut(start, self.layout.row_bytes) })
-            .collect();
-        match batch.as_slice() {
-            [(reader, resolved)] if resolved.is_batched() => reader.write(py, resolved, &mut rows),
-            _ => {
-                for ((reader, resolved), row) in batch.iter().zip(rows) {
-                    reader.write(py, resolved, &mut [row]);
-                }
-            }
-        }
+        // SAFETY: each start was checked by `row_start` and `out` keeps the
+        // memory alive through the call; the rows do not overlap (checked
+        // above for a caller's `out`; `zeros` lays them apart), and no Rust
+        // reference to them exists.
+        unsafe { store(py, &self.layout, &items, &starts, check_bounds) }.raise()?;
         Ok(out)
     }
 

@@ -2,8 +2,8 @@
 //! come in, core calls run, Python objects go out.
 //!
 //! Modules depend one way: `layout` and `buffers` (the two classes) use
-//! `flatten`, `unflatten` and `spec`, which use `tree`, `numpy_arrays` and
-//! `errors`.
+//! `flatten` (and `store`, its second step), `unflatten` and `spec`, which
+//! use `tree`, `numpy_arrays` and `errors`.
 
 mod buffers;
 mod errors;
@@ -11,6 +11,7 @@ mod flatten;
 mod layout;
 mod numpy_arrays;
 mod spec;
+mod store;
 mod tree;
 mod unflatten;
 
@@ -21,5 +22,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<layout::PyLayout>()?;
     m.add_class::<buffers::PyRolloutBuffers>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
+    m.add("MAX_DEPTH", pufferrs_core::layout::MAX_DEPTH)?;
     Ok(())
 }

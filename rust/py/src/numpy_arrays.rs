@@ -33,6 +33,24 @@ pub fn dtype_of(descr: &Bound<'_, PyArrayDescr>) -> Result<DType, String> {
     Ok(dtype)
 }
 
+/// Refuses rows whose dtype is not plain data. Rows may be numeric, bool
+/// or raw bytes (`V`) of any width; never a dtype that holds references
+/// (object, or a structure with an object field), whose bytes are pointers
+/// that a write would corrupt and a view would leak, nor strings, dates or
+/// structures, whose bytes mean something else than a row. `what` names
+/// the array in the message.
+pub fn check_rows_dtype(what: &str, descr: &Bound<'_, PyArrayDescr>) -> Result<(), Error> {
+    let plain = !descr.has_object()
+        && !descr.has_fields()
+        && !descr.has_subarray()
+        && matches!(descr.kind(), b'b' | b'i' | b'u' | b'f' | b'c' | b'V');
+    if plain {
+        return Ok(());
+    }
+    let name = descr.str().map(|s| s.to_string()).unwrap_or_default();
+    Err(Error::Row(format!("{what}: dtype {name} cannot hold rows (rows are numbers, bools or raw bytes)")))
+}
+
 pub fn descr<'py>(py: Python<'py>, dtype: DType) -> PyResult<Bound<'py, PyArrayDescr>> {
     PyArrayDescr::new(py, dtype.name())
 }
@@ -56,24 +74,28 @@ pub fn strided<'a>(array: &'a Bound<'_, PyUntypedArray>, dtype: DType) -> Stride
 }
 
 /// Where one row of `out` starts: the whole array when `index` is None, else
-/// `out[index]`, checked to be writeable, C-contiguous and `row_bytes` long.
-/// The `row_bytes` bytes from there stay valid while `out` is alive.
-pub fn row_start(out: &Bound<'_, PyUntypedArray>, index: Option<isize>, row_bytes: usize) -> Result<*mut u8, Error> {
+/// `out[index]` (negative from the end), checked to be writeable, of a
+/// plain dtype, C-contiguous and `row_bytes` long. The `row_bytes` bytes
+/// from there stay valid while `out` is alive.
+pub fn row_start(out: &Bound<'_, PyUntypedArray>, index: Option<i128>, row_bytes: usize) -> Result<*mut u8, Error> {
     if !is_writeable(out) {
         return Err(Error::Row("out is read-only".into()));
     }
-    let itemsize = out.dtype().itemsize();
+    let dtype = out.dtype();
+    check_rows_dtype("out", &dtype)?;
+    let itemsize = dtype.itemsize();
     let (shape, strides) = (out.shape(), out.strides());
     let (offset, shape, strides) = match index {
         None => (0, shape, strides),
         Some(_) if shape.is_empty() => return Err(Error::Row("index given but out is 0-d".into())),
         Some(i) => {
-            let rows = shape[0] as isize;
+            let rows = shape[0] as i128;
             let row = if i < 0 { i + rows } else { i };
             if !(0..rows).contains(&row) {
                 return Err(Error::Row(format!("index {i} is out of range for {rows} rows")));
             }
-            (row * strides[0], &shape[1..], &strides[1..])
+            // numpy keeps every row inside the array, so this offset fits.
+            (row as isize * strides[0], &shape[1..], &strides[1..])
         }
     };
     let nbytes = shape.iter().product::<usize>() * itemsize;
@@ -128,7 +150,9 @@ pub unsafe fn view<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: the caller vouches that the elements lie inside `base`'s
     // memory, which `base` keeps valid while it lives.
-    unsafe { view_of(base.as_any(), data(base).add(byte_offset), dtype, dims, strides, is_writeable(base)) }
+    // `wrapping_add`: an empty array's offset may point past its (empty)
+    // memory, which is fine as long as nothing is read there.
+    unsafe { view_of(base.as_any(), data(base).wrapping_add(byte_offset), dtype, dims, strides, is_writeable(base)) }
 }
 
 /// An array of `dtype` over memory at `ptr` that `owner` keeps valid, with

@@ -1,20 +1,30 @@
 //! Reads the space description that `pufferrs.spaces.describe` makes of a
 //! gymnasium space: nested dicts with named fields (`kind`, `dtype`,
 //! `shape`, ...). Nothing is refused here: whatever has no flat row becomes
-//! `Space::Unsupported`, which `Layout::new` refuses with its path.
+//! `Space::Unsupported`, which `Layout::new` refuses with its path. Nothing
+//! nested deeper than `MAX_DEPTH` is read, so no description, however
+//! deep, can exhaust the stack.
 
 use pufferrs_core::dtype::{DType, Value};
-use pufferrs_core::layout::Space;
+use pufferrs_core::layout::{MAX_DEPTH, Space};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 
 use crate::errors::type_name;
 
 pub fn parse(spec: &Bound<'_, PyAny>) -> Space {
-    read(spec).unwrap_or_else(|err| Space::Unsupported(format!("malformed space description: {err}")))
+    parse_at(spec, 0)
 }
 
-fn read(spec: &Bound<'_, PyAny>) -> PyResult<Space> {
+/// Parses the description of a space nested `depth` deep.
+fn parse_at(spec: &Bound<'_, PyAny>, depth: usize) -> Space {
+    if depth > MAX_DEPTH {
+        return Space::too_deep();
+    }
+    read(spec, depth).unwrap_or_else(|err| Space::Unsupported(format!("malformed space description: {err}")))
+}
+
+fn read(spec: &Bound<'_, PyAny>, depth: usize) -> PyResult<Space> {
     let field = |name: &str| spec.get_item(name);
     let kind: String = field("kind")?.extract()?;
     let dtype = || -> PyResult<Result<DType, Space>> {
@@ -53,11 +63,13 @@ fn read(spec: &Bound<'_, PyAny>) -> PyResult<Space> {
                     let repr = key.repr().map(|r| r.to_string()).unwrap_or_else(|_| type_name(&key));
                     return Ok(Space::Unsupported(format!("Dict keys must be str, got {repr}")));
                 };
-                items.push((key.to_str()?.to_owned(), parse(&sub)));
+                items.push((key.to_str()?.to_owned(), parse_at(&sub, depth + 1)));
             }
             Space::Dict(items)
         }
-        "Tuple" => Space::Tuple(field("items")?.try_iter()?.map(|s| Ok(parse(&s?))).collect::<PyResult<_>>()?),
+        "Tuple" => {
+            Space::Tuple(field("items")?.try_iter()?.map(|s| Ok(parse_at(&s?, depth + 1))).collect::<PyResult<_>>()?)
+        }
         other => Space::unsupported_kind(other),
     })
 }

@@ -9,12 +9,13 @@ use pufferrs_core::error::Error;
 use pufferrs_core::layout::{Layout, format_shape};
 
 use crate::errors::{Raise, raise, type_name};
-use crate::numpy_arrays::view;
+use crate::numpy_arrays::{check_rows_dtype, view};
 use crate::tree::Tree;
 
 /// Views `rows` as the layout's nested structure, leading axes kept. Rows
-/// are `(..., row)` in any dtype whose last axis spans exactly one
-/// contiguous row, or `(..., *row_shape)` in the flat dtype.
+/// are `(..., row)` in any plain dtype whose last axis spans exactly one
+/// contiguous row, or `(..., *row_shape)` in the flat dtype. An empty batch
+/// gives empty leaves, whatever strides numpy gave it.
 pub fn unflatten<'py>(
     layout: &Layout,
     tree: &Tree,
@@ -31,14 +32,19 @@ pub fn unflatten<'py>(
             ))
         })
         .raise()?;
+    let dtype = rows.dtype();
+    check_rows_dtype("rows", &dtype).raise()?;
     let (mut shape, mut strides) = (rows.shape(), rows.strides());
-    let itemsize = rows.dtype().itemsize();
+    let itemsize = dtype.itemsize();
+    // No element of an empty array is ever addressed, so its strides (numpy
+    // gives empty arrays zero strides) do not matter.
+    let empty = shape.contains(&0);
     // A plain Box's rows keep its shape: fold those axes into one.
     let folded_shape: Vec<usize>;
     let folded_strides: Vec<isize>;
     if row_shape.len() != 1 && shape.ends_with(row_shape) {
         let lead = shape.len() - row_shape.len();
-        if !is_c_contiguous(&shape[lead..], &strides[lead..], itemsize) {
+        if !empty && !is_c_contiguous(&shape[lead..], &strides[lead..], itemsize) {
             return Err(raise(Error::Row("the row axes of rows must be C-contiguous".into())));
         }
         folded_shape = shape[..lead].iter().copied().chain([row_shape.iter().product()]).collect();
@@ -48,7 +54,7 @@ pub fn unflatten<'py>(
     let Some((&row_len, lead)) = shape.split_last() else {
         return Err(raise(Error::Row("expected rows with at least one axis, got a 0-d array".into())));
     };
-    if row_len * itemsize != layout.row_bytes {
+    if row_len.checked_mul(itemsize) != Some(layout.row_bytes) {
         return Err(raise(Error::Row(format!(
             "expected rows of {} bytes, got shape {} of {}-byte items",
             layout.row_bytes,
@@ -56,7 +62,7 @@ pub fn unflatten<'py>(
             itemsize
         ))));
     }
-    if row_len > 1 && strides[strides.len() - 1] != itemsize as isize {
+    if !empty && row_len > 1 && strides[strides.len() - 1] != itemsize as isize {
         return Err(raise(Error::Row("the last axis of rows must be contiguous".into())));
     }
     let lead_strides = &strides[..lead.len()];
@@ -71,7 +77,11 @@ pub fn unflatten<'py>(
         }
         let all_strides: Vec<isize> = lead_strides.iter().chain(&leaf_strides).copied().collect();
         // SAFETY: the leaf spans [offset, offset + nbytes) inside every row,
-        // and rows lie where `lead` and `lead_strides` put them in `rows`.
+        // and rows lie where `lead` and `lead_strides` put them in `rows`:
+        // each row starts at an element of `rows` and its `row_bytes` are
+        // contiguous (checked above), so every byte a view addresses is a
+        // byte of `rows`. An empty array has no row, and its views address
+        // nothing.
         views.push(Some(unsafe { view(rows, descr.bind(rows.py()), leaf.offset, &dims, &all_strides)? }));
     }
     build(rows.py(), tree, &mut views)
