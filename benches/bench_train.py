@@ -12,7 +12,8 @@ the same trainer and policy run on:
 - the peers: gymnasium's SyncVectorEnv and AsyncVectorEnv (shared memory,
   one process per env, SAME_STEP autoreset) of the same envs wrapped in
   ``pufferrs.emulation.FlattenObservation`` (so that the policy sees the same
-  rows), behind a small adapter to the recv/send API.
+  rows), behind a small adapter to the recv/send API that hands the
+  trainer gymnasium's ``final_obs`` for its truncation bootstrap.
 
 Columns: steps/s (median of repeats, each ``--updates`` updates after one
 warm-up update, configs interleaved), then the share of wall time spent
@@ -75,8 +76,14 @@ class GymnasiumVector:
         return obs, rewards, terminals, truncations, self._infos, self._env_ids, self._masks
 
     def send(self, actions: np.ndarray) -> None:
-        obs, rewards, terminals, truncations, _ = self.envs.step(actions)
+        obs, rewards, terminals, truncations, infos = self.envs.step(actions)
         self._next = (obs, rewards.astype(np.float32), terminals, truncations)
+        self._infos = [{} for _ in range(self.num_envs)]
+        if "final_obs" in infos:
+            # The ended episodes' last rows, for the trainer's truncation
+            # bootstrap, as pufferrs's vector envs hand them out.
+            for i in np.flatnonzero(infos["_final_obs"]).tolist():
+                self._infos[i] = {"final_obs": infos["final_obs"][i]}
 
     def close(self) -> None:
         self.envs.close()

@@ -2,9 +2,17 @@
 against gymnasium's SyncVectorEnv and AsyncVectorEnv(shared_memory=True).
 
 Prints env steps per second (medians of repeats, all in this run), the
-per-step overhead in microseconds (1 / SPS per env, i.e. wall time per env
-step), and the ratio to the gymnasium peer (Serial vs SyncVectorEnv,
-Multiprocessing vs AsyncVectorEnv).
+wall time per env step in microseconds, the vector env's own share of it
+(its time per env step less that of a bare Python loop stepping the same
+envs, resetting them at episode ends), and the ratio to the gymnasium peer
+(Serial vs SyncVectorEnv, Multiprocessing vs AsyncVectorEnv); for Serial
+also the ratio of its own time to SyncVectorEnv's. SyncVectorEnv runs in
+gymnasium's default autoreset mode (the next step resets) and in the
+same-step mode that, like pufferrs, hands out ``final_obs``.
+
+A second table gives the cost of ``FlattenObservation`` per call: a new row
+per call (its default, safe under gymnasium's vector envs) against refilling
+one row (``out=``).
 
     python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 5] [--seconds 0.4] [--check-bounds]
 
@@ -22,11 +30,12 @@ their ratio to the same backend unchecked.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -35,6 +44,7 @@ import numpy as np
 
 import pufferrs.vector as pv
 from pufferrs.demo import reference_space
+from pufferrs.emulation import FlattenObservation
 
 
 class NoopNested(gym.Env):
@@ -56,6 +66,12 @@ class NoopNested(gym.Env):
 
 def cartpole() -> gym.Env:
     return gym.make("CartPole-v1")
+
+
+def alternating(batch: int) -> Iterator[np.ndarray]:
+    """Actions 0 and 1 in turn, for every env: CartPole episodes of some 40
+    steps (0 alone ends them in 10, when resets would be most of the work)."""
+    return itertools.cycle([np.zeros(batch, np.int64), np.ones(batch, np.int64)])
 
 
 def calibrate(step: Callable[[], Any], seconds: float) -> int:
@@ -100,25 +116,46 @@ def pufferrs_config(
         check_bounds=check_bounds,
     )
     envs.async_reset(0)
-    actions = np.zeros(envs.batch_size, dtype=np.int64)
+    actions = alternating(envs.batch_size)
     recv, send = envs.recv, envs.send
 
     def step() -> None:
         recv()
-        send(actions)
+        send(next(actions))
 
     return Config(label, step, envs.batch_size, envs.close)
+
+
+def bare_config(creator: Callable, args: argparse.Namespace) -> Config:
+    """The envs stepped by a plain Python loop: what any vector env costs
+    at least."""
+    envs = [creator() for _ in range(args.num_envs)]
+    for i, env in enumerate(envs):
+        env.reset(seed=i)
+
+    actions = alternating(1)
+
+    def step() -> None:
+        action = int(next(actions)[0])
+        for env in envs:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    return Config("bare Python loop", step, args.num_envs, lambda: [env.close() for env in envs])
 
 
 def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, kind: str) -> Config:
     fns = [creator] * args.num_envs
     if kind == "sync":
         envs = gym.vector.SyncVectorEnv(fns, copy=False)
+    elif kind == "sync-same-step":
+        envs = gym.vector.SyncVectorEnv(fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     else:
         envs = gym.vector.AsyncVectorEnv(fns, shared_memory=True, copy=False)
     envs.reset(seed=0)
-    actions = np.zeros(args.num_envs, dtype=np.int64)
-    return Config(label, lambda: envs.step(actions), args.num_envs, envs.close)
+    actions = alternating(args.num_envs)
+    return Config(label, lambda: envs.step(next(actions)), args.num_envs, envs.close)
 
 
 def run_all(configs: list[Config], args: argparse.Namespace) -> None:
@@ -147,14 +184,18 @@ def main() -> None:
         f"num_envs={args.num_envs}, pufferrs workers={args.workers}, "
         f"medians of {args.repeats} repeats of ~{args.seconds:g} s"
     )
-    header = f"{'env':<12} {'vector env':<44} {'steps/s':>10} {'us/step':>8} {'ratio':>7}"
+    header = (
+        f"{'env':<12} {'vector env':<44} {'steps/s':>10} {'us/step':>8} {'own us':>7} {'ratio':>7} {'own ratio':>9}"
+    )
     print(header)
     print("-" * len(header))
     half = args.num_envs // 2
     for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
         configs: list[Config] = []
         try:
+            configs.append(bare_config(creator, args))
             configs.append(gymnasium_config("gymnasium SyncVectorEnv", creator, args, "sync"))
+            configs.append(gymnasium_config("gymnasium SyncVectorEnv (same-step)", creator, args, "sync-same-step"))
             configs.append(
                 gymnasium_config(f"gymnasium AsyncVectorEnv(shm) [{args.num_envs} procs]", creator, args, "async")
             )
@@ -178,15 +219,57 @@ def main() -> None:
         finally:
             for config in configs:
                 config.close()
-        sync, async_, serial, multi = (statistics.median(configs[i].rates) for i in range(4))
-        for config, peer in zip(configs, [None, None, sync, async_, async_, serial, multi]):
-            rate = statistics.median(config.rates)
+        rates = [statistics.median(c.rates) for c in configs]
+        bare_us = 1e6 / rates[0]
+        sync, async_, serial, multi = rates[1], rates[3], rates[4], rates[5]
+        sync_own = 1e6 / sync - bare_us
+        # Serial and Multiprocessing against gymnasium's peers; the
+        # check_bounds rows against the same pufferrs backend unchecked.
+        peers = [None, None, None, None, sync, async_, async_, serial, multi]
+        for config, rate, peer in zip(configs, rates, peers):
             ratio = f"{rate / peer:6.2f}x" if peer else "      -"
-            print(f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {ratio:>7}")
+            own = 1e6 / rate - bare_us
+            own_ratio = f"{own / sync_own:8.2f}x" if config.label == "pufferrs Serial" else "        -"
+            own_us = f"{own:7.2f}" if config is not configs[0] else "      -"
+            print(f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_us} {ratio:>7} {own_ratio}")
         print()
-    print("ratio: pufferrs Serial / SyncVectorEnv; pufferrs Multiprocessing / AsyncVectorEnv", end="")
-    print("; check_bounds / the same pufferrs backend unchecked" if args.check_bounds else "")
+    print(
+        "ratio: steps/s of pufferrs Serial / SyncVectorEnv, pufferrs Multiprocessing / AsyncVectorEnv"
+        + ("; check_bounds / the same pufferrs backend unchecked" if args.check_bounds else "")
+        + "; own us: us/step less the bare loop's; own ratio: Serial's own us / SyncVectorEnv's"
+    )
+    bench_flatten_observation(args)
     bench_pinned(args)
+
+
+def bench_flatten_observation(args: argparse.Namespace) -> None:
+    """FlattenObservation.step: a new row per call against one row refilled."""
+    print("\n# FlattenObservation.step, us per call (the env's own step included)")
+    for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
+        probe = FlattenObservation(creator())
+        shape, dtype = probe.observation_space.shape, probe.observation_space.dtype
+        wrapped = {
+            "bare env": creator(),
+            "new row per call": FlattenObservation(creator()),
+            "one row, out=": FlattenObservation(creator(), out=np.zeros(shape, dtype)),
+        }
+        steps = []
+        for env in wrapped.values():
+            env.reset(seed=0)
+
+            def step(env: gym.Env = env, actions: Iterator[int] = itertools.cycle((0, 1))) -> None:
+                if any(env.step(next(actions))[2:4]):
+                    env.reset()
+
+            steps.append(Config("", step, 1, env.close))
+        run_all(steps, args)
+        times = {label: 1e6 / statistics.median(c.rates) for label, c in zip(wrapped, steps)}
+        row_bytes = probe.layout.row_bytes
+        cells = "  ".join(f"{label} {us:6.2f}" for label, us in times.items())
+        extra = times["new row per call"] - times["one row, out="]
+        print(f"{name:<12} row {row_bytes:>6} B  {cells}  new row costs {extra:+.2f} us")
+        for config in steps:
+            config.close()
 
 
 def bench_pinned(args: argparse.Namespace) -> None:

@@ -39,17 +39,21 @@ class NestedEnv(gymnasium.Env):
         return self.sent[-1], 1.0, False, len(self.sent) > 3, {"action": action}
 
 
-def test_observations_are_rows_written_in_place() -> None:
+def test_observations_are_new_rows_that_later_calls_leave_alone() -> None:
     env = FlattenObservation(NestedEnv())
     assert env.observation_space == env.single_observation_space == env.layout.observation_space
     assert env.single_action_space == gs.Discrete(2)
     row, info = env.reset(seed=3)
-    assert row is env.out and row.shape == env.observation_space.shape
+    first = env.unwrapped.sent[-1]
+    assert row.shape == env.observation_space.shape
     assert env.observation_space.contains(row)
-    assert_tree_equal(env.layout.unflatten(row.copy()), env.unwrapped.sent[-1])
     row2, reward, terminated, truncated, info = env.step(1)
-    assert row2 is row and info == {"action": 1}
-    assert_tree_equal(env.layout.unflatten(row.copy()), env.unwrapped.sent[-1])
+    second = env.unwrapped.sent[-1]
+    assert info == {"action": 1}
+    env.reset(seed=4)
+    env.step(0)
+    assert_tree_equal(env.layout.unflatten(row), first)
+    assert_tree_equal(env.layout.unflatten(row2), second)
 
 
 def test_rows_land_in_a_buffer_of_the_callers() -> None:
@@ -57,7 +61,8 @@ def test_rows_land_in_a_buffer_of_the_callers() -> None:
     buffer = np.zeros((3, probe.layout.row_bytes), np.uint8)
     envs = [FlattenObservation(NestedEnv(), out=buffer[i]) for i in range(3)]
     for i, env in enumerate(envs):
-        env.reset(seed=i)
+        row, _ = env.reset(seed=i)
+        assert row is env.out
     for i, env in enumerate(envs):
         assert_tree_equal(env.layout.unflatten(buffer[i]), env.unwrapped.sent[-1])
 

@@ -11,6 +11,8 @@ observations), ``pufferrs.pytorch`` (torch helpers) and ``pufferrs.models``
 (policies).
 """
 
+import importlib.metadata
+
 from pufferrs.errors import (
     BuffersError,
     ConfigError,
@@ -38,4 +40,6 @@ __all__ = [
     "WorkerTimeoutError",
 ]
 
-__version__ = "0.1.0"
+# The installed distribution's version, which maturin takes from the Cargo
+# workspace: the one place a release sets it.
+__version__ = importlib.metadata.version("pufferrs")

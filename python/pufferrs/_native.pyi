@@ -9,6 +9,17 @@ import numpy.typing as npt
 MAX_DEPTH: int
 
 def format_path(root: str, path: tuple[str | int, ...]) -> str: ...
+def gae(
+    values: npt.NDArray[np.float32],
+    bootstrap: npt.NDArray[np.float32],
+    rewards: npt.NDArray[np.float32],
+    terminals: npt.NDArray[np.bool_],
+    truncations: npt.NDArray[np.bool_],
+    gamma: float,
+    gae_lambda: float,
+    final_values: npt.NDArray[np.float32] | None = None,
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]: ...
 
 class Layout:
     """Where every leaf of a space lives in a flat row of bytes.
@@ -86,3 +97,17 @@ class RolloutBuffers:
     def scatter_actions(self, workers: list[int]) -> None: ...
     def wait_request(self, worker: int, timeout: float | None = None) -> int | None: ...
     def complete(self, worker: int, status: int) -> None: ...
+
+class EnvBlock:
+    """Envs ``first_env, first_env + 1, ...`` stepped into their rows of a
+    vector env's buffers, one call per batch; see ``pufferrs.vector.runner``."""
+
+    def __new__(
+        cls, envs: list[Any], first_env: int, arrays: dict[str, npt.NDArray[Any]], layout: Layout
+    ) -> EnvBlock: ...
+    def reset(self, seed: int | None = None) -> list[tuple[int, dict[str, Any]]]: ...
+    def step(self, actions: list[Any]) -> list[tuple[int, dict[str, Any]]]: ...
+    @property
+    def ended(self) -> bool: ...
+    @property
+    def current_env(self) -> int | None: ...

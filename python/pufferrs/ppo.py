@@ -13,12 +13,14 @@ The loop, per update (``batch_size`` env steps)::
 
 Choices worth knowing:
 
-- **Experience** lives on the training device: ``(num_envs, horizon)``
-  steps of flat observation rows (packed as the vector env returns them;
-  the policy unflattens them in its ``forward``), actions, log-probs,
-  values, rewards, terminals, truncations, episode starts, and the LSTM
-  state at the start of each ``bptt_horizon`` segment. Training unrolls
-  every segment from the state it had in the rollout, not from zeros.
+- **Experience** (:mod:`pufferrs.experience`) lives on the training
+  device: ``(num_envs, horizon)`` steps of flat observation rows (packed as
+  the vector env returns them; the policy unflattens them in its
+  ``forward``), actions, log-probs, values, the values of truncated steps'
+  final observations, and the LSTM state at the start of each
+  ``bptt_horizon`` segment; rewards, terminals, truncations and episode
+  starts stay on the host. Training unrolls every segment from the state
+  it had in the rollout, not from zeros.
 - **Asynchronous rollouts** (``env_batch_size < num_envs``): each ``recv``
   returns the envs that are ready; an env that has stored its ``horizon``
   steps keeps being stepped (``send`` must answer every ``recv``) without
@@ -26,10 +28,17 @@ Choices worth knowing:
   its next stored step starts from the right state. In synchronous mode no
   step is wasted: the batch that completes the rollout is held (received,
   not yet answered) across the update and acted on by the new policy.
-- **Truncation** (a time limit) bootstraps from the value estimate. The
-  vector env resets an env in the step that ends its episode, so the
-  episode's final observation is gone; the value of the last observation
-  the policy saw stands in for it: the target is ``r + gamma * V(s_t)``.
+- **Truncation** (a time limit) bootstraps from the value of the
+  episode's final observation: the target is ``r + gamma * V(s_final)``.
+  The vector env resets an env in the step that ends its episode and hands
+  out the ended episode's last observation as ``final_obs``; the trainer
+  keeps those of truncated steps (and, for an LSTM, the env's state after
+  the step) and evaluates them all in one extra forward at the end of the
+  rollout, with the policy that chose the steps. A vector env without
+  ``final_obs`` gets a warning, and ``V(s_t)`` stands in.
+- **GAE** runs in Rust (:mod:`pufferrs.advantages`) on the host, where
+  rewards and flags arrive; on a GPU the values go down to page-locked
+  memory and the advantages come back up, once per update.
 - **Episode statistics**: every numeric entry of an ended episode's info
   (``episode_return``, ``episode_length``, and e.g. ``success``) is
   averaged per update under ``env/<key>``.
@@ -42,6 +51,7 @@ evaluation in :mod:`pufferrs.runs`.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -52,123 +62,16 @@ import torch
 from torch import nn
 
 from pufferrs.actions import ActionAdapter
+from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.errors import ConfigError
+from pufferrs.experience import Experience, ReceivedBatch, env_index, step_index
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.pytorch import sample_logits
 from pufferrs.runs import RunDirectory, episode_numbers, save_checkpoint, summarize
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]
-
-
-class Experience:
-    """One update's steps on the training device: ``num_envs`` rows of
-    ``horizon`` steps, viewed as segments of ``bptt_horizon`` for training.
-
-    Rewards, terminals, truncations and episode starts arrive with every
-    ``recv`` on the host, where the rollout needs them anyway; they are kept
-    there and copied to the device once per update (``to_device``)."""
-
-    def __init__(
-        self,
-        num_envs: int,
-        horizon: int,
-        bptt_horizon: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: torch.dtype,
-        actions: ActionAdapter,
-        lstm_size: int | None,
-        device: torch.device,
-    ):
-        n, t = num_envs, horizon
-        self.num_envs, self.horizon, self.bptt_horizon = n, t, bptt_horizon
-        self.obs = torch.zeros(n, t, *obs_shape, dtype=obs_dtype, device=device)
-        self.actions = torch.zeros(n, t, *actions.shape, dtype=actions.dtype, device=device)
-        self.logprobs = torch.zeros(n, t, device=device)
-        self.values = torch.zeros(n, t, device=device)
-        #: V(observation after each env's last stored step), for GAE.
-        self.bootstrap = torch.zeros(n, device=device)
-        self.host_rewards = np.zeros((n, t), np.float32)
-        self.host_terminals = np.zeros((n, t), bool)
-        self.host_truncations = np.zeros((n, t), bool)
-        #: True where the observation is the first of an episode. Kept on
-        #: the CPU for training too: LSTMWrapper.forward reads it on the host.
-        self.episode_starts = torch.zeros(n, t, dtype=torch.bool)
-        self.host_starts = self.episode_starts.numpy()
-        if lstm_size is not None:
-            # The LSTM state going into each segment's first step (zero when
-            # that step starts an episode).
-            self.lstm_h = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
-            self.lstm_c = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
-        self.rewards = torch.zeros(n, t, device=device)
-        self.terminals = torch.zeros(n, t, dtype=torch.bool, device=device)
-        self.truncations = torch.zeros(n, t, dtype=torch.bool, device=device)
-
-    def to_device(self) -> None:
-        """Copies the host-side rewards, terminals and truncations over."""
-        for name in ("rewards", "terminals", "truncations"):
-            getattr(self, name).copy_(torch.from_numpy(getattr(self, "host_" + name)))
-
-
-def compute_advantages(
-    values: torch.Tensor,
-    bootstrap: torch.Tensor,
-    rewards: torch.Tensor,
-    terminals: torch.Tensor,
-    truncations: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> torch.Tensor:
-    """GAE(gamma, lambda) over ``(num_envs, horizon)`` steps.
-
-    ``bootstrap`` is the value of the observation after each env's last
-    step. A terminal step has no future; a truncated step's future is
-    estimated by its own observation's value (the final observation was
-    replaced by the next episode's first in the same step). Neither
-    carries advantage across the episode boundary.
-    """
-    advantages = torch.zeros_like(values)
-    last = torch.zeros_like(bootstrap)
-    next_values = bootstrap
-    for t in reversed(range(values.shape[1])):
-        terminal = terminals[:, t]
-        truncated = truncations[:, t] & ~terminal
-        future = torch.where(truncated, values[:, t], next_values) * (~terminal)
-        delta = rewards[:, t] + gamma * future - values[:, t]
-        last = delta + gamma * gae_lambda * (~(terminal | truncated)) * last
-        advantages[:, t] = last
-        next_values = values[:, t]
-    return advantages
-
-
-class _Batch:
-    """What one ``recv`` returned, ready to act on: env ids and their
-    observations (on the device) and episode-start flags (host and device)."""
-
-    __slots__ = ("env_ids", "obs", "starts", "starts_device")
-
-    def __init__(self, env_ids: np.ndarray, obs: torch.Tensor, starts: np.ndarray, starts_device: torch.Tensor):
-        self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
-
-
-def _env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
-    """An index into per-env storage: a slice for consecutive env ids."""
-    n = len(env_ids)
-    if n and env_ids[-1] - env_ids[0] == n - 1 and (np.diff(env_ids) == 1).all():
-        return slice(int(env_ids[0]), int(env_ids[0]) + n)
-    return torch.from_numpy(env_ids).to(device)
-
-
-def _rows(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple[Any, Any]:
-    """An index into ``(num_envs, horizon, ...)`` storage for ``(env_ids[k],
-    steps[k])``: plain slices when the envs are consecutive and at the same
-    step (synchronous rollouts), index tensors otherwise."""
-    if len(steps) and (steps == steps[0]).all():
-        index = _env_index(env_ids, device)
-        if isinstance(index, slice):
-            return index, int(steps[0])
-    return torch.from_numpy(env_ids).to(device), torch.from_numpy(steps).to(device)
 
 
 class Trainer:
@@ -238,7 +141,11 @@ class Trainer:
         self.pending = np.full(n, -1, np.int64)  # stored step whose outcome is awaited, or -1
         self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
         self.new_episode = np.ones(n, bool)  # the next observation starts an episode (set by a reset)
-        self.held: _Batch | None = None  # a received batch not yet acted on
+        self.held: ReceivedBatch | None = None  # a received batch not yet acted on
+        # Truncated steps of this rollout, to bootstrap from their final
+        # observations: (env ids, steps, observations[, lstm_h, lstm_c]).
+        self.finals: list[tuple] = []
+        self._warned_no_final_obs = False
         self.episode_infos: dict[str, list[float]] = defaultdict(list)
 
         self.update = 0
@@ -250,7 +157,7 @@ class Trainer:
 
     # -- rollout ------------------------------------------------------------
 
-    def _receive(self) -> _Batch:
+    def _receive(self) -> ReceivedBatch:
         """The next batch from the vector env; records the outcomes (reward,
         terminal, truncation) of the steps its envs were taking."""
         start = time.perf_counter()
@@ -261,15 +168,20 @@ class Trainer:
 
         pending = self.pending[env_ids]
         has = pending >= 0
-        ids, steps = env_ids, pending
+        ids, steps, positions = env_ids, pending, None
         if not has.all():
-            ids, steps = env_ids[has], pending[has]
-            rewards, terminals, truncations = rewards[has], terminals[has], truncations[has]
+            positions = np.flatnonzero(has)
+            ids, steps = env_ids[positions], pending[positions]
+            rewards, terminals, truncations = rewards[positions], terminals[positions], truncations[positions]
         exp = self.experience
         exp.host_rewards[ids, steps] = rewards
         exp.host_terminals[ids, steps] = terminals
         exp.host_truncations[ids, steps] = truncations
         self.pending[env_ids] = -1
+        cut = truncations & ~terminals
+        if cut.any():
+            chosen = np.flatnonzero(cut)
+            self._keep_finals(infos, chosen if positions is None else positions[chosen], ids[chosen], steps[chosen])
 
         for k in np.flatnonzero(ended).tolist():
             for key, value in episode_numbers(infos[k]).items():
@@ -279,9 +191,51 @@ class Trainer:
         self.new_episode[env_ids] = False
         # `obs` is a view that the next recv overwrites; the copy to the
         # device (or the clone a held CPU batch gets) keeps it.
-        return _Batch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts))
+        return ReceivedBatch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts))
 
-    def _act(self, batch: _Batch) -> bool:
+    def _keep_finals(self, infos: list[dict], positions: np.ndarray, env_ids: np.ndarray, steps: np.ndarray) -> None:
+        """Keeps the final observations of truncated steps (batch
+        ``positions``, stored at ``(env_ids, steps)``) and, for an LSTM, each
+        env's state after the step, to be valued at the end of the rollout."""
+        rows = [infos[k].get("final_obs") for k in positions.tolist()]
+        if any(row is None for row in rows):
+            if not self._warned_no_final_obs:
+                self._warned_no_final_obs = True
+                warnings.warn(
+                    "the vector env gives no 'final_obs' in the info of truncated steps: "
+                    "they bootstrap from the value of their own observation instead",
+                    stacklevel=4,
+                )
+            known = [row is not None for row in rows]
+            rows, env_ids, steps = [r for r in rows if r is not None], env_ids[known], steps[known]
+            if not rows:
+                return
+        # A copy: the rows are views that later episode ends overwrite.
+        entry: tuple = (env_ids, steps, self.to_device(np.stack(rows)))
+        if self.recurrent:
+            index = torch.from_numpy(env_ids).to(self.device)
+            entry += (self.lstm_h[index], self.lstm_c[index])
+        self.finals.append(entry)
+
+    def _value_finals(self) -> None:
+        """``experience.final_values``: the rollout's values, and at its
+        truncated steps the value of their final observations, evaluated in
+        one forward by the policy that chose the steps."""
+        exp = self.experience
+        exp.final_values.copy_(exp.values)
+        if not self.finals:
+            return
+        finals, self.finals = self.finals, []
+        env_ids = torch.from_numpy(np.concatenate([f[0] for f in finals])).to(self.device)
+        steps = torch.from_numpy(np.concatenate([f[1] for f in finals])).to(self.device)
+        obs = torch.cat([f[2] for f in finals])
+        state = None
+        if self.recurrent:  # each from its env's state after the step; no episode starts here
+            state = {"lstm_h": torch.cat([f[3] for f in finals]), "lstm_c": torch.cat([f[4] for f in finals])}
+        _, values = self.forward_eval(obs, state)
+        exp.final_values[env_ids, steps] = values.reshape(-1).float()
+
+    def _act(self, batch: ReceivedBatch) -> bool:
         """Runs the policy on ``batch``, stores the steps of envs still
         filling their rows, and sends the actions. Returns True, without
         sending, when this batch completes the rollout: it is then held
@@ -294,7 +248,7 @@ class Trainer:
 
         state: dict[str, Any] | None = None
         if self.recurrent:
-            index = _env_index(env_ids, self.device)
+            index = env_index(env_ids, self.device)
             h_in, c_in = self.lstm_h[index], self.lstm_c[index]
             state = {"lstm_h": h_in, "lstm_c": c_in, "episode_start": batch.starts_device}
         logits, values = self.forward_eval(batch.obs, state)
@@ -323,7 +277,7 @@ class Trainer:
                 sel = np.flatnonzero(at_segment)
                 sel_t = torch.from_numpy(sel).to(self.device)
                 reset = batch.starts_device[sel_t].unsqueeze(-1)
-                where = _rows(env_ids[sel], steps[sel] // exp.bptt_horizon, self.device)
+                where = step_index(env_ids[sel], steps[sel] // exp.bptt_horizon, self.device)
                 exp.lstm_h[where] = h_in[sel_t].masked_fill(reset, 0)
                 exp.lstm_c[where] = c_in[sel_t].masked_fill(reset, 0)
             self.lstm_h[index] = state["lstm_h"]
@@ -335,7 +289,7 @@ class Trainer:
             else:
                 sel = np.flatnonzero(store)
                 ids, at, sel_t = env_ids[sel], steps[sel], torch.from_numpy(sel).to(self.device)
-            where = _rows(ids, at, self.device)
+            where = step_index(ids, at, self.device)
 
             def pick(x: torch.Tensor) -> torch.Tensor:
                 return x if sel_t is None else x[sel_t]
@@ -363,14 +317,18 @@ class Trainer:
             self._started = True
         self.stored[:] = 0
         self.complete[:] = False
-        # The steps in flight from the last rollout were not stored.
+        # The steps in flight from the last rollout were not stored, and the
+        # final observations of one that stopped half-way are not this one's.
         self.pending[:] = -1
+        self.finals.clear()
         self.policy.eval()
         while True:
             batch, self.held = (self.held, None) if self.held is not None else (self._receive(), None)
             if self._act(batch):
                 break
-        self.experience.to_device()
+        start = time.perf_counter()
+        self._value_finals()
+        self.timers["inference"] += time.perf_counter() - start
         self.global_step += self.config.batch_size
 
     # -- learning -----------------------------------------------------------
@@ -410,7 +368,14 @@ class Trainer:
         self.policy.train()
         with torch.no_grad():
             advantages = compute_advantages(
-                exp.values, exp.bootstrap, exp.rewards, exp.terminals, exp.truncations, config.gamma, config.gae_lambda
+                exp.values,
+                exp.bootstrap,
+                exp.rewards,
+                exp.terminals,
+                exp.truncations,
+                config.gamma,
+                config.gae_lambda,
+                final_values=exp.final_values,
             )
             returns = advantages + exp.values
         count, length = self.segments()

@@ -44,8 +44,13 @@ Choices where gymnasium and PufferLib differ:
   ``SAME_STEP`` mode). The reset's own info is dropped.
 - ``infos`` is a list with one dict per env of the batch, in ``env_ids``
   order. Most are empty; the dict of a step that ended an episode holds the
-  env's info of that step plus ``episode_return`` (float) and
-  ``episode_length`` (int).
+  env's info of that step plus ``episode_return`` (float),
+  ``episode_length`` (int), ``final_obs`` and ``final_info`` (gymnasium's
+  names): the episode's last observation, as a row like those of ``obs``,
+  and the env's info of that step. Workers write the last observation
+  into a per-env row of the shared memory before the reset, so nothing is
+  pickled or piped; ``final_obs`` is a view of that row, valid until the
+  env's next episode ends (at a later ``send`` at the earliest).
 - Env ``i`` is reset with ``seed + i`` by ``reset(seed)``; the first reset
   without a seed uses ``make``'s ``seed``, later ones leave the envs' RNGs
   running.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import platform
 import signal
 import time
 import traceback
@@ -16,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 
 from pufferrs._native import RolloutBuffers
-from pufferrs.errors import WorkerError, WorkerTimeoutError
+from pufferrs.errors import SharedMemoryError, WorkerError, WorkerTimeoutError
 from pufferrs.spaces import Layout
 from pufferrs.vector.base import VectorEnv, checked_env, unpin
 from pufferrs.vector.runner import Runner
@@ -243,6 +244,12 @@ class Multiprocessing(VectorEnv):
         start_method: str | None = None,
         check_bounds: bool = False,
     ) -> None:
+        if platform.system() != "Linux":
+            # The region workers share is a memfd and their waits are futexes.
+            raise SharedMemoryError(
+                f"the multiprocessing backend needs Linux (memfd shared memory, futex waits); "
+                f"this is {platform.system()}: use backend='serial'"
+            )
         num_envs = len(env_creators) if num_envs is None else num_envs
         env_kwargs = env_kwargs or {}
         num_workers = _default_workers(num_envs) if num_workers is None else num_workers

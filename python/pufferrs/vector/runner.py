@@ -3,7 +3,6 @@ Serial and in every worker process, so both backends write the same bytes."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 
+from pufferrs._native import EnvBlock
 from pufferrs.spaces import Layout
 
 
@@ -44,7 +44,13 @@ def action_reader(action_layout: Layout, rows: np.ndarray) -> Callable[[], list[
 
 class Runner:
     """Steps envs ``first_env, first_env + 1, ...`` and writes what they
-    return into the rows of ``arrays`` (the shared buffers)."""
+    return into the rows of ``arrays`` (the shared buffers).
+
+    The per-env work runs in Rust (:class:`~pufferrs._native.EnvBlock`),
+    one call per batch. When a step ends an episode, the episode's last
+    observation goes into the env's row of ``final_observations`` before
+    the env is reset, and the reset's first observation into its row of
+    ``observations``."""
 
     def __init__(
         self,
@@ -55,74 +61,26 @@ class Runner:
         action_layout: Layout,
         check_bounds: bool = False,
     ) -> None:
-        lo, hi = first_env, first_env + len(envs)
         self.envs = envs
         self.first_env = first_env
-        self.observations = arrays["observations"]
-        # A partial only when checking: unchecked rows keep the plain method.
-        self.flatten_into = (
-            functools.partial(layout.flatten_into, check_bounds=True) if check_bounds else layout.flatten_into
-        )
-        self.rewards = arrays["rewards"][lo:hi]
-        self.terminals = arrays["terminals"][lo:hi]
-        self.truncations = arrays["truncations"][lo:hi]
-        self.masks = arrays["masks"][lo:hi]
-        self.episode_returns = arrays["episode_returns"][lo:hi]
-        self.episode_lengths = arrays["episode_lengths"][lo:hi]
-        self.read_actions = action_reader(action_layout, arrays["actions"][lo:hi])
-        self.returns = [0.0] * len(envs)
-        self.lengths = [0] * len(envs)
-        #: The env being reset or stepped, for error reports.
-        self.current_env: int | None = None
-        #: Whether an episode ended in the last step.
-        self.ended = False
+        self.block = EnvBlock(envs, first_env, arrays, layout, check_bounds)
+        self.read_actions = action_reader(action_layout, arrays["actions"][first_env : first_env + len(envs)])
+
+    @property
+    def current_env(self) -> int | None:
+        """The env being reset or stepped when one raised, for error reports."""
+        return self.block.current_env
+
+    @property
+    def ended(self) -> bool:
+        """Whether an episode ended in the last step."""
+        return self.block.ended
 
     def reset(self, seed: int | None) -> list[tuple[int, dict]]:
-        infos = []
-        for i, env in enumerate(self.envs):
-            self.current_env = self.first_env + i
-            obs, info = env.reset(seed=None if seed is None else seed + self.first_env + i)
-            self.flatten_into(obs, self.observations, self.first_env + i)
-            if info:
-                infos.append((i, info))
-        self.current_env = None
-        self.rewards[:] = 0
-        self.terminals[:] = False
-        self.truncations[:] = False
-        self.masks[:] = True
-        self.returns = [0.0] * len(self.envs)
-        self.lengths = [0] * len(self.envs)
-        self.ended = False
-        return infos
+        return self.block.reset(seed)
 
     def step(self) -> list[tuple[int, dict]]:
-        actions = self.read_actions()
-        rewards, terminals, truncations, infos = [], [], [], []
-        returns, lengths, first = self.returns, self.lengths, self.first_env
-        ended = False
-        for i, env in enumerate(self.envs):
-            self.current_env = first + i
-            obs, reward, terminal, truncation, info = env.step(actions[i])
-            returns[i] += reward
-            lengths[i] += 1
-            if terminal or truncation:
-                ended = True
-                self.episode_returns[i] = returns[i]
-                self.episode_lengths[i] = lengths[i]
-                returns[i], lengths[i] = 0.0, 0
-                obs, _ = env.reset()
-            self.flatten_into(obs, self.observations, first + i)
-            rewards.append(reward)
-            terminals.append(terminal)
-            truncations.append(truncation)
-            if info:
-                infos.append((i, info))
-        self.current_env = None
-        self.ended = ended
-        self.rewards[:] = rewards
-        self.terminals[:] = terminals
-        self.truncations[:] = truncations
-        return infos
+        return self.block.step(self.read_actions())
 
     def close(self) -> None:
         for env in self.envs:

@@ -11,11 +11,14 @@
 
 use std::io;
 use std::ops::{Mul, Range};
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+#[cfg(target_os = "linux")]
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+#[cfg(target_os = "linux")]
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create};
 
 /// Sections start on cache lines so that no two processes write one line.
@@ -24,6 +27,7 @@ pub const SECTION_ALIGN: usize = 64;
 pub const PAGE: usize = 4096;
 
 /// A mapping of a memfd that every process of a vector env shares.
+#[cfg(target_os = "linux")]
 pub struct Region {
     map: MmapRaw,
     /// The creator keeps the fd to hand it to workers; attached regions
@@ -31,13 +35,11 @@ pub struct Region {
     fd: Option<OwnedFd>,
 }
 
+#[cfg(target_os = "linux")]
 impl Region {
     /// A new zero-filled region of `len` bytes (rounded up to a page).
     pub fn create(name: &str, len: usize) -> io::Result<Region> {
-        let len =
-            len.max(1).checked_next_multiple_of(PAGE).filter(|&len| len <= isize::MAX as usize).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory"))
-            })?;
+        let len = region_len(len)?;
         let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         ftruncate(&fd, len as u64)?;
         // Nobody may resize the file afterwards: a shrink would turn the
@@ -85,24 +87,43 @@ impl Region {
 
     /// Pointer to `range` of the region, checked to lie inside it.
     pub fn section(&self, range: &Range<usize>) -> Result<*mut u8> {
-        if range.start > range.end || range.end > self.len() {
-            return Err(Error::Buffers(format!(
-                "bytes {}..{} lie outside the region of {} bytes",
-                range.start,
-                range.end,
-                self.len()
-            )));
-        }
-        // SAFETY: the offset was just checked to be inside the mapping.
-        Ok(unsafe { self.as_ptr().add(range.start) })
+        section_of(self.as_ptr(), self.len(), range)
     }
+}
+
+/// The size a region of `len` bytes gets: at least a page, whole pages,
+/// refused past what memory can hold.
+pub(crate) fn region_len(len: usize) -> io::Result<usize> {
+    len.max(1)
+        .checked_next_multiple_of(PAGE)
+        .filter(|&len| len <= isize::MAX as usize)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, format!("{len} bytes do not fit in memory")))
+}
+
+/// Pointer to `range` of the `len` bytes mapped at `base`, checked to lie
+/// inside them.
+pub(crate) fn section_of(base: *mut u8, len: usize, range: &Range<usize>) -> Result<*mut u8> {
+    if range.start > range.end || range.end > len {
+        return Err(Error::Buffers(format!(
+            "bytes {}..{} lie outside the region of {len} bytes",
+            range.start, range.end
+        )));
+    }
+    // SAFETY: the offset was just checked to be inside the mapping.
+    Ok(unsafe { base.add(range.start) })
 }
 
 // SAFETY: the region is plain shared memory; every access to it goes through
 // raw pointers or atomics, with the synchronisation of `sync`.
+#[cfg(target_os = "linux")]
 unsafe impl Sync for Region {}
 // SAFETY: as above; the mapping is not tied to the thread that made it.
+#[cfg(target_os = "linux")]
 unsafe impl Send for Region {}
+
+/// Elsewhere a vector env's region is private to its process.
+#[cfg(not(target_os = "linux"))]
+pub use crate::local_region::LocalRegion as Region;
 
 /// The shape of a vector env's buffers: what `Sections` is computed from.
 /// Built only by `Plan::new`, which owns every rule about these numbers.
@@ -188,6 +209,9 @@ pub struct Sections {
     pub batch_terminals: Range<usize>,
     pub batch_truncations: Range<usize>,
     pub batch_masks: Range<usize>,
+    /// Per env, the last observation of its episode that ended most
+    /// recently, written before the reset that replaces it in `observations`.
+    pub final_observations: Range<usize>,
     pub len: usize,
 }
 
@@ -238,6 +262,7 @@ impl Sections {
             batch_terminals: next(b, SECTION_ALIGN),
             batch_truncations: next(b, SECTION_ALIGN),
             batch_masks: next(b, SECTION_ALIGN),
+            final_observations: next(e * plan.obs_row_bytes, SECTION_ALIGN),
             len: 0,
         };
         match end.filter(|&len| len <= isize::MAX as usize) {
@@ -285,8 +310,10 @@ pub unsafe fn scatter_rows(src: *const u8, dst: *mut u8, row_bytes: usize, block
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_os = "linux")]
     use std::os::fd::AsFd;
 
+    #[cfg(target_os = "linux")]
     fn memfds_of_this_process() -> usize {
         std::fs::read_dir("/proc/self/fd")
             .unwrap()
@@ -296,6 +323,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn create_attach_share_and_free() {
         let region = Region::create("pufferrs-test", 10_000).unwrap();
         assert_eq!(region.len(), 12_288);
@@ -315,6 +343,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn nothing_in_dev_shm_and_fd_closed_on_drop() {
         let before: Vec<_> = std::fs::read_dir("/dev/shm")
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
@@ -330,6 +359,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn regions_cannot_be_resized() {
         let region = Region::create("pufferrs-test", 4096).unwrap();
         let fd = region.fd().unwrap();
@@ -338,6 +368,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn attach_refuses_an_empty_or_unsealed_file() {
         let fd = memfd_create("pufferrs-test-empty", MemfdFlags::CLOEXEC).unwrap();
         assert!(Region::attach(fd.as_fd()).is_err());
@@ -392,11 +423,11 @@ mod tests {
             proptest::prop_assert_eq!(s.observations.len(), num_envs * obs);
             proptest::prop_assert_eq!(s.actions.len(), num_envs * action);
             proptest::prop_assert_eq!(s.batch_observations.len(), b * obs);
-            let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks];
+            let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks, &s.final_observations];
             for pair in all.windows(2) {
                 proptest::prop_assert!(pair[0].end <= pair[1].start);
             }
-            proptest::prop_assert!(s.batch_masks.end == s.len && s.len <= isize::MAX as usize);
+            proptest::prop_assert!(s.final_observations.end == s.len && s.len <= isize::MAX as usize);
         }
     }
 
@@ -420,6 +451,7 @@ mod tests {
             &s.batch_terminals,
             &s.batch_truncations,
             &s.batch_masks,
+            &s.final_observations,
         ];
         for pair in all.windows(2) {
             assert!(pair[0].end <= pair[1].start);
@@ -428,7 +460,8 @@ mod tests {
         assert_eq!(s.observations.start % PAGE, 0);
         assert_eq!(s.observations.len(), 6 * 12_504);
         assert_eq!(s.batch_observations.len(), 4 * 12_504);
-        assert_eq!(s.len, s.batch_masks.end);
+        assert_eq!(s.final_observations.len(), 6 * 12_504);
+        assert_eq!(s.len, s.final_observations.end);
 
         let whole = Plan::new(6, Some(3), 12_504, 24, None).unwrap();
         assert!(Sections::new(&whole, 200).unwrap().batch_observations.is_empty());

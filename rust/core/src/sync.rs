@@ -11,9 +11,9 @@
 //! state for every word, so neither side initialises anything.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rustix::thread::futex;
+use crate::futex;
 
 /// Spins before the first futex sleep. Short: on a machine with fewer
 /// cores than processes a spinning waiter takes the core that the process
@@ -37,8 +37,7 @@ impl Signal {
     pub fn notify(&self) {
         self.value.fetch_add(1, SeqCst);
         if self.waiters.load(SeqCst) != 0 {
-            // Non-private futex: the waiters are other processes.
-            let _ = futex::wake(&self.value, futex::Flags::empty(), u32::MAX);
+            futex::wake_all(&self.value);
         }
     }
 
@@ -68,25 +67,20 @@ impl Signal {
             let timeout = match deadline {
                 None => None,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(timespec(left)),
+                    Some(left) if !left.is_zero() => Some(left),
                     _ => {
                         self.waiters.fetch_sub(1, SeqCst);
                         return false;
                     }
                 },
             };
-            // EAGAIN (value moved on), EINTR and ETIMEDOUT all mean: look again.
-            let _ = futex::wait(&self.value, futex::Flags::empty(), seen, timeout.as_ref());
+            futex::wait(&self.value, seen, timeout);
             self.waiters.fetch_sub(1, SeqCst);
             if ready() {
                 return true;
             }
         }
     }
-}
-
-fn timespec(d: Duration) -> futex::Timespec {
-    futex::Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: d.subsec_nanos() as _ }
 }
 
 /// What the parent asks of a worker; the worker reads it after the request
@@ -260,6 +254,7 @@ mod tests {
     use std::alloc::{Layout, alloc_zeroed, dealloc};
     use std::sync::Arc;
     use std::thread;
+    use std::time::Duration;
 
     /// A zeroed, aligned heap block standing in for the shared region.
     struct Block {

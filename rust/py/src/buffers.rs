@@ -2,6 +2,7 @@
 //! arrays as numpy views, and the waits of `core::sync` with the GIL
 //! released. `pufferrs.vector` drives it from both sides.
 
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -171,6 +172,8 @@ impl PyRolloutBuffers {
     /// The buffers that another process created, from a file descriptor of
     /// theirs (see `fd`) and the same arguments. The caller keeps `fd` and
     /// may close it once this returns.
+    /// Linux only, as is `fd`: elsewhere the region is private to its process.
+    #[cfg(target_os = "linux")]
     #[staticmethod]
     #[pyo3(signature = (fd, num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
     fn attach(
@@ -205,6 +208,7 @@ impl PyRolloutBuffers {
     }
 
     /// The file descriptor of the region, for workers to attach to.
+    #[cfg(target_os = "linux")]
     #[getter]
     fn fd(&self) -> PyResult<i32> {
         self.region
@@ -244,8 +248,10 @@ impl PyRolloutBuffers {
     /// A zero-copy view of one array: `observations` and `actions` as
     /// `(num_envs, row_bytes)` uint8 rows; `rewards` float32; `terminals`,
     /// `truncations`, `masks` bool; `episode_returns` float64;
-    /// `episode_lengths` int64; and the same with a `batch_` prefix for the
-    /// gather area (`batch_size` rows).
+    /// `episode_lengths` int64; the same with a `batch_` prefix for the
+    /// gather area (`batch_size` rows); and `final_observations`, the
+    /// `(num_envs, row_bytes)` rows that keep the last observation of each
+    /// env's most recently ended episode.
     fn array<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -266,6 +272,7 @@ impl PyRolloutBuffers {
             "batch_terminals" => (&s.batch_terminals, DType::Bool, vec![b]),
             "batch_truncations" => (&s.batch_truncations, DType::Bool, vec![b]),
             "batch_masks" => (&s.batch_masks, DType::Bool, vec![b]),
+            "final_observations" => (&s.final_observations, DType::U8, vec![p.num_envs, p.obs_row_bytes]),
             _ => return Err(raise(Error::Buffers(format!("no array named {name:?}")))),
         };
         let item = dtype.itemsize();

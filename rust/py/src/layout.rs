@@ -63,7 +63,12 @@ pub struct PyLayout {
 }
 
 impl PyLayout {
-    fn reader(&self, index: Option<usize>, batch: Batch) -> Reader<'_> {
+    /// The core layout.
+    pub(crate) fn core(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn reader(&self, index: Option<usize>, batch: Batch) -> Reader<'_> {
         Reader { layout: &self.layout, tree: &self.tree, name: &self.name, index, batch }
     }
 

@@ -1,13 +1,15 @@
 //! `pufferrs._native`: thin bindings of `pufferrs-core`. Python objects
 //! come in, core calls run, Python objects go out.
 //!
-//! Modules depend one way: `layout` and `buffers` (the two classes) use
-//! `flatten` (and `store`, its second step), `unflatten` and `spec`, which
-//! use `tree`, `numpy_arrays` and `errors`.
+//! Modules depend one way: the classes (`layout`, `buffers`, `env_block`)
+//! and `gae` use `flatten` (and `store`, its second step), `unflatten` and
+//! `spec`, which use `tree`, `numpy_arrays` and `errors`.
 
 mod buffers;
+mod env_block;
 mod errors;
 mod flatten;
+mod gae;
 mod layout;
 mod numpy_arrays;
 mod spec;
@@ -21,7 +23,9 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<layout::PyLayout>()?;
     m.add_class::<buffers::PyRolloutBuffers>()?;
+    m.add_class::<env_block::EnvBlock>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
+    m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     m.add("MAX_DEPTH", pufferrs_core::layout::MAX_DEPTH)?;
     Ok(())
 }

@@ -57,7 +57,7 @@ pub fn descr<'py>(py: Python<'py>, dtype: DType) -> PyResult<Bound<'py, PyArrayD
 
 fn data(array: &Bound<'_, PyUntypedArray>) -> *mut u8 {
     // SAFETY: `array` is a live ndarray, so its object header is readable.
-    unsafe { (*array.as_array_ptr()).fields.data as *mut u8 }
+    unsafe { (*array.as_array_ptr()).fields.data.cast::<u8>() }
 }
 
 pub fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {

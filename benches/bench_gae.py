@@ -1,0 +1,232 @@
+"""GAE: the Rust kernel against the loop of torch ops the trainer ran before
+it, and a numpy loop vectorised over envs.
+
+    python benches/bench_gae.py [--repeats 5] [--seconds 0.3]
+
+Shapes are ``(N envs, T steps)``, float32, with 1% terminal and 1%
+truncated steps (final values given). Prints the median time per call of
+each, in one run, and the ratios of the old loop, numpy and rlox (when
+installed; its batched float32 GAE, which has no truncation bootstrap) to
+Rust (pufferrs.advantages.compute_advantages on numpy arrays, and on CPU
+torch tensors as the trainer calls it). Every result is checked against the old
+loop (same numbers up to float32 rounding: the kernel sums in float64).
+
+On CUDA (when present) a second table: the old loop on the GPU (T x 10 small
+kernels) against the kernel fed through page-locked memory, with the bytes
+that cross each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from pufferrs.advantages import compute_advantages
+
+SHAPES = [(64, 128), (8, 2048), (64, 2048)]
+
+
+def old_loop(
+    values: torch.Tensor,
+    bootstrap: torch.Tensor,
+    rewards: torch.Tensor,
+    terminals: torch.Tensor,
+    truncations: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    final_values: torch.Tensor,
+) -> torch.Tensor:
+    """The trainer's GAE before the kernel, with the final-value bootstrap
+    added (one more ``where``) so that it computes the same thing."""
+    advantages = torch.zeros_like(values)
+    last = torch.zeros_like(bootstrap)
+    next_values = bootstrap
+    for t in reversed(range(values.shape[1])):
+        terminal = terminals[:, t]
+        truncated = truncations[:, t] & ~terminal
+        future = torch.where(truncated, final_values[:, t], next_values) * (~terminal)
+        delta = rewards[:, t] + gamma * future - values[:, t]
+        last = delta + gamma * gae_lambda * (~(terminal | truncated)) * last
+        advantages[:, t] = last
+        next_values = values[:, t]
+    return advantages
+
+
+def numpy_loop(
+    values: np.ndarray,
+    bootstrap: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    truncations: np.ndarray,
+    gamma: float,
+    gae_lambda: float,
+    final_values: np.ndarray,
+) -> np.ndarray:
+    """The same recursion as numpy operations over the envs, step by step."""
+    advantages = np.zeros_like(values)
+    last = np.zeros_like(bootstrap)
+    next_values = bootstrap
+    ongoing = ~(terminals | truncations)
+    truncated = truncations & ~terminals
+    for t in range(values.shape[1] - 1, -1, -1):
+        future = np.where(truncated[:, t], final_values[:, t], next_values) * ~terminals[:, t]
+        last = rewards[:, t] + gamma * future - values[:, t] + gamma * gae_lambda * ongoing[:, t] * last
+        advantages[:, t] = last
+        next_values = values[:, t]
+    return advantages
+
+
+def case(n: int, t: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "values": rng.normal(size=(n, t)).astype(np.float32),
+        "bootstrap": rng.normal(size=n).astype(np.float32),
+        "rewards": rng.normal(size=(n, t)).astype(np.float32),
+        "terminals": rng.random((n, t)) < 0.01,
+        "truncations": rng.random((n, t)) < 0.01,
+        "final_values": rng.normal(size=(n, t)).astype(np.float32),
+    }
+
+
+def median_seconds(call: Callable[[], Any], seconds: float, repeats: int, sync: Callable[[], None]) -> float:
+    call()
+    sync()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds / 4 or calls < 2:
+        call()
+        calls += 1
+    sync()
+    calls = max(3, int(calls * 4 * (seconds / 4) / max(time.perf_counter() - start, 1e-9)))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        sync()
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def args_of(arrays: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    names = ("values", "bootstrap", "rewards", "terminals", "truncations")
+    return [arrays[k] for k in names], {"final_values": arrays["final_values"]}
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1e3:9.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:9.1f} us"
+
+
+def rlox_call(arrays: dict[str, np.ndarray], gamma: float, lam: float) -> Callable[[], Any] | None:
+    """rlox's batched float32 GAE on the same shapes, or None without rlox.
+    It knows one done flag and no truncation bootstrap: a peer for the time
+    of the same recursion, not for its numbers."""
+    try:
+        import rlox
+    except ImportError:
+        return None
+    n, t = arrays["values"].shape
+    rewards, values = arrays["rewards"].ravel(), arrays["values"].ravel()
+    dones = (arrays["terminals"] | arrays["truncations"]).ravel().astype(np.float32)
+    bootstrap = arrays["bootstrap"]
+    return lambda: rlox.compute_gae_batched_f32(rewards, values, dones, bootstrap, t, gamma, lam)
+
+
+def cpu_table(args: argparse.Namespace) -> None:
+    print(f"{'N x T':<10} {'old torch loop':>14} {'numpy loop':>14} {'Rust (numpy)':>14} {'Rust (torch)':>14}", end="")
+    print(f" {'rlox':>12} {'old/Rust':>9} {'numpy/Rust':>11} {'rlox/Rust':>10} {'max |diff|':>11}")
+    nothing = lambda: None  # noqa: E731 - no device to wait for
+    gamma, lam = 0.99, 0.95
+    for n, t in SHAPES:
+        arrays = case(n, t)
+        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        np_args, np_kw = args_of(arrays)
+        t_args, t_kw = args_of(tensors)
+        times = {
+            "old": median_seconds(lambda: old_loop(*t_args, gamma, lam, **t_kw), args.seconds, args.repeats, nothing),
+            "numpy": median_seconds(
+                lambda: numpy_loop(*np_args, gamma, lam, **np_kw), args.seconds, args.repeats, nothing
+            ),
+            "rust": median_seconds(
+                lambda: compute_advantages(*np_args, gamma, lam, **np_kw), args.seconds, args.repeats, nothing
+            ),
+            "rust_torch": median_seconds(
+                lambda: compute_advantages(*t_args, gamma, lam, **t_kw), args.seconds, args.repeats, nothing
+            ),
+        }
+        peer = rlox_call(arrays, gamma, lam)
+        if peer is not None:
+            times["rlox"] = median_seconds(peer, args.seconds, args.repeats, nothing)
+        expected = old_loop(*t_args, gamma, lam, **t_kw).numpy()
+        diff = max(
+            np.abs(compute_advantages(*np_args, gamma, lam, **np_kw) - expected).max(),
+            np.abs(numpy_loop(*np_args, gamma, lam, **np_kw) - expected).max(),
+        )
+        rlox_time = fmt(times["rlox"]) if "rlox" in times else "-"
+        rlox_ratio = f"{times['rlox'] / times['rust']:.2f}x" if "rlox" in times else "-"
+        print(
+            f"{f'{n} x {t}':<10} {fmt(times['old']):>14} {fmt(times['numpy']):>14} {fmt(times['rust']):>14} "
+            f"{fmt(times['rust_torch']):>14} {rlox_time:>12} {times['old'] / times['rust']:>8.0f}x "
+            f"{times['numpy'] / times['rust']:>10.1f}x {rlox_ratio:>10} {diff:>11.1e}"
+        )
+
+
+def cuda_table(args: argparse.Namespace) -> None:
+    device = torch.device("cuda")
+    sync = torch.cuda.synchronize
+    print(f"\n# on {torch.cuda.get_device_name(device)}: values on the GPU, flags and rewards on the host")
+    print(
+        f"{'N x T':<10} {'old loop (GPU)':>14} {'Rust via pinned':>16} {'ratio':>7} {'bytes down':>11} {'bytes up':>9}"
+    )
+    gamma, lam = 0.99, 0.95
+    for n, t in SHAPES:
+        arrays = case(n, t)
+        on_gpu = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+        g_args, g_kw = args_of(on_gpu)
+        # As the trainer holds them: values on the device, the rest where the
+        # rollout wrote them.
+        mixed = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        mixed["values"], mixed["bootstrap"], mixed["final_values"] = (
+            on_gpu["values"],
+            on_gpu["bootstrap"],
+            on_gpu["final_values"],
+        )
+        m_args, m_kw = args_of(mixed)
+        old = median_seconds(lambda: old_loop(*g_args, gamma, lam, **g_kw), args.seconds, args.repeats, sync)
+        rust = median_seconds(lambda: compute_advantages(*m_args, gamma, lam, **m_kw), args.seconds, args.repeats, sync)
+        down = (2 * n * t + n) * 4
+        print(f"{f'{n} x {t}':<10} {fmt(old):>14} {fmt(rust):>16} {old / rust:>6.0f}x {down:>11,} {n * t * 4:>9,}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed repeat")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as `pufferrs train` runs
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(
+        f"# {cpus} CPUs, python {sys.version.split()[0]}, torch {torch.__version__}, numpy {np.__version__}; "
+        f"medians of {args.repeats} repeats of ~{args.seconds:g} s, one torch thread"
+    )
+    cpu_table(args)
+    print(
+        "# rlox: compute_gae_batched_f32, done = terminal or truncated (it has no truncation bootstrap)"
+        if rlox_call(case(1, 1), 0.9, 0.9)
+        else "# rlox: not installed, not measured"
+    )
+    if torch.cuda.is_available():
+        cuda_table(args)
+    else:
+        print("# CUDA: no device, the pinned-memory round trip is not measured")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The trainer's storage of one update's steps, and the indexing helpers
+that address it by env ids and steps without copies where they can."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pufferrs.actions import ActionAdapter
+
+__all__ = ["Experience", "ReceivedBatch", "env_index", "step_index"]
+
+
+class Experience:
+    """One update's steps on the training device: ``num_envs`` rows of
+    ``horizon`` steps, viewed as segments of ``bptt_horizon`` for training.
+
+    Rewards, terminals, truncations and episode starts arrive with every
+    ``recv`` on the host, where the rollout needs them anyway, and stay
+    there: GAE runs on the host too."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        horizon: int,
+        bptt_horizon: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: torch.dtype,
+        actions: ActionAdapter,
+        lstm_size: int | None,
+        device: torch.device,
+    ):
+        n, t = num_envs, horizon
+        self.num_envs, self.horizon, self.bptt_horizon = n, t, bptt_horizon
+        self.obs = torch.zeros(n, t, *obs_shape, dtype=obs_dtype, device=device)
+        self.actions = torch.zeros(n, t, *actions.shape, dtype=actions.dtype, device=device)
+        self.logprobs = torch.zeros(n, t, device=device)
+        self.values = torch.zeros(n, t, device=device)
+        #: V(observation after each env's last stored step), for GAE.
+        self.bootstrap = torch.zeros(n, device=device)
+        #: V(final observation) of truncated steps (elsewhere: the step's
+        #: own value, never read).
+        self.final_values = torch.zeros(n, t, device=device)
+        self.host_rewards = np.zeros((n, t), np.float32)
+        self.host_terminals = np.zeros((n, t), bool)
+        self.host_truncations = np.zeros((n, t), bool)
+        #: True where the observation is the first of an episode. Kept on
+        #: the CPU for training too: LSTMWrapper.forward reads it on the host.
+        self.episode_starts = torch.zeros(n, t, dtype=torch.bool)
+        self.host_starts = self.episode_starts.numpy()
+        if lstm_size is not None:
+            # The LSTM state going into each segment's first step (zero when
+            # that step starts an episode).
+            self.lstm_h = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
+            self.lstm_c = torch.zeros(n, t // bptt_horizon, lstm_size, device=device)
+        # Tensor views of the host arrays.
+        self.rewards = torch.from_numpy(self.host_rewards)
+        self.terminals = torch.from_numpy(self.host_terminals)
+        self.truncations = torch.from_numpy(self.host_truncations)
+
+
+class ReceivedBatch:
+    """What one ``recv`` returned, ready to act on: env ids and their
+    observations (on the device) and episode-start flags (host and device)."""
+
+    __slots__ = ("env_ids", "obs", "starts", "starts_device")
+
+    def __init__(self, env_ids: np.ndarray, obs: torch.Tensor, starts: np.ndarray, starts_device: torch.Tensor):
+        self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
+
+
+def env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
+    """An index into per-env storage: a slice for consecutive env ids."""
+    n = len(env_ids)
+    if n and env_ids[-1] - env_ids[0] == n - 1 and (np.diff(env_ids) == 1).all():
+        return slice(int(env_ids[0]), int(env_ids[0]) + n)
+    return torch.from_numpy(env_ids).to(device)
+
+
+def step_index(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple[Any, Any]:
+    """An index into ``(num_envs, horizon, ...)`` storage for ``(env_ids[k],
+    steps[k])``: plain slices when the envs are consecutive and at the same
+    step (synchronous rollouts), index tensors otherwise."""
+    if len(steps) and (steps == steps[0]).all():
+        index = env_index(env_ids, device)
+        if isinstance(index, slice):
+            return index, int(steps[0])
+    return torch.from_numpy(env_ids).to(device), torch.from_numpy(steps).to(device)

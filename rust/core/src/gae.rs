@@ -1,0 +1,385 @@
+//! Generalized advantage estimation (GAE) over the steps of many envs.
+//!
+//! Every array is an `(envs, steps)` matrix addressed by element strides, so
+//! one kernel reads env-major buffers, time-major ones (as their transpose)
+//! and strided views of either without copying them. Sums run in f64 and
+//! round to f32 once per result, so long horizons with `gamma * lambda`
+//! near 1 lose no precision to accumulation.
+//!
+//! At each step `t` of env `i`, walking backwards:
+//!
+//! - a terminal step has no future: `delta = r - V(s_t)`;
+//! - a truncated step (not terminal) ends the episode too, but its future is
+//!   worth `V(final observation)`: `delta = r + gamma * final - V(s_t)`,
+//!   where `final` is `final_values[i, t]` when known, else `V(s_t)`;
+//! - any other step continues into the next one, whose value is
+//!   `values[i, t + 1]`, or `bootstrap[i]` after the last step.
+//!
+//! `advantage = delta + gamma * lambda * (next step's advantage)`, the
+//! latter taken as zero across an episode boundary.
+
+use crate::error::{Error, Result};
+
+/// A read-only `(envs, steps)` matrix: element `(i, t)` is
+/// `data[origin + i * strides[0] + t * strides[1]]`, every one of them
+/// checked to lie inside `data` when the matrix is made.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'a, T> {
+    data: &'a [T],
+    origin: usize,
+    shape: [usize; 2],
+    strides: [isize; 2],
+}
+
+/// The writable counterpart of `Matrix`, for the advantages.
+#[derive(Debug)]
+pub struct MatrixMut<'a, T> {
+    data: &'a mut [T],
+    origin: usize,
+    shape: [usize; 2],
+    strides: [isize; 2],
+}
+
+/// Checks that every element of `shape` and `strides` from `origin` lies
+/// inside `len` elements.
+fn check_extent(name: &str, len: usize, origin: usize, shape: [usize; 2], strides: [isize; 2]) -> Result<()> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    // i128 holds any product of a usize and an isize, so nothing overflows.
+    let (mut lo, mut hi) = (origin as i128, origin as i128);
+    for (&dim, &stride) in shape.iter().zip(&strides) {
+        let extent = (dim as i128 - 1) * stride as i128;
+        lo += extent.min(0);
+        hi += extent.max(0);
+    }
+    if lo < 0 || hi >= len as i128 {
+        return Err(Error::Row(format!(
+            "{name}: shape {shape:?} with strides {strides:?} from element {origin} reaches outside its {len} elements"
+        )));
+    }
+    Ok(())
+}
+
+impl<T: Copy> Matrix<'_, T> {
+    fn at(&self, i: usize, t: usize) -> T {
+        // In range by `check_extent`: no overflow, and the index is inside `data`.
+        let index = self.origin as isize + i as isize * self.strides[0] + t as isize * self.strides[1];
+        self.data[index as usize]
+    }
+}
+
+impl<'a, T: Copy> Matrix<'a, T> {
+    /// The matrix of `shape` and element `strides` whose element `(0, 0)` is
+    /// `data[origin]`; refused (naming it `name`) unless every element lies
+    /// inside `data`.
+    pub fn new(name: &str, data: &'a [T], origin: usize, shape: [usize; 2], strides: [isize; 2]) -> Result<Self> {
+        check_extent(name, data.len(), origin, shape, strides)?;
+        Ok(Matrix { data, origin, shape, strides })
+    }
+
+    /// A C-ordered `(rows, cols)` matrix over all of `data`.
+    pub fn c_order(name: &str, data: &'a [T], shape: [usize; 2]) -> Result<Self> {
+        Self::new(name, data, 0, shape, [shape[1] as isize, 1])
+    }
+
+    pub fn shape(&self) -> [usize; 2] {
+        self.shape
+    }
+}
+
+impl<'a, T: Copy> MatrixMut<'a, T> {
+    /// As `Matrix::new`.
+    pub fn new(name: &str, data: &'a mut [T], origin: usize, shape: [usize; 2], strides: [isize; 2]) -> Result<Self> {
+        check_extent(name, data.len(), origin, shape, strides)?;
+        Ok(MatrixMut { data, origin, shape, strides })
+    }
+
+    /// As `Matrix::c_order`.
+    pub fn c_order(name: &str, data: &'a mut [T], shape: [usize; 2]) -> Result<Self> {
+        Self::new(name, data, 0, shape, [shape[1] as isize, 1])
+    }
+
+    fn set(&mut self, i: usize, t: usize, value: T) {
+        // In range by `check_extent`, as in `Matrix::at`.
+        let index = self.origin as isize + i as isize * self.strides[0] + t as isize * self.strides[1];
+        self.data[index as usize] = value;
+    }
+}
+
+/// One rollout's steps, each array `(envs, steps)` but `bootstrap`,
+/// which is `(envs, 1)`. Flags are bytes, nonzero for true (numpy's and
+/// torch's bool).
+#[derive(Clone, Copy, Debug)]
+pub struct Steps<'a> {
+    /// `V(s_t)`, as the rollout's policy estimated it.
+    pub values: Matrix<'a, f32>,
+    pub rewards: Matrix<'a, f32>,
+    pub terminals: Matrix<'a, u8>,
+    pub truncations: Matrix<'a, u8>,
+    /// `V(final observation)` of each truncated step; read only where a
+    /// step is truncated and not terminal. None: no final observations are
+    /// known, and a truncated step's own value stands in for its future.
+    pub final_values: Option<Matrix<'a, f32>>,
+    /// `V(observation after each env's last step)`.
+    pub bootstrap: Matrix<'a, f32>,
+}
+
+impl Steps<'_> {
+    /// Refuses arrays whose shapes do not match `values`'.
+    fn check(&self) -> Result<[usize; 2]> {
+        let shape = self.values.shape;
+        let refuse = |name: &str, expected: [usize; 2], got: [usize; 2]| {
+            Err(Error::Row(format!(
+                "{name}: expected shape ({}, {}) to match values, got ({}, {})",
+                expected[0], expected[1], got[0], got[1]
+            )))
+        };
+        for (name, got) in [
+            ("rewards", self.rewards.shape),
+            ("terminals", self.terminals.shape),
+            ("truncations", self.truncations.shape),
+        ]
+        .into_iter()
+        .chain(self.final_values.map(|f| ("final_values", f.shape)))
+        {
+            if got != shape {
+                return refuse(name, shape, got);
+            }
+        }
+        if self.bootstrap.shape != [shape[0], 1] {
+            return Err(Error::Row(format!(
+                "bootstrap: expected shape ({},) to match values, got ({},)",
+                shape[0], self.bootstrap.shape[0]
+            )));
+        }
+        Ok(shape)
+    }
+}
+
+/// Writes GAE(`gamma`, `lambda`) of `steps` into `out` (the module
+/// documentation gives the rule); refuses shapes that do not match.
+pub fn advantages(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMut<'_, f32>) -> Result<()> {
+    let [envs, horizon] = steps.check()?;
+    if out.shape != [envs, horizon] {
+        let got = out.shape;
+        return Err(Error::Row(format!(
+            "out: expected shape ({envs}, {horizon}) to match values, got ({}, {})",
+            got[0], got[1]
+        )));
+    }
+    let decay = gamma * lambda;
+    for i in 0..envs {
+        let mut next_value = steps.bootstrap.at(i, 0) as f64;
+        let mut next_advantage = 0.0f64;
+        for t in (0..horizon).rev() {
+            let value = steps.values.at(i, t) as f64;
+            let reward = steps.rewards.at(i, t) as f64;
+            let delta = if steps.terminals.at(i, t) != 0 {
+                next_advantage = 0.0;
+                reward - value
+            } else if steps.truncations.at(i, t) != 0 {
+                next_advantage = 0.0;
+                let future = steps.final_values.map_or(value, |f| f.at(i, t) as f64);
+                reward + gamma * future - value
+            } else {
+                reward + gamma * next_value - value
+            };
+            next_advantage = delta + decay * next_advantage;
+            out.set(i, t, next_advantage as f32);
+            next_value = value;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// GAE of one env, written as plainly as possible, in f64.
+    fn reference(
+        values: &[f32],
+        rewards: &[f32],
+        ends: &[(bool, bool)],
+        finals: Option<&[f32]>,
+        bootstrap: f32,
+        gamma: f64,
+        lambda: f64,
+    ) -> Vec<f64> {
+        let n = values.len();
+        let mut out = vec![0.0; n];
+        let mut gae = 0.0;
+        for t in (0..n).rev() {
+            let (v, r) = (values[t] as f64, rewards[t] as f64);
+            gae = match ends[t] {
+                (true, _) => r - v,
+                (false, true) => r + gamma * finals.map_or(v, |f| f[t] as f64) - v,
+                _ => {
+                    let next = if t + 1 < n { values[t + 1] as f64 } else { bootstrap as f64 };
+                    r + gamma * next - v + gamma * lambda * gae
+                }
+            };
+            out[t] = gae;
+        }
+        out
+    }
+
+    struct Case {
+        envs: usize,
+        horizon: usize,
+        values: Vec<f32>,
+        rewards: Vec<f32>,
+        terminals: Vec<u8>,
+        truncations: Vec<u8>,
+        finals: Vec<f32>,
+        bootstrap: Vec<f32>,
+    }
+
+    fn case(envs: usize, horizon: usize, seed: u64) -> Case {
+        // A small xorshift: deterministic cases without another dependency.
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let n = envs * horizon;
+        let mut floats = |count: usize| (0..count).map(|_| (next() * 4.0 - 2.0) as f32).collect::<Vec<_>>();
+        let (values, rewards, finals, bootstrap) = (floats(n), floats(n), floats(n), floats(envs));
+        let mut flags = |p: f64| (0..n).map(|_| (next() < p) as u8).collect::<Vec<_>>();
+        let (terminals, truncations) = (flags(0.1), flags(0.1));
+        Case { envs, horizon, values, rewards, terminals, truncations, finals, bootstrap }
+    }
+
+    fn run(c: &Case, finals: bool, gamma: f64, lambda: f64) -> Vec<f32> {
+        let shape = [c.envs, c.horizon];
+        let steps = Steps {
+            values: Matrix::c_order("values", &c.values, shape).unwrap(),
+            rewards: Matrix::c_order("rewards", &c.rewards, shape).unwrap(),
+            terminals: Matrix::c_order("terminals", &c.terminals, shape).unwrap(),
+            truncations: Matrix::c_order("truncations", &c.truncations, shape).unwrap(),
+            final_values: finals.then(|| Matrix::c_order("final_values", &c.finals, shape).unwrap()),
+            bootstrap: Matrix::c_order("bootstrap", &c.bootstrap, [c.envs, 1]).unwrap(),
+        };
+        let mut out = vec![f32::NAN; c.envs * c.horizon];
+        advantages(&steps, gamma, lambda, &mut MatrixMut::c_order("out", &mut out, shape).unwrap()).unwrap();
+        out
+    }
+
+    fn expected(c: &Case, finals: bool, gamma: f64, lambda: f64) -> Vec<f64> {
+        (0..c.envs)
+            .flat_map(|i| {
+                let row = i * c.horizon..(i + 1) * c.horizon;
+                let ends: Vec<_> = row.clone().map(|k| (c.terminals[k] != 0, c.truncations[k] != 0)).collect();
+                reference(
+                    &c.values[row.clone()],
+                    &c.rewards[row.clone()],
+                    &ends,
+                    finals.then(|| &c.finals[row.clone()]),
+                    c.bootstrap[i],
+                    gamma,
+                    lambda,
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_f64_reference(
+            envs in 0usize..6, horizon in 0usize..300, seed: u64, finals: bool,
+            gamma in 0.0f64..=1.0, lambda in 0.0f64..=1.0,
+        ) {
+            let c = case(envs, horizon, seed);
+            let got = run(&c, finals, gamma, lambda);
+            for (g, e) in got.iter().zip(expected(&c, finals, gamma, lambda)) {
+                prop_assert!((*g as f64 - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn time_major_arrays_read_as_their_transpose() {
+        let c = case(3, 7, 1);
+        let env_major = run(&c, true, 0.9, 0.8);
+        // The same steps stored (steps, envs), C-ordered: (envs, steps) with
+        // strides (1, envs).
+        let transpose = |a: &[f32]| (0..7).flat_map(|t| (0..3).map(move |i| a[i * 7 + t])).collect::<Vec<_>>();
+        let flags = |a: &[u8]| (0..7).flat_map(|t| (0..3).map(move |i| a[i * 7 + t])).collect::<Vec<_>>();
+        let (values, rewards, finals) = (transpose(&c.values), transpose(&c.rewards), transpose(&c.finals));
+        let (terminals, truncations) = (flags(&c.terminals), flags(&c.truncations));
+        let m = |name, data| Matrix::new(name, data, 0, [3, 7], [1, 3]).unwrap();
+        let steps = Steps {
+            values: m("values", &values),
+            rewards: m("rewards", &rewards),
+            terminals: Matrix::new("terminals", &terminals, 0, [3, 7], [1, 3]).unwrap(),
+            truncations: Matrix::new("truncations", &truncations, 0, [3, 7], [1, 3]).unwrap(),
+            final_values: Some(m("final_values", &finals)),
+            bootstrap: Matrix::c_order("bootstrap", &c.bootstrap, [3, 1]).unwrap(),
+        };
+        let mut out = vec![0.0f32; 21];
+        let mut time_major = MatrixMut::new("out", &mut out, 0, [3, 7], [1, 3]).unwrap();
+        advantages(&steps, 0.9, 0.8, &mut time_major).unwrap();
+        let out = &out;
+        let back: Vec<f32> = (0..3).flat_map(|i| (0..7).map(move |t| out[t * 3 + i])).collect();
+        assert_eq!(back, env_major);
+    }
+
+    #[test]
+    fn ends_at_the_first_and_last_step() {
+        // One env, two steps: values 2, rewards 1, gamma 0.5, lambda 1.
+        let run_one = |terminals: [u8; 2], truncations: [u8; 2]| {
+            let (values, rewards, finals, bootstrap) = ([2.0f32; 2], [1.0f32; 2], [10.0f32; 2], [100.0f32]);
+            let steps = Steps {
+                values: Matrix::c_order("values", &values, [1, 2]).unwrap(),
+                rewards: Matrix::c_order("rewards", &rewards, [1, 2]).unwrap(),
+                terminals: Matrix::c_order("terminals", &terminals, [1, 2]).unwrap(),
+                truncations: Matrix::c_order("truncations", &truncations, [1, 2]).unwrap(),
+                final_values: Some(Matrix::c_order("final_values", &finals, [1, 2]).unwrap()),
+                bootstrap: Matrix::c_order("bootstrap", &bootstrap, [1, 1]).unwrap(),
+            };
+            let mut out = [0.0f32; 2];
+            advantages(&steps, 0.5, 1.0, &mut MatrixMut::c_order("out", &mut out, [1, 2]).unwrap()).unwrap();
+            out
+        };
+        // No end: the last step bootstraps, the first continues into it.
+        assert_eq!(run_one([0, 0], [0, 0]), [1.0 + 1.0 - 2.0 + 0.5 * 49.0, 1.0 + 50.0 - 2.0]);
+        // Truncated last step: the final observation's value, not bootstrap.
+        assert_eq!(run_one([0, 0], [0, 1]), [1.0 + 1.0 - 2.0 + 0.5 * 4.0, 1.0 + 5.0 - 2.0]);
+        // Both flags: terminal wins.
+        assert_eq!(run_one([0, 1], [0, 1]), [1.0 + 1.0 - 2.0 - 0.5, -1.0]);
+        // An end at the first step cuts it from the second.
+        assert_eq!(run_one([1, 0], [0, 0]), [-1.0, 49.0]);
+        assert_eq!(run_one([0, 0], [1, 0]), [4.0, 49.0]);
+    }
+
+    #[test]
+    fn matrices_outside_their_data_and_mismatched_shapes_are_refused() {
+        let data = [0.0f32; 6];
+        assert!(Matrix::new("values", &data, 0, [2, 3], [3, 1]).is_ok());
+        assert!(Matrix::new("values", &data, 5, [2, 3], [-3, -1]).is_ok());
+        assert!(Matrix::new("values", &data, 0, [2, 4], [3, 1]).is_err());
+        assert!(Matrix::new("values", &data, 1, [2, 3], [-3, 1]).is_err());
+        assert!(Matrix::new("values", &data[..0], 0, [0, 3], [3, 1]).is_ok());
+
+        let flags = [0u8; 6];
+        let short = [0.0f32; 4];
+        let steps = Steps {
+            values: Matrix::c_order("values", &data, [2, 3]).unwrap(),
+            rewards: Matrix::c_order("rewards", &short, [2, 2]).unwrap(),
+            terminals: Matrix::c_order("terminals", &flags, [2, 3]).unwrap(),
+            truncations: Matrix::c_order("truncations", &flags, [2, 3]).unwrap(),
+            final_values: None,
+            bootstrap: Matrix::c_order("bootstrap", &data[..2], [2, 1]).unwrap(),
+        };
+        let mut out = [0.0f32; 6];
+        let mut out = MatrixMut::c_order("out", &mut out, [2, 3]).unwrap();
+        assert_eq!(
+            advantages(&steps, 0.9, 0.9, &mut out),
+            Err(Error::Row("rewards: expected shape (2, 3) to match values, got (2, 2)".into()))
+        );
+    }
+}

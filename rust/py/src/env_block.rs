@@ -1,0 +1,309 @@
+//! `pufferrs._native.EnvBlock`: a block of envs stepped into their rows of
+//! a vector env's shared buffers, one call per batch. The per-env work
+//! between `env.step` and the rows (unpacking, flattening, writing the
+//! reward and flags, the episode's statistics and its final observation,
+//! the reset) runs here instead of as Python bytecode, which on small
+//! observations costs more than the env itself.
+
+use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use pufferrs_core::dtype::DType;
+use pufferrs_core::error::Error;
+
+use crate::errors::{Raise, type_name};
+use crate::flatten::Batch;
+use crate::layout::PyLayout;
+use crate::numpy_arrays::{dtype_of, row_start, strided};
+use crate::store::store;
+use crate::tree::Tree;
+
+/// The elements `first, first + 1, ...` of one array of the buffers: for
+/// each, the address of its `bytes` bytes.
+struct Cells {
+    /// Keeps the memory that `starts` points into alive.
+    _array: Py<PyUntypedArray>,
+    starts: Vec<*mut u8>,
+    bytes: usize,
+}
+
+// SAFETY: `starts` point into memory that `_array` keeps alive; they are
+// only used by `EnvBlock`'s methods, which run with the GIL held, so no
+// two threads use them at once.
+unsafe impl Send for Cells {}
+// SAFETY: as above.
+unsafe impl Sync for Cells {}
+
+impl Cells {
+    /// Rows `first..first + count` of `arrays[name]`, checked to be a
+    /// writeable array of `dtype` whose rows are C-contiguous and `bytes`
+    /// long.
+    fn new(
+        arrays: &Bound<'_, PyDict>,
+        name: &str,
+        dtype: DType,
+        bytes: usize,
+        first: usize,
+        count: usize,
+    ) -> PyResult<Cells> {
+        let refuse = |reason: String| Error::Buffers(format!("{name}: {reason}"));
+        let array = arrays
+            .get_item(name)?
+            .ok_or_else(|| refuse("missing".into()))
+            .raise()?
+            .cast_into::<PyUntypedArray>()
+            .map_err(|e| refuse(format!("expected a numpy array, got {}", type_name(e.into_inner().as_any()))))
+            .raise()?;
+        if dtype_of(&array.dtype()) != Ok(dtype) {
+            return Err(refuse(format!("expected an array of {}", dtype.name()))).raise();
+        }
+        let rows = array.shape().first().copied().unwrap_or(0);
+        if first + count > rows {
+            return Err(refuse(format!("envs {first}..{} do not fit its {rows} rows", first + count))).raise();
+        }
+        let starts = (first..first + count)
+            .map(|i| row_start(&array, Some(i as i128), bytes).map_err(|e| refuse(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+            .raise()?;
+        Ok(Cells { _array: array.unbind(), starts, bytes })
+    }
+
+    fn row(&mut self, i: usize) -> &mut [u8] {
+        // SAFETY: `row_start` checked that `bytes` writeable bytes start
+        // there, kept alive by `_array`; `&mut self` makes this the only
+        // reference made through `self`. Other views of the buffers are
+        // numpy arrays, read and written through raw pointers, and not
+        // while this method runs: the GIL is held.
+        unsafe { std::slice::from_raw_parts_mut(self.starts[i], self.bytes) }
+    }
+
+    fn set<const N: usize>(&mut self, i: usize, value: [u8; N]) {
+        self.row(i).copy_from_slice(&value);
+    }
+}
+
+/// Envs `first_env, first_env + 1, ...` writing into the arrays of a
+/// vector env's buffers (by their `RolloutBuffers.array` names).
+#[pyclass(module = "pufferrs._native", name = "EnvBlock")]
+pub struct EnvBlock {
+    envs: Vec<Py<PyAny>>,
+    /// Each env's bound `step` and `reset`, looked up once: with the
+    /// limited API a method call by name is a lookup, a new bound method
+    /// and a call, on every step.
+    steps: Vec<Py<PyAny>>,
+    resets: Vec<Py<PyAny>>,
+    layout: Py<PyLayout>,
+    first_env: usize,
+    observations: Cells,
+    final_observations: Cells,
+    rewards: Cells,
+    terminals: Cells,
+    truncations: Cells,
+    masks: Cells,
+    episode_returns: Cells,
+    episode_lengths: Cells,
+    /// The running episode of each env: its return (in float64) and length.
+    returns: Vec<f64>,
+    lengths: Vec<i64>,
+    ended: bool,
+    current_env: Option<usize>,
+    /// The dtype and shape of the layout's one leaf when the row is that
+    /// leaf as-is (a plain Box, values unchecked): an array of exactly that
+    /// dtype and shape is then copied without the general resolve and check.
+    plain: Option<(DType, Vec<usize>)>,
+    /// Whether observations are checked against their Box bounds too.
+    check_bounds: bool,
+}
+
+impl EnvBlock {
+    /// Flattens `obs` into the env's row of `observations` (or of
+    /// `final_observations`); a bad observation changes nothing.
+    fn write_row(&mut self, py: Python<'_>, obs: &Bound<'_, PyAny>, i: usize, last: bool) -> PyResult<()> {
+        let check_bounds = self.check_bounds;
+        let rows = if last { &mut self.final_observations } else { &mut self.observations };
+        let row = rows.row(i);
+        if let (Some((dtype, shape)), Ok(array)) = (&self.plain, obs.cast::<PyUntypedArray>()) {
+            let source = strided(array, *dtype);
+            let span = (row.as_ptr() as usize, row.as_ptr() as usize + row.len());
+            if array.shape() == shape.as_slice() && dtype_of(&array.dtype()) == Ok(*dtype) && !source.overlaps(span) {
+                // What `store` does for this case, minus its walk: the
+                // values need no check and the row is the leaf.
+                source.store_as(*dtype, row);
+                return Ok(());
+            }
+        }
+        let start = row.as_mut_ptr();
+        let layout = self.layout.get();
+        let reader = layout.reader(None, Batch::One);
+        let resolved = reader.resolve(obs).raise()?;
+        // SAFETY: `start` addresses this env's row (`row_bytes` writeable
+        // bytes of the shared region, which `Cells` keeps mapped); the
+        // slice borrowed above is no longer used, so no Rust reference to
+        // those bytes exists during the store.
+        unsafe { store(py, layout.core(), &[(reader, resolved)], &[start], check_bounds) }.raise()
+    }
+}
+
+/// `(obs, reward, terminated, truncated, info)` of `env.step`.
+fn unpack<'py>(result: &Bound<'py, PyAny>) -> PyResult<[Bound<'py, PyAny>; 5]> {
+    let refuse = |got: String| Error::Mismatch {
+        path: "env.step()".into(),
+        reason: format!("expected a tuple (obs, reward, terminated, truncated, info), got {got}"),
+    };
+    let tuple = result.cast::<PyTuple>().map_err(|_| refuse(type_name(result))).raise()?;
+    if tuple.len() != 5 {
+        return Err(refuse(format!("a tuple of {} items", tuple.len()))).raise();
+    }
+    Ok(std::array::from_fn(|k| tuple.get_item(k).expect("the length was checked")))
+}
+
+fn number(name: &str, value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    value
+        .extract::<f64>()
+        .map_err(|_| Error::Mismatch {
+            path: name.into(),
+            reason: format!("expected a number, got {}", type_name(value)),
+        })
+        .raise()
+}
+
+#[pymethods]
+impl EnvBlock {
+    /// `arrays` maps the buffers' array names to their full views (every
+    /// env's rows); the block writes rows `first_env .. first_env + len(envs)`.
+    #[new]
+    fn new(
+        envs: Vec<Py<PyAny>>,
+        first_env: usize,
+        arrays: &Bound<'_, PyDict>,
+        layout: Bound<'_, PyLayout>,
+        check_bounds: bool,
+    ) -> PyResult<Self> {
+        let n = envs.len();
+        let py = layout.py();
+        let method =
+            |name: &str| envs.iter().map(|env| Ok(env.bind(py).getattr(name)?.unbind())).collect::<PyResult<Vec<_>>>();
+        let (steps, resets) = (method("step")?, method("reset")?);
+        let reader = layout.get().reader(None, Batch::One);
+        let row_bytes = reader.layout.row_bytes;
+        // Bools are normalised to 0/1 by `store`, so they take its path.
+        let plain = match (reader.tree, reader.layout.leaves.as_slice()) {
+            (Tree::Leaf(_), [leaf])
+                if leaf.offset == 0
+                    && leaf.nbytes() == row_bytes
+                    && leaf.dtype != DType::Bool
+                    && !leaf.checks_values(check_bounds) =>
+            {
+                Some((leaf.dtype, leaf.shape.clone()))
+            }
+            _ => None,
+        };
+        let cells = |name: &str, dtype: DType, bytes: usize| Cells::new(arrays, name, dtype, bytes, first_env, n);
+        Ok(EnvBlock {
+            observations: cells("observations", DType::U8, row_bytes)?,
+            final_observations: cells("final_observations", DType::U8, row_bytes)?,
+            rewards: cells("rewards", DType::F32, 4)?,
+            terminals: cells("terminals", DType::Bool, 1)?,
+            truncations: cells("truncations", DType::Bool, 1)?,
+            masks: cells("masks", DType::Bool, 1)?,
+            episode_returns: cells("episode_returns", DType::F64, 8)?,
+            episode_lengths: cells("episode_lengths", DType::I64, 8)?,
+            envs,
+            steps,
+            resets,
+            layout: layout.unbind(),
+            first_env,
+            returns: vec![0.0; n],
+            lengths: vec![0; n],
+            ended: false,
+            current_env: None,
+            plain,
+            check_bounds,
+        })
+    }
+
+    /// Resets env `i` with `seed + first_env + i` (or no seed) and writes
+    /// its first observation; clears rewards and flags. Returns `(i, info)`
+    /// for the non-empty infos.
+    #[pyo3(signature = (seed = None))]
+    fn reset<'py>(&mut self, py: Python<'py>, seed: Option<i64>) -> PyResult<Bound<'py, PyList>> {
+        let infos = PyList::empty(py);
+        for i in 0..self.envs.len() {
+            self.current_env = Some(self.first_env + i);
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("seed", seed.map(|s| s + (self.first_env + i) as i64))?;
+            let result = self.resets[i].bind(py).call((), Some(&kwargs))?;
+            let (obs, info) = (result.get_item(0)?, result.get_item(1)?);
+            self.write_row(py, &obs, i, false)?;
+            if info.is_truthy()? {
+                infos.append((i, info))?;
+            }
+        }
+        self.current_env = None;
+        for i in 0..self.envs.len() {
+            self.rewards.set(i, 0f32.to_ne_bytes());
+            self.terminals.set(i, [0]);
+            self.truncations.set(i, [0]);
+            self.masks.set(i, [1]);
+        }
+        self.returns.fill(0.0);
+        self.lengths.fill(0);
+        self.ended = false;
+        Ok(infos)
+    }
+
+    /// Steps env `i` with `actions[i]` and writes what it returns. An env
+    /// whose episode ends has its last observation written to its final
+    /// row, its episode's return and length recorded, and is reset: its
+    /// row holds the next episode's first observation. Returns `(i, info)`
+    /// for the non-empty infos.
+    fn step<'py>(&mut self, py: Python<'py>, actions: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        if actions.len() != self.envs.len() {
+            let reason = format!("got {} actions for {} envs", actions.len(), self.envs.len());
+            return Err(Error::Buffers(reason)).raise();
+        }
+        let infos = PyList::empty(py);
+        self.ended = false;
+        for i in 0..self.envs.len() {
+            self.current_env = Some(self.first_env + i);
+            let result = self.steps[i].bind(py).call1((actions.get_item(i)?,))?;
+            let [obs, reward, terminal, truncation, info] = unpack(&result)?;
+            let reward = number("reward", &reward)?;
+            let (terminal, truncation) = (terminal.is_truthy()?, truncation.is_truthy()?);
+            self.returns[i] += reward;
+            self.lengths[i] += 1;
+            let obs = if terminal || truncation {
+                self.write_row(py, &obs, i, true)?;
+                self.episode_returns.set(i, self.returns[i].to_ne_bytes());
+                self.episode_lengths.set(i, self.lengths[i].to_ne_bytes());
+                (self.returns[i], self.lengths[i]) = (0.0, 0);
+                self.ended = true;
+                self.resets[i].bind(py).call0()?.get_item(0)?
+            } else {
+                obs
+            };
+            self.write_row(py, &obs, i, false)?;
+            self.rewards.set(i, (reward as f32).to_ne_bytes());
+            self.terminals.set(i, [terminal as u8]);
+            self.truncations.set(i, [truncation as u8]);
+            if info.is_truthy()? {
+                infos.append((i, info))?;
+            }
+        }
+        self.current_env = None;
+        Ok(infos)
+    }
+
+    /// Whether an episode ended in the last step.
+    #[getter]
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The env whose reset or step raised, while the block is broken by it.
+    #[getter]
+    fn current_env(&self) -> Option<usize> {
+        self.current_env
+    }
+}
