@@ -20,19 +20,8 @@ from gymnasium.wrappers import vector as vector_wrappers
 import pufferrs.envs  # noqa: F401 - registers pufferrs/Nested-v0
 from pufferrs import PufferError
 from pufferrs.compat import GymnasiumVectorEnv
-from pufferrs.vector.base import VectorEnv
 
 BACKENDS = ["serial", "multiprocessing"]
-#: Until the vector envs hand out final observations (final_obs), SAME_STEP
-#: cannot match gymnasium.
-NEEDS_FINAL_OBS = pytest.mark.skipif(
-    "final_observations" not in VectorEnv._ARRAYS, reason="the vector envs do not hand out final_obs yet"
-)
-MODES = [
-    AutoresetMode.NEXT_STEP,
-    pytest.param(AutoresetMode.SAME_STEP, marks=NEEDS_FINAL_OBS),
-    AutoresetMode.DISABLED,
-]
 
 
 def cartpole() -> gym.Env:
@@ -126,18 +115,17 @@ def run_both(creator: Any, mode: AutoresetMode, backend: str, steps: int = 40, w
         ours.close()
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", list(AutoresetMode))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_autoreset_modes_match_sync_vector_env(mode: AutoresetMode, backend: str) -> None:
     run_both(cartpole, mode, backend)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", list(AutoresetMode))
 def test_nested_dict_env_matches_sync_vector_env(mode: AutoresetMode) -> None:
     run_both(NESTED, mode, "multiprocessing", steps=20)
 
 
-@NEEDS_FINAL_OBS
 def test_same_step_hands_out_final_observations() -> None:
     with GymnasiumVectorEnv([cartpole] * 2, backend="serial", autoreset_mode=AutoresetMode.SAME_STEP) as envs:
         envs.reset(seed=0)
@@ -160,7 +148,7 @@ def statistics_and_normalisation(envs: gym.vector.VectorEnv) -> gym.vector.Vecto
     return vector_wrappers.TransformReward(envs, lambda r: 2 * r)
 
 
-@pytest.mark.parametrize("mode", MODES[:2])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 def test_gymnasium_vector_wrappers_stack_on_top(mode: AutoresetMode) -> None:
     # RecordEpisodeStatistics reads the autoreset mode from the metadata:
     # its "episode" infos match only if the adapter declares it right.

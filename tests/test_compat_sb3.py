@@ -20,13 +20,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor  # 
 
 import pufferrs.envs  # noqa: E402
 from pufferrs.compat import SB3VecEnv  # noqa: E402
-from pufferrs.vector.base import VectorEnv  # noqa: E402
 
 BACKENDS = ["serial", "multiprocessing"]
-#: Until the vector envs hand out final observations, no terminal_observation.
-NEEDS_FINAL_OBS = pytest.mark.skipif(
-    "final_observations" not in VectorEnv._ARRAYS, reason="the vector envs do not hand out final_obs yet"
-)
 
 
 def cartpole() -> gym.Env:
@@ -72,7 +67,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(saved)
 
 
-@NEEDS_FINAL_OBS
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_steps_match_dummy_vec_env(backend: str) -> None:
     ref = DummyVecEnv([cartpole] * 4)
@@ -100,7 +94,6 @@ def test_steps_match_dummy_vec_env(backend: str) -> None:
     ours.close()
 
 
-@NEEDS_FINAL_OBS
 def test_terminal_observation_is_the_true_last_observation_of_a_dict_env() -> None:
     creators = [functools.partial(nested, 3), nested]
     envs = SB3VecEnv(creators, num_workers=2)
