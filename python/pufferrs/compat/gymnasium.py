@@ -28,9 +28,6 @@ from pufferrs.errors import PufferError
 
 __all__ = ["GymnasiumVectorEnv"]
 
-#: Keys the pufferrs backends add to the info of an env whose episode ended.
-_EPISODE_KEYS = ("episode_return", "episode_length", "final_obs", "final_info")
-
 
 class _Autoreset(gym.Wrapper):
     """Turns the backends' same-step autoreset into ``NEXT_STEP`` or
@@ -152,7 +149,7 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
             rows, infos = self.vector_env.reset(seed)
             self._rows = rows
             self._needs_reset[:] = False
-            return self._observations.batch(rows), self._infos(infos, reset=True)
+            return self._observations.batch(rows), self._infos(infos)
         seeds = self._seeds(seed)
         mask = np.ones(self.num_envs, bool) if mask is None else _checked_mask(mask, self.num_envs)
         if self._rows is None:
@@ -239,7 +236,7 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
             )
         return seeds
 
-    def _infos(self, infos: list[dict], reset: bool = False) -> dict[str, Any]:
+    def _infos(self, infos: list[dict]) -> dict[str, Any]:
         """gymnasium's dict of arrays from the backends' list of dicts."""
         out: dict[str, Any] = {}
         same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
@@ -254,9 +251,7 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
                     }
                     out = self._add_info(out, final, i)
                     continue
-                info = info["final_info"]
-            elif not reset:
-                info = {key: value for key, value in info.items() if key not in _EPISODE_KEYS}
+                info = info["final_info"]  # without the backends' episode statistics
             if info:
                 out = self._add_info(out, info, i)
         return out

@@ -150,14 +150,9 @@ class SB3VecEnv(VecEnv):
         rows, rewards, terminals, truncations, infos, _, _ = self.vector_env.recv()
         dones = terminals | truncations
         for i in dones.nonzero()[0].tolist():
+            # The env's own info, without the backends' episode statistics.
             info = infos[i]
-            final = info.pop("final_obs", None)
-            info = dict(info.pop("final_info", info))
-            info.pop("episode_return", None)
-            info.pop("episode_length", None)
-            if final is not None:
-                info["terminal_observation"] = self._observations(final)
-            infos[i] = info
+            infos[i] = {**info["final_info"], "terminal_observation": self._observations(info["final_obs"])}
             self.reset_infos[i] = {}
         for info, truncated, terminated in zip(infos, truncations.tolist(), terminals.tolist()):
             info["TimeLimit.truncated"] = truncated and not terminated

@@ -27,9 +27,6 @@ from pufferrs.vector.base import VectorEnv, checked_env, unpin
 
 #: Seconds ``close()`` gives actors to close their envs before killing them.
 CLOSE_GRACE = 5.0
-#: Keys of the info of an env whose episode ended that travel another way:
-#: the return and length in their arrays, the last observation as a row.
-_EPISODE_KEYS = ("episode_return", "episode_length", "final_obs", "final_info")
 
 
 class EnvActor:
@@ -105,11 +102,9 @@ class EnvActor:
             if not info:
                 continue
             ended = None
-            if "episode_return" in info:
-                final = info.get("final_obs")
-                ended = (info["episode_return"], info["episode_length"], None if final is None else final.tobytes())
-                info = info["final_info"] if "final_info" in info else info
-                info = {key: value for key, value in info.items() if key not in _EPISODE_KEYS}
+            if "final_obs" in info:
+                ended = (info["episode_return"], info["episode_length"], info["final_obs"].tobytes())
+                info = info["final_info"]
             extras = extras or []
             extras.append((i, info, ended))
         return self.packed, extras
@@ -324,13 +319,12 @@ class Ray(VectorEnv):
         the arrays ``recv`` reads them from."""
         first = worker * self.envs_per_worker
         returns, lengths = self._arrays["episode_returns"], self._arrays["episode_lengths"]
-        finals = self._arrays.get("final_observations")
+        finals = self._arrays["final_observations"]
         infos = []
         for i, info, ended in extras:
             if ended is not None:
                 returns[first + i], lengths[first + i], final = ended
-                if final is not None and finals is not None:
-                    finals[first + i] = np.frombuffer(final, np.uint8)
+                finals[first + i] = np.frombuffer(final, np.uint8)
             infos.append((i, info))
         return infos
 
