@@ -408,7 +408,7 @@ def test_misuse_gets_clear_errors() -> None:
     with pytest.raises(BuffersError, match=r"^batch_size \(3\) must divide num_envs \(4\)"):
         pv.make(NestedEnv, num_envs=4, backend="serial", batch_size=3)
     with pytest.raises(ValueError, match="backend"):
-        pv.make(NestedEnv, num_envs=4, backend="ray")
+        pv.make(NestedEnv, num_envs=4, backend="threads")
 
 
 @pytest.mark.parametrize("backend", ["serial", "multiprocessing"])

@@ -38,7 +38,7 @@ __all__ = [
     "seed_everything",
 ]
 
-BACKENDS = ("serial", "multiprocessing")
+BACKENDS = ("serial", "multiprocessing", "ray")
 
 #: The policies ``--policy`` names (any case): ``auto`` is
 #: :class:`pufferrs.encoders.Auto`, the others pufferrs.models' classes.
@@ -184,7 +184,7 @@ class Config:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be 'serial' or 'multiprocessing', got {self.backend!r}")
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.batch_size % self.num_envs:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of num_envs ({self.num_envs})")
         if self.lstm and self.horizon % self.bptt_horizon:

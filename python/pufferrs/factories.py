@@ -194,7 +194,7 @@ def make_vecenv(
             EnvCreator.from_config(config, training),
             num_envs=num_envs,
             backend=backend,
-            num_workers=config.num_workers if backend == "multiprocessing" else None,
+            num_workers=config.num_workers if backend in ("multiprocessing", "ray") else None,
             batch_size=env_batch_size,
             seed=config.seed if seed is None else seed,
         )

@@ -8,8 +8,8 @@
 ...     obs, infos = envs.reset(seed=0)
 ...     obs, rewards, terminals, truncations, infos = envs.step(envs.action_space.sample())
 
-Two backends share one API and produce bit-identical results for the same
-seed and actions:
+Three backends share one API and produce bit-identical results for the
+same seed and actions:
 
 - :class:`Serial` steps every env in this process (for debugging, and for
   envs so cheap that processes cost more than they give).
@@ -22,6 +22,13 @@ seed and actions:
   Parent and workers signal each other through atomics in the region (a
   short spin, then a futex sleep with the GIL released); pipes carry only
   seeds, non-empty infos and errors.
+- :class:`Ray` runs blocks of envs in Ray actors, on one machine or a
+  cluster, and writes their packed answers into the same buffers here
+  (Ray is imported only when this backend is used).
+
+``call_envs(function, args)`` runs ``function(env, arg)`` on every env
+where it lives, between a ``recv`` and the next ``send``: the adapters of
+:mod:`pufferrs.compat` reach the envs through it.
 
 Arrays returned by ``reset``/``step``/``recv`` are views that the next call
 overwrites: copy what you keep. Observations are flat rows
@@ -65,9 +72,10 @@ from typing import Any
 import gymnasium as gym
 
 from pufferrs.vector.processes import Multiprocessing
+from pufferrs.vector.ray import Ray
 from pufferrs.vector.serial import Serial
 
-__all__ = ["Multiprocessing", "Serial", "make"]
+__all__ = ["Multiprocessing", "Ray", "Serial", "make"]
 
 
 def make(
@@ -81,13 +89,14 @@ def make(
     env_kwargs: dict[str, Any] | None = None,
     check_bounds: bool = False,
     **kwargs: Any,
-) -> Serial | Multiprocessing:
+) -> Serial | Multiprocessing | Ray:
     """A vector env of ``num_envs`` envs made by ``env_creator(*env_args,
     **env_kwargs)`` (or by one creator each, given a list).
 
-    ``backend`` is ``"serial"`` or ``"multiprocessing"`` (or one of the
-    classes). ``num_workers`` (multiprocessing) defaults to the largest
-    divisor of ``num_envs`` that is at most the number of CPUs;
+    ``backend`` is ``"serial"``, ``"multiprocessing"`` or ``"ray"`` (or one
+    of the classes; :class:`Ray` documents its own arguments).
+    ``num_workers`` (multiprocessing) defaults to the largest divisor of
+    ``num_envs`` that is at most the number of CPUs;
     ``batch_size`` (envs returned by each ``recv``) defaults to
     ``num_envs``, and must be a multiple of the envs per worker: smaller
     batches make ``recv`` return the first workers that are ready
@@ -105,13 +114,13 @@ def make(
     about 100 times slower stepping for observations of 12,000 values such
     as a 3x64x64 image (see ``benches/bench_vector.py --check-bounds``).
     """
-    backends = {"serial": Serial, "multiprocessing": Multiprocessing}
+    backends = {"serial": Serial, "multiprocessing": Multiprocessing, "ray": Ray}
     if isinstance(backend, str):
         if backend.lower() not in backends:
             raise ValueError(f"backend must be one of {sorted(backends)}, got {backend!r}")
         backend = backends[backend.lower()]
-    elif backend not in (Serial, Multiprocessing):
-        raise ValueError(f"backend must be 'serial', 'multiprocessing', Serial or Multiprocessing, got {backend!r}")
+    elif backend not in backends.values():
+        raise ValueError(f"backend must be one of {sorted(backends)} or one of their classes, got {backend!r}")
     if callable(env_creator):
         creators = [env_creator] * num_envs
     else:

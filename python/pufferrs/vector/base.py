@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -248,6 +248,25 @@ class VectorEnv:
                 raise PufferError(f"cudaHostRegister failed with CUDA error {code}")
             self._pinned.append(address)
 
+    def call_envs(self, function: Callable[[gym.Env, Any], Any], args: Sequence[Any] | None = None) -> list[Any]:
+        """``function(env, args[i])`` for every env ``i``, run where the env
+        lives (in its worker for Multiprocessing); the results in env order.
+
+        This is how adapters reach the envs themselves (``get_attr``,
+        ``render``, a reset with options): nothing on the rows changes, so
+        the batch last received can still be sent. ``function``, the args
+        and the results must pickle for Multiprocessing. Call it between a
+        ``recv`` and the next ``send`` (or before the first reset), when no
+        env is stepping. An env that raises ends it with
+        :class:`WorkerError`."""
+        self._check_open()
+        if self._pending:
+            raise PufferError("call_envs() while envs are stepping: recv() their batch first")
+        args = [None] * self.num_envs if args is None else list(args)
+        if len(args) != self.num_envs:
+            raise ValueError(f"call_envs() needs one argument per env ({self.num_envs}), got {len(args)}")
+        return self._call(function, args)
+
     def close(self) -> None:
         """Closes every env and stops the workers; safe to call twice."""
         if not self._closed:
@@ -327,6 +346,9 @@ class VectorEnv:
         raise NotImplementedError
 
     def _shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
         raise NotImplementedError
 
 

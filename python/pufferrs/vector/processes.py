@@ -49,6 +49,37 @@ class _RegionHandle:
             os.close(self.fd)
 
 
+class EnvCall:
+    """A ``call_envs`` request, sent to a worker in place of a reset seed:
+    the worker runs it on its envs and sends the results back as infos."""
+
+    def __init__(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> None:
+        self.function, self.args = function, args
+
+    def run(self, envs: list[gym.Env]) -> list[tuple[int, Any]]:
+        """``(i, result)`` for each env, or ``(i, CallFailed)`` for the first
+        that raised: the caller re-raises it, and the envs stay usable."""
+        results = []
+        for i, env in enumerate(envs):
+            try:
+                results.append((i, self.function(env, self.args[i])))
+            except Exception as exc:
+                return [(i, CallFailed(exc, traceback.format_exc()))]
+        return results
+
+
+class CallFailed:
+    """An exception raised by a ``call_envs`` function in a worker; one that
+    does not pickle travels as a :class:`WorkerError` with its traceback."""
+
+    def __init__(self, exc: Exception, trace: str) -> None:
+        try:
+            reduction.ForkingPickler.loads(reduction.ForkingPickler.dumps(exc))
+            self.exc: Exception = exc
+        except Exception:  # noqa: BLE001 - any failure to round-trip
+            self.exc = WorkerError(f"{type(exc).__name__}: {exc}\n{trace}")
+
+
 def _rebuild_handle(dup: Any, args: tuple[int, ...]) -> _RegionHandle:
     return _RegionHandle(dup.detach(), args)
 
@@ -95,7 +126,10 @@ def _worker_main(
             try:
                 if runner is None:
                     raise RuntimeError(startup_error)
-                infos = runner.step() if command == STEP else runner.reset(seed)
+                if isinstance(seed, EnvCall):
+                    infos = seed.run(runner.envs)
+                else:
+                    infos = runner.step() if command == STEP else runner.reset(seed)
             except Exception as exc:
                 env = runner.current_env if runner is not None else None
                 where = f"env {env} raised" if env is not None else "raised"
@@ -322,6 +356,27 @@ class Multiprocessing(VectorEnv):
                 error.worker = min(self._pending) if self._pending else None
                 raise self._fail(error)
             new = buffers.wait_completed(count - len(taken), min(POLL_INTERVAL, left))
+
+    def _call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
+        per, workers = self.envs_per_worker, list(range(self.num_workers))
+        # Pickled before anything is sent: a function that does not pickle
+        # raises here and leaves every worker as it was.
+        requests = [reduction.ForkingPickler.dumps(EnvCall(function, args[w * per : (w + 1) * per])) for w in workers]
+        for w in workers:
+            try:
+                self._conns[w].send_bytes(requests[w])
+            except OSError as exc:
+                raise self._dead(w) from exc
+        self.buffers.request(workers, RolloutBuffers.RESET)
+        self._pending = set(workers)
+        _, payloads, _ = self._receive(self.num_workers)
+        results = []
+        for w in workers:
+            for _, result in payloads[w]:
+                if isinstance(result, CallFailed):
+                    raise result.exc
+                results.append(result)
+        return results
 
     def _payload(self, worker: int, deadline: float) -> Any:
         """What ``worker`` sends on its pipe after completing with INFOS or

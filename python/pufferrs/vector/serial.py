@@ -105,5 +105,12 @@ class Serial(VectorEnv):
         self._pending.difference_update(workers)
         return workers, {w: infos for w, infos, _ in taken if infos}, any(ended for _, _, ended in taken)
 
+    def _call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
+        # The function's own exceptions propagate as they are: the envs
+        # stay usable, as with Multiprocessing.
+        return [
+            function(env, args[runner.first_env + i]) for runner in self._runners for i, env in enumerate(runner.envs)
+        ]
+
     def _shutdown(self) -> None:
         self._finalizer()
