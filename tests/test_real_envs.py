@@ -184,6 +184,9 @@ def test_info_metrics_rules() -> None:
         "lives": 3,
         "action": np.array([1, 2]),
         "name": "x",
+        # What the vector env adds at an episode's end: not counted twice.
+        "final_obs": np.zeros(4, np.float32),
+        "final_info": {"crashed": True, "speed": 20.0},
     }
     assert episode_numbers(info) == {"crashed": 1.0, "speed": 20.0, "rewards/collision": 0.5, "rewards/lane": 1.0}
 

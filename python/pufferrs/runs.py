@@ -49,6 +49,10 @@ __all__ = [
 #: made) and the state of a game (``lives``). They are left out of the
 #: episode statistics.
 COUNTERS = frozenset({"frame_number", "lives", "total_steps", "total_frames"})
+#: What the vector env adds to the info of an episode's last step: its last
+#: observation, and the env's own info of that step again (whose entries are
+#: already at the top level).
+ENDED_EPISODE = frozenset({"final_obs", "final_info"})
 
 
 def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
@@ -61,12 +65,12 @@ def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
       highway-env's ``crashed``);
     - nested dicts flattened, their keys joined with ``/``
       (``rewards/collision_reward``, Crafter's ``achievements/...``);
-    - left out: :data:`COUNTERS`, and whatever is not a single number
-      (strings, arrays, tuples).
+    - left out: :data:`COUNTERS`, :data:`ENDED_EPISODE`, and whatever is not
+      a single number (strings, arrays, tuples).
     """
     out: dict[str, float] = {}
     for key, value in info.items():
-        if not isinstance(key, str) or key in COUNTERS:
+        if not isinstance(key, str) or key in COUNTERS or (not prefix and key in ENDED_EPISODE):
             continue
         if isinstance(value, dict):
             out.update(episode_numbers(value, f"{prefix}{key}/"))
