@@ -39,11 +39,8 @@ Choices worth knowing:
 - **GAE** runs in Rust (:mod:`pufferrs.advantages`) on the host, where
   rewards and flags arrive; on a GPU the values go down to page-locked
   memory and the advantages come back up, once per update.
-- **Episode statistics**: the entries of an ended episode's info
-  (``episode_return``, ``episode_length``, e.g. ``success``) are averaged
-  per update under ``env/<key>``, by the rules of
-  :func:`pufferrs.runs.episode_numbers` (booleans as rates, nested dicts as
-  ``a/b`` keys, running counters left out).
+- **Episode statistics**: an ended episode's info is averaged per update
+  under ``env/<key>`` by the rules of :func:`pufferrs.runs.episode_numbers`.
 
 The run's plumbing lives elsewhere: settings in :mod:`pufferrs.config`, the
 env and policy in :mod:`pufferrs.factories`, files, checkpoints and

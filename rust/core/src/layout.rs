@@ -9,6 +9,8 @@
 
 use crate::dtype::{DType, Value};
 use crate::error::{Error, Result};
+use crate::names::{Key, format_path};
+use crate::text::text_dtype;
 
 /// How deep Dicts and Tuples may nest: a leaf sits inside at most this
 /// many of them. Every walk of a space (describing it in Python, reading
@@ -56,20 +58,7 @@ pub enum Space {
     Unsupported(String),
 }
 
-/// Characters a string space that lists none (MiniGrid's mission spaces)
-/// may hold: printable ASCII, space to tilde.
-pub const STRING_CHARSET: std::ops::RangeInclusive<char> = ' '..='~';
-
-/// The longest string such a space holds when its user does not say.
-pub const DEFAULT_STRING_LENGTH: usize = 128;
-
 impl Space {
-    /// A string-valued space that is not `Text`: read as `Text` over
-    /// [`STRING_CHARSET`] of at most `max_length` characters, none required.
-    pub fn string(max_length: usize) -> Space {
-        Space::Text { charset: STRING_CHARSET.collect(), min_length: 0, max_length }
-    }
-
     /// A space of gymnasium class `kind` that is none of the above.
     pub fn unsupported_kind(kind: &str) -> Space {
         Space::Unsupported(match kind {
@@ -94,66 +83,6 @@ impl Space {
 
 fn too_deep() -> String {
     format!("Dicts and Tuples nest at most {MAX_DEPTH} deep")
-}
-
-/// One step of a path into a nested space.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Key {
-    Name(String),
-    Index(usize),
-}
-
-/// Formats a path as the user would index it: `obs['inv']['items']`.
-pub fn format_path(root: &str, path: &[Key]) -> String {
-    let mut s = root.to_string();
-    for key in path {
-        match key {
-            Key::Name(name) => s.push_str(&format!("[{}]", quote(name))),
-            Key::Index(i) => s.push_str(&format!("[{i}]")),
-        }
-    }
-    s
-}
-
-/// A string literal the way Python's `repr` writes it: backslashes,
-/// quotes, control characters and the common invisible separators escaped
-/// (Python escapes a few rarer non-printable code points too).
-pub fn quote(s: &str) -> String {
-    let delimiter = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(delimiter);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == delimiter => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || ('\x7f'..='\u{a0}').contains(&c) || c == '\u{ad}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            '\u{1680}'
-            | '\u{2000}'..='\u{200f}'
-            | '\u{2028}'..='\u{202f}'
-            | '\u{205f}'..='\u{2064}'
-            | '\u{3000}'
-            | '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(delimiter);
-    out
-}
-
-/// A shape the way Python writes a tuple: `()`, `(8,)`, `(3, 64, 64)`.
-pub fn format_shape(shape: &[usize]) -> String {
-    match shape {
-        [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
-    }
 }
 
 /// What values a leaf accepts, beyond fitting its dtype.
@@ -253,57 +182,6 @@ impl Leaf {
         }
     }
 
-    /// The codes of `text` in a `Text` leaf (see [`Rule::Text`]); the error
-    /// says which character or how much length does not fit.
-    pub fn encode_text(&self, text: &str) -> std::result::Result<Vec<Value>, String> {
-        let Rule::Text { charset, min_length, max_length } = &self.rule else {
-            return Err("not a string leaf".into());
-        };
-        let mut codes = vec![Value::Int(0); max_length + 1];
-        let mut length = 0;
-        for c in text.chars() {
-            if length == *max_length {
-                let n = text.chars().count();
-                return Err(format!("expected at most {max_length} characters, got {n}: {}", quote(text)));
-            }
-            let Ok(position) = charset.binary_search(&c) else {
-                return Err(format!(
-                    "character {} of {} is not in the space's charset",
-                    quote(&c.to_string()),
-                    quote(text)
-                ));
-            };
-            codes[length] = Value::Int(position as i128 + 1);
-            length += 1;
-        }
-        if length < *min_length {
-            return Err(format!("expected at least {min_length} characters, got {length}: {}", quote(text)));
-        }
-        codes[*max_length] = Value::Int(length as i128);
-        Ok(codes)
-    }
-
-    /// The string that `codes` (a `Text` leaf's values) encode.
-    pub fn decode_text(&self, codes: &[i128]) -> std::result::Result<String, String> {
-        let Rule::Text { charset, max_length, .. } = &self.rule else {
-            return Err("not a string leaf".into());
-        };
-        if codes.len() != max_length + 1 {
-            return Err(format!("expected {} codes, got {}", max_length + 1, codes.len()));
-        }
-        let length = usize::try_from(codes[*max_length]).ok().filter(|&n| n <= *max_length);
-        let length = length.ok_or_else(|| format!("length {} is not in [0, {max_length}]", codes[*max_length]))?;
-        codes[..length]
-            .iter()
-            .map(|&code| {
-                usize::try_from(code - 1)
-                    .ok()
-                    .and_then(|i| charset.get(i).copied())
-                    .ok_or_else(|| format!("code {code} is not a character of the charset"))
-            })
-            .collect()
-    }
-
     /// The numpy-style index of element `index` (C order), e.g. `[1, 2]`;
     /// empty for a scalar leaf.
     pub fn element_index(&self, mut index: usize) -> String {
@@ -374,15 +252,6 @@ struct Placed {
     node: Node,
     size: usize,
     align: usize,
-}
-
-/// The narrowest unsigned dtype that holds `0..=largest`.
-fn text_dtype(largest: usize) -> DType {
-    match largest {
-        0..=0xff => DType::U8,
-        0x100..=0xffff => DType::U16,
-        _ => DType::U32,
-    }
 }
 
 struct Builder<'a> {
@@ -584,14 +453,6 @@ mod tests {
     }
 
     #[test]
-    fn paths_read_like_indexing() {
-        let path = [Key::Name("inv".into()), Key::Index(1), Key::Name("it's".into())];
-        assert_eq!(format_path("obs", &path), r#"obs['inv'][1]["it's"]"#);
-        let both = [Key::Name(r#"'"\"#.into())];
-        assert_eq!(format_path("x", &both), r#"x['\'"\\']"#);
-    }
-
-    #[test]
     fn bad_spaces_are_refused_with_their_path() {
         let space = dict(vec![("a", dict(vec![("b", Space::Discrete { dtype: I64, n: 0, start: 0 })]))]);
         let err = Layout::new(&space, "obs").unwrap_err();
@@ -687,29 +548,5 @@ mod tests {
         assert!(b.leaves[0].check(0, Value::Float(f64::NAN)).is_err());
         assert!(b.leaves[0].check(0, Value::Float(1.5)).is_err());
         assert!(b.leaves[0].check(0, Value::Float(1.0)).is_ok());
-    }
-
-    #[test]
-    fn text_is_codes_then_length() {
-        let space = dict(vec![
-            ("a", discrete(I64)),
-            ("s", Space::Text { charset: vec!['b', 'a', ' ', 'a'], min_length: 1, max_length: 4 }),
-        ]);
-        let layout = Layout::new(&space, "obs").unwrap();
-        let leaf = &layout.leaves[1];
-        assert_eq!((leaf.dtype, leaf.shape.clone(), leaf.offset), (U8, vec![5], 8));
-        let codes = leaf.encode_text("ab a").unwrap();
-        let ints: Vec<i128> = codes.iter().map(|v| if let Value::Int(i) = v { *i } else { -1 }).collect();
-        assert_eq!(ints, vec![2, 3, 1, 2, 4]);
-        assert_eq!(leaf.decode_text(&ints).unwrap(), "ab a");
-        assert_eq!(leaf.encode_text("ab").unwrap()[2..], [Value::Int(0), Value::Int(0), Value::Int(2)]);
-        assert_eq!(leaf.encode_text("abab a").unwrap_err(), "expected at most 4 characters, got 6: 'abab a'");
-        assert_eq!(leaf.encode_text("c").unwrap_err(), "character 'c' of 'c' is not in the space's charset");
-        assert_eq!(leaf.encode_text("").unwrap_err(), "expected at least 1 characters, got 0: ''");
-        assert!(leaf.check(0, Value::Int(3)).is_ok());
-        assert!(leaf.check(0, Value::Int(4)).is_err());
-        assert!(leaf.check(4, Value::Int(0)).is_err());
-        let long = Layout::new(&Space::string(300), "obs").unwrap();
-        assert_eq!((long.leaves[0].dtype, long.leaves[0].shape.clone()), (U16, vec![301]));
     }
 }

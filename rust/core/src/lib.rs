@@ -13,5 +13,8 @@ mod futex;
 pub mod gae;
 pub mod layout;
 pub mod local_region;
+pub mod names;
+pub mod plan;
 pub mod shm;
 pub mod sync;
+pub mod text;

@@ -13,7 +13,8 @@ use pyo3::types::{PyBool, PyInt};
 
 use pufferrs_core::dtype::DType;
 use pufferrs_core::error::Error;
-use pufferrs_core::shm::{Plan, Region, Sections, gather_rows, scatter_rows};
+use pufferrs_core::plan::{Plan, Sections};
+use pufferrs_core::shm::{Region, gather_rows, scatter_rows};
 use pufferrs_core::sync::{Control, command, status};
 
 use crate::errors::{Raise, raise, type_name};

@@ -11,7 +11,8 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, P
 
 use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Key, Layout, Leaf, Rule, format_path, format_shape, quote};
+use pufferrs_core::layout::{Layout, Leaf, Rule};
+use pufferrs_core::names::{Key, format_path, format_shape, quote};
 
 use crate::errors::type_name;
 use crate::numpy_arrays::dtype_of;
@@ -220,20 +221,7 @@ impl Reader<'_> {
                         );
                     }
                 };
-                match resolved.batch {
-                    None => (resolved.batch, resolved.batch_leaf) = (Some(got), Some(index)),
-                    Some(size) if size != got => {
-                        let reason = match resolved.batch_leaf {
-                            Some(first) => {
-                                let first = format_path(&self.root(), &self.layout.leaves[first].path);
-                                format!("expected a batch of {size} (the batch size of {first}), got {got}")
-                            }
-                            None => format!("expected a batch of {size}, got {got}"),
-                        };
-                        return Err(self.mismatch(path, reason));
-                    }
-                    Some(_) => {}
-                }
+                self.agree_batch(index, got, path, resolved)?;
                 std::iter::once(got).chain(leaf.shape.iter().copied()).collect()
             }
         };
@@ -282,14 +270,28 @@ impl Reader<'_> {
             codes.extend(encode(&item).map_err(|reason| self.mismatch(&element, reason))?);
             count += 1;
         }
+        self.agree_batch(index, count, path, resolved)?;
+        Ok(Source::Codes { codes, dtype: leaf.dtype })
+    }
+
+    /// Checks that leaf `index`'s batch of `got` agrees with the batch size
+    /// set so far (by `out`, or by the first batched leaf), or sets it.
+    fn agree_batch(&self, index: usize, got: usize, path: &[Key], resolved: &mut Resolved<'_>) -> Result<(), Error> {
         match resolved.batch {
-            None => (resolved.batch, resolved.batch_leaf) = (Some(count), Some(index)),
-            Some(size) if size != count => {
-                return Err(self.mismatch(path, format!("expected a batch of {size} str, got {count}")));
+            None => (resolved.batch, resolved.batch_leaf) = (Some(got), Some(index)),
+            Some(size) if size != got => {
+                let reason = match resolved.batch_leaf {
+                    Some(first) => {
+                        let first = format_path(&self.root(), &self.layout.leaves[first].path);
+                        format!("expected a batch of {size} (the batch size of {first}), got {got}")
+                    }
+                    None => format!("expected a batch of {size}, got {got}"),
+                };
+                return Err(self.mismatch(path, reason));
             }
             Some(_) => {}
         }
-        Ok(Source::Codes { codes, dtype: leaf.dtype })
+        Ok(())
     }
 
     /// What checks element `index` (C order, batch axis included) of

@@ -8,7 +8,8 @@ use pyo3::types::{PyBool, PyList, PyString, PyTuple};
 
 use pufferrs_core::dtype::DType;
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Key, Layout, format_path as path_string, format_shape};
+use pufferrs_core::layout::Layout;
+use pufferrs_core::names::{Key, format_path as path_string, format_shape};
 
 use crate::errors::{Raise, raise};
 use crate::flatten::{Batch, Reader, Resolved};
@@ -28,7 +29,7 @@ pub fn format_path(root: &str, path: &Bound<'_, PyTuple>) -> PyResult<String> {
             Err(_) => Ok(Key::Index(key.extract()?)),
         })
         .collect::<PyResult<Vec<_>>>()?;
-    Ok(pufferrs_core::layout::format_path(root, &keys))
+    Ok(path_string(root, &keys))
 }
 
 /// A row index as Python gives it: an int or anything with `__index__`

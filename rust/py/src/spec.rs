@@ -6,7 +6,8 @@
 //! deep, can exhaust the stack.
 
 use pufferrs_core::dtype::{DType, Value};
-use pufferrs_core::layout::{DEFAULT_STRING_LENGTH, MAX_DEPTH, Space};
+use pufferrs_core::layout::{MAX_DEPTH, Space};
+use pufferrs_core::text::DEFAULT_STRING_LENGTH;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 

@@ -6,7 +6,8 @@ use pyo3::types::{PyDict, PyTuple};
 
 use pufferrs_core::copy::is_c_contiguous;
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Layout, format_shape};
+use pufferrs_core::layout::Layout;
+use pufferrs_core::names::format_shape;
 
 use crate::errors::{Raise, raise, type_name};
 use crate::numpy_arrays::{check_rows_dtype, view};

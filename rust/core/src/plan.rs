@@ -1,0 +1,265 @@
+//! The plan of a vector env's buffers: the numbers that shape them, with
+//! every rule about those numbers (`Plan::new`), and where each array lives
+//! in the shared region (`Sections`), with sizes that cannot wrap.
+
+use std::ops::{Mul, Range};
+
+use crate::error::{Error, Result};
+use crate::shm::PAGE;
+
+/// Sections start on cache lines so that no two processes write one line.
+pub const SECTION_ALIGN: usize = 64;
+
+/// The shape of a vector env's buffers: what `Sections` is computed from.
+/// Built only by `Plan::new`, which owns every rule about these numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub num_envs: usize,
+    pub num_workers: usize,
+    pub obs_row_bytes: usize,
+    pub action_row_bytes: usize,
+    /// Envs in the batch that `recv` returns.
+    pub batch_envs: usize,
+    /// Whether batches are gathered from several workers into a gather
+    /// area (asynchronous batches of worker processes).
+    pub gathers: bool,
+}
+
+impl Plan {
+    /// The checked plan of a vector env of `num_envs` envs and batches of
+    /// `batch_envs` (default: all of them).
+    ///
+    /// With `num_workers`, the envs run in that many worker processes, each
+    /// owning a block of consecutive envs, and a batch is any set of whole
+    /// blocks. Without, they run in the caller's process one batch at a
+    /// time: each batch is its own block, so nothing is ever gathered.
+    pub fn new(
+        num_envs: usize,
+        num_workers: Option<usize>,
+        obs_row_bytes: usize,
+        action_row_bytes: usize,
+        batch_envs: Option<usize>,
+    ) -> Result<Plan> {
+        let refuse = |reason: String| Err(Error::Buffers(reason));
+        if num_envs == 0 {
+            return refuse("num_envs must be positive, got 0".into());
+        }
+        let batch_envs = batch_envs.unwrap_or(num_envs);
+        if batch_envs == 0 || batch_envs > num_envs {
+            return refuse(format!("batch_size ({batch_envs}) must be between 1 and num_envs ({num_envs})"));
+        }
+        let (num_workers, gathers) = match num_workers {
+            None if num_envs % batch_envs != 0 => {
+                return refuse(format!(
+                    "batch_size ({batch_envs}) must divide num_envs ({num_envs}) when the envs run in this process"
+                ));
+            }
+            None => (num_envs / batch_envs, false),
+            Some(workers) if workers == 0 || num_envs % workers != 0 => {
+                return refuse(format!("num_workers ({workers}) must be a positive divisor of num_envs ({num_envs})"));
+            }
+            Some(workers) if batch_envs % (num_envs / workers) != 0 => {
+                let per = num_envs / workers;
+                return refuse(format!("batch_size ({batch_envs}) must be a multiple of the envs per worker ({per})"));
+            }
+            Some(workers) => (workers, batch_envs < num_envs),
+        };
+        // Worker indices travel as u32, and the completion ring needs a bit.
+        if num_workers > u32::MAX as usize / 2 {
+            return refuse(format!("too many workers ({num_workers})"));
+        }
+        Ok(Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers })
+    }
+
+    pub fn envs_per_worker(&self) -> usize {
+        self.num_envs / self.num_workers
+    }
+}
+
+/// Byte ranges of every array in the region, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sections {
+    pub control: Range<usize>,
+    pub observations: Range<usize>,
+    pub actions: Range<usize>,
+    pub rewards: Range<usize>,
+    pub terminals: Range<usize>,
+    pub truncations: Range<usize>,
+    pub masks: Range<usize>,
+    pub episode_returns: Range<usize>,
+    pub episode_lengths: Range<usize>,
+    pub batch_observations: Range<usize>,
+    pub batch_actions: Range<usize>,
+    pub batch_rewards: Range<usize>,
+    pub batch_terminals: Range<usize>,
+    pub batch_truncations: Range<usize>,
+    pub batch_masks: Range<usize>,
+    /// Per env, the last observation of its episode that ended most
+    /// recently, written before the reset that replaces it in `observations`.
+    pub final_observations: Range<usize>,
+    pub len: usize,
+}
+
+/// A byte count that remembers overflow: None once any product or sum
+/// that made it overflowed.
+#[derive(Clone, Copy)]
+struct Bytes(Option<usize>);
+
+impl From<usize> for Bytes {
+    fn from(n: usize) -> Bytes {
+        Bytes(Some(n))
+    }
+}
+
+impl Mul<usize> for Bytes {
+    type Output = Bytes;
+    fn mul(self, rhs: usize) -> Bytes {
+        Bytes(self.0.and_then(|n| n.checked_mul(rhs)))
+    }
+}
+
+impl Sections {
+    /// `control_bytes` is the size of the synchronisation block (see
+    /// `sync::Control::bytes`). Refuses plans whose region would not fit
+    /// in memory (more than `isize::MAX` bytes), so that no size wraps.
+    pub fn new(plan: &Plan, control_bytes: usize) -> Result<Sections> {
+        let mut end = Some(0usize);
+        let mut next = |bytes: Bytes, align: usize| {
+            let start = end.and_then(|end| end.checked_next_multiple_of(align));
+            end = start.zip(bytes.0).and_then(|(start, bytes)| start.checked_add(bytes));
+            // A placeholder once anything overflowed: the result is refused below.
+            start.unwrap_or(0)..end.unwrap_or(0)
+        };
+        let (e, b) = (Bytes::from(plan.num_envs), Bytes::from(if plan.gathers { plan.batch_envs } else { 0 }));
+        let sections = Sections {
+            control: next(control_bytes.into(), SECTION_ALIGN),
+            observations: next(e * plan.obs_row_bytes, PAGE),
+            actions: next(e * plan.action_row_bytes, SECTION_ALIGN),
+            rewards: next(e * 4, SECTION_ALIGN),
+            terminals: next(e, SECTION_ALIGN),
+            truncations: next(e, SECTION_ALIGN),
+            masks: next(e, SECTION_ALIGN),
+            episode_returns: next(e * 8, SECTION_ALIGN),
+            episode_lengths: next(e * 8, SECTION_ALIGN),
+            batch_observations: next(b * plan.obs_row_bytes, PAGE),
+            batch_actions: next(b * plan.action_row_bytes, SECTION_ALIGN),
+            batch_rewards: next(b * 4, SECTION_ALIGN),
+            batch_terminals: next(b, SECTION_ALIGN),
+            batch_truncations: next(b, SECTION_ALIGN),
+            batch_masks: next(b, SECTION_ALIGN),
+            final_observations: next(e * plan.obs_row_bytes, SECTION_ALIGN),
+            len: 0,
+        };
+        match end.filter(|&len| len <= isize::MAX as usize) {
+            Some(len) => Ok(Sections { len, ..sections }),
+            None => Err(Error::Buffers(format!(
+                "buffers for {} envs with rows of {} observation bytes and {} action bytes do not fit in memory",
+                plan.num_envs, plan.obs_row_bytes, plan.action_row_bytes
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_too_large_for_memory_are_refused_not_wrapped() {
+        let plan = Plan::new(2, Some(2), 4_611_686_018_426_339_328, 1_537_228_672_810_181_973, Some(1)).unwrap();
+        let err = Sections::new(&plan, 200).unwrap_err();
+        assert!(err.to_string().ends_with("do not fit in memory"), "{err}");
+        let plan = Plan::new(4, Some(2), 1 << 62, 8, None).unwrap();
+        assert!(Sections::new(&plan, 200).is_err());
+        let plan = Plan::new(1, None, isize::MAX as usize - 4096, 0, None).unwrap();
+        assert!(Sections::new(&plan, 200).is_err(), "past isize::MAX once aligned and summed");
+    }
+
+    proptest::proptest! {
+        /// Any sizes: either a refusal, or sections that hold exactly their
+        /// arrays, in order, inside `len`.
+        #[test]
+        fn sections_never_wrap(
+            workers in 1usize..5,
+            per_worker in 1usize..5,
+            batch_workers in 1usize..5,
+            obs_shift in 0u32..64,
+            obs_low in 0usize..1000,
+            action_shift in 0u32..64,
+            envs_shift in 0u32..40,
+        ) {
+            let num_envs = (workers * per_worker) << envs_shift;
+            let batch = (batch_workers.min(workers) * per_worker) << envs_shift;
+            let obs = (1usize << obs_shift).wrapping_add(obs_low);
+            let action = (1usize << action_shift) - 1;
+            let plan = Plan::new(num_envs, Some(workers), obs, action, Some(batch)).unwrap();
+            let Ok(s) = Sections::new(&plan, 256) else { return Ok(()) };
+            let b = if plan.gathers { batch } else { 0 };
+            proptest::prop_assert_eq!(s.observations.len(), num_envs * obs);
+            proptest::prop_assert_eq!(s.actions.len(), num_envs * action);
+            proptest::prop_assert_eq!(s.batch_observations.len(), b * obs);
+            let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks, &s.final_observations];
+            for pair in all.windows(2) {
+                proptest::prop_assert!(pair[0].end <= pair[1].start);
+            }
+            proptest::prop_assert!(s.final_observations.end == s.len && s.len <= isize::MAX as usize);
+        }
+    }
+
+    #[test]
+    fn sections_are_aligned_and_disjoint() {
+        let plan = Plan::new(6, Some(3), 12_504, 24, Some(4)).unwrap();
+        let s = Sections::new(&plan, 200).unwrap();
+        let all = [
+            &s.control,
+            &s.observations,
+            &s.actions,
+            &s.rewards,
+            &s.terminals,
+            &s.truncations,
+            &s.masks,
+            &s.episode_returns,
+            &s.episode_lengths,
+            &s.batch_observations,
+            &s.batch_actions,
+            &s.batch_rewards,
+            &s.batch_terminals,
+            &s.batch_truncations,
+            &s.batch_masks,
+            &s.final_observations,
+        ];
+        for pair in all.windows(2) {
+            assert!(pair[0].end <= pair[1].start);
+        }
+        assert!(all.iter().all(|r| r.start % SECTION_ALIGN == 0));
+        assert_eq!(s.observations.start % PAGE, 0);
+        assert_eq!(s.observations.len(), 6 * 12_504);
+        assert_eq!(s.batch_observations.len(), 4 * 12_504);
+        assert_eq!(s.final_observations.len(), 6 * 12_504);
+        assert_eq!(s.len, s.final_observations.end);
+
+        let whole = Plan::new(6, Some(3), 12_504, 24, None).unwrap();
+        assert!(Sections::new(&whole, 200).unwrap().batch_observations.is_empty());
+        let in_process = Plan::new(6, None, 12_504, 24, Some(2)).unwrap();
+        assert_eq!((in_process.num_workers, in_process.gathers), (3, false));
+        assert!(Sections::new(&in_process, 200).unwrap().batch_observations.is_empty());
+    }
+
+    #[test]
+    fn invalid_plans_are_refused() {
+        let refusal = |num_envs, workers, batch| match Plan::new(num_envs, workers, 4, 8, batch) {
+            Err(Error::Buffers(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(Plan::new(8, Some(4), 4, 8, Some(4)).is_ok());
+        assert_eq!(refusal(8, Some(3), Some(4)), "num_workers (3) must be a positive divisor of num_envs (8)");
+        assert_eq!(refusal(8, Some(0), None), "num_workers (0) must be a positive divisor of num_envs (8)");
+        assert_eq!(refusal(8, Some(4), Some(3)), "batch_size (3) must be a multiple of the envs per worker (2)");
+        assert_eq!(refusal(8, Some(4), Some(10)), "batch_size (10) must be between 1 and num_envs (8)");
+        assert_eq!(
+            refusal(8, None, Some(3)),
+            "batch_size (3) must divide num_envs (8) when the envs run in this process"
+        );
+        assert_eq!(refusal(0, Some(1), None), "num_envs must be positive, got 0");
+    }
+}

@@ -1,0 +1,123 @@
+//! Strings in rows: a `Text` leaf holds `max_length` character codes, then
+//! the string's length (see `Rule::Text`). The one encoding; Python only
+//! describes the space.
+
+use crate::dtype::{DType, Value};
+use crate::layout::{Leaf, Rule, Space};
+use crate::names::quote;
+
+/// Characters a string space that lists none (MiniGrid's mission spaces)
+/// may hold: printable ASCII, space to tilde.
+pub const STRING_CHARSET: std::ops::RangeInclusive<char> = ' '..='~';
+
+/// The longest string such a space holds when its user does not say.
+pub const DEFAULT_STRING_LENGTH: usize = 128;
+
+impl Space {
+    /// A string-valued space that is not `Text`: read as `Text` over
+    /// [`STRING_CHARSET`] of at most `max_length` characters, none required.
+    pub fn string(max_length: usize) -> Space {
+        Space::Text { charset: STRING_CHARSET.collect(), min_length: 0, max_length }
+    }
+}
+
+impl Leaf {
+    /// The codes of `text` in a `Text` leaf (see [`Rule::Text`]); the error
+    /// says which character or how much length does not fit.
+    pub fn encode_text(&self, text: &str) -> std::result::Result<Vec<Value>, String> {
+        let Rule::Text { charset, min_length, max_length } = &self.rule else {
+            return Err("not a string leaf".into());
+        };
+        let mut codes = vec![Value::Int(0); max_length + 1];
+        let mut length = 0;
+        for c in text.chars() {
+            if length == *max_length {
+                let n = text.chars().count();
+                return Err(format!("expected at most {max_length} characters, got {n}: {}", quote(text)));
+            }
+            let Ok(position) = charset.binary_search(&c) else {
+                return Err(format!(
+                    "character {} of {} is not in the space's charset",
+                    quote(&c.to_string()),
+                    quote(text)
+                ));
+            };
+            codes[length] = Value::Int(position as i128 + 1);
+            length += 1;
+        }
+        if length < *min_length {
+            return Err(format!("expected at least {min_length} characters, got {length}: {}", quote(text)));
+        }
+        codes[*max_length] = Value::Int(length as i128);
+        Ok(codes)
+    }
+
+    /// The string that `codes` (a `Text` leaf's values) encode.
+    pub fn decode_text(&self, codes: &[i128]) -> std::result::Result<String, String> {
+        let Rule::Text { charset, max_length, .. } = &self.rule else {
+            return Err("not a string leaf".into());
+        };
+        if codes.len() != max_length + 1 {
+            return Err(format!("expected {} codes, got {}", max_length + 1, codes.len()));
+        }
+        let length = usize::try_from(codes[*max_length]).ok().filter(|&n| n <= *max_length);
+        let length = length.ok_or_else(|| format!("length {} is not in [0, {max_length}]", codes[*max_length]))?;
+        codes[..length]
+            .iter()
+            .map(|&code| {
+                usize::try_from(code - 1)
+                    .ok()
+                    .and_then(|i| charset.get(i).copied())
+                    .ok_or_else(|| format!("code {code} is not a character of the charset"))
+            })
+            .collect()
+    }
+}
+
+/// The narrowest unsigned dtype that holds `0..=largest`.
+pub(crate) fn text_dtype(largest: usize) -> DType {
+    match largest {
+        0..=0xff => DType::U8,
+        0x100..=0xffff => DType::U16,
+        _ => DType::U32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+    use DType::*;
+
+    fn discrete(dtype: DType) -> Space {
+        Space::Discrete { dtype, n: 5, start: 0 }
+    }
+
+    fn dict(items: Vec<(&str, Space)>) -> Space {
+        Space::Dict(items.into_iter().map(|(k, s)| (k.to_string(), s)).collect())
+    }
+
+    #[test]
+    fn text_is_codes_then_length() {
+        let space = dict(vec![
+            ("a", discrete(I64)),
+            ("s", Space::Text { charset: vec!['b', 'a', ' ', 'a'], min_length: 1, max_length: 4 }),
+        ]);
+        let layout = Layout::new(&space, "obs").unwrap();
+        let leaf = &layout.leaves[1];
+        assert_eq!((leaf.dtype, leaf.shape.clone(), leaf.offset), (U8, vec![5], 8));
+        let codes = leaf.encode_text("ab a").unwrap();
+        let ints: Vec<i128> = codes.iter().map(|v| if let Value::Int(i) = v { *i } else { -1 }).collect();
+        assert_eq!(ints, vec![2, 3, 1, 2, 4]);
+        assert_eq!(leaf.decode_text(&ints).unwrap(), "ab a");
+        assert_eq!(leaf.encode_text("ab").unwrap()[2..], [Value::Int(0), Value::Int(0), Value::Int(2)]);
+        assert_eq!(leaf.encode_text("abab a").unwrap_err(), "expected at most 4 characters, got 6: 'abab a'");
+        assert_eq!(leaf.encode_text("c").unwrap_err(), "character 'c' of 'c' is not in the space's charset");
+        assert_eq!(leaf.encode_text("").unwrap_err(), "expected at least 1 characters, got 0: ''");
+        assert!(leaf.check(0, Value::Int(3)).is_ok());
+        assert!(leaf.check(0, Value::Int(4)).is_err());
+        assert!(leaf.check(4, Value::Int(0)).is_err());
+        let long = Layout::new(&Space::string(300), "obs").unwrap();
+        assert_eq!((long.leaves[0].dtype, long.leaves[0].shape.clone()), (U16, vec![301]));
+    }
+}
