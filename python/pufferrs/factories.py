@@ -7,11 +7,19 @@ imported: ``ALE/...`` (ale-py), ``MiniGrid-...`` and ``BabyAI-...``
 highway-env's ids (``highway-v0``, ``merge-v0``, ``parking-v0``, ...).
 ``module:EnvId`` imports ``module`` first, as ``gymnasium.make`` does, and
 ``Config.imports`` names more modules to import. A failed import names the
-package to install."""
+package to install.
+
+PettingZoo envs are named by their module, as PettingZoo's own docs import
+them (``pettingzoo.classic.connect_four_v3``,
+``pettingzoo.butterfly.knights_archers_zombies_v10``): an id that is a
+dotted module path with a ``parallel_env`` or ``env`` function is made with
+``parallel_env(**env_kwargs)`` when the module has one, else with its
+(turn-based) ``env(**env_kwargs)``."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -32,8 +40,10 @@ __all__ = [
     "ENV_PACKAGES",
     "CompiledOrEager",
     "EnvCreator",
+    "PettingZooCreator",
     "check_env",
     "describe_policy",
+    "env_creator",
     "env_modules",
     "is_atari",
     "is_recurrent",
@@ -88,6 +98,42 @@ def _import_env_modules(env_id: str, imports: str | None) -> str:
                 f"{env_id} needs the module {module!r}, which did not import ({exc}): pip install {package}"
             ) from None
     return env_id
+
+
+#: A dotted module path, the form PettingZoo env ids take.
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def pettingzoo_module(env_id: str) -> Any | None:
+    """The module behind a PettingZoo env id (a dotted module path with a
+    ``parallel_env`` or ``env`` function), or None for any other id."""
+    if not _MODULE_PATH.fullmatch(env_id) or env_id in gym.registry:
+        return None
+    try:
+        module = importlib.import_module(env_id)
+    except ImportError as exc:
+        if env_id.startswith("pettingzoo.") or exc.name == env_id.split(".")[0]:
+            package = env_id.split(".")[0].replace("_", "-")
+            raise ConfigError(f"{env_id} did not import ({exc}): pip install {package}") from None
+        raise ConfigError(f"{env_id} did not import: {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(module, "parallel_env", None)) and not callable(getattr(module, "env", None)):
+        raise ConfigError(f"module {env_id} has neither parallel_env() nor env(): it is not a PettingZoo env module")
+    return module
+
+
+class PettingZooCreator:
+    """``module.parallel_env(**env_kwargs)`` (or, for turn-based modules
+    without one, ``module.env(**env_kwargs)``) as a picklable callable, for
+    worker processes."""
+
+    def __init__(self, module: str, env_kwargs: dict | None = None):
+        self.module = module
+        self.env_kwargs = dict(env_kwargs or {})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module = importlib.import_module(self.module)
+        make = getattr(module, "parallel_env", None) or module.env
+        return make(*args, **{**self.env_kwargs, **kwargs})
 
 
 def is_atari(env_id: str) -> bool:
@@ -159,9 +205,26 @@ class EnvCreator:
         return env
 
 
+def env_creator(config: Config, training: bool = True) -> EnvCreator | PettingZooCreator:
+    """The picklable creator of ``config.env``: a PettingZoo module's env,
+    or a gymnasium env with the wrappers of :class:`EnvCreator`."""
+    if pettingzoo_module(config.env) is not None:
+        return PettingZooCreator(config.env, config.env_kwargs)
+    return EnvCreator.from_config(config, training)
+
+
 def check_env(config: Config) -> None:
-    """Raises :class:`ConfigError` when ``config.env`` is not a registered
-    env that ``gymnasium.make`` can build with ``config.env_kwargs``."""
+    """Raises :class:`ConfigError` when ``config.env`` is neither a
+    registered env that ``gymnasium.make`` can build with
+    ``config.env_kwargs`` nor a PettingZoo module that builds with them."""
+    if pettingzoo_module(config.env) is not None:
+        try:
+            env_creator(config)().close()
+        except Exception as exc:  # noqa: BLE001 - any failure to build is the user's env or arguments
+            raise ConfigError(
+                f"{config.env} with {config.env_kwargs or {}} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        return
     env_id = _import_env_modules(config.env, config.imports)
     try:
         gym.spec(env_id)
@@ -191,7 +254,7 @@ def make_vecenv(
     backend = config.backend if backend is None else backend
     try:
         return vector.make(
-            EnvCreator.from_config(config, training),
+            env_creator(config, training),
             num_envs=num_envs,
             backend=backend,
             num_workers=config.num_workers if backend in ("multiprocessing", "ray") else None,
