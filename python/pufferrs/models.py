@@ -45,7 +45,7 @@ from pufferrs.lstm import LSTMWrapper, State
 from pufferrs.pytorch import Logits, layer_init, mask_logits, unflatten
 from pufferrs.spaces import Layout
 
-__all__ = ["Convolutional", "Default", "LSTMWrapper", "Policy", "ProcgenResnet"]
+__all__ = ["ACTION_MASK", "Convolutional", "Default", "LSTMWrapper", "Policy", "ProcgenResnet", "action_mask_layout"]
 
 
 # --------------------------------------------------------------------------
@@ -72,9 +72,10 @@ def _structured_layout(env: Any) -> Layout | None:
 ACTION_MASK = "action_mask"
 
 
-def _action_mask_layout(env: Any, action_space: gs.Space) -> Layout | None:
-    """The layout to read an ``action_mask`` leaf with, or None when the
-    observation has none; refuses a mask that does not fit the actions."""
+def action_mask_layout(env: Any, action_space: gs.Space) -> Layout | None:
+    """The layout to read the ``action_mask`` leaf of ``env``'s observation
+    rows with (``unflatten(rows, layout)["action_mask"]``), or None when the
+    observation has none; refuses a mask that does not fit ``action_space``."""
     layout = getattr(env, "layout", None)
     space = layout.space if layout is not None else env.single_observation_space
     if not isinstance(space, gs.Dict) or ACTION_MASK not in space.spaces:
@@ -202,7 +203,7 @@ class Policy(nn.Module):
                 f"action space {space} is not supported: use Discrete, MultiDiscrete, MultiBinary or a float Box"
             )
         self.value = layer_init(nn.Linear(output_size, 1), std=1.0)
-        self.action_mask_layout = _action_mask_layout(env, space)
+        self.action_mask_layout = action_mask_layout(env, space)
 
     def action_mask(self, observations: torch.Tensor) -> torch.Tensor | None:
         """The ``action_mask`` leaf of observation rows ``(B, row)`` (a view,
