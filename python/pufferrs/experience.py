@@ -1,5 +1,9 @@
-"""The trainer's storage of one update's steps, and the indexing helpers
-that address it by env ids and steps without copies where they can."""
+"""The trainer's storage of one update's steps, the indexing helpers
+that address it by row ids and steps without copies where they can, and
+the statistics over the steps where an agent acted (the steps' masks).
+
+A row is one agent slot of one env (``vecenv.num_agents`` rows, one per env
+for single-agent envs), indexed by the ids ``recv`` returns."""
 
 from __future__ import annotations
 
@@ -10,16 +14,17 @@ import torch
 
 from pufferrs.actions import ActionAdapter
 
-__all__ = ["Experience", "ReceivedBatch", "env_index", "step_index"]
+__all__ = ["Experience", "ReceivedBatch", "StepWeights", "env_index", "step_index"]
 
 
 class Experience:
-    """One update's steps on the training device: ``num_envs`` rows of
-    ``horizon`` steps, viewed as segments of ``bptt_horizon`` for training.
+    """One update's steps on the training device: ``num_envs`` rows (one
+    per agent slot) of ``horizon`` steps, viewed as segments of
+    ``bptt_horizon`` for training.
 
-    Rewards, terminals, truncations and episode starts arrive with every
-    ``recv`` on the host, where the rollout needs them anyway, and stay
-    there: GAE runs on the host too."""
+    Rewards, terminals, truncations, episode starts and masks arrive with
+    every ``recv`` on the host, where the rollout needs them anyway, and
+    stay there: GAE runs on the host too."""
 
     def __init__(
         self,
@@ -50,6 +55,9 @@ class Experience:
         #: the CPU for training too: LSTMWrapper.forward reads it on the host.
         self.episode_starts = torch.zeros(n, t, dtype=torch.bool)
         self.host_starts = self.episode_starts.numpy()
+        #: True where the row's agent acted at the step (always, for
+        #: single-agent envs); the other steps have no loss.
+        self.host_masks = np.ones((n, t), bool)
         if lstm_size is not None:
             # The LSTM state going into each segment's first step (zero when
             # that step starts an episode).
@@ -59,16 +67,50 @@ class Experience:
         self.rewards = torch.from_numpy(self.host_rewards)
         self.terminals = torch.from_numpy(self.host_terminals)
         self.truncations = torch.from_numpy(self.host_truncations)
+        self.masks = torch.from_numpy(self.host_masks)
 
 
 class ReceivedBatch:
-    """What one ``recv`` returned, ready to act on: env ids and their
-    observations (on the device) and episode-start flags (host and device)."""
+    """What one ``recv`` returned, ready to act on: row ids and their
+    observations (on the device), episode-start flags (host and device)
+    and masks (host)."""
 
-    __slots__ = ("env_ids", "obs", "starts", "starts_device")
+    __slots__ = ("env_ids", "masks", "obs", "starts", "starts_device")
 
-    def __init__(self, env_ids: np.ndarray, obs: torch.Tensor, starts: np.ndarray, starts_device: torch.Tensor):
+    def __init__(
+        self,
+        env_ids: np.ndarray,
+        obs: torch.Tensor,
+        starts: np.ndarray,
+        starts_device: torch.Tensor,
+        masks: np.ndarray,
+    ):
         self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
+        self.masks = masks
+
+
+class StepWeights:
+    """Means over the steps where an agent acted: ``weights`` (1 acted, 0
+    not) of the steps in the order the values come, or None when every
+    step acted, which then computes exactly the plain means."""
+
+    def __init__(self, weights: torch.Tensor | None):
+        self.weights = weights
+        # Steps counted, at least one: a minibatch where no agent acted
+        # contributes zero loss rather than 0/0.
+        self.count = None if weights is None else weights.sum().clamp(min=1)
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean() if self.weights is None else (x * self.weights).sum() / self.count
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` shifted and scaled to mean 0 and standard deviation 1 over
+        the counted steps (the unbiased estimate, as ``Tensor.std``)."""
+        if self.weights is None:
+            return (x - x.mean()) / (x.std() + 1e-8)
+        mean = self.mean(x)
+        var = ((x - mean).square() * self.weights).sum() / (self.count - 1).clamp(min=1)
+        return (x - mean) / (var.sqrt() + 1e-8)
 
 
 def env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:

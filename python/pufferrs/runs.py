@@ -32,6 +32,7 @@ from pufferrs.pytorch import sample_logits
 
 __all__ = [
     "RunDirectory",
+    "ended_episode_numbers",
     "episode_numbers",
     "evaluate",
     "evaluate_checkpoint",
@@ -79,6 +80,27 @@ def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
             value = value[()]
         if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
             out[prefix + key] = float(value)
+    return out
+
+
+#: What a multi-agent vector env adds to the info of an env's first row at
+#: the step where every agent of the env is done, whether or not that row's
+#: own agent ended in that step.
+ENV_EPISODE = ("env_episode_return", "env_episode_length")
+
+
+def ended_episode_numbers(infos: list[dict], ended: np.ndarray) -> list[tuple[str, float]]:
+    """The episode statistics of one ``recv``: :func:`episode_numbers` of
+    the rows whose episode (the agent's own) ended, and ``env_episode_*``
+    wherever the env's episode ended."""
+    out: list[tuple[str, float]] = []
+    if not ended.any():  # an env's episode ends with some of its agents'
+        return out
+    for k, info in enumerate(infos):
+        if ended[k]:
+            out.extend(episode_numbers(info).items())
+        elif ENV_EPISODE[0] in info:
+            out.extend((key, float(info[key])) for key in ENV_EPISODE if key in info)
     return out
 
 
