@@ -115,10 +115,7 @@ def masked_rows(env: types.SimpleNamespace, batch: int, seed: int) -> tuple[torc
     size = env.layout.space["action_mask"].shape[0]
     masks = (rng.random((batch, size)) < 0.3).astype(np.int8)
     masks[rng.random(batch) < 0.2] = 0
-    obs = [
-        {"observation": rng.uniform(-1, 1, 4).astype(np.float32), "action_mask": m}
-        for m in masks
-    ]
+    obs = [{"observation": rng.uniform(-1, 1, 4).astype(np.float32), "action_mask": m} for m in masks]
     return torch.as_tensor(env.layout.flatten_batch(obs)), masks
 
 

@@ -143,5 +143,7 @@ def test_masks_as_a_tensor_and_time_major() -> None:
     tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in case.items()}
     got = call(tensors, tensors["masks"])
     assert isinstance(got, torch.Tensor) and np.array_equal(got.numpy(), expected)
-    transposed = {k: np.ascontiguousarray(v.T).T if isinstance(v, np.ndarray) and v.ndim == 2 else v for k, v in case.items()}
+    transposed = {
+        k: np.ascontiguousarray(v.T).T if isinstance(v, np.ndarray) and v.ndim == 2 else v for k, v in case.items()
+    }
     assert np.array_equal(call(transposed, transposed["masks"]), expected)

@@ -2,11 +2,28 @@
 that address it by row ids and steps without copies where they can, and
 the statistics over the steps where an agent acted (the steps' masks).
 
-A row is one agent slot of one env (``vecenv.num_agents`` rows, one per env
-for single-agent envs), indexed by the ids ``recv`` returns."""
+A row is one agent slot of one env (``vecenv.num_agents`` rows, one per
+env for single-agent envs), indexed by the row ids ``recv`` returns.
+Multi-agent envs also return masks, True where the row's agent acts; the
+trainer then
+
+- stores every row's every step, and folds a masked step's reward and
+  flags into the row's last acting step
+  (:func:`~pufferrs.advantages.compute_advantages`);
+- counts only acting steps in the losses, the advantage normalisation and
+  ``global_step`` (agent steps, so ``sps`` is agent steps per second);
+- advances a row's LSTM state on masked steps too (training unrolls the
+  same sequence) and zeroes it at the row's first acting step after its
+  agent's episode ended;
+- applies an ``action_mask`` observation leaf to the logits as the
+  built-in policies do, so that no policy sends an illegal action;
+- splits an update into ``batch_size / minibatch_size`` minibatches as for
+  one agent, each holding every agent's steps."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +31,7 @@ import torch
 
 from pufferrs.actions import ActionAdapter
 
-__all__ = ["Experience", "ReceivedBatch", "StepWeights", "env_index", "step_index"]
+__all__ = ["Experience", "FinalObservations", "ReceivedBatch", "StepWeights", "env_index", "step_index"]
 
 
 class Experience:
@@ -68,6 +85,68 @@ class Experience:
         self.terminals = torch.from_numpy(self.host_terminals)
         self.truncations = torch.from_numpy(self.host_truncations)
         self.masks = torch.from_numpy(self.host_masks)
+
+
+class FinalObservations:
+    """The final observations of one rollout's truncated steps, kept as
+    they arrive (copied to the device: the vector env's rows are views that
+    later episode ends overwrite) and valued in one forward at the end of
+    the rollout, by the policy that chose the steps."""
+
+    def __init__(self, to_device: Callable[[np.ndarray], torch.Tensor]):
+        self.to_device = to_device
+        # (row ids, steps, observations, LSTM state or None) per recv.
+        self.entries: list[tuple] = []
+        self.warned = False
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def keep(
+        self,
+        infos: list[dict],
+        positions: np.ndarray,
+        row_ids: np.ndarray,
+        steps: np.ndarray,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> None:
+        """Keeps the ``final_obs`` of batch ``positions`` (truncated steps
+        stored at ``(row_ids, steps)``), with each row's LSTM ``state``
+        ``(h, c)`` after the step for a recurrent policy."""
+        rows = [infos[k].get("final_obs") for k in positions.tolist()]
+        if any(row is None for row in rows):
+            if not self.warned:
+                self.warned = True
+                warnings.warn(
+                    "the vector env gives no 'final_obs' in the info of truncated steps: "
+                    "they bootstrap from the value of their own observation instead",
+                    stacklevel=4,
+                )
+            known = np.array([row is not None for row in rows])
+            rows, row_ids, steps = [r for r in rows if r is not None], row_ids[known], steps[known]
+            if state is not None:
+                index = torch.from_numpy(np.flatnonzero(known)).to(state[0].device)
+                state = (state[0][index], state[1][index])
+            if not rows:
+                return
+        self.entries.append((row_ids, steps, self.to_device(np.stack(rows)), state))
+
+    def value(self, exp: Experience, forward_eval: Callable) -> None:
+        """Fills ``exp.final_values``: the rollout's values, and at its
+        truncated steps the value of their final observations."""
+        exp.final_values.copy_(exp.values)
+        if not self.entries:
+            return
+        entries, self.entries = self.entries, []
+        device = exp.final_values.device
+        row_ids = torch.from_numpy(np.concatenate([e[0] for e in entries])).to(device)
+        steps = torch.from_numpy(np.concatenate([e[1] for e in entries])).to(device)
+        obs = torch.cat([e[2] for e in entries])
+        state = None
+        if entries[0][3] is not None:  # each from its row's state after the step; no episode starts here
+            state = {"lstm_h": torch.cat([e[3][0] for e in entries]), "lstm_c": torch.cat([e[3][1] for e in entries])}
+        _, values = forward_eval(obs, state)
+        exp.final_values[row_ids, steps] = values.reshape(-1).float()
 
 
 class ReceivedBatch:

@@ -87,10 +87,14 @@ def action_mask_layout(env: Any, action_space: gs.Space) -> Layout | None:
         nvec = np.asarray(action_space.nvec).ravel()
         expected, what = int(nvec.sum()), f"the masks of the heads of {action_space} side by side"
     else:
-        raise TypeError(f"obs['{ACTION_MASK}']: action masks need a Discrete or MultiDiscrete action space, got {action_space}")
+        raise TypeError(
+            f"obs['{ACTION_MASK}']: action masks need a Discrete or MultiDiscrete action space, got {action_space}"
+        )
     shape = tuple(getattr(mask, "shape", None) or ())
     if not isinstance(mask, (gs.Box, gs.MultiBinary)) or shape != (expected,):
-        raise ValueError(f"obs['{ACTION_MASK}']: expected a Box or MultiBinary of shape ({expected},), {what}; got {mask}")
+        raise ValueError(
+            f"obs['{ACTION_MASK}']: expected a Box or MultiBinary of shape ({expected},), {what}; got {mask}"
+        )
     return layout if layout is not None else Layout(space)
 
 

@@ -11,21 +11,9 @@ The loop, per update (``batch_size`` env steps)::
               minibatches of ``bptt_horizon``-step segments: clipped policy
               and value losses, entropy bonus, Adam with gradient clipping
 
-A **row** is one agent slot of one env: ``vecenv.num_agents`` rows, one per
-env for single-agent envs, indexed by the row ids ``recv`` returns.
-Multi-agent envs also return **masks**, True where the row's agent acts:
-
-- every row stores every step; a masked step's reward and flags fold into
-  the row's last acting step (see :func:`~pufferrs.advantages.compute_advantages`),
-  and only acting steps count in the losses, the advantage normalisation
-  and ``global_step`` (agent steps, so ``sps`` is agent steps per second);
-- a row's LSTM state advances on masked steps too (training unrolls the
-  same sequence) and is zeroed at its first acting step after its agent's
-  episode ended;
-- an ``action_mask`` observation leaf is applied to the logits here as well
-  as in the built-in policies, so no policy sends an illegal action;
-- the update is split into ``batch_size / minibatch_size`` minibatches as
-  for one agent, each holding every agent's steps.
+Rows are agent slots (``vecenv.num_agents``, one per env for one agent);
+multi-agent envs mask the rows whose agent does not act (see
+:mod:`pufferrs.experience` for what masks change).
 
 Choices worth knowing:
 
@@ -66,7 +54,6 @@ evaluation in :mod:`pufferrs.runs`.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +68,14 @@ from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.errors import ConfigError
-from pufferrs.experience import Experience, ReceivedBatch, StepWeights, env_index, step_index
+from pufferrs.experience import (
+    Experience,
+    FinalObservations,
+    ReceivedBatch,
+    StepWeights,
+    env_index,
+    step_index,
+)
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.models import ACTION_MASK, action_mask_layout
 from pufferrs.pytorch import sample_logits, unflatten
@@ -159,10 +153,8 @@ class Trainer:
         self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
         self.new_episode = np.ones(n, bool)  # the row's next acting step starts an episode
         self.held: ReceivedBatch | None = None  # a received batch not yet acted on
-        # Truncated steps of this rollout, to bootstrap from their final
-        # observations: (env ids, steps, observations[, lstm_h, lstm_c]).
-        self.finals: list[tuple] = []
-        self._warned_no_final_obs = False
+        # Truncated steps of this rollout, to bootstrap from their final observations.
+        self.finals = FinalObservations(self.to_device)
         self.episode_infos: dict[str, list[float]] = defaultdict(list)
 
         self.update = 0
@@ -199,7 +191,12 @@ class Trainer:
         cut = truncations & ~terminals
         if cut.any():
             chosen = np.flatnonzero(cut)
-            self._keep_finals(infos, chosen if positions is None else positions[chosen], ids[chosen], steps[chosen])
+            rows, at = ids[chosen], steps[chosen]
+            state = None
+            if self.recurrent:  # each row's state after the step
+                index = torch.from_numpy(rows).to(self.device)
+                state = (self.lstm_h[index], self.lstm_c[index])
+            self.finals.keep(infos, chosen if positions is None else positions[chosen], rows, at, state)
 
         for key, value in ended_episode_numbers(infos, ended):
             self.episode_infos[key].append(value)
@@ -211,48 +208,6 @@ class Trainer:
         # `obs` is a view that the next recv overwrites; the copy to the
         # device (or the clone a held CPU batch gets) keeps it.
         return ReceivedBatch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts), masks)
-
-    def _keep_finals(self, infos: list[dict], positions: np.ndarray, env_ids: np.ndarray, steps: np.ndarray) -> None:
-        """Keeps the final observations of truncated steps (batch
-        ``positions``, stored at ``(env_ids, steps)``) and, for an LSTM, each
-        env's state after the step, to be valued at the end of the rollout."""
-        rows = [infos[k].get("final_obs") for k in positions.tolist()]
-        if any(row is None for row in rows):
-            if not self._warned_no_final_obs:
-                self._warned_no_final_obs = True
-                warnings.warn(
-                    "the vector env gives no 'final_obs' in the info of truncated steps: "
-                    "they bootstrap from the value of their own observation instead",
-                    stacklevel=4,
-                )
-            known = [row is not None for row in rows]
-            rows, env_ids, steps = [r for r in rows if r is not None], env_ids[known], steps[known]
-            if not rows:
-                return
-        # A copy: the rows are views that later episode ends overwrite.
-        entry: tuple = (env_ids, steps, self.to_device(np.stack(rows)))
-        if self.recurrent:
-            index = torch.from_numpy(env_ids).to(self.device)
-            entry += (self.lstm_h[index], self.lstm_c[index])
-        self.finals.append(entry)
-
-    def _value_finals(self) -> None:
-        """``experience.final_values``: the rollout's values, and at its
-        truncated steps the value of their final observations, evaluated in
-        one forward by the policy that chose the steps."""
-        exp = self.experience
-        exp.final_values.copy_(exp.values)
-        if not self.finals:
-            return
-        finals, self.finals = self.finals, []
-        env_ids = torch.from_numpy(np.concatenate([f[0] for f in finals])).to(self.device)
-        steps = torch.from_numpy(np.concatenate([f[1] for f in finals])).to(self.device)
-        obs = torch.cat([f[2] for f in finals])
-        state = None
-        if self.recurrent:  # each from its env's state after the step; no episode starts here
-            state = {"lstm_h": torch.cat([f[3] for f in finals]), "lstm_c": torch.cat([f[4] for f in finals])}
-        _, values = self.forward_eval(obs, state)
-        exp.final_values[env_ids, steps] = values.reshape(-1).float()
 
     def _act(self, batch: ReceivedBatch) -> bool:
         """Runs the policy on ``batch``, stores the steps of envs still
@@ -347,7 +302,7 @@ class Trainer:
             if self._act(batch):
                 break
         start = time.perf_counter()
-        self._value_finals()
+        self.finals.value(self.experience, self.forward_eval)
         self.timers["inference"] += time.perf_counter() - start
         self.global_step += int(self.experience.host_masks.sum())  # agent steps
 
