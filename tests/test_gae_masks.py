@@ -8,10 +8,12 @@ kernel gives without masks."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pufferrs import RowError
 from pufferrs.advantages import compute_advantages
 
 
@@ -147,3 +149,13 @@ def test_masks_as_a_tensor_and_time_major() -> None:
         k: np.ascontiguousarray(v.T).T if isinstance(v, np.ndarray) and v.ndim == 2 else v for k, v in case.items()
     }
     assert np.array_equal(call(transposed, transposed["masks"]), expected)
+
+
+def test_bad_masks_are_refused_with_their_name() -> None:
+    values = np.zeros((2, 3), np.float32)
+    flags = np.zeros((2, 3), bool)
+    args = (values, np.zeros(2, np.float32), values, flags, flags, 0.9, 0.9)
+    with pytest.raises(RowError, match=r"masks: expected shape \(2, 3\) to match values, got \(2, 2\)"):
+        compute_advantages(*args, masks=np.ones((2, 2), bool))
+    with pytest.raises(RowError, match="masks: expected a 2-d numpy array of bool"):
+        compute_advantages(*args, masks=np.ones((2, 3), np.float32))

@@ -86,6 +86,7 @@ def make_vecenv(cfg: Config) -> Any:
     return vector.make(PickTheHighestLegal, num_envs=cfg.num_envs, backend="serial", seed=cfg.seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy,lstm", [("default", False), ("auto", False), ("default", True)])
 def test_the_mask_is_obeyed_and_learned(policy: str, lstm: bool) -> None:
     # Random legal choices pay about 0.3 a step; the illegal action the env

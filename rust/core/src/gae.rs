@@ -415,6 +415,33 @@ mod tests {
     }
 
     #[test]
+    fn masked_steps_fold_into_the_last_acting_step() {
+        // One row, gamma 0.5, lambda 1: the agent acts at steps 0 and 3.
+        let (values, rewards, bootstrap) = ([1.0f32, 9.0, 9.0, 3.0], [1.0f32, 2.0, 4.0, 8.0], [10.0f32]);
+        let flags = [0u8; 4];
+        let run_masks = |masks: Option<&[u8; 4]>| {
+            let steps = Steps {
+                values: Matrix::c_order("values", &values, [1, 4]).unwrap(),
+                rewards: Matrix::c_order("rewards", &rewards, [1, 4]).unwrap(),
+                terminals: Matrix::c_order("terminals", &flags, [1, 4]).unwrap(),
+                truncations: Matrix::c_order("truncations", &flags, [1, 4]).unwrap(),
+                final_values: None,
+                bootstrap: Matrix::c_order("bootstrap", &bootstrap, [1, 1]).unwrap(),
+                masks: masks.map(|m| Matrix::c_order("masks", m, [1, 4]).unwrap()),
+            };
+            let mut out = [f32::NAN; 4];
+            advantages(&steps, 0.5, 1.0, &mut MatrixMut::c_order("out", &mut out, [1, 4]).unwrap()).unwrap();
+            out
+        };
+        let last = 8.0 + 0.5 * 10.0 - 3.0;
+        assert_eq!(run_masks(Some(&[1, 0, 0, 1])), [7.0 + 0.5 * 3.0 - 1.0 + 0.5 * last, 0.0, 0.0, last]);
+        // Rewards before the first acting step have no step here to own them.
+        assert_eq!(run_masks(Some(&[0, 1, 0, 0])), [0.0, 14.0 + 0.5 * 10.0 - 9.0, 0.0, 0.0]);
+        // Masks that are all set change nothing, bit for bit.
+        assert_eq!(run_masks(Some(&[1; 4])).map(f32::to_bits), run_masks(None).map(f32::to_bits));
+    }
+
+    #[test]
     fn matrices_outside_their_data_and_mismatched_shapes_are_refused() {
         let data = [0.0f32; 6];
         assert!(Matrix::new("values", &data, 0, [2, 3], [3, 1]).is_ok());
