@@ -19,7 +19,7 @@ from torch import nn
 
 from pufferrs import vector
 from pufferrs.experience import StepWeights
-from pufferrs.train import Config, Trainer
+from pufferrs.train import Config, Trainer, evaluate
 
 ACTIONS = 6
 
@@ -57,6 +57,9 @@ class PickTheHighestLegal(gym.Env):
         return self._obs(), reward, False, self.steps >= 16, {}
 
 
+gym.register("PickTheHighestLegal-v0", entry_point=PickTheHighestLegal)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
     saved = torch.get_num_threads()
@@ -79,7 +82,7 @@ def config(**overrides: Any) -> Config:
         seed=1,
     )
     values.update(overrides)
-    return Config.for_env("CartPole-v1", **values)
+    return Config.for_env("PickTheHighestLegal-v0", **values)
 
 
 def make_vecenv(cfg: Config) -> Any:
@@ -92,10 +95,12 @@ def test_the_mask_is_obeyed_and_learned(policy: str, lstm: bool) -> None:
     # Random legal choices pay about 0.3 a step; the illegal action the env
     # raises on would end the test.
     cfg = config(policy=policy, lstm=lstm)
-    with Trainer(cfg, make_vecenv(cfg)) as trainer:
+    with Trainer(cfg) as trainer:
         trainer.train()
         returns = [m["env/episode_return"] for m in trainer.metrics if "env/episode_return" in m]
-    assert np.mean(returns[:3]) < 8 and np.mean(returns[-3:]) >= 14.5, returns
+        assert np.mean(returns[:3]) < 8 and np.mean(returns[-3:]) >= 14.5, returns
+        result = evaluate(trainer.policy, cfg, episodes=16)  # greedy: the most likely legal action
+    assert result["mean_return"] >= 15, result
 
 
 class IgnoresTheMask(nn.Module):
@@ -120,6 +125,8 @@ def test_the_trainer_masks_a_policy_that_ignores_the_leaf() -> None:
         trainer.train()  # the env raises on an illegal action
         logprobs = trainer.experience.logprobs
     assert torch.isfinite(logprobs).all()
+    for greedy in (True, False):  # evaluation obeys the mask too
+        assert len(evaluate(IgnoresTheMask(), cfg, episodes=4, greedy=greedy)["returns"]) == 4
 
 
 def test_steps_left_out_by_the_masks_change_nothing() -> None:
