@@ -41,7 +41,7 @@ def allowed(mask: torch.Tensor) -> torch.Tensor:
     return legal | ~legal.any(dim=-1, keepdim=True)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(masked_logits(), st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
 def test_sampled_actions_are_legal_and_everything_stays_finite(case, dtype) -> None:
     logits, mask = case
@@ -54,12 +54,14 @@ def test_sampled_actions_are_legal_and_everything_stays_finite(case, dtype) -> N
     # Every action scored: legal ones as without the forbidden ones, illegal
     # ones hugely negative but finite.
     batch, n = logits.shape
+    total = ent.sum()
     for a in range(n):
         _, lp, _ = sample_logits(logits, torch.full((batch,), a), action_mask=mask)
         assert torch.isfinite(lp).all()
         assert (lp[~legal[:, a]] < -1e4).all()
-        (lp.sum() + ent.sum()).backward(retain_graph=True)
-        assert torch.isfinite(logits.grad).all()
+        total = total + lp.sum()
+    total.backward()
+    assert torch.isfinite(logits.grad).all()
     # The legal actions' probabilities are a softmax over them alone.
     probs = mask_logits(logits.detach().float(), mask).softmax(-1)
     assert (probs[~legal] == 0).all()
