@@ -11,7 +11,9 @@ Rust (pufferrs.advantages.compute_advantages on numpy arrays, and on CPU
 torch tensors as the trainer calls it). Every result is checked against the old
 loop (same numbers up to float32 rounding: the kernel sums in float64).
 
-On CUDA (when present) a second table: the old loop on the GPU (T x 10 small
+A second table times the kernel with multi-agent masks against none.
+
+On CUDA (when present) a last table: the old loop on the GPU (T x 10 small
 kernels) against the kernel fed through page-locked memory, with the bytes
 that cross each way.
 """
@@ -178,6 +180,32 @@ def cpu_table(args: argparse.Namespace) -> None:
         )
 
 
+def masks_table(args: argparse.Namespace) -> None:
+    """Multi-agent rows: the kernel with masks (every step acting, and half
+    of them masked, folded into the acting steps) against none."""
+    print("\n# with masks (multi-agent rows): Rust on numpy arrays")
+    print(f"{'N x T':<10} {'no masks':>12} {'all acting':>12} {'half masked':>12} {'all/none':>9} {'half/none':>10}")
+    nothing = lambda: None  # noqa: E731 - no device to wait for
+    gamma, lam = 0.99, 0.95
+    for n, t in SHAPES:
+        arrays = case(n, t)
+        np_args, np_kw = args_of(arrays)
+        half = np.random.default_rng(1).random((n, t)) < 0.5
+        times = [
+            median_seconds(
+                lambda m=m: compute_advantages(*np_args, gamma, lam, **np_kw, masks=m),
+                args.seconds,
+                args.repeats,
+                nothing,
+            )
+            for m in (None, np.ones((n, t), bool), half)
+        ]
+        print(
+            f"{f'{n} x {t}':<10} {fmt(times[0]):>12} {fmt(times[1]):>12} {fmt(times[2]):>12} "
+            f"{times[1] / times[0]:>8.2f}x {times[2] / times[0]:>9.2f}x"
+        )
+
+
 def cuda_table(args: argparse.Namespace) -> None:
     device = torch.device("cuda")
     sync = torch.cuda.synchronize
@@ -217,6 +245,7 @@ def main() -> None:
         f"medians of {args.repeats} repeats of ~{args.seconds:g} s, one torch thread"
     )
     cpu_table(args)
+    masks_table(args)
     print(
         "# rlox: compute_gae_batched_f32, done = terminal or truncated (it has no truncation bootstrap)"
         if rlox_call(case(1, 1), 0.9, 0.9)

@@ -19,6 +19,7 @@ def gae(
     gae_lambda: float,
     final_values: npt.NDArray[np.float32] | None = None,
     out: npt.NDArray[np.float32] | None = None,
+    masks: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 
 class Layout:

@@ -34,6 +34,7 @@ def compute_advantages(
     gamma: float,
     gae_lambda: float,
     final_values: Any = None,
+    masks: Any = None,
 ) -> Any:
     """GAE(``gamma``, ``lambda``) of ``(N, T)`` steps; returns the
     advantages as a float32 tensor on ``values``' device, or a numpy array
@@ -47,21 +48,28 @@ def compute_advantages(
     stands in for it, which biases every time-limited env's values (the
     vector envs hand out ``final_obs`` so that it need not). No advantage
     carries across an episode boundary.
+
+    ``masks`` ``(N, T)`` bool (multi-agent rows: True where the row's agent
+    acted) folds each masked step into the row's last unmasked step before
+    it: that step owns the rewards and flags stored at the masked steps up
+    to the row's next unmasked step, continues into that step's value (or
+    ``bootstrap``), and masked steps get advantage 0. Without ``masks``
+    every step acts, and the result is exactly what it was without them.
     """
     device = values.device if isinstance(values, torch.Tensor) else None
     staged: set[torch.device] = set()
     arrays = [
         _on_host(x, staged) if x is not None else None
-        for x in (values, bootstrap, rewards, terminals, truncations, final_values)
+        for x in (values, bootstrap, rewards, terminals, truncations, final_values, masks)
     ]
     for source in staged:
         # The copies into page-locked memory were asynchronous.
         torch.cuda.current_stream(source).synchronize()
     arrays = [x.numpy() if isinstance(x, torch.Tensor) else x for x in arrays]
     if device is None:
-        return gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5])
+        return gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], masks=arrays[6])
     out = torch.empty(tuple(values.shape), dtype=torch.float32, pin_memory=device.type == "cuda")
-    gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], out=out.numpy())
+    gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], out=out.numpy(), masks=arrays[6])
     return out.to(device, non_blocking=True)
 
 

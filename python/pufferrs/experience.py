@@ -1,8 +1,29 @@
-"""The trainer's storage of one update's steps, and the indexing helpers
-that address it by env ids and steps without copies where they can."""
+"""The trainer's storage of one update's steps, the indexing helpers
+that address it by row ids and steps without copies where they can, and
+the statistics over the steps where an agent acted (the steps' masks).
+
+A row is one agent slot of one env (``vecenv.num_agents`` rows, one per
+env for single-agent envs), indexed by the row ids ``recv`` returns.
+Multi-agent envs also return masks, True where the row's agent acts; the
+trainer then
+
+- stores every row's every step, and folds a masked step's reward and
+  flags into the row's last acting step
+  (:func:`~pufferrs.advantages.compute_advantages`);
+- counts only acting steps in the losses, the advantage normalisation and
+  ``global_step`` (agent steps, so ``sps`` is agent steps per second);
+- advances a row's LSTM state on masked steps too (training unrolls the
+  same sequence) and zeroes it at the row's first acting step after its
+  agent's episode ended;
+- applies an ``action_mask`` observation leaf to the logits as the
+  built-in policies do, so that no policy sends an illegal action;
+- splits an update into ``batch_size / minibatch_size`` minibatches as for
+  one agent, each holding every agent's steps."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,16 +31,17 @@ import torch
 
 from pufferrs.actions import ActionAdapter
 
-__all__ = ["Experience", "ReceivedBatch", "env_index", "step_index"]
+__all__ = ["Experience", "FinalObservations", "ReceivedBatch", "StepWeights", "env_index", "step_index"]
 
 
 class Experience:
-    """One update's steps on the training device: ``num_envs`` rows of
-    ``horizon`` steps, viewed as segments of ``bptt_horizon`` for training.
+    """One update's steps on the training device: ``num_envs`` rows (one
+    per agent slot) of ``horizon`` steps, viewed as segments of
+    ``bptt_horizon`` for training.
 
-    Rewards, terminals, truncations and episode starts arrive with every
-    ``recv`` on the host, where the rollout needs them anyway, and stay
-    there: GAE runs on the host too."""
+    Rewards, terminals, truncations, episode starts and masks arrive with
+    every ``recv`` on the host, where the rollout needs them anyway, and
+    stay there: GAE runs on the host too."""
 
     def __init__(
         self,
@@ -50,6 +72,9 @@ class Experience:
         #: the CPU for training too: LSTMWrapper.forward reads it on the host.
         self.episode_starts = torch.zeros(n, t, dtype=torch.bool)
         self.host_starts = self.episode_starts.numpy()
+        #: True where the row's agent acted at the step (always, for
+        #: single-agent envs); the other steps have no loss.
+        self.host_masks = np.ones((n, t), bool)
         if lstm_size is not None:
             # The LSTM state going into each segment's first step (zero when
             # that step starts an episode).
@@ -59,16 +84,112 @@ class Experience:
         self.rewards = torch.from_numpy(self.host_rewards)
         self.terminals = torch.from_numpy(self.host_terminals)
         self.truncations = torch.from_numpy(self.host_truncations)
+        self.masks = torch.from_numpy(self.host_masks)
+
+
+class FinalObservations:
+    """The final observations of one rollout's truncated steps, kept as
+    they arrive (copied to the device: the vector env's rows are views that
+    later episode ends overwrite) and valued in one forward at the end of
+    the rollout, by the policy that chose the steps."""
+
+    def __init__(self, to_device: Callable[[np.ndarray], torch.Tensor]):
+        self.to_device = to_device
+        # (row ids, steps, observations, LSTM state or None) per recv.
+        self.entries: list[tuple] = []
+        self.warned = False
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def keep(
+        self,
+        infos: list[dict],
+        positions: np.ndarray,
+        row_ids: np.ndarray,
+        steps: np.ndarray,
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> None:
+        """Keeps the ``final_obs`` of batch ``positions`` (truncated steps
+        stored at ``(row_ids, steps)``), with each row's LSTM ``state``
+        ``(h, c)`` after the step for a recurrent policy."""
+        rows = [infos[k].get("final_obs") for k in positions.tolist()]
+        if any(row is None for row in rows):
+            if not self.warned:
+                self.warned = True
+                warnings.warn(
+                    "the vector env gives no 'final_obs' in the info of truncated steps: "
+                    "they bootstrap from the value of their own observation instead",
+                    stacklevel=4,
+                )
+            known = np.array([row is not None for row in rows])
+            rows, row_ids, steps = [r for r in rows if r is not None], row_ids[known], steps[known]
+            if state is not None:
+                index = torch.from_numpy(np.flatnonzero(known)).to(state[0].device)
+                state = (state[0][index], state[1][index])
+            if not rows:
+                return
+        self.entries.append((row_ids, steps, self.to_device(np.stack(rows)), state))
+
+    def value(self, exp: Experience, forward_eval: Callable) -> None:
+        """Fills ``exp.final_values``: the rollout's values, and at its
+        truncated steps the value of their final observations."""
+        exp.final_values.copy_(exp.values)
+        if not self.entries:
+            return
+        entries, self.entries = self.entries, []
+        device = exp.final_values.device
+        row_ids = torch.from_numpy(np.concatenate([e[0] for e in entries])).to(device)
+        steps = torch.from_numpy(np.concatenate([e[1] for e in entries])).to(device)
+        obs = torch.cat([e[2] for e in entries])
+        state = None
+        if entries[0][3] is not None:  # each from its row's state after the step; no episode starts here
+            state = {"lstm_h": torch.cat([e[3][0] for e in entries]), "lstm_c": torch.cat([e[3][1] for e in entries])}
+        _, values = forward_eval(obs, state)
+        exp.final_values[row_ids, steps] = values.reshape(-1).float()
 
 
 class ReceivedBatch:
-    """What one ``recv`` returned, ready to act on: env ids and their
-    observations (on the device) and episode-start flags (host and device)."""
+    """What one ``recv`` returned, ready to act on: row ids and their
+    observations (on the device), episode-start flags (host and device)
+    and masks (host)."""
 
-    __slots__ = ("env_ids", "obs", "starts", "starts_device")
+    __slots__ = ("env_ids", "masks", "obs", "starts", "starts_device")
 
-    def __init__(self, env_ids: np.ndarray, obs: torch.Tensor, starts: np.ndarray, starts_device: torch.Tensor):
+    def __init__(
+        self,
+        env_ids: np.ndarray,
+        obs: torch.Tensor,
+        starts: np.ndarray,
+        starts_device: torch.Tensor,
+        masks: np.ndarray,
+    ):
         self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
+        self.masks = masks
+
+
+class StepWeights:
+    """Means over the steps where an agent acted: ``weights`` (1 acted, 0
+    not) of the steps in the order the values come, or None when every
+    step acted, which then computes exactly the plain means."""
+
+    def __init__(self, weights: torch.Tensor | None):
+        self.weights = weights
+        # Steps counted, at least one: a minibatch where no agent acted
+        # contributes zero loss rather than 0/0.
+        self.count = None if weights is None else weights.sum().clamp(min=1)
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean() if self.weights is None else (x * self.weights).sum() / self.count
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` shifted and scaled to mean 0 and standard deviation 1 over
+        the counted steps (the unbiased estimate, as ``Tensor.std``)."""
+        if self.weights is None:
+            return (x - x.mean()) / (x.std() + 1e-8)
+        mean = self.mean(x)
+        var = ((x - mean).square() * self.weights).sum() / (self.count - 1).clamp(min=1)
+        return (x - mean) / (var.sqrt() + 1e-8)
 
 
 def env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:

@@ -315,7 +315,7 @@ class LSTMWrapper(nn.Module):
         h, c = self._initial_state(state, hidden, batch, starts)
         h, c = self._step_function(hidden, h, c)(hidden, h, c)
         state["lstm_h"], state["lstm_c"], state["hidden"] = h, c, h
-        return self.policy.decode_actions(h)
+        return self._decode(h, observations)
 
     def forward(self, observations: torch.Tensor, state: State | None = None) -> tuple[Any, torch.Tensor]:
         """Training on sequences: observations ``(B, T, *obs_shape)``, or
@@ -347,9 +347,8 @@ class LSTMWrapper(nn.Module):
                 f"observations of shape {tuple(x.shape)} are neither (B, *obs_shape) nor (B, T, *obs_shape) "
                 f"for obs_shape {self.obs_shape}"
             )
-        hidden = self.policy.encode_observations(
-            x.reshape(batch * steps, *x.shape[x.dim() - space_dims :]), state=state
-        )
+        x = x.reshape(batch * steps, *x.shape[x.dim() - space_dims :])
+        hidden = self.policy.encode_observations(x, state=state)
         hidden = hidden.reshape(batch, steps, self.input_size)
 
         mask = state.get("episode_start")
@@ -381,5 +380,15 @@ class LSTMWrapper(nn.Module):
             output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
         state["lstm_h"], state["lstm_c"], state["hidden"] = h.detach(), c.detach(), output
-        logits, values = self.policy.decode_actions(output.reshape(batch * steps, self.hidden_size))
+        logits, values = self._decode(output.reshape(batch * steps, self.hidden_size), x)
         return logits, values.reshape(batch, steps)
+
+    def _decode(self, hidden: torch.Tensor, observations: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The wrapped policy's ``decode_actions``, given the observations'
+        action mask when the policy reads one (the built-in policies'
+        ``action_mask``); other policies are called as PufferLib's are."""
+        read_mask = getattr(self.policy, "action_mask", None)
+        mask = read_mask(observations) if callable(read_mask) else None
+        if mask is None:
+            return self.policy.decode_actions(hidden)
+        return self.policy.decode_actions(hidden, action_mask=mask)

@@ -15,6 +15,13 @@ Every policy follows PufferLib's interface:
 ``(B, *shape)`` for a ``Box``. ``values`` is ``(B,)`` (``(B, T)`` from
 ``LSTMWrapper.forward``).
 
+Action masks: an observation Dict with a top-level ``action_mask`` leaf
+(PettingZoo's convention, 1 = legal) makes the built-in policies give
+illegal actions zero probability (:func:`pufferrs.pytorch.mask_logits`):
+``forward`` reads the leaf from the rows and ``decode_actions`` applies it.
+The leaf also stays an input of the encoder like any other leaf: which
+moves are legal says something about the state, and the value head may use it.
+
 The ``env`` argument is anything with ``single_observation_space`` and
 ``single_action_space`` (a pufferrs vector env, the
 :class:`~pufferrs.emulation.FlattenObservation` wrapper, a
@@ -35,10 +42,10 @@ from torch import nn
 from torch.distributions import Normal
 
 from pufferrs.lstm import LSTMWrapper, State
-from pufferrs.pytorch import Logits, layer_init, unflatten
+from pufferrs.pytorch import Logits, layer_init, mask_logits, unflatten
 from pufferrs.spaces import Layout
 
-__all__ = ["Convolutional", "Default", "LSTMWrapper", "Policy", "ProcgenResnet"]
+__all__ = ["ACTION_MASK", "Convolutional", "Default", "LSTMWrapper", "Policy", "ProcgenResnet", "action_mask_layout"]
 
 
 # --------------------------------------------------------------------------
@@ -60,6 +67,35 @@ def _structured_layout(env: Any) -> Layout | None:
             return None
         layout = Layout(space)
     return None if isinstance(layout.space, gs.Box) else layout
+
+
+ACTION_MASK = "action_mask"
+
+
+def action_mask_layout(env: Any, action_space: gs.Space) -> Layout | None:
+    """The layout to read the ``action_mask`` leaf of ``env``'s observation
+    rows with (``unflatten(rows, layout)["action_mask"]``), or None when the
+    observation has none; refuses a mask that does not fit ``action_space``."""
+    layout = getattr(env, "layout", None)
+    space = layout.space if layout is not None else env.single_observation_space
+    if not isinstance(space, gs.Dict) or ACTION_MASK not in space.spaces:
+        return None
+    mask = space.spaces[ACTION_MASK]
+    if isinstance(action_space, gs.Discrete):
+        expected, what = int(action_space.n), f"one entry per action of {action_space}"
+    elif isinstance(action_space, gs.MultiDiscrete):
+        nvec = np.asarray(action_space.nvec).ravel()
+        expected, what = int(nvec.sum()), f"the masks of the heads of {action_space} side by side"
+    else:
+        raise TypeError(
+            f"obs['{ACTION_MASK}']: action masks need a Discrete or MultiDiscrete action space, got {action_space}"
+        )
+    shape = tuple(getattr(mask, "shape", None) or ())
+    if not isinstance(mask, (gs.Box, gs.MultiBinary)) or shape != (expected,):
+        raise ValueError(
+            f"obs['{ACTION_MASK}']: expected a Box or MultiBinary of shape ({expected},), {what}; got {mask}"
+        )
+    return layout if layout is not None else Layout(space)
 
 
 def _is_image_box(space: gs.Box) -> bool:
@@ -143,7 +179,8 @@ class Policy(nn.Module):
     learned, state-independent ``decoder_logstd``; ``value``, a Linear with
     std 1. Discrete actions are indices from 0: add a space's ``start``
     before stepping an env whose ``start`` is not 0. Continuous actions are
-    not squashed to the Box's bounds.
+    not squashed to the Box's bounds. An ``action_mask`` observation leaf
+    (see the module docstring) is read by :meth:`action_mask`.
     """
 
     def __init__(self, env: Any, output_size: int):
@@ -170,13 +207,24 @@ class Policy(nn.Module):
                 f"action space {space} is not supported: use Discrete, MultiDiscrete, MultiBinary or a float Box"
             )
         self.value = layer_init(nn.Linear(output_size, 1), std=1.0)
+        self.action_mask_layout = action_mask_layout(env, space)
+
+    def action_mask(self, observations: torch.Tensor) -> torch.Tensor | None:
+        """The ``action_mask`` leaf of observation rows ``(B, row)`` (a view,
+        ``(B, n)``), or None when the observation has none."""
+        if self.action_mask_layout is None:
+            return None
+        return unflatten(observations, self.action_mask_layout)[ACTION_MASK]
 
     def encode_observations(self, observations: torch.Tensor, state: State | None = None) -> torch.Tensor:
         """Observations ``(B, *obs_shape)`` to features ``(B, hidden_size)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement encode_observations")
 
-    def decode_actions(self, hidden: torch.Tensor) -> tuple[Logits, torch.Tensor]:
-        """Features ``(B, output_size)`` to ``(logits, values (B,))``."""
+    def decode_actions(
+        self, hidden: torch.Tensor, action_mask: torch.Tensor | None = None
+    ) -> tuple[Logits, torch.Tensor]:
+        """Features ``(B, output_size)`` to ``(logits, values (B,))``, illegal
+        actions masked when ``action_mask`` ``(B, n)`` is given."""
         values = self.value(hidden).squeeze(-1)
         if self.is_continuous:
             mean = self.decoder_mean(hidden).reshape(hidden.shape[0], *self.action_shape)
@@ -185,12 +233,13 @@ class Policy(nn.Module):
             return Normal(mean, self.decoder_logstd.exp().expand_as(mean), validate_args=False), values
         logits = self.decoder(hidden)
         if self.is_multidiscrete:
-            return logits.split(self.action_nvec, dim=-1), values
-        return logits, values
+            return mask_logits(logits.split(self.action_nvec, dim=-1), action_mask), values
+        return mask_logits(logits, action_mask), values
 
     def forward(self, observations: torch.Tensor, state: State | None = None) -> tuple[Logits, torch.Tensor]:
         """``(logits, values)`` for a batch ``(B, *obs_shape)`` of observations."""
-        return self.decode_actions(self.encode_observations(observations, state=state))
+        hidden = self.encode_observations(observations, state=state)
+        return self.decode_actions(hidden, self.action_mask(observations))
 
     def forward_eval(self, observations: torch.Tensor, state: State | None = None) -> tuple[Logits, torch.Tensor]:
         """The rollout entry point; the same computation as :meth:`forward`

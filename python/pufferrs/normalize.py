@@ -194,6 +194,9 @@ class NormalizedPolicy(nn.Module):
                 f"NormalizedPolicy needs float observations, got {space}; for structured rows of mixed dtypes, "
                 "normalise the float leaves inside the policy with pufferrs.normalize.ObservationNormalizer"
             )
+        if getattr(policy, "action_mask_layout", None) is not None:
+            # Normalised, a mask's zeros would no longer read as zeros.
+            raise TypeError("NormalizedPolicy cannot normalise observations that hold an action_mask leaf")
         self.policy = policy
         self.normalizer = ObservationNormalizer(tuple(space.shape), clip=clip, epsilon=epsilon)
 

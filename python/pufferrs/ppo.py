@@ -3,18 +3,22 @@
 The loop, per update (``batch_size`` env steps)::
 
     rollout:  vecenv.recv() -> rows to the device -> policy.forward_eval
-              (LSTM state kept per env id, zeroed where an episode starts)
+              (LSTM state kept per row, zeroed where an episode starts)
               -> sample_logits -> vecenv.send(), storing every step into
-              the experience buffer, until each env has stored ``horizon``
+              the experience buffer, until each row has stored ``horizon``
               steps (``horizon = batch_size / num_envs``)
-    learn:    GAE over each env's steps, then ``update_epochs`` passes of
+    learn:    GAE over each row's steps, then ``update_epochs`` passes of
               minibatches of ``bptt_horizon``-step segments: clipped policy
               and value losses, entropy bonus, Adam with gradient clipping
+
+Rows are agent slots (``vecenv.num_agents``, one per env for one agent);
+multi-agent envs mask the rows whose agent does not act (see
+:mod:`pufferrs.experience` for what masks change).
 
 Choices worth knowing:
 
 - **Experience** (:mod:`pufferrs.experience`) lives on the training
-  device: ``(num_envs, horizon)`` steps of flat observation rows (packed as
+  device: ``(rows, horizon)`` steps of flat observation rows (packed as
   the vector env returns them; the policy unflattens them in its
   ``forward``), actions, log-probs, values, the values of truncated steps'
   final observations, and the LSTM state at the start of each
@@ -50,7 +54,6 @@ evaluation in :mod:`pufferrs.runs`.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -65,10 +68,18 @@ from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.errors import ConfigError
-from pufferrs.experience import Experience, ReceivedBatch, env_index, step_index
+from pufferrs.experience import (
+    Experience,
+    FinalObservations,
+    ReceivedBatch,
+    StepWeights,
+    env_index,
+    step_index,
+)
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
-from pufferrs.pytorch import sample_logits
-from pufferrs.runs import RunDirectory, episode_numbers, save_checkpoint, summarize
+from pufferrs.models import ACTION_MASK, action_mask_layout
+from pufferrs.pytorch import sample_logits, unflatten
+from pufferrs.runs import RunDirectory, ended_episode_numbers, save_checkpoint, summarize
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]
 
@@ -108,6 +119,7 @@ class Trainer:
             self.normalizer = getattr(self.policy, "normalizer", None) if config.normalize_observations else None
             if config.normalize_observations and self.normalizer is None:
                 raise ConfigError("normalize_observations needs a policy with a normalizer (pufferrs.normalize)")
+            self.mask_layout = action_mask_layout(vecenv, vecenv.single_action_space)
         except BaseException:
             vecenv.close()
             raise
@@ -121,7 +133,7 @@ class Trainer:
             self.forward_eval = CompiledOrEager(self.policy.forward_eval)
             self.forward = CompiledOrEager(self.policy.forward)
 
-        n = config.num_envs
+        n = getattr(vecenv, "num_agents", vecenv.num_envs)
         obs_space = vecenv.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
@@ -130,21 +142,19 @@ class Trainer:
             n, config.horizon, config.bptt_horizon, self.obs_shape, self.obs_dtype, self.actions, lstm_size, self.device
         )
         if self.recurrent:
-            # The LSTM state of every env, between its steps.
+            # The LSTM state of every row, between its steps.
             self.lstm_h = torch.zeros(n, lstm_size, device=self.device)
             self.lstm_c = torch.zeros(n, lstm_size, device=self.device)
         self.to_device = HostToDevice(self.device, vecenv)
 
-        # Rollout bookkeeping, per env id (host side).
+        # Rollout bookkeeping, per row id (host side).
         self.stored = np.zeros(n, np.int64)  # steps stored this rollout
         self.pending = np.full(n, -1, np.int64)  # stored step whose outcome is awaited, or -1
         self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
-        self.new_episode = np.ones(n, bool)  # the next observation starts an episode (set by a reset)
+        self.new_episode = np.ones(n, bool)  # the row's next acting step starts an episode
         self.held: ReceivedBatch | None = None  # a received batch not yet acted on
-        # Truncated steps of this rollout, to bootstrap from their final
-        # observations: (env ids, steps, observations[, lstm_h, lstm_c]).
-        self.finals: list[tuple] = []
-        self._warned_no_final_obs = False
+        # Truncated steps of this rollout, to bootstrap from their final observations.
+        self.finals = FinalObservations(self.to_device)
         self.episode_infos: dict[str, list[float]] = defaultdict(list)
 
         self.update = 0
@@ -160,9 +170,10 @@ class Trainer:
         """The next batch from the vector env; records the outcomes (reward,
         terminal, truncation) of the steps its envs were taking."""
         start = time.perf_counter()
-        obs, rewards, terminals, truncations, infos, env_ids, _ = self.vecenv.recv()
+        obs, rewards, terminals, truncations, infos, env_ids, masks = self.vecenv.recv()
         self.timers["env"] += time.perf_counter() - start
         env_ids = np.asarray(env_ids, np.int64)
+        masks = np.asarray(masks, bool)
         ended = terminals | truncations
 
         pending = self.pending[env_ids]
@@ -180,59 +191,23 @@ class Trainer:
         cut = truncations & ~terminals
         if cut.any():
             chosen = np.flatnonzero(cut)
-            self._keep_finals(infos, chosen if positions is None else positions[chosen], ids[chosen], steps[chosen])
+            rows, at = ids[chosen], steps[chosen]
+            state = None
+            if self.recurrent:  # each row's state after the step
+                index = torch.from_numpy(rows).to(self.device)
+                state = (self.lstm_h[index], self.lstm_c[index])
+            self.finals.keep(infos, chosen if positions is None else positions[chosen], rows, at, state)
 
-        for k in np.flatnonzero(ended).tolist():
-            for key, value in episode_numbers(infos[k]).items():
-                self.episode_infos[key].append(value)
+        for key, value in ended_episode_numbers(infos, ended):
+            self.episode_infos[key].append(value)
 
-        starts = ended | self.new_episode[env_ids]
-        self.new_episode[env_ids] = False
+        # An agent whose episode ended acts next in a new one, maybe after
+        # masked steps (same-step autoreset makes that this very step).
+        starts = (ended | self.new_episode[env_ids]) & masks
+        self.new_episode[env_ids] = (ended | self.new_episode[env_ids]) & ~masks
         # `obs` is a view that the next recv overwrites; the copy to the
         # device (or the clone a held CPU batch gets) keeps it.
-        return ReceivedBatch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts))
-
-    def _keep_finals(self, infos: list[dict], positions: np.ndarray, env_ids: np.ndarray, steps: np.ndarray) -> None:
-        """Keeps the final observations of truncated steps (batch
-        ``positions``, stored at ``(env_ids, steps)``) and, for an LSTM, each
-        env's state after the step, to be valued at the end of the rollout."""
-        rows = [infos[k].get("final_obs") for k in positions.tolist()]
-        if any(row is None for row in rows):
-            if not self._warned_no_final_obs:
-                self._warned_no_final_obs = True
-                warnings.warn(
-                    "the vector env gives no 'final_obs' in the info of truncated steps: "
-                    "they bootstrap from the value of their own observation instead",
-                    stacklevel=4,
-                )
-            known = [row is not None for row in rows]
-            rows, env_ids, steps = [r for r in rows if r is not None], env_ids[known], steps[known]
-            if not rows:
-                return
-        # A copy: the rows are views that later episode ends overwrite.
-        entry: tuple = (env_ids, steps, self.to_device(np.stack(rows)))
-        if self.recurrent:
-            index = torch.from_numpy(env_ids).to(self.device)
-            entry += (self.lstm_h[index], self.lstm_c[index])
-        self.finals.append(entry)
-
-    def _value_finals(self) -> None:
-        """``experience.final_values``: the rollout's values, and at its
-        truncated steps the value of their final observations, evaluated in
-        one forward by the policy that chose the steps."""
-        exp = self.experience
-        exp.final_values.copy_(exp.values)
-        if not self.finals:
-            return
-        finals, self.finals = self.finals, []
-        env_ids = torch.from_numpy(np.concatenate([f[0] for f in finals])).to(self.device)
-        steps = torch.from_numpy(np.concatenate([f[1] for f in finals])).to(self.device)
-        obs = torch.cat([f[2] for f in finals])
-        state = None
-        if self.recurrent:  # each from its env's state after the step; no episode starts here
-            state = {"lstm_h": torch.cat([f[3] for f in finals]), "lstm_c": torch.cat([f[4] for f in finals])}
-        _, values = self.forward_eval(obs, state)
-        exp.final_values[env_ids, steps] = values.reshape(-1).float()
+        return ReceivedBatch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts), masks)
 
     def _act(self, batch: ReceivedBatch) -> bool:
         """Runs the policy on ``batch``, stores the steps of envs still
@@ -267,7 +242,7 @@ class Trainer:
                 self.timers["inference"] += time.perf_counter() - start
                 return True
 
-        actions, logprobs, _ = sample_logits(logits)
+        actions, logprobs, _ = sample_logits(logits, action_mask=self._action_mask(batch.obs))
         if self.recurrent:
             at_segment = store & (steps % exp.bptt_horizon == 0)
             if at_segment.any():
@@ -298,6 +273,7 @@ class Trainer:
             exp.logprobs[where] = pick(logprobs).float()
             exp.values[where] = pick(values).float()
             exp.host_starts[ids, at] = batch.starts[store]
+            exp.host_masks[ids, at] = batch.masks[store]
             self.pending[ids] = at
             self.stored[ids] = at + 1
         env_actions = self.actions(actions)
@@ -326,17 +302,22 @@ class Trainer:
             if self._act(batch):
                 break
         start = time.perf_counter()
-        self._value_finals()
+        self.finals.value(self.experience, self.forward_eval)
         self.timers["inference"] += time.perf_counter() - start
-        self.global_step += self.config.batch_size
+        self.global_step += int(self.experience.host_masks.sum())  # agent steps
 
     # -- learning -----------------------------------------------------------
+
+    def _action_mask(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The ``action_mask`` leaf of observation rows, if they have one."""
+        return None if self.mask_layout is None else unflatten(obs, self.mask_layout)[ACTION_MASK]
 
     def segments(self) -> tuple[int, int]:
         """``(count, length)`` of the training segments: ``bptt_horizon``
         steps for an LSTM, single steps (shuffled freely) otherwise."""
         length = self.config.bptt_horizon if self.recurrent else 1
-        return self.config.batch_size // length, length
+        exp = self.experience
+        return exp.num_envs * exp.horizon // length, length
 
     def evaluate_segments(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprobs, entropy, values)`` of the stored actions of the
@@ -357,7 +338,8 @@ class Trainer:
             logits, values = self.forward(obs, state)
         else:
             logits, values = self.forward(obs.reshape(-1, *self.obs_shape))
-        _, logprobs, entropy = sample_logits(logits, actions)
+        mask = self._action_mask(obs.reshape(-1, *self.obs_shape))
+        _, logprobs, entropy = sample_logits(logits, actions, action_mask=mask)
         return logprobs, entropy, values.reshape(-1)
 
     def learn(self) -> dict[str, float]:
@@ -365,6 +347,9 @@ class Trainer:
         start = time.perf_counter()
         config, exp = self.config, self.experience
         self.policy.train()
+        # Where agents acted, as loss weights; None when every step acted
+        # (single-agent envs), which computes exactly the plain means.
+        acted = None if exp.host_masks.all() else exp.masks.to(self.device, torch.float32)
         with torch.no_grad():
             advantages = compute_advantages(
                 exp.values,
@@ -375,6 +360,7 @@ class Trainer:
                 config.gamma,
                 config.gae_lambda,
                 final_values=exp.final_values,
+                masks=None if acted is None else exp.masks,
             )
             returns = advantages + exp.values
         count, length = self.segments()
@@ -384,7 +370,10 @@ class Trainer:
             "advantages": advantages.reshape(count, length),
             "returns": returns.reshape(count, length),
         }
-        per_minibatch = config.minibatch_size // length
+        if acted is not None:
+            flat["weights"] = acted.reshape(count, length)
+        # As many minibatches as for one agent, each holding every row's steps.
+        per_minibatch = count // (config.batch_size // config.minibatch_size)
         totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         steps = 0
         for _ in range(config.update_epochs):
@@ -393,19 +382,21 @@ class Trainer:
                 old_logprobs, old_values, adv, ret = (
                     flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")
                 )
+                steps_of = StepWeights(None if acted is None else flat["weights"][index].reshape(-1))
                 logprobs, entropy, values = self.evaluate_segments(index)
                 logratio = logprobs - old_logprobs
                 ratio = logratio.exp()
                 if config.norm_adv:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
+                    adv = steps_of.normalize(adv)
+                clipped_ratio = ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)
+                pg_loss = steps_of.mean(torch.max(-adv * ratio, -adv * clipped_ratio))
                 values = values.float()
                 if config.vf_clip_coef > 0:
                     clipped = old_values + (values - old_values).clamp(-config.vf_clip_coef, config.vf_clip_coef)
-                    v_loss = 0.5 * torch.max((values - ret) ** 2, (clipped - ret) ** 2).mean()
+                    v_loss = 0.5 * steps_of.mean(torch.max((values - ret) ** 2, (clipped - ret) ** 2))
                 else:
-                    v_loss = 0.5 * ((values - ret) ** 2).mean()
-                entropy_loss = entropy.mean()
+                    v_loss = 0.5 * steps_of.mean((values - ret) ** 2)
+                entropy_loss = steps_of.mean(entropy)
                 loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
 
                 self.optimizer.zero_grad(set_to_none=True)
@@ -417,18 +408,19 @@ class Trainer:
                     totals["policy_loss"] += pg_loss.detach()
                     totals["value_loss"] += v_loss.detach()
                     totals["entropy"] += entropy_loss.detach()
-                    totals["approx_kl"] += ((ratio - 1) - logratio).mean()
-                    totals["clipfrac"] += ((ratio - 1).abs() > config.clip_coef).float().mean()
+                    totals["approx_kl"] += steps_of.mean((ratio - 1) - logratio)
+                    totals["clipfrac"] += steps_of.mean(((ratio - 1).abs() > config.clip_coef).float())
                 steps += 1
         if self.normalizer is not None:
             # After the epochs that learn from this rollout, so that the
             # rollout and its training passes normalised alike.
-            self.normalizer.update(exp.obs)
+            self.normalizer.update(exp.obs if acted is None else exp.obs[exp.masks.to(self.device)])
         # One read back to the host per update, not one per minibatch.
         losses = {k: v.item() / steps for k, v in totals.items()}
         with torch.no_grad():
-            var = returns.var()
-            losses["explained_variance"] = float("nan") if var == 0 else (1 - (returns - exp.values).var() / var).item()
+            ret, val = (returns, exp.values) if acted is None else (returns[acted > 0], exp.values[acted > 0])
+            var = ret.var()
+            losses["explained_variance"] = float("nan") if var == 0 else (1 - (ret - val).var() / var).item()
         self.timers["learn"] += time.perf_counter() - start
         return losses
 

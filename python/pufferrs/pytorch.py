@@ -25,7 +25,16 @@ from pufferrs.errors import RowError
 from pufferrs.lstm import LSTMWrapper
 from pufferrs.spaces import Layout
 
-__all__ = ["LSTMWrapper", "entropy", "layer_init", "log_prob", "sample_logits", "unflatten", "unflatten_observations"]
+__all__ = [
+    "LSTMWrapper",
+    "entropy",
+    "layer_init",
+    "log_prob",
+    "mask_logits",
+    "sample_logits",
+    "unflatten",
+    "unflatten_observations",
+]
 
 
 class _Plan:
@@ -299,8 +308,45 @@ def _multi_action(action: torch.Tensor | tuple | list, heads: int) -> torch.Tens
     return action
 
 
+def mask_logits(logits: Logits, action_mask: torch.Tensor | None) -> Logits:
+    """``logits`` with the actions that ``action_mask`` forbids given zero
+    probability: the one owner of the action-mask rule.
+
+    ``action_mask`` is ``(B, n)`` (any dtype; nonzero is legal), PettingZoo's
+    ``action_mask`` observation leaf: for a tensor of logits ``(B, n)`` one
+    entry per action, for a tuple of multi-discrete heads the heads' masks
+    side by side (``sum(n_i)`` entries, each head masked by its own slice).
+    A forbidden action's logit becomes the dtype's most negative finite
+    value, not ``-inf``: its probability is exactly zero, yet log-probability,
+    entropy and their gradients stay finite. A row (or a head's slice) that
+    allows nothing allows everything instead: that is the zeroed observation
+    of an absent agent, whose action is never sent, and a row with every
+    logit masked would be a categorical over nothing. ``None`` returns
+    ``logits`` as they are. Logits of a ``Normal`` cannot be masked.
+    """
+    if action_mask is None:
+        return logits
+    if isinstance(logits, Normal):
+        raise ValueError("action masks apply to discrete actions; got a Normal over continuous actions")
+    if isinstance(logits, (tuple, list)):
+        widths = [h.shape[-1] for h in logits]
+        if action_mask.shape[-1] != sum(widths):
+            raise ValueError(
+                f"action_mask: expected {sum(widths)} entries (the heads' {widths} side by side), "
+                f"got shape {tuple(action_mask.shape)}"
+            )
+        return tuple(mask_logits(h, m) for h, m in zip(logits, action_mask.split(widths, dim=-1)))
+    if action_mask.shape[-1] != logits.shape[-1]:
+        raise ValueError(
+            f"action_mask: expected {logits.shape[-1]} entries (one per action), got shape {tuple(action_mask.shape)}"
+        )
+    legal = action_mask != 0
+    legal = legal | ~legal.any(dim=-1, keepdim=True)
+    return logits.masked_fill(~legal, torch.finfo(logits.dtype).min)
+
+
 def sample_logits(
-    logits: Logits, action: torch.Tensor | None = None
+    logits: Logits, action: torch.Tensor | None = None, action_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Samples an action (or scores a given one): ``(action, logprob, entropy)``.
 
@@ -318,10 +364,13 @@ def sample_logits(
     it); with ``action`` (e.g. from the rollout buffer, any numeric dtype)
     it is returned as given and its log-probability is computed, which is
     what PPO's ratio needs. logprob and entropy are float32 for
-    half-precision logits. Nothing here reads a value back to the host, so
+    half-precision logits. ``action_mask`` (see :func:`mask_logits`) gives
+    illegal actions zero probability first: never sampled, and scored as
+    hugely negative but finite. Nothing here reads a value back to the host, so
     on a GPU the call never waits for the device (sampling is Gumbel-max on
     the device) and it traces under ``torch.compile``.
     """
+    logits = mask_logits(logits, action_mask)
     if isinstance(logits, Normal):
         if action is None:
             with torch.no_grad():

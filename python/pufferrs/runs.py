@@ -28,10 +28,12 @@ from pufferrs import vector
 from pufferrs.actions import ActionAdapter, greedy_action
 from pufferrs.config import Config, ConfigError, resolve_device
 from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv
-from pufferrs.pytorch import sample_logits
+from pufferrs.models import ACTION_MASK, action_mask_layout
+from pufferrs.pytorch import mask_logits, sample_logits, unflatten
 
 __all__ = [
     "RunDirectory",
+    "ended_episode_numbers",
     "episode_numbers",
     "evaluate",
     "evaluate_checkpoint",
@@ -79,6 +81,27 @@ def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
             value = value[()]
         if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
             out[prefix + key] = float(value)
+    return out
+
+
+#: What a multi-agent vector env adds to the info of an env's first row at
+#: the step where every agent of the env is done, whether or not that row's
+#: own agent ended in that step.
+ENV_EPISODE = ("env_episode_return", "env_episode_length")
+
+
+def ended_episode_numbers(infos: list[dict], ended: np.ndarray) -> list[tuple[str, float]]:
+    """The episode statistics of one ``recv``: :func:`episode_numbers` of
+    the rows whose episode (the agent's own) ended, and ``env_episode_*``
+    wherever the env's episode ended."""
+    out: list[tuple[str, float]] = []
+    if not ended.any():  # an env's episode ends with some of its agents'
+        return out
+    for k, info in enumerate(infos):
+        if ended[k]:
+            out.extend(episode_numbers(info).items())
+        elif ENV_EPISODE[0] in info:
+            out.extend((key, float(info[key])) for key in ENV_EPISODE if key in info)
     return out
 
 
@@ -283,9 +306,11 @@ def evaluate(
     returns ``{"returns": [...], "lengths": [...], "mean_return": ...}`` plus
     the mean of every other numeric episode info (e.g. ``success``).
 
-    ``greedy`` takes the most likely action, else samples. Each of
-    ``num_envs`` envs (default ``min(episodes, 16)``) plays the same
-    number of episodes, so that short episodes are not over-counted.
+    ``greedy`` takes the most likely legal action (an ``action_mask``
+    observation leaf is obeyed), else samples. Each of ``num_envs`` envs
+    (default ``min(episodes, 16)``) plays the same number of episodes, so
+    that short episodes are not over-counted; in a multi-agent env each
+    agent slot does, and an episode is one agent's.
     ``seed`` defaults to ``config.seed + 1000``, away from training's.
     """
     _check_episodes(episodes)
@@ -376,16 +401,20 @@ def _play(
     actions = ActionAdapter(vecenv.single_action_space)
     recurrent = is_recurrent(policy)
     policy.eval()
-    results: list[list[dict[str, float]]] = [[] for _ in range(num_envs)]
+    rows = getattr(vecenv, "num_agents", num_envs)
+    results: list[list[dict[str, float]]] = [[] for _ in range(rows)]
     state: dict[str, Any] = {}
     try:
+        mask_layout = action_mask_layout(vecenv, vecenv.single_action_space)
         obs, _ = vecenv.reset(seed=seed)
-        starts = np.ones(num_envs, bool)
+        starts = np.ones(rows, bool)
         while min(len(r) for r in results) < per_env:
             obs_t = torch.from_numpy(obs).to(device)
             if recurrent:
                 state["episode_start"] = torch.from_numpy(starts).to(device)
             logits, _ = policy.forward_eval(obs_t, state if recurrent else None)
+            if mask_layout is not None:
+                logits = mask_logits(logits, unflatten(obs_t, mask_layout)[ACTION_MASK])
             action = greedy_action(logits) if greedy else sample_logits(logits)[0]
             obs, _, terminals, truncations, infos = vecenv.step(actions(action))
             starts = terminals | truncations
@@ -395,7 +424,7 @@ def _play(
     finally:
         vecenv.close()
     # Round-robin over envs, so that the first `episodes` mix all envs.
-    ordered = [results[i][k] for k in range(per_env) for i in range(num_envs)][:episodes]
+    ordered = [results[i][k] for k in range(per_env) for i in range(rows)][:episodes]
     out: dict[str, Any] = {
         "returns": [e["episode_return"] for e in ordered],
         "lengths": [int(e["episode_length"]) for e in ordered],

@@ -17,6 +17,18 @@
 //!
 //! `advantage = delta + gamma * lambda * (next step's advantage)`, the
 //! latter taken as zero across an episode boundary.
+//!
+//! With `masks` (multi-agent rows: true where the agent acted), a masked
+//! step is not a step of the agent's own: the rewards and flags stored at
+//! it belong to the row's last unmasked step before it. So an unmasked step
+//! owns the sum of the rewards at itself and at the masked steps after it
+//! up to the row's next unmasked step, ends its episode if any of them
+//! does (terminal first; a truncation's future is `final_values` at the
+//! truncated step), and continues into that next unmasked step's value, or
+//! `bootstrap[i]` when the row has none. Discounting counts the agent's
+//! steps, not the env's. Masked steps get advantage 0, as do the rewards
+//! before a row's first unmasked step (their step was in an earlier
+//! rollout).
 
 use crate::error::{Error, Result};
 
@@ -123,6 +135,8 @@ pub struct Steps<'a> {
     pub final_values: Option<Matrix<'a, f32>>,
     /// `V(observation after each env's last step)`.
     pub bootstrap: Matrix<'a, f32>,
+    /// Where the row's agent acted (nonzero); None: at every step.
+    pub masks: Option<Matrix<'a, u8>>,
 }
 
 impl Steps<'_> {
@@ -142,6 +156,7 @@ impl Steps<'_> {
         ]
         .into_iter()
         .chain(self.final_values.map(|f| ("final_values", f.shape)))
+        .chain(self.masks.map(|m| ("masks", m.shape)))
         {
             if got != shape {
                 return refuse(name, shape, got);
@@ -172,18 +187,29 @@ pub fn advantages(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMu
     for i in 0..envs {
         let mut next_value = steps.bootstrap.at(i, 0) as f64;
         let mut next_advantage = 0.0f64;
+        // What the masked steps after the current one hand to the row's
+        // previous unmasked step.
+        let mut folded: Option<Outcome> = None;
         for t in (0..horizon).rev() {
+            let own = Outcome::at(steps, i, t);
+            if steps.masks.is_some_and(|m| m.at(i, t) == 0) {
+                folded = Some(folded.map_or(own, |later| own.then(later)));
+                out.set(i, t, 0.0);
+                continue;
+            }
+            // Without a masked step after it, the step's own outcome as it
+            // is: rows without masks compute exactly what they always did.
+            let outcome = folded.take().map_or(own, |later| own.then(later));
             let value = steps.values.at(i, t) as f64;
-            let reward = steps.rewards.at(i, t) as f64;
-            let delta = if steps.terminals.at(i, t) != 0 {
+            let delta = if outcome.terminal {
                 next_advantage = 0.0;
-                reward - value
-            } else if steps.truncations.at(i, t) != 0 {
+                outcome.reward - value
+            } else if let Some(at) = outcome.truncated_at {
                 next_advantage = 0.0;
-                let future = steps.final_values.map_or(value, |f| f.at(i, t) as f64);
-                reward + gamma * future - value
+                let future = steps.final_values.map_or(value, |f| f.at(i, at) as f64);
+                outcome.reward + gamma * future - value
             } else {
-                reward + gamma * next_value - value
+                outcome.reward + gamma * next_value - value
             };
             next_advantage = delta + decay * next_advantage;
             out.set(i, t, next_advantage as f32);
@@ -191,6 +217,35 @@ pub fn advantages(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMu
         }
     }
     Ok(())
+}
+
+/// The reward and episode end of a stretch of one row's steps.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    reward: f64,
+    terminal: bool,
+    /// The step whose truncation ends the stretch's episode, if one does.
+    truncated_at: Option<usize>,
+}
+
+impl Outcome {
+    fn at(steps: &Steps<'_>, i: usize, t: usize) -> Self {
+        Outcome {
+            reward: steps.rewards.at(i, t) as f64,
+            terminal: steps.terminals.at(i, t) != 0,
+            truncated_at: (steps.truncations.at(i, t) != 0).then_some(t),
+        }
+    }
+
+    /// This stretch followed by `later`: rewards add, a terminal anywhere
+    /// wins, and of two truncations the earlier one ends the episode.
+    fn then(self, later: Outcome) -> Self {
+        Outcome {
+            reward: self.reward + later.reward,
+            terminal: self.terminal || later.terminal,
+            truncated_at: self.truncated_at.or(later.truncated_at),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +318,7 @@ mod tests {
             truncations: Matrix::c_order("truncations", &c.truncations, shape).unwrap(),
             final_values: finals.then(|| Matrix::c_order("final_values", &c.finals, shape).unwrap()),
             bootstrap: Matrix::c_order("bootstrap", &c.bootstrap, [c.envs, 1]).unwrap(),
+            masks: None,
         };
         let mut out = vec![f32::NAN; c.envs * c.horizon];
         advantages(&steps, gamma, lambda, &mut MatrixMut::c_order("out", &mut out, shape).unwrap()).unwrap();
@@ -319,6 +375,7 @@ mod tests {
             truncations: Matrix::new("truncations", &truncations, 0, [3, 7], [1, 3]).unwrap(),
             final_values: Some(m("final_values", &finals)),
             bootstrap: Matrix::c_order("bootstrap", &c.bootstrap, [3, 1]).unwrap(),
+            masks: None,
         };
         let mut out = vec![0.0f32; 21];
         let mut time_major = MatrixMut::new("out", &mut out, 0, [3, 7], [1, 3]).unwrap();
@@ -340,6 +397,7 @@ mod tests {
                 truncations: Matrix::c_order("truncations", &truncations, [1, 2]).unwrap(),
                 final_values: Some(Matrix::c_order("final_values", &finals, [1, 2]).unwrap()),
                 bootstrap: Matrix::c_order("bootstrap", &bootstrap, [1, 1]).unwrap(),
+                masks: None,
             };
             let mut out = [0.0f32; 2];
             advantages(&steps, 0.5, 1.0, &mut MatrixMut::c_order("out", &mut out, [1, 2]).unwrap()).unwrap();
@@ -354,6 +412,33 @@ mod tests {
         // An end at the first step cuts it from the second.
         assert_eq!(run_one([1, 0], [0, 0]), [-1.0, 49.0]);
         assert_eq!(run_one([0, 0], [1, 0]), [4.0, 49.0]);
+    }
+
+    #[test]
+    fn masked_steps_fold_into_the_last_acting_step() {
+        // One row, gamma 0.5, lambda 1: the agent acts at steps 0 and 3.
+        let (values, rewards, bootstrap) = ([1.0f32, 9.0, 9.0, 3.0], [1.0f32, 2.0, 4.0, 8.0], [10.0f32]);
+        let flags = [0u8; 4];
+        let run_masks = |masks: Option<&[u8; 4]>| {
+            let steps = Steps {
+                values: Matrix::c_order("values", &values, [1, 4]).unwrap(),
+                rewards: Matrix::c_order("rewards", &rewards, [1, 4]).unwrap(),
+                terminals: Matrix::c_order("terminals", &flags, [1, 4]).unwrap(),
+                truncations: Matrix::c_order("truncations", &flags, [1, 4]).unwrap(),
+                final_values: None,
+                bootstrap: Matrix::c_order("bootstrap", &bootstrap, [1, 1]).unwrap(),
+                masks: masks.map(|m| Matrix::c_order("masks", m, [1, 4]).unwrap()),
+            };
+            let mut out = [f32::NAN; 4];
+            advantages(&steps, 0.5, 1.0, &mut MatrixMut::c_order("out", &mut out, [1, 4]).unwrap()).unwrap();
+            out
+        };
+        let last = 8.0 + 0.5 * 10.0 - 3.0;
+        assert_eq!(run_masks(Some(&[1, 0, 0, 1])), [7.0 + 0.5 * 3.0 - 1.0 + 0.5 * last, 0.0, 0.0, last]);
+        // Rewards before the first acting step have no step here to own them.
+        assert_eq!(run_masks(Some(&[0, 1, 0, 0])), [0.0, 14.0 + 0.5 * 10.0 - 9.0, 0.0, 0.0]);
+        // Masks that are all set change nothing, bit for bit.
+        assert_eq!(run_masks(Some(&[1; 4])).map(f32::to_bits), run_masks(None).map(f32::to_bits));
     }
 
     #[test]
@@ -374,6 +459,7 @@ mod tests {
             truncations: Matrix::c_order("truncations", &flags, [2, 3]).unwrap(),
             final_values: None,
             bootstrap: Matrix::c_order("bootstrap", &data[..2], [2, 1]).unwrap(),
+            masks: None,
         };
         let mut out = [0.0f32; 6];
         let mut out = MatrixMut::c_order("out", &mut out, [2, 3]).unwrap();

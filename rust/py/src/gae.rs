@@ -89,7 +89,7 @@ fn matrix<'a, T: Copy>(name: &str, span: &Span) -> Result<Matrix<'a, T>, Error> 
 /// GAE(`gamma`, `gae_lambda`) of `(N, T)` float32 steps: see
 /// `pufferrs.advantages.compute_advantages`, which wraps this for tensors.
 #[pyfunction]
-#[pyo3(signature = (values, bootstrap, rewards, terminals, truncations, gamma, gae_lambda, final_values = None, out = None))]
+#[pyo3(signature = (values, bootstrap, rewards, terminals, truncations, gamma, gae_lambda, final_values = None, out = None, masks = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn gae<'py>(
     values: &Bound<'py, PyAny>,
@@ -101,9 +101,11 @@ pub fn gae<'py>(
     gae_lambda: f64,
     final_values: Option<&Bound<'py, PyAny>>,
     out: Option<&Bound<'py, PyAny>>,
+    masks: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = values.py();
     let final_values = final_values.filter(|f| !f.is_none());
+    let masks = masks.filter(|m| !m.is_none());
     let mut inputs = vec![
         ("values", values, DType::F32, 2),
         ("bootstrap", bootstrap, DType::F32, 1),
@@ -112,6 +114,7 @@ pub fn gae<'py>(
         ("truncations", truncations, DType::Bool, 2),
     ];
     inputs.extend(final_values.map(|f| ("final_values", f, DType::F32, 2)));
+    inputs.extend(masks.map(|m| ("masks", m, DType::Bool, 2)));
     let spans = inputs
         .iter()
         .map(|&(name, obj, dtype, ndim)| span(name, obj, dtype, ndim))
@@ -138,7 +141,8 @@ pub fn gae<'py>(
         rewards: matrix("rewards", &spans[2]).raise()?,
         terminals: matrix("terminals", &spans[3]).raise()?,
         truncations: matrix("truncations", &spans[4]).raise()?,
-        final_values: spans.get(5).map(|f| matrix("final_values", f)).transpose().raise()?,
+        final_values: final_values.map(|_| matrix("final_values", &spans[5])).transpose().raise()?,
+        masks: masks.map(|_| matrix("masks", &spans[spans.len() - 1])).transpose().raise()?,
     };
     // SAFETY: as in `matrix`; `out` is writeable (checked) and disjoint from
     // every input, so this is the only reference to its elements.
