@@ -151,6 +151,11 @@ class Trainer:
         self.stored = np.zeros(n, np.int64)  # steps stored this rollout
         self.pending = np.full(n, -1, np.int64)  # stored step whose outcome is awaited, or -1
         self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
+        # The row's last acting step is in a running episode: its advantage
+        # needs the value of the row's next acting observation.
+        self.open = np.zeros(n, bool)
+        # Past its horizon and masked: outcomes fold into its last stored step.
+        self.folding = np.zeros(n, bool)
         self.new_episode = np.ones(n, bool)  # the row's next acting step starts an episode
         self.held: ReceivedBatch | None = None  # a received batch not yet acted on
         # Truncated steps of this rollout, to bootstrap from their final observations.
@@ -184,10 +189,27 @@ class Trainer:
             ids, steps = env_ids[positions], pending[positions]
             rewards, terminals, truncations = rewards[positions], terminals[positions], truncations[positions]
         exp = self.experience
-        exp.host_rewards[ids, steps] = rewards
-        exp.host_terminals[ids, steps] = terminals
-        exp.host_truncations[ids, steps] = truncations
+        folding = self.folding[ids]
+        if folding.any():
+            # More masked steps after the row's last stored one, as the GAE
+            # folds them: rewards add up, flags stick.
+            at = ids[folding], steps[folding]
+            exp.host_rewards[at] += rewards[folding]
+            exp.host_terminals[at] |= terminals[folding]
+            exp.host_truncations[at] |= truncations[folding]
+            fresh = ~folding
+            at = ids[fresh], steps[fresh]
+            exp.host_rewards[at], exp.host_terminals[at], exp.host_truncations[at] = (
+                rewards[fresh],
+                terminals[fresh],
+                truncations[fresh],
+            )
+        else:
+            exp.host_rewards[ids, steps] = rewards
+            exp.host_terminals[ids, steps] = terminals
+            exp.host_truncations[ids, steps] = truncations
         self.pending[env_ids] = -1
+        self.open[env_ids[ended]] = False
         cut = truncations & ~terminals
         if cut.any():
             chosen = np.flatnonzero(cut)
@@ -218,7 +240,17 @@ class Trainer:
         exp, env_ids = self.experience, batch.env_ids
         steps = self.stored[env_ids]
         store = steps < exp.horizon
-        finishing = ~store & ~self.complete[env_ids]
+        # A row is complete once it stored `horizon` steps and its next
+        # acting observation is here (or its episode ended, so nothing is
+        # bootstrapped). Until then (a turn-based agent waiting for its
+        # turn) its outcomes fold into its last stored step, so that a game
+        # lost on the opponent's move is not lost at the rollout's edge.
+        past = ~store & ~self.complete[env_ids]
+        finishing = past & (batch.masks | ~self.open[env_ids])
+        waiting = past & ~finishing
+        if waiting.any():
+            self.pending[env_ids[waiting]] = exp.horizon - 1
+            self.folding[env_ids[waiting]] = True
 
         state: dict[str, Any] | None = None
         if self.recurrent:
@@ -276,6 +308,7 @@ class Trainer:
             exp.host_masks[ids, at] = batch.masks[store]
             self.pending[ids] = at
             self.stored[ids] = at + 1
+            self.open[ids[batch.masks[store]]] = True
         env_actions = self.actions(actions)
         self.timers["inference"] += time.perf_counter() - start
 
@@ -295,6 +328,7 @@ class Trainer:
         # The steps in flight from the last rollout were not stored, and the
         # final observations of one that stopped half-way are not this one's.
         self.pending[:] = -1
+        self.folding[:] = False
         self.finals.clear()
         self.policy.eval()
         while True:
