@@ -52,6 +52,7 @@ class Rendezvous(ParallelEnv):
                 f"{num_agents}, {num_targets}, {max_steps}, {leave_prob}"
             )
         self.num_targets, self.max_steps, self.leave_prob = num_targets, max_steps, leave_prob
+        self.render_mode = None
         self.possible_agents = [f"agent_{k}" for k in range(num_agents)]
         self.agents: list[str] = []
         self._slot = {agent: k for k, agent in enumerate(self.possible_agents)}
