@@ -95,11 +95,10 @@ class _AgentRows:
         self.layout = layout
         self.check_bounds = check_bounds
         n = len(envs) * A
-        #: Running episode of each row (its agent's return and acting steps)
-        #: and of each env (its steps), in Python numbers: cheaper than numpy
-        #: scalars, one at a time.
-        self.returns = [0.0] * n
-        self.lengths = [0] * n
+        #: The running episode of each row (its agent's return and acting
+        #: steps) and of each env (its steps).
+        self.returns = np.zeros(n, np.float64)
+        self.lengths = np.zeros(n, np.int64)
         self.env_steps = [0] * len(envs)
         #: Agents of each env that ended this episode: masked until the reset.
         self.done: list[set[str]] = [set() for _ in envs]
@@ -116,7 +115,7 @@ class _AgentRows:
         for row, obs in zip(rows, observations):
             self.layout.flatten_into(obs, self.obs, row, check_bounds=self.check_bounds)
 
-    def _end_agent(self, row: int, last_obs: Any) -> None:
+    def _end_agent(self, row: int, last_obs: Any, episode_return: float, episode_length: int) -> None:
         """Records the end of the episode of the agent in ``row``: its last
         observation in its final row (zeros when the env gave none), its
         return and length; its row of ``observations`` is zeroed."""
@@ -125,24 +124,20 @@ class _AgentRows:
         else:
             self.layout.flatten_into(last_obs, self.final, row, check_bounds=self.check_bounds)
         self.obs[row] = 0
-        self.episode_returns[row] = self.returns[row]
-        self.episode_lengths[row] = self.lengths[row]
-        self.returns[row], self.lengths[row] = 0.0, 0
+        self.episode_returns[row] = episode_return
+        self.episode_lengths[row] = episode_length
         self.ended = True
 
     def _env_summary(self, e: int) -> dict[str, Any]:
-        """What the info of the env's first row holds at its episode's end,
-        read before the reset clears it."""
+        """What the info of the env's first row holds at its episode's end."""
         base = e * self.A
-        total = sum(self.episode_returns[base + k] for k in range(self.A) if self.agents[k] in self.done[e])
-        return {"env_episode_return": float(total), "env_episode_length": self.env_steps[e]}
+        ended = [base + k for k in range(self.A) if self.agents[k] in self.done[e]]
+        return {"env_episode_return": float(self.episode_returns[ended].sum()), "env_episode_length": self.env_steps[e]}
 
     def _start_episode(self, e: int) -> None:
         base = e * self.A
         self.done[e].clear()
         self.env_steps[e] = 0
-        for row in range(base, base + self.A):
-            self.returns[row], self.lengths[row] = 0.0, 0
         self.obs[base : base + self.A] = 0
 
     def close(self) -> None:
@@ -163,12 +158,10 @@ class ParallelBlock(_AgentRows):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        #: The agents of each env that act at the next step, in slot order.
+        #: The agents of each env that act at the next step, in slot order,
+        #: and their rows in the block.
         self.live: list[list[str]] = [[] for _ in self.envs]
-
-    def _live(self, e: int, env: Any) -> list[str]:
-        done, slot = self.done[e], self.slot
-        return sorted((a for a in env.agents if a not in done), key=slot.__getitem__)
+        self.live_rows: list[list[int]] = [[] for _ in self.envs]
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         infos: dict[int, dict] = {}
@@ -184,86 +177,103 @@ class ParallelBlock(_AgentRows):
         self.rewards[:] = 0
         self.terminals[:] = False
         self.truncations[:] = False
+        self.returns[:] = 0
+        self.lengths[:] = 0
         self.ended = False
         return sorted(infos.items())
+
+    def _act(self, e: int, agents: list[str]) -> None:
+        """Makes ``agents`` (in slot order) the ones of env ``e`` that act."""
+        base = e * self.A
+        rows = [base + self.slot[agent] for agent in agents]
+        self.live[e], self.live_rows[e] = agents, rows
+        self.masks[base : base + self.A] = False
+        self.masks[rows] = True
 
     def _restart(
         self, e: int, env: Any, obs: dict, env_infos: dict, rows: list, observations: list, infos: dict
     ) -> None:
         """Marks the agents present after a reset as acting, their rows to
         be written with ``obs``."""
-        base, masks = e * self.A, self.masks
-        live = self.live[e] = self._live(e, env)
-        masks[base : base + self.A] = False
-        for agent in live:
-            row = base + self.slot[agent]
-            masks[row] = True
-            rows.append(row)
-            observations.append(obs[agent])
+        live = sorted(env.agents, key=self.slot.__getitem__)
+        self._act(e, live)
+        rows += self.live_rows[e]
+        observations += [obs[agent] for agent in live]
+        for agent, row in zip(live, self.live_rows[e]):
             info = env_infos.get(agent)
             if info:
                 _merge(infos, row, info)
 
     def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
-        A, slot = self.A, self.slot
+        A = self.A
         n = len(self.obs)
-        rewards, terminals, truncations = [0.0] * n, [False] * n, [False] * n
-        returns, lengths = self.returns, self.lengths
-        masks_changed = False
+        rewards = [0.0] * n
+        flags: tuple[list[bool], list[bool]] | None = None
+        acted = self.masks.copy()
+        restarted: list[int] = []  # rows whose running episode starts again
         infos: dict[int, dict] = {}
         rows: list[int] = []
         observations: list[Any] = []
         self.ended = False
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
-            base, live = e * A, self.live[e]
+            live, live_rows = self.live[e], self.live_rows[e]
             obs, env_rewards, env_terms, env_truncs, env_infos = env.step(
-                {agent: actions[base + slot[agent]] for agent in live}
+                {agent: actions[row] for agent, row in zip(live, live_rows)}
             )
             self.env_steps[e] += 1
-            acting = []
-            for agent in live:
-                row = base + slot[agent]
-                reward = float(env_rewards.get(agent, 0.0))
-                rewards[row] = reward
-                returns[row] += reward
-                lengths[row] += 1
-                info = env_infos.get(agent)
-                if info:
-                    _merge(infos, row, info)
+            for agent, row in zip(live, live_rows):
+                rewards[row] = env_rewards.get(agent, 0.0)
+            if any(env_infos.values()):
+                for agent, row in zip(live, live_rows):
+                    info = env_infos.get(agent)
+                    if info:
+                        _merge(infos, row, info)
+            if not (any(env_terms.values()) or any(env_truncs.values()) or len(env.agents) != len(live)):
+                # Every agent plays on (the common case).
+                rows += live_rows
+                observations += [obs[agent] for agent in live]
+                continue
+            if flags is None:
+                flags = ([False] * n, [False] * n)
+            done = self.done[e]
+            for agent, row in zip(live, live_rows):
                 terminal, truncated = bool(env_terms.get(agent, False)), bool(env_truncs.get(agent, False))
                 if terminal or truncated:
-                    terminals[row], truncations[row] = terminal, truncated
-                    self.done[e].add(agent)
-                    self._end_agent(row, obs.get(agent))
-                    masks_changed = True
-                else:
-                    acting.append(agent)
-            # Agents that join mid-episode act from their first observation.
-            if len(acting) < len(env.agents):
-                joined = self._live(e, env)
-                masks_changed = masks_changed or joined != acting
-                acting = joined
+                    flags[0][row], flags[1][row] = terminal, truncated
+                    done.add(agent)
+                    episode = (self.returns[row] + rewards[row], int(self.lengths[row]) + 1)
+                    self._end_agent(row, obs.get(agent), *episode)
+                    restarted.append(row)
+            # The agents left, and any that joined mid-episode: they act
+            # from their first observation.
+            acting = sorted((a for a in env.agents if a not in done), key=self.slot.__getitem__)
             if not acting:
-                _merge(infos, base, self._env_summary(e))
+                _merge(infos, e * A, self._env_summary(e))
                 obs, reset_infos = env.reset()
                 self._start_episode(e)
+                restarted += range(e * A, e * A + A)
                 self._restart(e, env, obs, reset_infos, rows, observations, infos)
                 continue
-            if masks_changed:
-                self.masks[base : base + A] = False
-                for agent in acting:
-                    self.masks[base + slot[agent]] = True
-            self.live[e] = acting
-            for agent in acting:
-                rows.append(base + slot[agent])
-                observations.append(obs[agent])
+            if acting != live:
+                self._act(e, acting)
+            rows += self.live_rows[e]
+            observations += [obs[agent] for agent in acting]
         self.current_env = None
         if rows:
             self._write(rows, observations)
         self.rewards[:] = rewards
-        self.terminals[:] = terminals
-        self.truncations[:] = truncations
+        # The running episodes, for the whole block at once.
+        self.returns += rewards
+        self.lengths += acted
+        if restarted:
+            self.returns[restarted] = 0
+            self.lengths[restarted] = 0
+        if flags is None:
+            self.terminals[:] = False
+            self.truncations[:] = False
+        else:
+            self.terminals[:], self.truncations[:] = flags
         return sorted(infos.items()) if infos else []
 
 
@@ -287,6 +297,8 @@ class TurnBlock(_AgentRows):
             self._start_episode(e)
             self._next_mover(e, env, infos)
         self.current_env = None
+        self.returns[:] = 0
+        self.lengths[:] = 0
         self.rewards[:] = 0
         self.terminals[:] = False
         self.truncations[:] = False
@@ -338,11 +350,14 @@ class TurnBlock(_AgentRows):
                 info = env.infos.get(agent)
                 if info:
                     _merge(infos, row, info)
-                self._end_agent(row, env.observe(agent))
+                self._end_agent(row, env.observe(agent), self.returns[row], int(self.lengths[row]))
+                self.returns[row], self.lengths[row] = 0, 0
             if not self._next_mover(e, env, infos):
                 _merge(infos, base, self._env_summary(e))
                 env.reset()
                 self._start_episode(e)
+                self.returns[base : base + A] = 0
+                self.lengths[base : base + A] = 0
                 self._next_mover(e, env, infos)
         self.current_env = None
         self.rewards[:] = rewards
