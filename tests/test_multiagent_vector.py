@@ -441,3 +441,13 @@ def test_buffers_hold_one_row_per_agent() -> None:
     buffers.gather([0, 2])
     # Workers own their envs' rows: worker 2 holds envs 4-5, rows 12-17.
     assert buffers.array("batch_observations")[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17]
+
+
+def test_the_adapters_with_one_row_per_env_refuse_pettingzoo_envs() -> None:
+    from pufferrs.compat import GymnasiumVectorEnv, SB3VecEnv
+
+    with pytest.raises(TypeError, match="SB3VecEnv adapts gymnasium envs, one row per env"):
+        SB3VecEnv([Rendezvous] * 2, backend="serial")
+    # (gymnasium's wrappers refuse them first.)
+    with pytest.raises(TypeError, match="Expected env to be a `gymnasium.Env`"):
+        GymnasiumVectorEnv([Rendezvous] * 2, backend="serial")
