@@ -21,7 +21,6 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 import pufferrs.vector
 from pufferrs.compat.observations import copied
 from pufferrs.spaces import Layout
-from pufferrs.vector.base import gymnasium_only
 
 __all__ = ["SB3VecEnv"]
 
@@ -122,7 +121,12 @@ class SB3VecEnv(VecEnv):
         if kwargs.get("batch_size") not in (None, len(creators)):
             raise ValueError(f"SB3VecEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}")
         self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
-        gymnasium_only(self.vector_env, "SB3VecEnv")
+        if self.vector_env.possible_agents is not None:
+            self.vector_env.close()
+            raise TypeError(
+                "SB3VecEnv adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
+                f"{self.vector_env.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
+            )
         self.layout = self.vector_env.layout
         self._observations = _SB3Observations(self.layout)
         self._rows: np.ndarray | None = None  # the backend's observation rows, once reset

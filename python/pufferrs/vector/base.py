@@ -427,14 +427,3 @@ def checked_env(env: Any, backend: str | None = None) -> Any:
             "use backend='serial' or 'multiprocessing'"
         )
     return env
-
-
-def gymnasium_only(vecenv: VectorEnv, adapter: str) -> None:
-    """Refuses (closing it) a vector env of PettingZoo envs under an
-    adapter whose API has one row per env."""
-    if vecenv.possible_agents is not None:
-        vecenv.close()
-        raise TypeError(
-            f"{adapter} adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
-            f"{vecenv.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
-        )
