@@ -21,7 +21,7 @@ from pettingzoo import ParallelEnv  # noqa: E402
 from pettingzoo.utils import BaseWrapper  # noqa: E402
 
 import pufferrs.vector  # noqa: E402
-from pufferrs import BuffersError, Layout, UnsupportedSpaceError  # noqa: E402
+from pufferrs import BuffersError, Layout, UnsupportedSpaceError, WorkerError  # noqa: E402
 from pufferrs._native import RolloutBuffers  # noqa: E402
 from pufferrs.multiagent_envs import Rendezvous  # noqa: E402
 from pufferrs.vector.base import checked_env  # noqa: E402
@@ -451,3 +451,24 @@ def test_the_adapters_with_one_row_per_env_refuse_pettingzoo_envs() -> None:
     # (gymnasium's wrappers refuse them first.)
     with pytest.raises(TypeError, match="Expected env to be a `gymnasium.Env`"):
         GymnasiumVectorEnv([Rendezvous] * 2, backend="serial")
+
+
+class Failing(Rendezvous):
+    """Raises at its third step."""
+
+    def step(self, actions: dict) -> tuple:
+        if self._steps == 2:
+            raise RuntimeError("the env broke")
+        return super().step(actions)
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_an_env_that_raises_is_named(backend: str) -> None:
+    creators = [Rendezvous, Failing, Rendezvous, Rendezvous]
+    with pufferrs.vector.make(creators, 4, backend=backend, num_workers=2 if backend != "serial" else None) as envs:
+        envs.reset(seed=0)
+        with pytest.raises(WorkerError, match="env 1 raised") as info:
+            for _ in range(3):
+                envs.step(np.zeros(envs.num_agents, np.int64))
+        assert info.value.env == 1
+        assert "the env broke" in str(info.value) or "the env broke" in str(info.value.__cause__)

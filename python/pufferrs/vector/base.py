@@ -67,15 +67,11 @@ class VectorEnv:
         self.check_bounds = bool(check_bounds)
         #: The agent of each row of an env (slot order); None for gymnasium envs.
         self.possible_agents, observation_space, action_space = agent_spaces(probe)
+        agents = 1 if self.possible_agents is None else len(self.possible_agents)
         self.layout = Layout(observation_space, name="obs")
         self.action_layout = Layout(action_space, name="action")
         self.buffers = RolloutBuffers(
-            num_envs,
-            num_workers,
-            self.layout.row_bytes,
-            self.action_layout.row_bytes,
-            batch_size,
-            len(self.possible_agents or [None]),
+            num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes, batch_size, agents
         )
         self.num_envs = self.buffers.num_envs
         self.num_workers = self.buffers.num_workers
