@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pufferrs.errors import UnsupportedSpaceError
+from pufferrs.errors import PufferError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
 
 
@@ -96,10 +96,12 @@ class _AgentRows:
         self.check_bounds = check_bounds
         n = len(envs) * A
         #: The running episode of each row (its agent's return and acting
-        #: steps) and of each env (its steps).
+        #: steps) and of each env (its steps: ``clock``, the block's steps,
+        #: less its value when the env's episode began).
         self.returns = np.zeros(n, np.float64)
         self.lengths = np.zeros(n, np.int64)
-        self.env_steps = [0] * len(envs)
+        self.clock = 0
+        self.started = [0] * len(envs)
         #: Agents of each env that ended this episode: masked until the reset.
         self.done: list[set[str]] = [set() for _ in envs]
         self.ended = False
@@ -108,12 +110,23 @@ class _AgentRows:
     def _write(self, rows: list[int], observations: list[Any]) -> None:
         """Flattens ``observations`` into ``rows`` of the block: one call
         over the whole block when every row is written (rows come in env,
-        then slot order, so they are then in order)."""
-        if len(rows) == len(self.obs):
-            self.layout.flatten_batch(observations, out=self.obs, check_bounds=self.check_bounds)
-            return
-        for row, obs in zip(rows, observations):
-            self.layout.flatten_into(obs, self.obs, row, check_bounds=self.check_bounds)
+        then slot order, so they are then in order). An observation that
+        does not fit raises its own error, with its env as ``current_env``."""
+        layout, check_bounds = self.layout, self.check_bounds
+        try:
+            if len(rows) == len(self.obs):
+                layout.flatten_batch(observations, out=self.obs, check_bounds=check_bounds)
+                return
+            for row, obs in zip(rows, observations):
+                layout.flatten_into(obs, self.obs, row, check_bounds=check_bounds)
+        except PufferError:
+            for row, obs in zip(rows, observations):
+                try:
+                    layout.flatten(obs, check_bounds=check_bounds)
+                except PufferError:
+                    self.current_env = self.first_env + row // self.A
+                    raise
+            raise
 
     def _end_agent(self, row: int, last_obs: Any, episode_return: float, episode_length: int) -> None:
         """Records the end of the episode of the agent in ``row``: its last
@@ -132,12 +145,13 @@ class _AgentRows:
         """What the info of the env's first row holds at its episode's end."""
         base = e * self.A
         ended = [base + k for k in range(self.A) if self.agents[k] in self.done[e]]
-        return {"env_episode_return": float(self.episode_returns[ended].sum()), "env_episode_length": self.env_steps[e]}
+        steps = self.clock - self.started[e]
+        return {"env_episode_return": float(self.episode_returns[ended].sum()), "env_episode_length": steps}
 
     def _start_episode(self, e: int) -> None:
         base = e * self.A
         self.done[e].clear()
-        self.env_steps[e] = 0
+        self.started[e] = self.clock
         self.obs[base : base + self.A] = 0
 
     def close(self) -> None:
@@ -150,6 +164,14 @@ class _AgentRows:
 
 def _merge(infos: dict[int, dict], row: int, info: dict) -> None:
     infos[row] = {**infos[row], **info} if row in infos else info
+
+
+def _merge_all(infos: dict[int, dict], agents: list[str], rows: list[int], env_infos: dict) -> None:
+    """The non-empty infos of ``agents`` into those of their ``rows``."""
+    for agent, row in zip(agents, rows):
+        info = env_infos.get(agent)
+        if info:
+            _merge(infos, row, info)
 
 
 class ParallelBlock(_AgentRows):
@@ -205,7 +227,6 @@ class ParallelBlock(_AgentRows):
                 _merge(infos, row, info)
 
     def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
-        A = self.A
         n = len(self.obs)
         rewards = [0.0] * n
         flags: tuple[list[bool], list[bool]] | None = None
@@ -215,51 +236,28 @@ class ParallelBlock(_AgentRows):
         rows: list[int] = []
         observations: list[Any] = []
         self.ended = False
-        for e, env in enumerate(self.envs):
-            self.current_env = self.first_env + e
-            live, live_rows = self.live[e], self.live_rows[e]
-            obs, env_rewards, env_terms, env_truncs, env_infos = env.step(
-                {agent: actions[row] for agent, row in zip(live, live_rows)}
-            )
-            self.env_steps[e] += 1
-            for agent, row in zip(live, live_rows):
-                rewards[row] = env_rewards.get(agent, 0.0)
-            if any(env_infos.values()):
+        self.clock += 1
+        e = 0
+        try:
+            for e, (env, live, live_rows) in enumerate(zip(self.envs, self.live, self.live_rows)):
+                obs, env_rewards, env_terms, env_truncs, env_infos = env.step(
+                    {agent: actions[row] for agent, row in zip(live, live_rows)}
+                )
                 for agent, row in zip(live, live_rows):
-                    info = env_infos.get(agent)
-                    if info:
-                        _merge(infos, row, info)
-            if not (any(env_terms.values()) or any(env_truncs.values()) or len(env.agents) != len(live)):
-                # Every agent plays on (the common case).
-                rows += live_rows
-                observations += [obs[agent] for agent in live]
-                continue
-            if flags is None:
-                flags = ([False] * n, [False] * n)
-            done = self.done[e]
-            for agent, row in zip(live, live_rows):
-                terminal, truncated = bool(env_terms.get(agent, False)), bool(env_truncs.get(agent, False))
-                if terminal or truncated:
-                    flags[0][row], flags[1][row] = terminal, truncated
-                    done.add(agent)
-                    episode = (self.returns[row] + rewards[row], int(self.lengths[row]) + 1)
-                    self._end_agent(row, obs.get(agent), *episode)
-                    restarted.append(row)
-            # The agents left, and any that joined mid-episode: they act
-            # from their first observation.
-            acting = sorted((a for a in env.agents if a not in done), key=self.slot.__getitem__)
-            if not acting:
-                _merge(infos, e * A, self._env_summary(e))
-                obs, reset_infos = env.reset()
-                self._start_episode(e)
-                restarted += range(e * A, e * A + A)
-                self._restart(e, env, obs, reset_infos, rows, observations, infos)
-                continue
-            if acting != live:
-                self._act(e, acting)
-            rows += self.live_rows[e]
-            observations += [obs[agent] for agent in acting]
-        self.current_env = None
+                    rewards[row] = env_rewards.get(agent, 0.0)
+                if any(env_infos.values()):
+                    _merge_all(infos, live, live_rows, env_infos)
+                if any(env_terms.values()) or any(env_truncs.values()) or len(env.agents) != len(live):
+                    if flags is None:
+                        flags = ([False] * n, [False] * n)
+                    self._ends(e, env, obs, env_terms, env_truncs, rewards, flags, restarted, rows, observations, infos)
+                else:
+                    # Every agent plays on (the common case).
+                    rows += live_rows
+                    observations += [obs[agent] for agent in live]
+        except Exception:
+            self.current_env = self.first_env + e
+            raise
         if rows:
             self._write(rows, observations)
         self.rewards[:] = rewards
@@ -275,6 +273,44 @@ class ParallelBlock(_AgentRows):
         else:
             self.terminals[:], self.truncations[:] = flags
         return sorted(infos.items()) if infos else []
+
+    def _ends(
+        self,
+        e: int,
+        env: Any,
+        obs: dict,
+        env_terms: dict,
+        env_truncs: dict,
+        rewards: list[float],
+        flags: tuple[list[bool], list[bool]],
+        restarted: list[int],
+        rows: list[int],
+        observations: list[Any],
+        infos: dict[int, dict],
+    ) -> None:
+        """Env ``e`` after a step where its agents changed: those that ended
+        get their last row, those that joined act, and the env resets when
+        none is left."""
+        A, done = self.A, self.done[e]
+        for agent, row in zip(self.live[e], self.live_rows[e]):
+            terminal, truncated = bool(env_terms.get(agent, False)), bool(env_truncs.get(agent, False))
+            if terminal or truncated:
+                flags[0][row], flags[1][row] = terminal, truncated
+                done.add(agent)
+                self._end_agent(row, obs.get(agent), self.returns[row] + rewards[row], int(self.lengths[row]) + 1)
+                restarted.append(row)
+        acting = sorted((a for a in env.agents if a not in done), key=self.slot.__getitem__)
+        if not acting:
+            _merge(infos, e * A, self._env_summary(e))
+            obs, reset_infos = env.reset()
+            self._start_episode(e)
+            restarted += range(e * A, e * A + A)
+            self._restart(e, env, obs, reset_infos, rows, observations, infos)
+            return
+        if acting != self.live[e]:
+            self._act(e, acting)
+        rows += self.live_rows[e]
+        observations += [obs[agent] for agent in acting]
 
 
 class TurnBlock(_AgentRows):
@@ -327,12 +363,12 @@ class TurnBlock(_AgentRows):
         rewards, terminals, truncations = [0.0] * n, [False] * n, [False] * n
         infos: dict[int, dict] = {}
         self.ended = False
+        self.clock += 1
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
             base, mover = e * A, self.movers[e]
             moved = base + slot[mover]
             env.step(actions[moved])
-            self.env_steps[e] += 1
             self.lengths[moved] += 1
             self.obs[moved] = 0
             self.masks[moved] = False
