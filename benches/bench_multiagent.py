@@ -4,8 +4,9 @@ PettingZoo envs against SuperSuit's ``concat_vec_envs_v1`` over
 PettingZoo loop, on the same envs with the same number of envs, in one run.
 
 Prints agent steps per second (env steps times agents per env: every agent
-acts at every step here), medians of repeats, and the ratio of each to the
-plain loop and to SuperSuit's two-process path.
+acts at every step here), medians of repeats, the ratio of each to the
+plain loop and to SuperSuit's one- and two-process paths, and the spread of
+the repeats (slowest and fastest over the median).
 
     python benches/bench_multiagent.py [--kaz-envs 4] [--rendezvous-envs 32] [--repeats 5] [--seconds 1.0]
 
@@ -142,12 +143,17 @@ def bench(name: str, creator: Callable[[], Any], num_envs: int, repeats: int, se
             finally:
                 close()
     median = {label: statistics.median(r) for label, r in rates.items()}
-    plain, two = median["plain PettingZoo loop"], median["SuperSuit, 2 processes"]
+    peers = {
+        "plain loop": median["plain PettingZoo loop"],
+        "SuperSuit 1p": median["SuperSuit, 1 process"],
+        "SuperSuit 2p": median["SuperSuit, 2 processes"],
+    }
     print(f"\n{name}: {num_envs} envs x {A} agents, median of {repeats} runs of {seconds:g} s")
-    print(f"{'':38} {'agent steps/s':>14} {'vs plain loop':>14} {'vs SuperSuit 2p':>16} {'spread':>10}")
+    print(f"{'':36} {'agent steps/s':>14}" + "".join(f" {'vs ' + peer:>16}" for peer in peers) + f" {'spread':>10}")
     for label, r in rates.items():
+        ratios = "".join(f" {median[label] / rate:15.2f}x" for rate in peers.values())
         spread = f"{min(r) / median[label]:.2f}-{max(r) / median[label]:.2f}"
-        print(f"{label:38} {median[label]:14,.0f} {median[label] / plain:13.2f}x {median[label] / two:15.2f}x {spread:>10}")
+        print(f"{label:36} {median[label]:14,.0f}{ratios} {spread:>10}")
 
 
 def main() -> None:

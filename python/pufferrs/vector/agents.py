@@ -221,10 +221,7 @@ class ParallelBlock(_AgentRows):
         self._act(e, live)
         rows += self.live_rows[e]
         observations += [obs[agent] for agent in live]
-        for agent, row in zip(live, self.live_rows[e]):
-            info = env_infos.get(agent)
-            if info:
-                _merge(infos, row, info)
+        _merge_all(infos, live, self.live_rows[e], env_infos)
 
     def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
         n = len(self.obs)
