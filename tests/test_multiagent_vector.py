@@ -10,21 +10,18 @@ from typing import Any
 import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
+import pettingzoo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import BaseWrapper
 
-pytest.importorskip("pettingzoo")
-
-import pettingzoo  # noqa: E402
-from pettingzoo import ParallelEnv  # noqa: E402
-from pettingzoo.utils import BaseWrapper  # noqa: E402
-
-import pufferrs.vector  # noqa: E402
-from pufferrs import BuffersError, Layout, UnsupportedSpaceError, WorkerError  # noqa: E402
-from pufferrs._native import RolloutBuffers  # noqa: E402
-from pufferrs.multiagent_envs import Rendezvous  # noqa: E402
-from pufferrs.vector.base import checked_env  # noqa: E402
+import pufferrs.vector
+from pufferrs import BuffersError, Layout, UnsupportedSpaceError, WorkerError
+from pufferrs._native import RolloutBuffers
+from pufferrs.multiagent_envs import Rendezvous
+from pufferrs.vector.base import checked_env
 
 #: Random numbers that pick every action: row r's k-th action comes from
 #: TABLE[r, k], so a row's actions do not depend on how batches interleave.
