@@ -223,16 +223,18 @@ mod tests {
             obs_low in 0usize..1000,
             action_shift in 0u32..64,
             envs_shift in 0u32..40,
+            agents in 1usize..5,
         ) {
             let num_envs = (workers * per_worker) << envs_shift;
             let batch = (batch_workers.min(workers) * per_worker) << envs_shift;
             let obs = (1usize << obs_shift).wrapping_add(obs_low);
             let action = (1usize << action_shift) - 1;
-            let plan = Plan::new(num_envs, 1, Some(workers), obs, action, Some(batch)).unwrap();
+            let plan = Plan::new(num_envs, agents, Some(workers), obs, action, Some(batch)).unwrap();
             let Ok(s) = Sections::new(&plan, 256) else { return Ok(()) };
-            let b = if plan.gathers { batch } else { 0 };
-            proptest::prop_assert_eq!(s.observations.len(), num_envs * obs);
-            proptest::prop_assert_eq!(s.actions.len(), num_envs * action);
+            let (rows, b) = (num_envs * agents, if plan.gathers { batch * agents } else { 0 });
+            proptest::prop_assert_eq!(s.observations.len(), rows * obs);
+            proptest::prop_assert_eq!(s.actions.len(), rows * action);
+            proptest::prop_assert_eq!(s.final_observations.len(), rows * obs);
             proptest::prop_assert_eq!(s.batch_observations.len(), b * obs);
             let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks, &s.final_observations];
             for pair in all.windows(2) {
