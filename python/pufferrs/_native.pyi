@@ -69,6 +69,7 @@ class RolloutBuffers:
         obs_row_bytes: int,
         action_row_bytes: int,
         batch_size: int | None = None,
+        agents_per_env: int | None = None,
     ) -> RolloutBuffers: ...
     @staticmethod
     def attach(
@@ -78,11 +79,14 @@ class RolloutBuffers:
         obs_row_bytes: int,
         action_row_bytes: int,
         batch_size: int | None = None,
+        agents_per_env: int | None = None,
     ) -> RolloutBuffers: ...
     @property
     def fd(self) -> int: ...
     @property
     def num_envs(self) -> int: ...
+    @property
+    def agents_per_env(self) -> int: ...
     @property
     def num_workers(self) -> int: ...
     @property

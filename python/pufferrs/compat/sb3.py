@@ -121,6 +121,12 @@ class SB3VecEnv(VecEnv):
         if kwargs.get("batch_size") not in (None, len(creators)):
             raise ValueError(f"SB3VecEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}")
         self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
+        if self.vector_env.possible_agents is not None:
+            self.vector_env.close()
+            raise TypeError(
+                "SB3VecEnv adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
+                f"{self.vector_env.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
+            )
         self.layout = self.vector_env.layout
         self._observations = _SB3Observations(self.layout)
         self._rows: np.ndarray | None = None  # the backend's observation rows, once reset

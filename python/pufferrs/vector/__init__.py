@@ -42,7 +42,7 @@ Choices where gymnasium and PufferLib differ:
   step returns the first observation of the next episode with the reward,
   terminal and truncation of the last step (PufferLib's and gymnasium's
   ``SAME_STEP`` mode). The reset's own info is dropped.
-- ``infos`` is a list with one dict per env of the batch, in ``env_ids``
+- ``infos`` is a list with one dict per row of the batch, in ``row_ids``
   order. Most are empty; the dict of a step that ended an episode holds the
   env's info of that step plus ``episode_return`` (float),
   ``episode_length`` (int), ``final_obs`` and ``final_info`` (gymnasium's
@@ -54,7 +54,29 @@ Choices where gymnasium and PufferLib differ:
 - Env ``i`` is reset with ``seed + i`` by ``reset(seed)``; the first reset
   without a seed uses ``make``'s ``seed``, later ones leave the envs' RNGs
   running.
-- ``masks`` are all True (one agent per env).
+- PettingZoo envs (a creator returning a ``ParallelEnv``, or an
+  ``AECEnv`` for turn-based games) take one row per agent: env ``e`` owns
+  rows ``e * agents_per_env ..`` (``agents_per_env =
+  len(possible_agents)``), and slot ``k`` is ``possible_agents[k]`` for the
+  whole episode. ``num_agents`` counts the rows, the spaces are one
+  agent's, and every array ``recv`` returns has one entry per row of the
+  batch (``row_ids``: row indices; ``send`` takes one action per row, in
+  that order). All agents must share one observation space and one action
+  space (pad them, e.g. with SuperSuit's ``pad_observations_v0`` and
+  ``pad_action_space_v0``); the Ray backend runs gymnasium envs only.
+- ``masks[i]`` is True where row ``i``'s agent is present and must act
+  (always, for gymnasium envs). Actions of masked rows are never sent. An
+  absent agent's row is zero, with reward 0 and flags False. In a
+  turn-based game only the agent to move is unmasked; every agent's reward
+  from a move (``env.rewards`` after it) is on its row, masked or not, and
+  an ended agent that is selected is given its ``None`` step here.
+- An agent that ends (terminated or truncated) gets one last row with its
+  reward and flag, masked and zero, its last observation in ``final_obs``
+  and its own ``episode_return``/``episode_length`` in its info; it stays
+  masked until its env resets, which happens at the step its last agent
+  ends. The info of the env's first row at that step holds
+  ``env_episode_return`` (the sum over its agents) and
+  ``env_episode_length`` (env steps).
 - Infos travel from workers by pickle: an info that does not pickle ends
   ``recv`` with a :class:`~pufferrs.WorkerError` carrying the traceback.
 - A vector env belongs to the process that made it. In a child made by
@@ -69,8 +91,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import gymnasium as gym
-
 from pufferrs.vector.processes import Multiprocessing
 from pufferrs.vector.ray import Ray
 from pufferrs.vector.serial import Serial
@@ -79,7 +99,7 @@ __all__ = ["Multiprocessing", "Ray", "Serial", "make"]
 
 
 def make(
-    env_creator: Callable[..., gym.Env] | Sequence[Callable[..., gym.Env]],
+    env_creator: Callable[..., Any] | Sequence[Callable[..., Any]],
     num_envs: int = 1,
     backend: str | type = "serial",
     num_workers: int | None = None,
@@ -91,7 +111,9 @@ def make(
     **kwargs: Any,
 ) -> Serial | Multiprocessing | Ray:
     """A vector env of ``num_envs`` envs made by ``env_creator(*env_args,
-    **env_kwargs)`` (or by one creator each, given a list).
+    **env_kwargs)`` (or by one creator each, given a list): gymnasium envs,
+    or PettingZoo ``ParallelEnv`` or ``AECEnv`` envs with one row per agent
+    (see the module's docstring for the rules).
 
     ``backend`` is ``"serial"``, ``"multiprocessing"`` or ``"ray"`` (or one
     of the classes; :class:`Ray` documents its own arguments).

@@ -16,6 +16,7 @@ from gymnasium.vector.utils import batch_space
 from pufferrs._native import RolloutBuffers, format_path
 from pufferrs.errors import PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
+from pufferrs.vector.agents import agent_spaces, pettingzoo_kind
 
 #: The vector envs open in this process, for the fork handler below.
 _OPEN: weakref.WeakSet[VectorEnv] = weakref.WeakSet()
@@ -52,7 +53,7 @@ class VectorEnv:
 
     def _setup(
         self,
-        probe: gym.Env,
+        probe: Any,
         num_envs: int,
         num_workers: int | None,
         batch_size: int | None,
@@ -61,39 +62,48 @@ class VectorEnv:
     ) -> None:
         """Builds the buffers (whose plan checks every count: see
         ``RolloutBuffers``) and the views over them. ``num_workers=None``
-        runs the envs in this process, one batch at a time."""
+        runs the envs in this process, one batch at a time. A PettingZoo
+        env takes one row per agent: the spaces are those of one agent."""
         self.check_bounds = bool(check_bounds)
-        self.layout = Layout(probe.observation_space, name="obs")
-        self.action_layout = Layout(probe.action_space, name="action")
+        #: The agent of each row of an env (slot order); None for gymnasium envs.
+        self.possible_agents, observation_space, action_space = agent_spaces(probe)
+        agents = 1 if self.possible_agents is None else len(self.possible_agents)
+        self.layout = Layout(observation_space, name="obs")
+        self.action_layout = Layout(action_space, name="action")
         self.buffers = RolloutBuffers(
-            num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes, batch_size
+            num_envs, num_workers, self.layout.row_bytes, self.action_layout.row_bytes, batch_size, agents
         )
         self.num_envs = self.buffers.num_envs
         self.num_workers = self.buffers.num_workers
         self.envs_per_worker = self.num_envs // self.num_workers
         self.batch_size = self.buffers.batch_size
+        #: Rows per env, and rows in all: env ``e`` owns rows ``e * agents_per_env ..``.
+        self.agents_per_env = self.buffers.agents_per_env
+        self.num_agents = self.num_envs * self.agents_per_env
         self.seed = int(seed)
         self.single_observation_space = self.layout.observation_space
-        self.single_action_space = probe.action_space
-        self.observation_space = batch_space(self.single_observation_space, self.batch_size)
-        self.action_space = batch_space(self.single_action_space, self.batch_size)
+        self.single_action_space = action_space
+        rows, batch_rows = self.num_agents, self.batch_size * self.agents_per_env
+        self.observation_space = batch_space(self.single_observation_space, batch_rows)
+        self.action_space = batch_space(self.single_action_space, batch_rows)
         self.metadata = getattr(probe, "metadata", {})
         self.render_mode = getattr(probe, "render_mode", None)
-        num_envs, batch_size, per_worker = self.num_envs, self.batch_size, self.envs_per_worker
+        self._rows_per_worker = self.envs_per_worker * self.agents_per_env
+        self._batch_rows = batch_rows
 
         self._arrays = {name: self.buffers.array(name) for name in self._ARRAYS}
         obs_shape = self.single_observation_space.shape
-        self._observations = self._arrays["observations"].view(self.layout.flat_dtype).reshape(num_envs, *obs_shape)
+        self._observations = self._arrays["observations"].view(self.layout.flat_dtype).reshape(rows, *obs_shape)
         self._final_observations = (
-            self._arrays["final_observations"].view(self.layout.flat_dtype).reshape(num_envs, *obs_shape)
+            self._arrays["final_observations"].view(self.layout.flat_dtype).reshape(rows, *obs_shape)
         )
-        self._batch_workers = batch_size // per_worker
+        self._batch_workers = self.batch_size // self.envs_per_worker
         self._full = (
             self._observations,
             self._arrays["rewards"],
             self._arrays["terminals"],
             self._arrays["truncations"],
-            np.arange(num_envs),
+            np.arange(rows),
             self._arrays["masks"],
         )
         if self.buffers.gathers:
@@ -102,7 +112,7 @@ class VectorEnv:
                 for name in ("observations", "actions", "rewards", "terminals", "truncations", "masks")
             }
             self._gathered = (
-                batch["observations"].view(self.layout.flat_dtype).reshape(batch_size, *obs_shape),
+                batch["observations"].view(self.layout.flat_dtype).reshape(batch_rows, *obs_shape),
                 batch["rewards"],
                 batch["terminals"],
                 batch["truncations"],
@@ -110,11 +120,11 @@ class VectorEnv:
             )
             self._batch_actions = batch["actions"]
         self._blocks: dict[int, tuple] = {}
-        self._batch_range = range(batch_size)
+        self._batch_range = range(batch_rows)
         self._action_blocks: dict[int, np.ndarray] = {}
         self._pending: set[int] = set()  # workers asked to reset or step, not yet received
         self._held: list[int] = []  # workers received, waiting for actions, in env order
-        self._held_lo: int | None = None  # their first env when they are consecutive
+        self._held_lo: int | None = None  # their first row when they are consecutive
         self._first_reset = True
         self._pinned: list[int] = []  # addresses registered with CUDA
         self._closed = False
@@ -147,9 +157,9 @@ class VectorEnv:
         self._reset(None if seed is None else int(seed))
 
     def send(self, actions: Any) -> None:
-        """Writes ``actions`` (a batch for the envs of the last ``recv``, in
-        its ``env_ids`` order) into the shared action rows and starts those
-        envs stepping. Bad actions raise :class:`SpaceError` and send nothing."""
+        """Writes ``actions`` (one per row of the last ``recv``, in its
+        ``row_ids`` order) into the shared action rows and starts those envs
+        stepping. Bad actions raise :class:`SpaceError` and send nothing."""
         if self._closed or self._broken is not None:
             self._check_open()
         held = self._held
@@ -160,14 +170,16 @@ class VectorEnv:
             if lo is not None:
                 rows = self._action_blocks.get(lo)
                 if rows is None:
-                    rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self.batch_size]
+                    rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self._batch_rows]
                 self.action_layout.flatten_batch(actions, out=rows, check_bounds=self.check_bounds)
             else:
                 self.action_layout.flatten_batch(actions, out=self._batch_actions, check_bounds=self.check_bounds)
         except (RowError, SpaceError):
             # Diagnosed only on failure, to keep the hot path free of it:
             # a batch of the wrong size is the error to report first.
-            message = wrong_batch(actions, self.single_action_space, self.batch_size)
+            message = wrong_batch(
+                actions, self.single_action_space, self._batch_rows, "env" if self.possible_agents is None else "row"
+            )
             if message is None:
                 raise
             raise SpaceError(message) from None
@@ -179,10 +191,12 @@ class VectorEnv:
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
         """Waits for the next batch of ``batch_size`` envs and returns
-        ``(obs, rewards, terminals, truncations, infos, env_ids, masks)``.
+        ``(obs, rewards, terminals, truncations, infos, row_ids, masks)``,
+        one entry per row: per env, or per agent slot of a PettingZoo env.
 
         With ``batch_size < num_envs`` these are the first workers to finish;
-        ``env_ids`` says which envs they hold, and ``send`` acts on them."""
+        ``row_ids`` says which rows they hold (the env ids of gymnasium envs),
+        and ``send`` acts on them."""
         if self._closed or self._broken is not None:
             self._check_open()
         if self._held:
@@ -193,14 +207,13 @@ class VectorEnv:
         workers.sort()
         self._held = workers
         # Sorted and distinct: consecutive exactly when the span fits.
-        lo = workers[0] * self.envs_per_worker if workers[-1] - workers[0] == len(workers) - 1 else None
+        per = self._rows_per_worker
+        lo = workers[0] * per if workers[-1] - workers[0] == len(workers) - 1 else None
         self._held_lo = lo
         if lo is None:
             self.buffers.gather(workers)
             obs, rewards, terminals, truncations, masks = self._gathered
-            env_ids = np.concatenate(
-                [np.arange(w * self.envs_per_worker, (w + 1) * self.envs_per_worker) for w in workers]
-            )
+            env_ids = np.concatenate([np.arange(w * per, (w + 1) * per) for w in workers])
         else:
             block = self._blocks.get(lo) or self._block(lo)
             obs, rewards, terminals, truncations, env_ids, masks = block
@@ -208,7 +221,7 @@ class VectorEnv:
         if payloads:
             for position, worker in enumerate(workers):
                 for i, info in payloads.get(worker, ()):
-                    infos[position * self.envs_per_worker + i] = info
+                    infos[position * per + i] = info
         if ended:
             returns, lengths = self._arrays["episode_returns"], self._arrays["episode_lengths"]
             finals = self._final_observations
@@ -300,13 +313,13 @@ class VectorEnv:
             raise WorkerError(f"this vector env is broken by an earlier error; close() it.\n{self._broken}")
 
     def _block(self, lo: int) -> tuple:
-        """Views of the consecutive envs from ``lo``, one batch long (cached)."""
+        """Views of the consecutive rows from ``lo``, one batch long (cached)."""
         block = self._blocks.get(lo)
         if block is None:
             if self.batch_size == self.num_envs:
                 block = self._full
             else:
-                hi = lo + self.batch_size
+                hi = lo + self._batch_rows
                 block = tuple(a[lo:hi] for a in self._full)
             self._blocks[lo] = block
         return block
@@ -363,8 +376,11 @@ def unpin(pinned: list[int]) -> None:
             cudart.cudaHostUnregister(pinned.pop())
 
 
-def wrong_batch(actions: Any, space: gs.Space, size: int, path: tuple[str | int, ...] = ()) -> str | None:
-    """Why ``actions`` is not a batch of ``size`` actions of ``space``: the
+def wrong_batch(
+    actions: Any, space: gs.Space, size: int, unit: str = "env", path: tuple[str | int, ...] = ()
+) -> str | None:
+    """Why ``actions`` is not a batch of ``size`` actions of ``space`` (one
+    per ``unit`` of the batch: env, or row of a multi-agent env): the
     first part whose leading axis is not ``size`` long, as a message; None
     when every part that is there has the right length (the error is then
     something else, which flatten describes)."""
@@ -376,7 +392,7 @@ def wrong_batch(actions: Any, space: gs.Space, size: int, path: tuple[str | int,
         else:
             return None
         for key, part, sub in parts:
-            message = wrong_batch(part, sub, size, (*path, key))
+            message = wrong_batch(part, sub, size, unit, (*path, key))
             if message is not None:
                 return message
         return None
@@ -388,10 +404,22 @@ def wrong_batch(actions: Any, space: gs.Space, size: int, path: tuple[str | int,
     if length == size:
         return None
     got = "a single value" if length is None else str(length)
-    return f"{format_path('action', path)}: expected a batch of {size} actions, one per env of the batch, got {got}"
+    return f"{format_path('action', path)}: expected a batch of {size} actions, one per {unit} of the batch, got {got}"
 
 
-def checked_env(env: Any) -> gym.Env:
-    if not isinstance(env, gym.Env):
-        raise TypeError(f"env_creator must return a gymnasium.Env, got {type(env).__name__}")
+def checked_env(env: Any, backend: str | None = None) -> Any:
+    """``env`` if it is a gymnasium env or a PettingZoo env (unless
+    ``backend`` names a backend that runs gymnasium envs only)."""
+    if isinstance(env, gym.Env):
+        return env
+    if pettingzoo_kind(env) is None:
+        raise TypeError(
+            f"env_creator must return a gymnasium.Env or a PettingZoo ParallelEnv or AECEnv, got {type(env).__name__}"
+        )
+    if backend is not None:
+        env.close()
+        raise TypeError(
+            f"the {backend} backend runs gymnasium envs only, got the PettingZoo env {type(env).__name__}: "
+            "use backend='serial' or 'multiprocessing'"
+        )
     return env

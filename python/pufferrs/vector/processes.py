@@ -267,7 +267,14 @@ class Multiprocessing(VectorEnv):
         context = multiprocessing.get_context(start_method)
         handle = _RegionHandle(
             self.buffers.fd,
-            (self.num_envs, self.num_workers, self.layout.row_bytes, self.action_layout.row_bytes, self.batch_size),
+            (
+                self.num_envs,
+                self.num_workers,
+                self.layout.row_bytes,
+                self.action_layout.row_bytes,
+                self.batch_size,
+                self.agents_per_env,
+            ),
         )
         # Registered before any worker starts, so that a failure part-way
         # (or garbage collection, or interpreter exit) still stops them.

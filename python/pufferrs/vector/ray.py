@@ -186,7 +186,7 @@ class Ray(VectorEnv):
         if num_workers is None:
             num_workers = _default_actors(num_envs, int(ray.cluster_resources().get("CPU", 1)))
         try:
-            probe = checked_env(env_creators[0](*env_args, **env_kwargs))
+            probe = checked_env(env_creators[0](*env_args, **env_kwargs), backend="Ray")
             try:
                 self._setup(probe, num_envs, num_workers, batch_size, seed, check_bounds)
             finally:

@@ -12,11 +12,13 @@ import numpy as np
 
 from pufferrs._native import EnvBlock
 from pufferrs.spaces import Layout
+from pufferrs.vector.agents import ParallelBlock, TurnBlock, pettingzoo_kind
 
 
 def action_reader(action_layout: Layout, rows: np.ndarray) -> Callable[[], list[Any]]:
-    """A function reading the actions of ``rows`` as one value per env, the
-    way the env expects them: ints for Discrete, private arrays otherwise."""
+    """A function reading the actions of ``rows`` as one value per row (env,
+    or agent of a PettingZoo env), the way the env expects them: ints for
+    Discrete, private arrays otherwise."""
     n = rows.shape[0]
 
     def reader(space: gs.Space, view: Any) -> Callable[[], list[Any]]:
@@ -46,8 +48,10 @@ class Runner:
     """Steps envs ``first_env, first_env + 1, ...`` and writes what they
     return into the rows of ``arrays`` (the shared buffers).
 
-    The per-env work runs in Rust (:class:`~pufferrs._native.EnvBlock`),
-    one call per batch. When a step ends an episode, the episode's last
+    The per-env work of gymnasium envs runs in Rust
+    (:class:`~pufferrs._native.EnvBlock`), one call per batch; PettingZoo
+    envs, one row per agent, go through :mod:`pufferrs.vector.agents` with
+    the same interface. When a step ends an episode, the episode's last
     observation goes into the env's row of ``final_observations`` before
     the env is reset, and the reset's first observation into its row of
     ``observations``."""
@@ -63,8 +67,16 @@ class Runner:
     ) -> None:
         self.envs = envs
         self.first_env = first_env
-        self.block = EnvBlock(envs, first_env, arrays, layout, check_bounds)
-        self.read_actions = action_reader(action_layout, arrays["actions"][first_env : first_env + len(envs)])
+        kind = pettingzoo_kind(envs[0])
+        if kind is None:
+            self.block = EnvBlock(envs, first_env, arrays, layout, check_bounds)
+            rows = arrays["actions"][first_env : first_env + len(envs)]
+        else:
+            block = ParallelBlock if kind == "parallel" else TurnBlock
+            self.block = block(envs, first_env, arrays, layout, check_bounds)
+            agents = self.block.A
+            rows = arrays["actions"][first_env * agents : (first_env + len(envs)) * agents]
+        self.read_actions = action_reader(action_layout, rows)
 
     @property
     def current_env(self) -> int | None:

@@ -1,6 +1,10 @@
 //! The plan of a vector env's buffers: the numbers that shape them, with
 //! every rule about those numbers (`Plan::new`), and where each array lives
 //! in the shared region (`Sections`), with sizes that cannot wrap.
+//!
+//! Arrays hold one row per agent: env `e` of a multi-agent env owns rows
+//! `e * agents_per_env ..` (one row per env otherwise). Workers and batches
+//! are counted in envs, and own their envs' rows.
 
 use std::ops::{Mul, Range};
 
@@ -15,6 +19,9 @@ pub const SECTION_ALIGN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub num_envs: usize,
+    /// Rows per env: its agents (`len(possible_agents)`), 1 for a
+    /// single-agent env.
+    pub agents_per_env: usize,
     pub num_workers: usize,
     pub obs_row_bytes: usize,
     pub action_row_bytes: usize,
@@ -26,8 +33,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The checked plan of a vector env of `num_envs` envs and batches of
-    /// `batch_envs` (default: all of them).
+    /// The checked plan of a vector env of `num_envs` envs of
+    /// `agents_per_env` agents each, and batches of `batch_envs` envs
+    /// (default: all of them).
     ///
     /// With `num_workers`, the envs run in that many worker processes, each
     /// owning a block of consecutive envs, and a batch is any set of whole
@@ -35,6 +43,7 @@ impl Plan {
     /// time: each batch is its own block, so nothing is ever gathered.
     pub fn new(
         num_envs: usize,
+        agents_per_env: usize,
         num_workers: Option<usize>,
         obs_row_bytes: usize,
         action_row_bytes: usize,
@@ -43,6 +52,12 @@ impl Plan {
         let refuse = |reason: String| Err(Error::Buffers(reason));
         if num_envs == 0 {
             return refuse("num_envs must be positive, got 0".into());
+        }
+        if agents_per_env == 0 {
+            return refuse("agents_per_env must be positive, got 0".into());
+        }
+        if num_envs.checked_mul(agents_per_env).is_none_or(|rows| rows > isize::MAX as usize) {
+            return refuse(format!("{num_envs} envs of {agents_per_env} agents each are too many rows"));
         }
         let batch_envs = batch_envs.unwrap_or(num_envs);
         if batch_envs == 0 || batch_envs > num_envs {
@@ -68,11 +83,25 @@ impl Plan {
         if num_workers > u32::MAX as usize / 2 {
             return refuse(format!("too many workers ({num_workers})"));
         }
-        Ok(Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers })
+        Ok(Plan { num_envs, agents_per_env, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers })
     }
 
     pub fn envs_per_worker(&self) -> usize {
         self.num_envs / self.num_workers
+    }
+
+    /// Rows of every array: one per agent of every env.
+    pub fn num_rows(&self) -> usize {
+        self.num_envs * self.agents_per_env
+    }
+
+    /// Rows of a batch, and of the gather area when there is one.
+    pub fn batch_rows(&self) -> usize {
+        self.batch_envs * self.agents_per_env
+    }
+
+    pub fn rows_per_worker(&self) -> usize {
+        self.envs_per_worker() * self.agents_per_env
     }
 }
 
@@ -94,7 +123,7 @@ pub struct Sections {
     pub batch_terminals: Range<usize>,
     pub batch_truncations: Range<usize>,
     pub batch_masks: Range<usize>,
-    /// Per env, the last observation of its episode that ended most
+    /// Per row, the last observation of its agent's episode that ended most
     /// recently, written before the reset that replaces it in `observations`.
     pub final_observations: Range<usize>,
     pub len: usize,
@@ -130,7 +159,7 @@ impl Sections {
             // A placeholder once anything overflowed: the result is refused below.
             start.unwrap_or(0)..end.unwrap_or(0)
         };
-        let (e, b) = (Bytes::from(plan.num_envs), Bytes::from(if plan.gathers { plan.batch_envs } else { 0 }));
+        let (e, b) = (Bytes::from(plan.num_rows()), Bytes::from(if plan.gathers { plan.batch_rows() } else { 0 }));
         let sections = Sections {
             control: next(control_bytes.into(), SECTION_ALIGN),
             observations: next(e * plan.obs_row_bytes, PAGE),
@@ -153,8 +182,15 @@ impl Sections {
         match end.filter(|&len| len <= isize::MAX as usize) {
             Some(len) => Ok(Sections { len, ..sections }),
             None => Err(Error::Buffers(format!(
-                "buffers for {} envs with rows of {} observation bytes and {} action bytes do not fit in memory",
-                plan.num_envs, plan.obs_row_bytes, plan.action_row_bytes
+                "buffers for {} envs{} with rows of {} observation bytes and {} action bytes do not fit in memory",
+                plan.num_envs,
+                if plan.agents_per_env > 1 {
+                    format!(" of {} agents each", plan.agents_per_env)
+                } else {
+                    String::new()
+                },
+                plan.obs_row_bytes,
+                plan.action_row_bytes
             ))),
         }
     }
@@ -166,12 +202,12 @@ mod tests {
 
     #[test]
     fn plans_too_large_for_memory_are_refused_not_wrapped() {
-        let plan = Plan::new(2, Some(2), 4_611_686_018_426_339_328, 1_537_228_672_810_181_973, Some(1)).unwrap();
+        let plan = Plan::new(2, 1, Some(2), 4_611_686_018_426_339_328, 1_537_228_672_810_181_973, Some(1)).unwrap();
         let err = Sections::new(&plan, 200).unwrap_err();
         assert!(err.to_string().ends_with("do not fit in memory"), "{err}");
-        let plan = Plan::new(4, Some(2), 1 << 62, 8, None).unwrap();
+        let plan = Plan::new(4, 1, Some(2), 1 << 62, 8, None).unwrap();
         assert!(Sections::new(&plan, 200).is_err());
-        let plan = Plan::new(1, None, isize::MAX as usize - 4096, 0, None).unwrap();
+        let plan = Plan::new(1, 1, None, isize::MAX as usize - 4096, 0, None).unwrap();
         assert!(Sections::new(&plan, 200).is_err(), "past isize::MAX once aligned and summed");
     }
 
@@ -187,16 +223,18 @@ mod tests {
             obs_low in 0usize..1000,
             action_shift in 0u32..64,
             envs_shift in 0u32..40,
+            agents in 1usize..5,
         ) {
             let num_envs = (workers * per_worker) << envs_shift;
             let batch = (batch_workers.min(workers) * per_worker) << envs_shift;
             let obs = (1usize << obs_shift).wrapping_add(obs_low);
             let action = (1usize << action_shift) - 1;
-            let plan = Plan::new(num_envs, Some(workers), obs, action, Some(batch)).unwrap();
+            let plan = Plan::new(num_envs, agents, Some(workers), obs, action, Some(batch)).unwrap();
             let Ok(s) = Sections::new(&plan, 256) else { return Ok(()) };
-            let b = if plan.gathers { batch } else { 0 };
-            proptest::prop_assert_eq!(s.observations.len(), num_envs * obs);
-            proptest::prop_assert_eq!(s.actions.len(), num_envs * action);
+            let (rows, b) = (num_envs * agents, if plan.gathers { batch * agents } else { 0 });
+            proptest::prop_assert_eq!(s.observations.len(), rows * obs);
+            proptest::prop_assert_eq!(s.actions.len(), rows * action);
+            proptest::prop_assert_eq!(s.final_observations.len(), rows * obs);
             proptest::prop_assert_eq!(s.batch_observations.len(), b * obs);
             let all = [&s.control, &s.observations, &s.actions, &s.rewards, &s.episode_lengths, &s.batch_masks, &s.final_observations];
             for pair in all.windows(2) {
@@ -208,7 +246,7 @@ mod tests {
 
     #[test]
     fn sections_are_aligned_and_disjoint() {
-        let plan = Plan::new(6, Some(3), 12_504, 24, Some(4)).unwrap();
+        let plan = Plan::new(6, 1, Some(3), 12_504, 24, Some(4)).unwrap();
         let s = Sections::new(&plan, 200).unwrap();
         let all = [
             &s.control,
@@ -238,20 +276,34 @@ mod tests {
         assert_eq!(s.final_observations.len(), 6 * 12_504);
         assert_eq!(s.len, s.final_observations.end);
 
-        let whole = Plan::new(6, Some(3), 12_504, 24, None).unwrap();
+        let whole = Plan::new(6, 1, Some(3), 12_504, 24, None).unwrap();
         assert!(Sections::new(&whole, 200).unwrap().batch_observations.is_empty());
-        let in_process = Plan::new(6, None, 12_504, 24, Some(2)).unwrap();
+        let in_process = Plan::new(6, 1, None, 12_504, 24, Some(2)).unwrap();
         assert_eq!((in_process.num_workers, in_process.gathers), (3, false));
         assert!(Sections::new(&in_process, 200).unwrap().batch_observations.is_empty());
     }
 
     #[test]
+    fn multi_agent_sections_hold_one_row_per_agent() {
+        let plan = Plan::new(6, 3, Some(3), 40, 8, Some(4)).unwrap();
+        assert_eq!((plan.num_rows(), plan.batch_rows(), plan.rows_per_worker()), (18, 12, 6));
+        let s = Sections::new(&plan, 200).unwrap();
+        assert_eq!(s.observations.len(), 18 * 40);
+        assert_eq!(s.final_observations.len(), 18 * 40);
+        assert_eq!(s.actions.len(), 18 * 8);
+        assert_eq!((s.rewards.len(), s.masks.len(), s.episode_returns.len()), (18 * 4, 18, 18 * 8));
+        assert_eq!((s.batch_observations.len(), s.batch_masks.len()), (12 * 40, 12));
+        let err = Sections::new(&Plan::new(2, 1 << 40, None, 1 << 30, 0, None).unwrap(), 200).unwrap_err();
+        assert!(err.to_string().contains("2 envs of 1099511627776 agents each"), "{err}");
+    }
+
+    #[test]
     fn invalid_plans_are_refused() {
-        let refusal = |num_envs, workers, batch| match Plan::new(num_envs, workers, 4, 8, batch) {
+        let refusal = |num_envs, workers, batch| match Plan::new(num_envs, 1, workers, 4, 8, batch) {
             Err(Error::Buffers(reason)) => reason,
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert!(Plan::new(8, Some(4), 4, 8, Some(4)).is_ok());
+        assert!(Plan::new(8, 1, Some(4), 4, 8, Some(4)).is_ok());
         assert_eq!(refusal(8, Some(3), Some(4)), "num_workers (3) must be a positive divisor of num_envs (8)");
         assert_eq!(refusal(8, Some(0), None), "num_workers (0) must be a positive divisor of num_envs (8)");
         assert_eq!(refusal(8, Some(4), Some(3)), "batch_size (3) must be a multiple of the envs per worker (2)");
@@ -261,5 +313,12 @@ mod tests {
             "batch_size (3) must divide num_envs (8) when the envs run in this process"
         );
         assert_eq!(refusal(0, Some(1), None), "num_envs must be positive, got 0");
+        let agents = |num_envs, agents| match Plan::new(num_envs, agents, None, 4, 8, None) {
+            Err(Error::Buffers(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(agents(4, 0), "agents_per_env must be positive, got 0");
+        assert_eq!(agents(1 << 62, 4), "4611686018427387904 envs of 4 agents each are too many rows");
+        assert_eq!(agents(1 << 40, 1 << 30), "1099511627776 envs of 1073741824 agents each are too many rows");
     }
 }

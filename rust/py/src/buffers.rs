@@ -54,11 +54,11 @@ impl PyRolloutBuffers {
             .ok_or_else(|| Error::Buffers(format!("worker {worker} is out of range for {n} workers")))
     }
 
-    /// `(first env, envs)` of each worker, in order.
+    /// `(first row, rows)` of each worker's envs, in order.
     fn blocks(&self, workers: &[u32]) -> Result<Vec<(usize, usize)>, Error> {
-        let per = self.plan.envs_per_worker();
+        let per = self.plan.rows_per_worker();
         let blocks = workers.iter().map(|&w| Ok((self.worker(w)? * per, per))).collect::<Result<Vec<_>, Error>>()?;
-        if !self.plan.gathers || blocks.len() * per > self.plan.batch_envs {
+        if !self.plan.gathers || blocks.len() * per > self.plan.batch_rows() {
             return Err(Error::Buffers(format!(
                 "{} workers do not fit the gather area of {} envs",
                 workers.len(),
@@ -76,13 +76,15 @@ impl PyRolloutBuffers {
         obs_row_bytes: &Bound<'_, PyAny>,
         action_row_bytes: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
+        agents_per_env: Option<&Bound<'_, PyAny>>,
     ) -> Result<(Plan, Sections), Error> {
         let num_envs = count("num_envs", Some(num_envs))?.unwrap_or(0);
+        let agents_per_env = count("agents_per_env", agents_per_env)?.unwrap_or(1);
         let num_workers = count("num_workers", num_workers)?;
         let obs_row_bytes = size("obs_row_bytes", obs_row_bytes)?;
         let action_row_bytes = size("action_row_bytes", action_row_bytes)?;
         let batch_size = count("batch_size", batch_size)?;
-        let plan = Plan::new(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
+        let plan = Plan::new(num_envs, agents_per_env, num_workers, obs_row_bytes, action_row_bytes, batch_size)?;
         let sections = Sections::new(&plan, Control::bytes(plan.num_workers))?;
         Ok((plan, sections))
     }
@@ -90,8 +92,9 @@ impl PyRolloutBuffers {
     fn fingerprint(plan: &Plan) -> u64 {
         // FNV-1a over the plan: a worker attached to some other region is
         // told so rather than left to corrupt it.
-        let Plan { num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers } = *plan;
-        [num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers as usize]
+        let Plan { num_envs, agents_per_env, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers } =
+            *plan;
+        [num_envs, agents_per_env, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers as usize]
             .iter()
             .flat_map(|v| (*v as u64).to_le_bytes())
             .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
@@ -152,18 +155,20 @@ impl PyRolloutBuffers {
     /// processes, with rows of `obs_row_bytes` and `action_row_bytes`, and a
     /// gather area for batches of `batch_size` envs when that is less than
     /// `num_envs`. `num_workers=None`: the envs run in this process, one
-    /// batch at a time (see `Plan::new` for the rules).
+    /// batch at a time (see `Plan::new` for the rules). Every array holds
+    /// `agents_per_env` consecutive rows per env (its agents, in slot order).
     #[new]
-    #[pyo3(signature = (num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
+    #[pyo3(signature = (num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None, agents_per_env = None))]
     fn new(
         num_envs: &Bound<'_, PyAny>,
         num_workers: Option<&Bound<'_, PyAny>>,
         obs_row_bytes: &Bound<'_, PyAny>,
         action_row_bytes: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
+        agents_per_env: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (plan, sections) =
-            Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size).raise()?;
+            Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size, agents_per_env).raise()?;
         let region = Region::create("pufferrs", sections.len).map_err(|e| raise(e.into()))?;
         let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
         this.control().raise()?.stamp(Self::fingerprint(&plan));
@@ -176,7 +181,8 @@ impl PyRolloutBuffers {
     /// Linux only, as is `fd`: elsewhere the region is private to its process.
     #[cfg(target_os = "linux")]
     #[staticmethod]
-    #[pyo3(signature = (fd, num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None))]
+    #[pyo3(signature = (fd, num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size = None, agents_per_env = None))]
+    #[allow(clippy::too_many_arguments)]
     fn attach(
         fd: i32,
         num_envs: &Bound<'_, PyAny>,
@@ -184,9 +190,10 @@ impl PyRolloutBuffers {
         obs_row_bytes: &Bound<'_, PyAny>,
         action_row_bytes: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
+        agents_per_env: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (plan, sections) =
-            Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size).raise()?;
+            Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size, agents_per_env).raise()?;
         if fd < 0 {
             return Err(raise(Error::Buffers(format!("invalid file descriptor {fd}"))));
         }
@@ -223,6 +230,12 @@ impl PyRolloutBuffers {
         self.plan.num_envs
     }
 
+    /// Rows per env (its agents; 1 for a single-agent env).
+    #[getter]
+    fn agents_per_env(&self) -> usize {
+        self.plan.agents_per_env
+    }
+
     #[getter]
     fn num_workers(&self) -> usize {
         self.plan.num_workers
@@ -246,34 +259,35 @@ impl PyRolloutBuffers {
         self.region.len()
     }
 
-    /// A zero-copy view of one array: `observations` and `actions` as
-    /// `(num_envs, row_bytes)` uint8 rows; `rewards` float32; `terminals`,
+    /// A zero-copy view of one array, one row per agent of every env
+    /// (`rows = num_envs * agents_per_env`): `observations` and `actions`
+    /// as `(rows, row_bytes)` uint8 rows; `rewards` float32; `terminals`,
     /// `truncations`, `masks` bool; `episode_returns` float64;
     /// `episode_lengths` int64; the same with a `batch_` prefix for the
-    /// gather area (`batch_size` rows); and `final_observations`, the
-    /// `(num_envs, row_bytes)` rows that keep the last observation of each
-    /// env's most recently ended episode.
+    /// gather area (`batch_size * agents_per_env` rows); and
+    /// `final_observations`, the `(rows, row_bytes)` rows that keep the last
+    /// observation of each agent's most recently ended episode.
     fn array<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let (s, p) = (&this.sections, &this.plan);
-        let b = if p.gathers { p.batch_envs } else { 0 };
+        let (n, b) = (p.num_rows(), if p.gathers { p.batch_rows() } else { 0 });
         let (range, dtype, dims): (_, _, Vec<usize>) = match name {
-            "observations" => (&s.observations, DType::U8, vec![p.num_envs, p.obs_row_bytes]),
-            "actions" => (&s.actions, DType::U8, vec![p.num_envs, p.action_row_bytes]),
-            "rewards" => (&s.rewards, DType::F32, vec![p.num_envs]),
-            "terminals" => (&s.terminals, DType::Bool, vec![p.num_envs]),
-            "truncations" => (&s.truncations, DType::Bool, vec![p.num_envs]),
-            "masks" => (&s.masks, DType::Bool, vec![p.num_envs]),
-            "episode_returns" => (&s.episode_returns, DType::F64, vec![p.num_envs]),
-            "episode_lengths" => (&s.episode_lengths, DType::I64, vec![p.num_envs]),
+            "observations" => (&s.observations, DType::U8, vec![n, p.obs_row_bytes]),
+            "actions" => (&s.actions, DType::U8, vec![n, p.action_row_bytes]),
+            "rewards" => (&s.rewards, DType::F32, vec![n]),
+            "terminals" => (&s.terminals, DType::Bool, vec![n]),
+            "truncations" => (&s.truncations, DType::Bool, vec![n]),
+            "masks" => (&s.masks, DType::Bool, vec![n]),
+            "episode_returns" => (&s.episode_returns, DType::F64, vec![n]),
+            "episode_lengths" => (&s.episode_lengths, DType::I64, vec![n]),
             "batch_observations" => (&s.batch_observations, DType::U8, vec![b, p.obs_row_bytes]),
             "batch_actions" => (&s.batch_actions, DType::U8, vec![b, p.action_row_bytes]),
             "batch_rewards" => (&s.batch_rewards, DType::F32, vec![b]),
             "batch_terminals" => (&s.batch_terminals, DType::Bool, vec![b]),
             "batch_truncations" => (&s.batch_truncations, DType::Bool, vec![b]),
             "batch_masks" => (&s.batch_masks, DType::Bool, vec![b]),
-            "final_observations" => (&s.final_observations, DType::U8, vec![p.num_envs, p.obs_row_bytes]),
+            "final_observations" => (&s.final_observations, DType::U8, vec![n, p.obs_row_bytes]),
             _ => return Err(raise(Error::Buffers(format!("no array named {name:?}")))),
         };
         let item = dtype.itemsize();
@@ -328,8 +342,8 @@ impl PyRolloutBuffers {
     }
 
     /// Copies the observations, rewards, terminals, truncations and masks of
-    /// `workers`' envs into the gather area, back to back in that order,
-    /// with the GIL released.
+    /// `workers`' envs (all their rows) into the gather area, back to back
+    /// in that order, with the GIL released.
     fn gather(&self, py: Python<'_>, workers: Vec<u32>) -> PyResult<()> {
         let blocks = self.blocks(&workers).raise()?;
         let (s, p) = (&self.sections, &self.plan);
@@ -391,12 +405,13 @@ impl PyRolloutBuffers {
     fn __repr__(&self) -> String {
         let p = &self.plan;
         format!(
-            "RolloutBuffers(num_envs={}, num_workers={}, obs_row_bytes={}, action_row_bytes={}, batch_size={}, nbytes={})",
+            "RolloutBuffers(num_envs={}, num_workers={}, obs_row_bytes={}, action_row_bytes={}, batch_size={}, agents_per_env={}, nbytes={})",
             p.num_envs,
             p.num_workers,
             p.obs_row_bytes,
             p.action_row_bytes,
             p.batch_envs,
+            p.agents_per_env,
             self.region.len()
         )
     }

@@ -1,0 +1,399 @@
+"""Stepping a block of PettingZoo envs into the shared rows, one row per
+agent: what :class:`~pufferrs._native.EnvBlock` does for gymnasium envs,
+with the same interface (``reset(seed)`` and ``step(actions)`` returning
+``(row, info)`` pairs for the non-empty infos, ``ended``, ``current_env``).
+
+Env ``e`` of the block owns rows ``e * A .. e * A + A - 1`` (``A =
+len(possible_agents)``), slot ``k`` for ``possible_agents[k]``. A row whose
+agent is absent (not yet there, ended, or not the one to move in a
+turn-based game) is zero with ``mask`` False; its action is never sent.
+PettingZoo is imported only once a creator returned something that is not
+a ``gymnasium.Env``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from pufferrs.errors import PufferError, UnsupportedSpaceError
+from pufferrs.spaces import Layout
+
+
+def pettingzoo_kind(env: Any) -> str | None:
+    """``"parallel"`` for a PettingZoo ``ParallelEnv``, ``"aec"`` for an
+    ``AECEnv``, None for anything else (a gymnasium env included)."""
+    if isinstance(env, gym.Env):
+        return None
+    try:
+        from pettingzoo import AECEnv, ParallelEnv
+    except ImportError:
+        return None
+    if isinstance(env, ParallelEnv):
+        return "parallel"
+    if isinstance(env, AECEnv):
+        return "aec"
+    return None
+
+
+def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
+    """``(possible_agents, observation space, action space)`` of one agent;
+    ``possible_agents`` is None for a gymnasium env. Every agent of a
+    PettingZoo env must have the same spaces, since all rows share one
+    layout: agents that differ raise :class:`UnsupportedSpaceError`."""
+    if pettingzoo_kind(env) is None:
+        return None, env.observation_space, env.action_space
+    agents = list(env.possible_agents)
+    if not agents:
+        raise UnsupportedSpaceError(f"{type(env).__name__} has no possible_agents: there is no row to give them")
+    for what, space_of, pad in (
+        ("observation", env.observation_space, "pad_observations_v0"),
+        ("action", env.action_space, "pad_action_space_v0"),
+    ):
+        groups: dict[str, list[str]] = {}
+        spaces = [space_of(agent) for agent in agents]
+        for agent, space in zip(agents, spaces):
+            groups.setdefault(repr(space), []).append(agent)
+        if any(space != spaces[0] for space in spaces):
+            listed = "; ".join(f"{', '.join(map(repr, names))}: {space}" for space, names in groups.items())
+            raise UnsupportedSpaceError(
+                f"the agents of {type(env).__name__} have different {what} spaces ({listed}); pufferrs gives "
+                f"every agent one row of one layout: pad them to one space first, e.g. with SuperSuit's "
+                f"supersuit.{pad}(env), or run each group of agents as an env of its own"
+            )
+    return agents, env.observation_space(agents[0]), env.action_space(agents[0])
+
+
+class _AgentRows:
+    """The rows of a block of PettingZoo envs, and what both kinds of env
+    share: per-agent episode statistics, ends, and resets."""
+
+    def __init__(
+        self, envs: list[Any], first_env: int, arrays: dict[str, np.ndarray], layout: Layout, check_bounds: bool
+    ) -> None:
+        self.envs = envs
+        self.first_env = first_env
+        self.agents = list(envs[0].possible_agents)
+        for i, env in enumerate(envs):
+            if list(env.possible_agents) != self.agents:
+                raise UnsupportedSpaceError(
+                    f"env {first_env + i} has possible_agents {list(env.possible_agents)}, env {first_env} has "
+                    f"{self.agents}: every env of a vector env must have the same agents"
+                )
+        A = self.A = len(self.agents)
+        self.slot = {agent: k for k, agent in enumerate(self.agents)}
+        rows = slice(first_env * A, (first_env + len(envs)) * A)
+        self.obs = arrays["observations"][rows]
+        self.final = arrays["final_observations"][rows]
+        self.rewards = arrays["rewards"][rows]
+        self.terminals = arrays["terminals"][rows]
+        self.truncations = arrays["truncations"][rows]
+        self.masks = arrays["masks"][rows]
+        self.episode_returns = arrays["episode_returns"][rows]
+        self.episode_lengths = arrays["episode_lengths"][rows]
+        self.layout = layout
+        self.check_bounds = check_bounds
+        n = len(envs) * A
+        #: The running episode of each row (its agent's return and acting
+        #: steps) and of each env (its steps: ``clock``, the block's steps,
+        #: less its value when the env's episode began).
+        self.returns = np.zeros(n, np.float64)
+        self.lengths = np.zeros(n, np.int64)
+        self.clock = 0
+        self.started = [0] * len(envs)
+        #: Agents of each env that ended this episode: masked until the reset.
+        self.done: list[set[str]] = [set() for _ in envs]
+        self.ended = False
+        self.current_env: int | None = None
+
+    def _write(self, rows: list[int], observations: list[Any]) -> None:
+        """Flattens ``observations`` into ``rows`` of the block: one call
+        over the whole block when every row is written (rows come in env,
+        then slot order, so they are then in order). An observation that
+        does not fit raises its own error, with its env as ``current_env``."""
+        layout, check_bounds = self.layout, self.check_bounds
+        try:
+            if len(rows) == len(self.obs):
+                layout.flatten_batch(observations, out=self.obs, check_bounds=check_bounds)
+                return
+            for row, obs in zip(rows, observations):
+                layout.flatten_into(obs, self.obs, row, check_bounds=check_bounds)
+        except PufferError:
+            for row, obs in zip(rows, observations):
+                try:
+                    layout.flatten(obs, check_bounds=check_bounds)
+                except PufferError:
+                    self.current_env = self.first_env + row // self.A
+                    raise
+            raise
+
+    def _end_agent(self, row: int, last_obs: Any, episode_return: float, episode_length: int) -> None:
+        """Records the end of the episode of the agent in ``row``: its last
+        observation in its final row (zeros when the env gave none), its
+        return and length; its row of ``observations`` is zeroed."""
+        if last_obs is None:
+            self.final[row] = 0
+        else:
+            self.layout.flatten_into(last_obs, self.final, row, check_bounds=self.check_bounds)
+        self.obs[row] = 0
+        self.episode_returns[row] = episode_return
+        self.episode_lengths[row] = episode_length
+        self.ended = True
+
+    def _env_summary(self, e: int) -> dict[str, Any]:
+        """What the info of the env's first row holds at its episode's end."""
+        base = e * self.A
+        ended = [base + k for k in range(self.A) if self.agents[k] in self.done[e]]
+        steps = self.clock - self.started[e]
+        return {"env_episode_return": float(self.episode_returns[ended].sum()), "env_episode_length": steps}
+
+    def _start_episode(self, e: int) -> None:
+        base = e * self.A
+        self.done[e].clear()
+        self.started[e] = self.clock
+        self.obs[base : base + self.A] = 0
+
+    def close(self) -> None:
+        for env in self.envs:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - closing the others matters more
+                pass
+
+
+def _merge(infos: dict[int, dict], row: int, info: dict) -> None:
+    infos[row] = {**infos[row], **info} if row in infos else info
+
+
+def _merge_all(infos: dict[int, dict], agents: list[str], rows: list[int], env_infos: dict) -> None:
+    """The non-empty infos of ``agents`` into those of their ``rows``."""
+    for agent, row in zip(agents, rows):
+        info = env_infos.get(agent)
+        if info:
+            _merge(infos, row, info)
+
+
+class ParallelBlock(_AgentRows):
+    """A block of PettingZoo ``ParallelEnv``s: every present agent acts at
+    every step."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        #: The agents of each env that act at the next step, in slot order,
+        #: and their rows in the block.
+        self.live: list[list[str]] = [[] for _ in self.envs]
+        self.live_rows: list[list[int]] = [[] for _ in self.envs]
+
+    def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
+        infos: dict[int, dict] = {}
+        rows: list[int] = []
+        observations: list[Any] = []
+        for e, env in enumerate(self.envs):
+            self.current_env = self.first_env + e
+            obs, env_infos = env.reset(seed=None if seed is None else seed + self.first_env + e)
+            self._start_episode(e)
+            self._restart(e, env, obs, env_infos, rows, observations, infos)
+        self._write(rows, observations)
+        self.current_env = None
+        self.rewards[:] = 0
+        self.terminals[:] = False
+        self.truncations[:] = False
+        self.returns[:] = 0
+        self.lengths[:] = 0
+        self.ended = False
+        return sorted(infos.items())
+
+    def _act(self, e: int, agents: list[str]) -> None:
+        """Makes ``agents`` (in slot order) the ones of env ``e`` that act."""
+        base = e * self.A
+        rows = [base + self.slot[agent] for agent in agents]
+        self.live[e], self.live_rows[e] = agents, rows
+        self.masks[base : base + self.A] = False
+        self.masks[rows] = True
+
+    def _restart(
+        self, e: int, env: Any, obs: dict, env_infos: dict, rows: list, observations: list, infos: dict
+    ) -> None:
+        """Marks the agents present after a reset as acting, their rows to
+        be written with ``obs``."""
+        live = sorted(env.agents, key=self.slot.__getitem__)
+        self._act(e, live)
+        rows += self.live_rows[e]
+        observations += [obs[agent] for agent in live]
+        _merge_all(infos, live, self.live_rows[e], env_infos)
+
+    def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
+        n = len(self.obs)
+        rewards = [0.0] * n
+        flags: tuple[list[bool], list[bool]] | None = None
+        acted = self.masks.copy()
+        restarted: list[int] = []  # rows whose running episode starts again
+        infos: dict[int, dict] = {}
+        rows: list[int] = []
+        observations: list[Any] = []
+        self.ended = False
+        self.clock += 1
+        e = 0
+        try:
+            for e, (env, live, live_rows) in enumerate(zip(self.envs, self.live, self.live_rows)):
+                obs, env_rewards, env_terms, env_truncs, env_infos = env.step(
+                    {agent: actions[row] for agent, row in zip(live, live_rows)}
+                )
+                for agent, row in zip(live, live_rows):
+                    rewards[row] = env_rewards.get(agent, 0.0)
+                if any(env_infos.values()):
+                    _merge_all(infos, live, live_rows, env_infos)
+                if any(env_terms.values()) or any(env_truncs.values()) or len(env.agents) != len(live):
+                    if flags is None:
+                        flags = ([False] * n, [False] * n)
+                    self._ends(e, env, obs, env_terms, env_truncs, rewards, flags, restarted, rows, observations, infos)
+                else:
+                    # Every agent plays on (the common case).
+                    rows += live_rows
+                    observations += [obs[agent] for agent in live]
+        except Exception:
+            self.current_env = self.first_env + e
+            raise
+        if rows:
+            self._write(rows, observations)
+        self.rewards[:] = rewards
+        # The running episodes, for the whole block at once.
+        self.returns += rewards
+        self.lengths += acted
+        if restarted:
+            self.returns[restarted] = 0
+            self.lengths[restarted] = 0
+        if flags is None:
+            self.terminals[:] = False
+            self.truncations[:] = False
+        else:
+            self.terminals[:], self.truncations[:] = flags
+        return sorted(infos.items()) if infos else []
+
+    def _ends(
+        self,
+        e: int,
+        env: Any,
+        obs: dict,
+        env_terms: dict,
+        env_truncs: dict,
+        rewards: list[float],
+        flags: tuple[list[bool], list[bool]],
+        restarted: list[int],
+        rows: list[int],
+        observations: list[Any],
+        infos: dict[int, dict],
+    ) -> None:
+        """Env ``e`` after a step where its agents changed: those that ended
+        get their last row, those that joined act, and the env resets when
+        none is left."""
+        A, done = self.A, self.done[e]
+        for agent, row in zip(self.live[e], self.live_rows[e]):
+            terminal, truncated = bool(env_terms.get(agent, False)), bool(env_truncs.get(agent, False))
+            if terminal or truncated:
+                flags[0][row], flags[1][row] = terminal, truncated
+                done.add(agent)
+                self._end_agent(row, obs.get(agent), self.returns[row] + rewards[row], int(self.lengths[row]) + 1)
+                restarted.append(row)
+        acting = sorted((a for a in env.agents if a not in done), key=self.slot.__getitem__)
+        if not acting:
+            _merge(infos, e * A, self._env_summary(e))
+            obs, reset_infos = env.reset()
+            self._start_episode(e)
+            restarted += range(e * A, e * A + A)
+            self._restart(e, env, obs, reset_infos, rows, observations, infos)
+            return
+        if acting != self.live[e]:
+            self._act(e, acting)
+        rows += self.live_rows[e]
+        observations += [obs[agent] for agent in acting]
+
+
+class TurnBlock(_AgentRows):
+    """A block of PettingZoo ``AECEnv``s (turn-based games): only the agent
+    to move acts. Every agent's reward from a move (``env.rewards`` after
+    it) is reported on its row; an agent selected after it ended is given
+    its ``None`` step here, never by the policy."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        #: The agent to move in each env.
+        self.movers: list[str | None] = [None] * len(self.envs)
+
+    def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
+        infos: dict[int, dict] = {}
+        self.masks[:] = False
+        for e, env in enumerate(self.envs):
+            self.current_env = self.first_env + e
+            env.reset(seed=None if seed is None else seed + self.first_env + e)
+            self._start_episode(e)
+            self._next_mover(e, env, infos)
+        self.current_env = None
+        self.returns[:] = 0
+        self.lengths[:] = 0
+        self.rewards[:] = 0
+        self.terminals[:] = False
+        self.truncations[:] = False
+        self.ended = False
+        return sorted(infos.items())
+
+    def _next_mover(self, e: int, env: Any, infos: dict[int, dict]) -> bool:
+        """Steps the ended agents that are selected with ``None`` and writes
+        the observation of the agent to move; False when no agent is left."""
+        while env.agents and (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
+            env.step(None)
+        if not env.agents:
+            return False
+        mover = self.movers[e] = env.agent_selection
+        row = e * self.A + self.slot[mover]
+        self.layout.flatten_into(env.observe(mover), self.obs, row, check_bounds=self.check_bounds)
+        self.masks[row] = True
+        info = env.infos.get(mover)
+        if info:
+            _merge(infos, row, info)
+        return True
+
+    def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
+        A, slot = self.A, self.slot
+        n = len(self.obs)
+        rewards, terminals, truncations = [0.0] * n, [False] * n, [False] * n
+        infos: dict[int, dict] = {}
+        self.ended = False
+        self.clock += 1
+        for e, env in enumerate(self.envs):
+            self.current_env = self.first_env + e
+            base, mover = e * A, self.movers[e]
+            moved = base + slot[mover]
+            env.step(actions[moved])
+            self.lengths[moved] += 1
+            self.obs[moved] = 0
+            self.masks[moved] = False
+            for agent, reward in env.rewards.items():
+                row = base + slot[agent]
+                rewards[row] = float(reward)
+                self.returns[row] += rewards[row]
+            done = self.done[e]
+            for agent in env.agents:
+                if agent in done or not (env.terminations[agent] or env.truncations[agent]):
+                    continue
+                row = base + slot[agent]
+                terminals[row], truncations[row] = bool(env.terminations[agent]), bool(env.truncations[agent])
+                done.add(agent)
+                info = env.infos.get(agent)
+                if info:
+                    _merge(infos, row, info)
+                self._end_agent(row, env.observe(agent), self.returns[row], int(self.lengths[row]))
+                self.returns[row], self.lengths[row] = 0, 0
+            if not self._next_mover(e, env, infos):
+                _merge(infos, base, self._env_summary(e))
+                env.reset()
+                self._start_episode(e)
+                self.returns[base : base + A] = 0
+                self.lengths[base : base + A] = 0
+                self._next_mover(e, env, infos)
+        self.current_env = None
+        self.rewards[:] = rewards
+        self.terminals[:] = terminals
+        self.truncations[:] = truncations
+        return sorted(infos.items()) if infos else []
