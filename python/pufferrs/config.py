@@ -276,6 +276,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         ent_coef=0.01,
         hidden_size=128,
     ),
+    # Three agents score only together, each reading its own cue. Reaches
+    # a score of 0.75 to 1.0 in 100k env steps (seeds 0-3; random play
+    # scores 0.016, and a team that always picks one target 0.25). With the
+    # Default MLP it settles at 0.25-0.5 more often.
+    "pufferrs.multiagent_envs.Rendezvous": dict(
+        num_envs=8,
+        total_steps=100_000,
+        batch_size=1024,
+        minibatch_size=512,
+        learning_rate=3e-3,
+        gamma=0.5,
+        ent_coef=0.01,
+        hidden_size=128,
+    ),
 }
 
 

@@ -9,15 +9,18 @@ highway-env's ids (``highway-v0``, ``merge-v0``, ``parking-v0``, ...).
 ``Config.imports`` names more modules to import. A failed import names the
 package to install.
 
-PettingZoo envs are named by their module, as PettingZoo's own docs import
-them (``pettingzoo.classic.connect_four_v3``,
-``pettingzoo.butterfly.knights_archers_zombies_v10``): an id that is a
-dotted module path with a ``parallel_env`` or ``env`` function is made with
-``parallel_env(**env_kwargs)`` when the module has one, else with its
-(turn-based) ``env(**env_kwargs)``."""
+PettingZoo envs are named by their registry id (``classic/connect_four-v3``)
+or by their module as PettingZoo's docs import them
+(``pettingzoo.classic.connect_four_v3``), and made by ``pettingzoo.make``:
+the parallel form where the env has one, else the turn-based (AEC) one.
+Any other dotted module path with a ``parallel_env`` or ``env`` function
+is made by that function (``parallel_env`` first), and a dotted path to a
+callable (``pufferrs.multiagent_envs.Rendezvous``) by calling it; both
+with ``env_kwargs``."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import warnings
@@ -104,36 +107,79 @@ def _import_env_modules(env_id: str, imports: str | None) -> str:
 _MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
-def pettingzoo_module(env_id: str) -> Any | None:
-    """The module behind a PettingZoo env id (a dotted module path with a
-    ``parallel_env`` or ``env`` function), or None for any other id."""
-    if not _MODULE_PATH.fullmatch(env_id) or env_id in gym.registry:
+def pettingzoo_maker(env_id: str) -> Callable[..., Any] | None:
+    """What makes the PettingZoo env ``env_id`` names (called with the
+    env's keyword arguments), or None when it names none (a gymnasium id)."""
+    if env_id in gym.registry:
+        return None
+    maker = _registered_pettingzoo_env(env_id)
+    if maker is not None or not _MODULE_PATH.fullmatch(env_id):
+        return maker
+    try:
+        return _module_maker(env_id)
+    except ModuleNotFoundError as exc:
+        if exc.name != env_id:  # the module is there but needs a package that is not
+            raise ConfigError(f"{env_id} did not import ({exc}): pip install {exc.name.split('.')[0]}") from None
+    parent, name = env_id.rsplit(".", 1)
+    try:
+        maker = getattr(importlib.import_module(parent), name, None)
+    except ImportError as exc:
+        package = env_id.split(".")[0].replace("_", "-")
+        raise ConfigError(f"{env_id} did not import ({exc}): pip install {package}") from None
+    if maker is None:
+        raise ConfigError(f"{env_id}: module {parent} has no {name!r}")
+    if not callable(maker):
+        raise ConfigError(f"{env_id} is neither a PettingZoo env module nor a callable that makes an env")
+    return maker
+
+
+def _registered_pettingzoo_env(env_id: str) -> Callable[..., Any] | None:
+    """``pettingzoo.make`` of a registered id (``classic/connect_four-v3``,
+    or its module path ``pettingzoo.classic.connect_four_v3``), parallel
+    where the env has that form; None when PettingZoo does not know it."""
+    parts = env_id.split(".")
+    from_module = parts[0] == "pettingzoo" and len(parts) == 3
+    if "/" not in env_id and not from_module:
         return None
     try:
-        module = importlib.import_module(env_id)
-    except ImportError as exc:
-        if env_id.startswith("pettingzoo.") or exc.name == env_id.split(".")[0]:
-            package = env_id.split(".")[0].replace("_", "-")
-            raise ConfigError(f"{env_id} did not import ({exc}): pip install {package}") from None
-        raise ConfigError(f"{env_id} did not import: {type(exc).__name__}: {exc}") from None
-    if not callable(getattr(module, "parallel_env", None)) and not callable(getattr(module, "env", None)):
-        raise ConfigError(f"module {env_id} has neither parallel_env() nor env(): it is not a PettingZoo env module")
-    return module
+        import pettingzoo
+        from pettingzoo.env_registry.exceptions import PettingZooRegistryError
+        from pettingzoo.env_registry.registration import spec
+    except ImportError:
+        if from_module:
+            raise ConfigError(f"{env_id} needs PettingZoo: pip install pettingzoo") from None
+        return None
+    registered = f"{parts[1]}/{parts[2]}" if from_module else env_id
+    for kind in ("parallel", "aec"):
+        try:
+            spec(kind, registered)
+        except PettingZooRegistryError:
+            continue
+        return functools.partial(pettingzoo.make, kind, registered)
+    return None
+
+
+def _module_maker(module_name: str) -> Any:
+    """``parallel_env`` of the module, else its turn-based ``env``."""
+    module = importlib.import_module(module_name)
+    maker = getattr(module, "parallel_env", None) or getattr(module, "env", None)
+    if not callable(maker):
+        raise ConfigError(
+            f"module {module_name} has neither parallel_env() nor env(): it is not a PettingZoo env module"
+        )
+    return maker
 
 
 class PettingZooCreator:
-    """``module.parallel_env(**env_kwargs)`` (or, for turn-based modules
-    without one, ``module.env(**env_kwargs)``) as a picklable callable, for
-    worker processes."""
+    """The PettingZoo env ``env_id`` names (see :func:`pettingzoo_maker`),
+    made with ``env_kwargs``, as a picklable callable for worker processes."""
 
-    def __init__(self, module: str, env_kwargs: dict | None = None):
-        self.module = module
+    def __init__(self, env_id: str, env_kwargs: dict | None = None):
+        self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        module = importlib.import_module(self.module)
-        make = getattr(module, "parallel_env", None) or module.env
-        return make(*args, **{**self.env_kwargs, **kwargs})
+        return pettingzoo_maker(self.env_id)(*args, **{**self.env_kwargs, **kwargs})
 
 
 def is_atari(env_id: str) -> bool:
@@ -208,7 +254,7 @@ class EnvCreator:
 def env_creator(config: Config, training: bool = True) -> EnvCreator | PettingZooCreator:
     """The picklable creator of ``config.env``: a PettingZoo module's env,
     or a gymnasium env with the wrappers of :class:`EnvCreator`."""
-    if pettingzoo_module(config.env) is not None:
+    if pettingzoo_maker(config.env) is not None:
         return PettingZooCreator(config.env, config.env_kwargs)
     return EnvCreator.from_config(config, training)
 
@@ -217,7 +263,7 @@ def check_env(config: Config) -> None:
     """Raises :class:`ConfigError` when ``config.env`` is neither a
     registered env that ``gymnasium.make`` can build with
     ``config.env_kwargs`` nor a PettingZoo module that builds with them."""
-    if pettingzoo_module(config.env) is not None:
+    if pettingzoo_maker(config.env) is not None:
         try:
             env_creator(config)().close()
         except Exception as exc:  # noqa: BLE001 - any failure to build is the user's env or arguments

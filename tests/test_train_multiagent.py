@@ -1,0 +1,126 @@
+"""The trainer on PettingZoo envs: rows per agent, masks, action masks.
+
+The built-in Rendezvous is only learnable when every row's observation,
+action and reward belong to the same agent slot, and agents leave
+mid-episode, so wrong masks or slots show as a failure to learn. Real
+PettingZoo games run from the command line and never receive an illegal
+move."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pettingzoo
+import pytest
+import torch
+from pettingzoo.utils.wrappers import BaseWrapper
+
+from pufferrs import vector
+from pufferrs.multiagent_envs import Rendezvous
+from pufferrs.train import Config, Trainer
+
+RENDEZVOUS = "pufferrs.multiagent_envs.Rendezvous"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.slow
+def test_rendezvous_is_learned_with_agents_leaving() -> None:
+    # Random play scores 4**-3 = 0.016; agents that all pick one fixed
+    # target score 0.25; only reading each slot's own cue scores more.
+    config = Config.for_env(RENDEZVOUS, seed=0, compile=False)
+    with Trainer(config) as trainer:
+        trainer.train()
+        masks = trainer.experience.host_masks
+    scores = [m["env/score"] for m in trainer.metrics if "env/score" in m]
+    assert np.mean(scores[:3]) < 0.15 and np.mean(scores[-3:]) >= 0.6, scores
+    last = trainer.metrics[-1]
+    assert last["env/env_episode_length"] == 16  # agent_0 never leaves: the env runs its full time
+    assert last["env/episode_length"] < 16  # the others leave early, mid-episode
+    # Agent steps are counted: fewer than rows x env steps, since absent
+    # agents' rows are masked.
+    assert not masks.all() and masks.any()
+    env_steps = config.num_updates * config.batch_size
+    assert env_steps < trainer.global_step < 3 * env_steps
+
+
+def test_serial_and_multiprocessing_train_the_same_policy() -> None:
+    config = Config.for_env(RENDEZVOUS, seed=3, compile=False, total_steps=2048, num_envs=4, batch_size=512)
+    weights = []
+    for backend, workers in (("serial", None), ("multiprocessing", 2)):
+        vecenv = vector.make(Rendezvous, num_envs=4, backend=backend, num_workers=workers, seed=3)
+        torch.manual_seed(0)
+        with Trainer(config, vecenv) as trainer:
+            trainer.train()
+            weights.append({k: v.clone() for k, v in trainer.policy.state_dict().items()})
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+
+
+class CheckedMoves(BaseWrapper):
+    """A turn-based game that fails the test on any illegal move (PettingZoo's
+    own wrapper would only end the game with a warning), counting moves."""
+
+    moves = 0
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if action is not None:
+            legal = self.observe(agent)["action_mask"]
+            assert legal[action], f"{agent} sent illegal move {action} under mask {legal}"
+            CheckedMoves.moves += 1
+        super().step(action)
+
+
+def test_a_turn_based_game_gets_only_legal_moves() -> None:
+    config = Config.for_env("classic/tictactoe-v3", seed=0, compile=False, total_steps=2048, num_envs=4, batch_size=512)
+    CheckedMoves.moves = 0
+    vecenv = vector.make(
+        lambda: CheckedMoves(pettingzoo.make("aec", "classic/tictactoe-v3")), num_envs=4, backend="serial", seed=0
+    )
+    with Trainer(config, vecenv) as trainer:
+        trainer.train()
+        masks = trainer.experience.host_masks
+    assert CheckedMoves.moves > 1000
+    # Two players take turns: one of each env's two rows acts at every step.
+    np.testing.assert_array_equal(masks.reshape(4, 2, -1).sum(axis=1), 1)
+    assert trainer.metrics[-1]["env/episodes"] > 0
+
+
+def test_pufferrs_train_runs_a_pettingzoo_module(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pufferrs",
+            "train",
+            "pettingzoo.classic.connect_four_v3",
+            "--total-steps",
+            "1024",
+            "--num-envs",
+            "4",
+            "--batch-size",
+            "512",
+            "--minibatch-size",
+            "256",
+            "--name",
+            "c4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "c4" / "model.pt").exists()
