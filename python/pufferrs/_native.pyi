@@ -104,10 +104,16 @@ class EnvBlock:
     vector env's buffers, one call per batch; see ``pufferrs.vector.runner``."""
 
     def __new__(
-        cls, envs: list[Any], first_env: int, arrays: dict[str, npt.NDArray[Any]], layout: Layout
+        cls,
+        envs: list[Any],
+        first_env: int,
+        arrays: dict[str, npt.NDArray[Any]],
+        layout: Layout,
+        action_layout: Layout,
+        check_bounds: bool = False,
     ) -> EnvBlock: ...
     def reset(self, seed: int | None = None) -> list[tuple[int, dict[str, Any]]]: ...
-    def step(self, actions: list[Any]) -> list[tuple[int, dict[str, Any]]]: ...
+    def step(self, actions: Any = None) -> list[tuple[int, dict[str, Any]]]: ...
     @property
     def ended(self) -> bool: ...
     @property

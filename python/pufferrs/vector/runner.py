@@ -3,43 +3,11 @@ Serial and in every worker process, so both backends write the same bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import gymnasium as gym
-import gymnasium.spaces as gs
 import numpy as np
 
 from pufferrs._native import EnvBlock
 from pufferrs.spaces import Layout
-
-
-def action_reader(action_layout: Layout, rows: np.ndarray) -> Callable[[], list[Any]]:
-    """A function reading the actions of ``rows`` as one value per env, the
-    way the env expects them: ints for Discrete, private arrays otherwise."""
-    n = rows.shape[0]
-
-    def reader(space: gs.Space, view: Any) -> Callable[[], list[Any]]:
-        if isinstance(space, gs.Discrete):
-            return view.tolist
-        if isinstance(space, gs.Dict):
-            parts = [(key, reader(sub, view[key])) for key, sub in space.spaces.items()]
-
-            def read_dict() -> list[Any]:
-                values = [(key, read()) for key, read in parts]
-                return [{key: column[i] for key, column in values} for i in range(n)]
-
-            return read_dict
-        if isinstance(space, gs.Tuple):
-            tuple_parts = [reader(sub, v) for sub, v in zip(space.spaces, view)]
-
-            def read_tuple() -> list[Any]:
-                return list(zip(*(read() for read in tuple_parts))) if tuple_parts else [()] * n
-
-            return read_tuple
-        return lambda: list(view.copy())
-
-    return reader(action_layout.space, action_layout.unflatten(rows))
 
 
 class Runner:
@@ -47,9 +15,11 @@ class Runner:
     return into the rows of ``arrays`` (the shared buffers).
 
     The per-env work runs in Rust (:class:`~pufferrs._native.EnvBlock`),
-    one call per batch. When a step ends an episode, the episode's last
-    observation goes into the env's row of ``final_observations`` before
-    the env is reset, and the reset's first observation into its row of
+    one call per batch, reading each env's action from its action row (an
+    int for a Discrete, a str for a string, a new array for the other
+    leaves). When a step ends an episode, the episode's last observation
+    goes into the env's row of ``final_observations`` before the env is
+    reset, and the reset's first observation into its row of
     ``observations``."""
 
     def __init__(
@@ -63,8 +33,7 @@ class Runner:
     ) -> None:
         self.envs = envs
         self.first_env = first_env
-        self.block = EnvBlock(envs, first_env, arrays, layout, check_bounds)
-        self.read_actions = action_reader(action_layout, arrays["actions"][first_env : first_env + len(envs)])
+        self.block = EnvBlock(envs, first_env, arrays, layout, action_layout, check_bounds)
 
     @property
     def current_env(self) -> int | None:
@@ -80,7 +49,7 @@ class Runner:
         return self.block.reset(seed)
 
     def step(self) -> list[tuple[int, dict]]:
-        return self.block.step(self.read_actions())
+        return self.block.step()
 
     def close(self) -> None:
         for env in self.envs:

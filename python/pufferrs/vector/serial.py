@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from pufferrs.errors import WorkerError
 from pufferrs.vector.base import VectorEnv, checked_env, unpin
@@ -25,7 +26,14 @@ class Serial(VectorEnv):
 
     ``batch_size < num_envs`` steps blocks of ``batch_size`` envs in turn,
     so code written for asynchronous batches runs unchanged. An env that
-    raises surfaces as :class:`WorkerError` chained to the original."""
+    raises surfaces as :class:`WorkerError` chained to the original.
+
+    With one block (``batch_size == num_envs``, the default) ``send`` is
+    one Rust call that writes the actions into their rows and steps every
+    env, and ``recv`` hands back the views it holds already: on small
+    observations the bookkeeping of batches would cost more than the
+    vector env's whole share of a step. Everything else (async batches,
+    steps that end an episode, misuse) takes the general path."""
 
     def __init__(
         self,
@@ -64,7 +72,41 @@ class Serial(VectorEnv):
             raise
         #: (worker, infos, whether an episode ended) of stepped blocks, in order.
         self._done: deque[tuple[int, list[tuple[int, dict]], bool]] = deque()
+        #: The block of every env, when there is one (see the class docstring).
+        self._whole = self._runners[0].block if self.num_workers == 1 else None
         self._finalize_with(_close_runners, self._runners, self._pinned, self.buffers)
+
+    def send(self, actions: Any) -> None:
+        """See :meth:`VectorEnv.send`."""
+        block = self._whole
+        if block is None or not self._held or self._closed or self._broken is not None:
+            return super().send(actions)
+        try:
+            infos = block.step(actions)
+        except Exception as exc:
+            if block.current_env is not None:
+                raise self._error(0, exc) from exc
+            infos = None  # the actions were refused before any env stepped: nothing changed
+        if infos is None:
+            return super().send(actions)  # which refuses them again, diagnosing the batch
+        self._done.append((0, infos, block.ended))
+        self._pending.add(0)
+        self._held = []
+        return None
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
+        """See :meth:`VectorEnv.recv`."""
+        done = self._done
+        if self._whole is None or not done or done[0][2] or self._held or self._closed or self._broken is not None:
+            return super().recv()  # the rules of episode ends and of misuse live there
+        payload = done.popleft()[1]
+        self._pending.clear()
+        self._held, self._held_lo = [0], 0
+        infos: list[dict] = [{} for _ in self._batch_range]
+        for i, info in payload:
+            infos[i] = info
+        obs, rewards, terminals, truncations, env_ids, masks = self._full
+        return obs, rewards, terminals, truncations, infos, env_ids, masks
 
     def _error(self, worker: int, exc: Exception) -> WorkerError:
         env = self._runners[worker].current_env
@@ -86,10 +128,9 @@ class Serial(VectorEnv):
     def _step(self, workers: list[int]) -> None:
         runners, done = self._runners, self._done
         for w in workers:
-            # Runner.step, inlined: this loop is most of Serial's own cost.
-            block = runners[w].block
+            block = runners[w].block  # Runner.step, inlined
             try:
-                infos = block.step(runners[w].read_actions())
+                infos = block.step()
             except Exception as exc:
                 raise self._error(w, exc) from exc
             done.append((w, infos, block.ended))

@@ -3,19 +3,23 @@
 //! between `env.step` and the rows (unpacking, flattening, writing the
 //! reward and flags, the episode's statistics and its final observation,
 //! the reset) runs here instead of as Python bytecode, which on small
-//! observations costs more than the env itself.
+//! observations costs more than the env itself. So does reading each env's
+//! action out of its action row, and, for the Serial backend, writing the
+//! user's batch of actions into those rows first.
 
-use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use pufferrs_core::dtype::DType;
+use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
+use pufferrs_core::layout::{Layout, Rule};
+use pufferrs_core::names::format_path;
 
-use crate::errors::{Raise, type_name};
-use crate::flatten::Batch;
+use crate::errors::{Raise, raise, type_name};
+use crate::flatten::{Batch, resolve_batch};
 use crate::layout::PyLayout;
-use crate::numpy_arrays::{dtype_of, row_start, strided};
+use crate::numpy_arrays::{copy_of, descr, dtype_of, row_start, strided};
 use crate::store::store;
 use crate::tree::Tree;
 
@@ -81,6 +85,12 @@ impl Cells {
     fn set<const N: usize>(&mut self, i: usize, value: [u8; N]) {
         self.row(i).copy_from_slice(&value);
     }
+
+    fn bytes(&self, i: usize) -> &[u8] {
+        // SAFETY: as in `row`; `&self` rules out a mutable slice made
+        // through `self` meanwhile.
+        unsafe { std::slice::from_raw_parts(self.starts[i], self.bytes) }
+    }
 }
 
 /// Envs `first_env, first_env + 1, ...` writing into the arrays of a
@@ -112,8 +122,13 @@ pub struct EnvBlock {
     /// leaf as-is (a plain Box, values unchecked): an array of exactly that
     /// dtype and shape is then copied without the general resolve and check.
     plain: Option<(DType, Vec<usize>)>,
-    /// Whether observations are checked against their Box bounds too.
+    /// Whether observations and actions are checked against their Box
+    /// bounds too.
     check_bounds: bool,
+    action_layout: Py<PyLayout>,
+    /// The numpy dtype of each action leaf, for the arrays envs get.
+    action_descrs: Vec<Py<PyArrayDescr>>,
+    actions: Cells,
 }
 
 impl EnvBlock {
@@ -143,6 +158,76 @@ impl EnvBlock {
         // those bytes exists during the store.
         unsafe { store(py, layout.core(), &[(reader, resolved)], &[start], check_bounds) }.raise()
     }
+
+    /// Writes `actions` (a batch as `Layout.flatten_batch` takes it) into
+    /// the block's action rows, all or nothing.
+    fn stage_actions(&mut self, py: Python<'_>, actions: &Bound<'_, PyAny>) -> PyResult<()> {
+        let layout = self.action_layout.get();
+        let rows = &self.actions.starts;
+        let (items, _) =
+            resolve_batch(|index, batch| layout.reader(index, batch), actions, Some(rows.len())).raise()?;
+        // SAFETY: each start is a distinct `row_bytes` row of the action
+        // array, checked by `row_start` and kept mapped by `Cells`; no Rust
+        // reference to those bytes exists during the store.
+        unsafe { store(py, layout.core(), &items, rows, self.check_bounds) }.raise()
+    }
+
+    /// The action env `i` gets: its row read back in the space's structure,
+    /// an int for a Discrete, a str for a string and a new array otherwise,
+    /// never a view: the next batch rewrites the row while the env may
+    /// still hold its action.
+    fn action<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let layout = self.action_layout.get();
+        let tree = layout.reader(None, Batch::One).tree;
+        action_value(py, layout.core(), &self.action_descrs, tree, self.actions.bytes(i))
+    }
+}
+
+fn action_value<'py>(
+    py: Python<'py>,
+    layout: &Layout,
+    descrs: &[Py<PyArrayDescr>],
+    tree: &Tree,
+    row: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match tree {
+        Tree::Leaf(k) => {
+            let leaf = &layout.leaves[*k];
+            let bytes = &row[leaf.offset..leaf.offset + leaf.nbytes()];
+            match leaf.rule {
+                Rule::Discrete { .. } => match leaf.dtype.read(bytes) {
+                    Value::Int(value) => value.into_pyobject(py)?.into_any(),
+                    Value::Float(value) => value.into_pyobject(py)?.into_any(),
+                },
+                Rule::Text { .. } => {
+                    let codes: Vec<i128> = bytes
+                        .chunks_exact(leaf.dtype.itemsize())
+                        .map(|code| match leaf.dtype.read(code) {
+                            Value::Int(code) => code,
+                            Value::Float(code) => code as i128,
+                        })
+                        .collect();
+                    let text = leaf.decode_text(&codes).map_err(|reason| {
+                        raise(Error::Row(format!("{}: {reason}", format_path("action", &leaf.path))))
+                    })?;
+                    PyString::new(py, &text).into_any()
+                }
+                _ => copy_of(py, descrs[*k].bind(py), &leaf.shape, bytes)?,
+            }
+        }
+        Tree::Dict(items) => {
+            let dict = PyDict::new(py);
+            for (_, key, child) in items {
+                dict.set_item(key.bind(py), action_value(py, layout, descrs, child, row)?)?;
+            }
+            dict.into_any()
+        }
+        Tree::Tuple(items) => {
+            let values =
+                items.iter().map(|child| action_value(py, layout, descrs, child, row)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, values)?.into_any()
+        }
+    })
 }
 
 /// `(obs, reward, terminated, truncated, info)` of `env.step`.
@@ -171,13 +256,15 @@ fn number(name: &str, value: &Bound<'_, PyAny>) -> PyResult<f64> {
 #[pymethods]
 impl EnvBlock {
     /// `arrays` maps the buffers' array names to their full views (every
-    /// env's rows); the block writes rows `first_env .. first_env + len(envs)`.
+    /// env's rows); the block uses rows `first_env .. first_env + len(envs)`.
     #[new]
+    #[pyo3(signature = (envs, first_env, arrays, layout, action_layout, check_bounds = false))]
     fn new(
         envs: Vec<Py<PyAny>>,
         first_env: usize,
         arrays: &Bound<'_, PyDict>,
         layout: Bound<'_, PyLayout>,
+        action_layout: Bound<'_, PyLayout>,
         check_bounds: bool,
     ) -> PyResult<Self> {
         let n = envs.len();
@@ -200,6 +287,9 @@ impl EnvBlock {
             _ => None,
         };
         let cells = |name: &str, dtype: DType, bytes: usize| Cells::new(arrays, name, dtype, bytes, first_env, n);
+        let action_core = action_layout.get().core();
+        let action_descrs =
+            action_core.leaves.iter().map(|leaf| Ok(descr(py, leaf.dtype)?.unbind())).collect::<PyResult<_>>()?;
         Ok(EnvBlock {
             observations: cells("observations", DType::U8, row_bytes)?,
             final_observations: cells("final_observations", DType::U8, row_bytes)?,
@@ -220,6 +310,9 @@ impl EnvBlock {
             current_env: None,
             plain,
             check_bounds,
+            actions: cells("actions", DType::U8, action_core.row_bytes)?,
+            action_descrs,
+            action_layout: action_layout.unbind(),
         })
     }
 
@@ -253,21 +346,28 @@ impl EnvBlock {
         Ok(infos)
     }
 
-    /// Steps env `i` with `actions[i]` and writes what it returns. An env
-    /// whose episode ends has its last observation written to its final
-    /// row, its episode's return and length recorded, and is reset: its
-    /// row holds the next episode's first observation. Returns `(i, info)`
-    /// for the non-empty infos.
-    fn step<'py>(&mut self, py: Python<'py>, actions: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
-        if actions.len() != self.envs.len() {
-            let reason = format!("got {} actions for {} envs", actions.len(), self.envs.len());
-            return Err(Error::Buffers(reason)).raise();
+    /// Steps env `i` with the action in its action row and writes what it
+    /// returns. An env whose episode ends has its last observation written
+    /// to its final row, its episode's return and length recorded, and is
+    /// reset: its row holds the next episode's first observation. Returns
+    /// `(i, info)` for the non-empty infos.
+    ///
+    /// `actions`, when given, is first written into the action rows (a
+    /// batch as `Layout.flatten_batch` takes it); a batch that does not
+    /// fit raises before any env steps, with `current_env` None, and
+    /// changes nothing.
+    #[pyo3(signature = (actions = None))]
+    fn step<'py>(&mut self, py: Python<'py>, actions: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+        self.current_env = None;
+        if let Some(actions) = actions {
+            self.stage_actions(py, actions)?;
         }
         let infos = PyList::empty(py);
         self.ended = false;
         for i in 0..self.envs.len() {
             self.current_env = Some(self.first_env + i);
-            let result = self.steps[i].bind(py).call1((actions.get_item(i)?,))?;
+            let action = self.action(py, i)?;
+            let result = self.steps[i].bind(py).call1((action,))?;
             let [obs, reward, terminal, truncation, info] = unpack(&result)?;
             let reward = number("reward", &reward)?;
             let (terminal, truncation) = (terminal.is_truthy()?, truncation.is_truthy()?);
