@@ -41,8 +41,9 @@ class Runner:
         return self.block.current_env
 
     @property
-    def ended(self) -> bool:
-        """Whether an episode ended in the last step."""
+    def ended(self) -> tuple[int, ...]:
+        """The envs (positions in the block) whose episode ended in the last
+        step; empty, and false, when none did."""
         return self.block.ended
 
     def reset(self, seed: int | None) -> list[tuple[int, dict]]:

@@ -70,8 +70,8 @@ class Serial(VectorEnv):
             for env in envs:
                 env.close()
             raise
-        #: (worker, infos, whether an episode ended) of stepped blocks, in order.
-        self._done: deque[tuple[int, list[tuple[int, dict]], bool]] = deque()
+        #: (worker, infos, its envs whose episode ended) of stepped blocks, in order.
+        self._done: deque[tuple[int, list[tuple[int, dict]], tuple[int, ...]]] = deque()
         #: The block of every env, when there is one (see the class docstring).
         self._whole = self._runners[0].block if self.num_workers == 1 else None
         self._finalize_with(_close_runners, self._runners, self._pinned, self.buffers)
@@ -97,14 +97,16 @@ class Serial(VectorEnv):
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
         """See :meth:`VectorEnv.recv`."""
         done = self._done
-        if self._whole is None or not done or done[0][2] or self._held or self._closed or self._broken is not None:
-            return super().recv()  # the rules of episode ends and of misuse live there
-        payload = done.popleft()[1]
+        if self._whole is None or not done or self._held or self._closed or self._broken is not None:
+            return super().recv()  # which also refuses misuse
+        _, payload, ended = done.popleft()
         self._pending.clear()
         self._held, self._held_lo = [0], 0
         infos: list[dict] = [{} for _ in self._batch_range]
         for i, info in payload:
             infos[i] = info
+        for i in ended:  # positions in the one block are env ids
+            infos[i] = self._ended_info(infos[i], i)
         obs, rewards, terminals, truncations, env_ids, masks = self._full
         return obs, rewards, terminals, truncations, infos, env_ids, masks
 
@@ -123,7 +125,7 @@ class Serial(VectorEnv):
             except Exception as exc:
                 raise self._error(w, exc) from exc
             self._pending.add(w)
-            self._done.append((w, infos, False))
+            self._done.append((w, infos, ()))
 
     def _step(self, workers: list[int]) -> None:
         runners, done = self._runners, self._done
@@ -140,7 +142,7 @@ class Serial(VectorEnv):
         if count == 1:  # the synchronous case: one block, no lists to build
             w, infos, ended = done.popleft()
             self._pending.discard(w)
-            return [w], {w: infos} if infos else {}, ended
+            return [w], {w: infos} if infos else {}, bool(ended)
         taken = [done.popleft() for _ in range(count)]
         workers = [w for w, _, _ in taken]
         self._pending.difference_update(workers)

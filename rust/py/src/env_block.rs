@@ -116,7 +116,8 @@ pub struct EnvBlock {
     /// The running episode of each env: its return (in float64) and length.
     returns: Vec<f64>,
     lengths: Vec<i64>,
-    ended: bool,
+    /// The envs (positions in the block) whose episode ended in the last step.
+    ended: Vec<usize>,
     current_env: Option<usize>,
     /// The dtype and shape of the layout's one leaf when the row is that
     /// leaf as-is (a plain Box, values unchecked): an array of exactly that
@@ -196,7 +197,12 @@ fn action_value<'py>(
             let bytes = &row[leaf.offset..leaf.offset + leaf.nbytes()];
             match leaf.rule {
                 Rule::Discrete { .. } => match leaf.dtype.read(bytes) {
-                    Value::Int(value) => value.into_pyobject(py)?.into_any(),
+                    // As an i64 where it fits: with the limited API an i128
+                    // becomes a Python int through several int operations.
+                    Value::Int(value) => match i64::try_from(value) {
+                        Ok(value) => value.into_pyobject(py)?.into_any(),
+                        Err(_) => value.into_pyobject(py)?.into_any(),
+                    },
                     Value::Float(value) => value.into_pyobject(py)?.into_any(),
                 },
                 Rule::Text { .. } => {
@@ -306,7 +312,7 @@ impl EnvBlock {
             first_env,
             returns: vec![0.0; n],
             lengths: vec![0; n],
-            ended: false,
+            ended: Vec::new(),
             current_env: None,
             plain,
             check_bounds,
@@ -342,7 +348,7 @@ impl EnvBlock {
         }
         self.returns.fill(0.0);
         self.lengths.fill(0);
-        self.ended = false;
+        self.ended.clear();
         Ok(infos)
     }
 
@@ -363,7 +369,7 @@ impl EnvBlock {
             self.stage_actions(py, actions)?;
         }
         let infos = PyList::empty(py);
-        self.ended = false;
+        self.ended.clear();
         for i in 0..self.envs.len() {
             self.current_env = Some(self.first_env + i);
             let action = self.action(py, i)?;
@@ -378,7 +384,7 @@ impl EnvBlock {
                 self.episode_returns.set(i, self.returns[i].to_ne_bytes());
                 self.episode_lengths.set(i, self.lengths[i].to_ne_bytes());
                 (self.returns[i], self.lengths[i]) = (0.0, 0);
-                self.ended = true;
+                self.ended.push(i);
                 self.resets[i].bind(py).call0()?.get_item(0)?
             } else {
                 obs
@@ -395,10 +401,11 @@ impl EnvBlock {
         Ok(infos)
     }
 
-    /// Whether an episode ended in the last step.
+    /// The envs (positions in the block, as in the infos) whose episode
+    /// ended in the last step: empty, and false, when none did.
     #[getter]
-    fn ended(&self) -> bool {
-        self.ended
+    fn ended<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.ended)
     }
 
     /// The env whose reset or step raised, while the block is broken by it.

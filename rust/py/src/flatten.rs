@@ -392,7 +392,12 @@ fn read_source<'py>(obj: &Bound<'py, PyAny>) -> Result<Source<'py>, String> {
         return Ok(Source::Scalar { value, dtype: DType::Bool, weak: true });
     }
     if obj.is_instance_of::<PyInt>() {
-        let value = obj.extract::<i128>().map_err(|_| format!("{obj} is too large"))?;
+        // i64 first: with the limited API an i128 is read through several
+        // int operations.
+        let value = match obj.extract::<i64>() {
+            Ok(value) => value as i128,
+            Err(_) => obj.extract::<i128>().map_err(|_| format!("{obj} is too large"))?,
+        };
         return Ok(Source::Scalar { value: Value::Int(value), dtype: DType::I64, weak: true });
     }
     if obj.is_exact_instance_of::<PyFloat>() {
