@@ -10,11 +10,18 @@ also the ratio of its own time to SyncVectorEnv's. SyncVectorEnv runs in
 gymnasium's default autoreset mode (the next step resets) and in the
 same-step mode that, like pufferrs, hands out ``final_obs``.
 
+The vector envs that run in this process (the bare loop, SyncVectorEnv,
+Serial) also get the same figures in CPU time of this process (``cpu``
+columns): on a shared machine, wall time includes the time other
+processes take the CPU away, which can swamp a difference of a few
+percent; CPU time does not (cache misses they cause still count).
+
 A second table gives the cost of ``FlattenObservation`` per call: a new row
 per call (its default, safe under gymnasium's vector envs) against refilling
 one row (``out=``).
 
-    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 5] [--seconds 0.4] [--check-bounds]
+    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 9] [--seconds 0.25] [--check-bounds]
+        [--envs noop-nested CartPole-v1]
 
 Envs: a no-op env with the reference nested Dict space of
 ``pufferrs.demo`` (about 12.5 KB a row: the cost measured is the vector env's, not the env's), and
@@ -68,6 +75,9 @@ def cartpole() -> gym.Env:
     return gym.make("CartPole-v1")
 
 
+ENVS: dict[str, Callable[[], gym.Env]] = {"noop-nested": NoopNested, "CartPole-v1": cartpole}
+
+
 def alternating(batch: int) -> Iterator[np.ndarray]:
     """Actions 0 and 1 in turn, for every env: CartPole episodes of some 40
     steps (0 alone ends them in 10, when resets would be most of the work)."""
@@ -83,19 +93,25 @@ def calibrate(step: Callable[[], Any], seconds: float) -> int:
     return max(10, int(calls * 4))
 
 
-def timed(step: Callable[[], Any], calls: int) -> float:
-    start = time.perf_counter()
+def timed(step: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """Wall and CPU seconds of `calls` calls."""
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 class Config:
     """One vector env under test: its step, env steps per call, and close."""
 
-    def __init__(self, label: str, step: Callable[[], Any], steps_per_call: int, close: Callable[[], Any]) -> None:
+    def __init__(
+        self, label: str, step: Callable[[], Any], steps_per_call: int, close: Callable[[], Any], in_process: bool
+    ) -> None:
         self.label, self.step, self.steps_per_call, self.close = label, step, steps_per_call, close
+        #: Whether all of its work runs in this process, so that its CPU time is its cost.
+        self.in_process = in_process
         self.rates: list[float] = []
+        self.cpu_us: list[float] = []  # CPU time of this process per env step
 
 
 def pufferrs_config(
@@ -123,7 +139,7 @@ def pufferrs_config(
         recv()
         send(next(actions))
 
-    return Config(label, step, envs.batch_size, envs.close)
+    return Config(label, step, envs.batch_size, envs.close, backend == "serial")
 
 
 def bare_config(creator: Callable, args: argparse.Namespace) -> Config:
@@ -142,7 +158,7 @@ def bare_config(creator: Callable, args: argparse.Namespace) -> Config:
             if terminated or truncated:
                 env.reset()
 
-    return Config("bare Python loop", step, args.num_envs, lambda: [env.close() for env in envs])
+    return Config("bare Python loop", step, args.num_envs, lambda: [env.close() for env in envs], True)
 
 
 def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, kind: str) -> Config:
@@ -155,7 +171,7 @@ def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, ki
         envs = gym.vector.AsyncVectorEnv(fns, shared_memory=True, copy=False)
     envs.reset(seed=0)
     actions = alternating(args.num_envs)
-    return Config(label, lambda: envs.step(next(actions)), args.num_envs, envs.close)
+    return Config(label, lambda: envs.step(next(actions)), args.num_envs, envs.close, kind != "async")
 
 
 def run_all(configs: list[Config], args: argparse.Namespace) -> None:
@@ -164,16 +180,19 @@ def run_all(configs: list[Config], args: argparse.Namespace) -> None:
     calls = [calibrate(c.step, args.seconds) for c in configs]
     for _ in range(args.repeats):
         for config, n in zip(configs, calls):
-            config.rates.append(n * config.steps_per_call / timed(config.step, n))
+            wall, cpu = timed(config.step, n)
+            config.rates.append(n * config.steps_per_call / wall)
+            config.cpu_us.append(1e6 * cpu / (n * config.steps_per_call))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=0.4, help="length of one timed repeat")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed repeat")
     parser.add_argument("--check-bounds", action="store_true", help="also time pufferrs with check_bounds=True")
+    parser.add_argument("--envs", nargs="+", choices=list(ENVS), default=list(ENVS), help="which envs to run")
     args = parser.parse_args()
     if args.num_envs % args.workers or (args.num_envs // 2) % (args.num_envs // args.workers):
         parser.error("num_envs must be a multiple of workers, and num_envs / 2 a multiple of envs per worker")
@@ -186,11 +205,13 @@ def main() -> None:
     )
     header = (
         f"{'env':<12} {'vector env':<44} {'steps/s':>10} {'us/step':>8} {'own us':>7} {'ratio':>7} {'own ratio':>9}"
+        f" {'cpu us':>7} {'cpu own':>7} {'cpu own ratio':>13}"
     )
     print(header)
     print("-" * len(header))
     half = args.num_envs // 2
-    for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
+    for name in args.envs:
+        creator = ENVS[name]
         configs: list[Config] = []
         try:
             configs.append(bare_config(creator, args))
@@ -220,23 +241,34 @@ def main() -> None:
             for config in configs:
                 config.close()
         rates = [statistics.median(c.rates) for c in configs]
-        bare_us = 1e6 / rates[0]
+        cpu_us = [statistics.median(c.cpu_us) if c.in_process else None for c in configs]
+        bare_us, bare_cpu = 1e6 / rates[0], cpu_us[0]
         sync, async_, serial, multi = rates[1], rates[3], rates[4], rates[5]
-        sync_own = 1e6 / sync - bare_us
+        sync_own, sync_cpu_own = 1e6 / sync - bare_us, cpu_us[1] - bare_cpu
         # Serial and Multiprocessing against gymnasium's peers; the
         # check_bounds rows against the same pufferrs backend unchecked.
         peers = [None, None, None, None, sync, async_, async_, serial, multi]
-        for config, rate, peer in zip(configs, rates, peers):
+        for config, rate, cpu, peer in zip(configs, rates, cpu_us, peers):
             ratio = f"{rate / peer:6.2f}x" if peer else "      -"
             own = 1e6 / rate - bare_us
-            own_ratio = f"{own / sync_own:8.2f}x" if config.label == "pufferrs Serial" else "        -"
+            is_serial = config.label == "pufferrs Serial"
+            own_ratio = f"{own / sync_own:8.2f}x" if is_serial else "        -"
             own_us = f"{own:7.2f}" if config is not configs[0] else "      -"
-            print(f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_us} {ratio:>7} {own_ratio}")
+            cpu_cells = f"{'-':>7} {'-':>7} {'-':>13}"
+            if cpu is not None:
+                cpu_own = f"{cpu - bare_cpu:7.2f}" if config is not configs[0] else "      -"
+                cpu_ratio = f"{(cpu - bare_cpu) / sync_cpu_own:12.2f}x" if is_serial else f"{'-':>13}"
+                cpu_cells = f"{cpu:7.2f} {cpu_own} {cpu_ratio}"
+            print(
+                f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_us} {ratio:>7} {own_ratio}"
+                f" {cpu_cells}"
+            )
         print()
     print(
         "ratio: steps/s of pufferrs Serial / SyncVectorEnv, pufferrs Multiprocessing / AsyncVectorEnv"
         + ("; check_bounds / the same pufferrs backend unchecked" if args.check_bounds else "")
-        + "; own us: us/step less the bare loop's; own ratio: Serial's own us / SyncVectorEnv's"
+        + "; own us: us/step less the bare loop's; own ratio: Serial's own us / SyncVectorEnv's;"
+        + " cpu: the same in CPU time of this process, for the vector envs that run in it"
     )
     bench_flatten_observation(args)
     bench_pinned(args)
@@ -245,7 +277,8 @@ def main() -> None:
 def bench_flatten_observation(args: argparse.Namespace) -> None:
     """FlattenObservation.step: a new row per call against one row refilled."""
     print("\n# FlattenObservation.step, us per call (the env's own step included)")
-    for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
+    for name in args.envs:
+        creator = ENVS[name]
         probe = FlattenObservation(creator())
         shape, dtype = probe.observation_space.shape, probe.observation_space.dtype
         wrapped = {
@@ -261,7 +294,7 @@ def bench_flatten_observation(args: argparse.Namespace) -> None:
                 if any(env.step(next(actions))[2:4]):
                     env.reset()
 
-            steps.append(Config("", step, 1, env.close))
+            steps.append(Config("", step, 1, env.close, True))
         run_all(steps, args)
         times = {label: 1e6 / statistics.median(c.rates) for label, c in zip(wrapped, steps)}
         row_bytes = probe.layout.row_bytes

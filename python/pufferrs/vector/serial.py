@@ -70,10 +70,13 @@ class Serial(VectorEnv):
             for env in envs:
                 env.close()
             raise
-        #: (worker, infos, its envs whose episode ended) of stepped blocks, in order.
+        #: (worker, infos, its envs whose episode ended) of blocks reset or
+        #: stepped by the general path, in order.
         self._done: deque[tuple[int, list[tuple[int, dict]], tuple[int, ...]]] = deque()
-        #: The block of every env, when there is one (see the class docstring).
+        #: The block of every env, when there is one (see the class docstring),
+        #: and the infos of its step that the next recv hands out.
         self._whole = self._runners[0].block if self.num_workers == 1 else None
+        self._stepped: list[dict] | None = None
         self._finalize_with(_close_runners, self._runners, self._pinned, self.buffers)
 
     def send(self, actions: Any) -> None:
@@ -82,30 +85,29 @@ class Serial(VectorEnv):
         if block is None or not self._held or self._closed or self._broken is not None:
             return super().send(actions)
         try:
-            infos = block.step(actions)
+            infos = block.step(actions, dense=True)
         except Exception as exc:
             if block.current_env is not None:
                 raise self._error(0, exc) from exc
             infos = None  # the actions were refused before any env stepped: nothing changed
         if infos is None:
             return super().send(actions)  # which refuses them again, diagnosing the batch
-        self._done.append((0, infos, block.ended))
+        self._stepped = infos
         self._pending.add(0)
         self._held = []
         return None
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
         """See :meth:`VectorEnv.recv`."""
-        done = self._done
-        if self._whole is None or not done or self._held or self._closed or self._broken is not None:
+        infos = self._stepped
+        if infos is None or self._closed or self._broken is not None:
             return super().recv()  # which also refuses misuse
-        _, payload, ended = done.popleft()
+        self._stepped = None
         self._pending.clear()
         self._held, self._held_lo = [0], 0
-        infos: list[dict] = [{} for _ in self._batch_range]
-        for i, info in payload:
-            infos[i] = info
-        for i in ended:  # positions in the one block are env ids
+        # The block has not stepped since (only send steps it), and its
+        # positions are env ids.
+        for i in self._whole.ended:
             infos[i] = self._ended_info(infos[i], i)
         obs, rewards, terminals, truncations, env_ids, masks = self._full
         return obs, rewards, terminals, truncations, infos, env_ids, masks
@@ -119,6 +121,7 @@ class Serial(VectorEnv):
     def _reset(self, seed: int | None) -> None:
         self._held, self._pending = [], set()
         self._done.clear()
+        self._stepped = None
         for w, runner in enumerate(self._runners):
             try:
                 infos = runner.reset(seed)

@@ -130,6 +130,11 @@ pub struct EnvBlock {
     /// The numpy dtype of each action leaf, for the arrays envs get.
     action_descrs: Vec<Py<PyArrayDescr>>,
     actions: Cells,
+    /// Whether the action row is its one leaf as-is (no string), so that a
+    /// batch given as exactly that leaf's array takes `stage_exact`, and
+    /// the area that stages it.
+    exact_actions: bool,
+    action_staging: Vec<u8>,
 }
 
 impl EnvBlock {
@@ -163,6 +168,9 @@ impl EnvBlock {
     /// Writes `actions` (a batch as `Layout.flatten_batch` takes it) into
     /// the block's action rows, all or nothing.
     fn stage_actions(&mut self, py: Python<'_>, actions: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.stage_exact(actions) {
+            return Ok(());
+        }
         let layout = self.action_layout.get();
         let rows = &self.actions.starts;
         let (items, _) =
@@ -171,6 +179,37 @@ impl EnvBlock {
         // array, checked by `row_start` and kept mapped by `Cells`; no Rust
         // reference to those bytes exists during the store.
         unsafe { store(py, layout.core(), &items, rows, self.check_bounds) }.raise()
+    }
+
+    /// `stage_actions` for the common batch, a numpy array of exactly the
+    /// one action leaf's dtype and batched shape: the same checks (the
+    /// leaf's own checker), without resolving a structure or planning a
+    /// store. True when it wrote the rows; false, having written nothing,
+    /// for anything else, a value that fails included: the general path
+    /// then says what is wrong.
+    fn stage_exact(&mut self, actions: &Bound<'_, PyAny>) -> bool {
+        let Ok(array) = actions.cast::<PyUntypedArray>() else { return false };
+        if !self.exact_actions {
+            return false;
+        }
+        let layout = self.action_layout.get();
+        let leaf = &layout.core().leaves[0];
+        let n = self.envs.len();
+        let shape = array.shape();
+        if shape.first() != Some(&n) || shape[1..] != leaf.shape[..] || dtype_of(&array.dtype()) != Ok(leaf.dtype) {
+            return false;
+        }
+        let reader = layout.reader(None, Batch::Of(n));
+        let check = reader.checker(leaf, self.check_bounds);
+        // Staged whole before any row is written: all or nothing, and a
+        // source that overlaps the rows is read before they change.
+        if strided(array, leaf.dtype).try_store_as(leaf.dtype, &mut self.action_staging, check).is_err() {
+            return false;
+        }
+        for (i, staged) in self.action_staging.chunks_exact(self.actions.bytes).enumerate() {
+            self.actions.row(i).copy_from_slice(staged);
+        }
+        true
     }
 
     /// The action env `i` gets: its row read back in the space's structure,
@@ -294,6 +333,8 @@ impl EnvBlock {
         };
         let cells = |name: &str, dtype: DType, bytes: usize| Cells::new(arrays, name, dtype, bytes, first_env, n);
         let action_core = action_layout.get().core();
+        let exact_actions = matches!(action_core.leaves.as_slice(),
+            [leaf] if leaf.offset == 0 && leaf.nbytes() == action_core.row_bytes && !matches!(leaf.rule, Rule::Text { .. }));
         let action_descrs =
             action_core.leaves.iter().map(|leaf| Ok(descr(py, leaf.dtype)?.unbind())).collect::<PyResult<_>>()?;
         Ok(EnvBlock {
@@ -317,6 +358,8 @@ impl EnvBlock {
             plain,
             check_bounds,
             actions: cells("actions", DType::U8, action_core.row_bytes)?,
+            exact_actions,
+            action_staging: vec![0; n * action_core.row_bytes],
             action_descrs,
             action_layout: action_layout.unbind(),
         })
@@ -356,14 +399,20 @@ impl EnvBlock {
     /// returns. An env whose episode ends has its last observation written
     /// to its final row, its episode's return and length recorded, and is
     /// reset: its row holds the next episode's first observation. Returns
-    /// `(i, info)` for the non-empty infos.
+    /// `(i, info)` for the non-empty infos, or with `dense` every env's
+    /// info in order (a new empty dict for an empty one, as `recv` gives).
     ///
     /// `actions`, when given, is first written into the action rows (a
     /// batch as `Layout.flatten_batch` takes it); a batch that does not
     /// fit raises before any env steps, with `current_env` None, and
     /// changes nothing.
-    #[pyo3(signature = (actions = None))]
-    fn step<'py>(&mut self, py: Python<'py>, actions: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+    #[pyo3(signature = (actions = None, *, dense = false))]
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        actions: Option<&Bound<'py, PyAny>>,
+        dense: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         self.current_env = None;
         if let Some(actions) = actions {
             self.stage_actions(py, actions)?;
@@ -393,7 +442,10 @@ impl EnvBlock {
             self.rewards.set(i, (reward as f32).to_ne_bytes());
             self.terminals.set(i, [terminal as u8]);
             self.truncations.set(i, [truncation as u8]);
-            if info.is_truthy()? {
+            let given = info.is_truthy()?;
+            if dense {
+                infos.append(if given { info } else { PyDict::new(py).into_any() })?;
+            } else if given {
                 infos.append((i, info))?;
             }
         }
