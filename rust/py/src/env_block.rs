@@ -400,7 +400,7 @@ impl EnvBlock {
     /// to its final row, its episode's return and length recorded, and is
     /// reset: its row holds the next episode's first observation. Returns
     /// `(i, info)` for the non-empty infos, or with `dense` every env's
-    /// info in order (a new empty dict for an empty one, as `recv` gives).
+    /// info in order (a new dict for one that is empty and not a dict).
     ///
     /// `actions`, when given, is first written into the action rows (a
     /// batch as `Layout.flatten_batch` takes it); a batch that does not
@@ -442,10 +442,13 @@ impl EnvBlock {
             self.rewards.set(i, (reward as f32).to_ne_bytes());
             self.terminals.set(i, [terminal as u8]);
             self.truncations.set(i, [truncation as u8]);
-            let given = info.is_truthy()?;
             if dense {
-                infos.append(if given { info } else { PyDict::new(py).into_any() })?;
-            } else if given {
+                // The env's own dict, empty or not, as for a non-empty
+                // info on either path; anything else empty (None) gives a
+                // new dict, as `recv` does.
+                let keep = info.is_exact_instance_of::<PyDict>() || info.is_truthy()?;
+                infos.append(if keep { info } else { PyDict::new(py).into_any() })?;
+            } else if info.is_truthy()? {
                 infos.append((i, info))?;
             }
         }
