@@ -213,9 +213,10 @@ impl EnvBlock {
     }
 
     /// The action env `i` gets: its row read back in the space's structure,
-    /// an int for a Discrete, a str for a string and a new array otherwise,
-    /// never a view: the next batch rewrites the row while the env may
-    /// still hold its action.
+    /// an int for a Discrete, a str for a string and a new array otherwise
+    /// (0-d for a Box of shape `()`, as its `sample()` gives), never a
+    /// view: the next batch rewrites the row while the env may still hold
+    /// its action.
     fn action<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
         let layout = self.action_layout.get();
         let tree = layout.reader(None, Batch::One).tree;
@@ -257,7 +258,7 @@ fn action_value<'py>(
                     })?;
                     PyString::new(py, &text).into_any()
                 }
-                _ => copy_of(py, descrs[*k].bind(py), &leaf.shape, bytes)?,
+                _ => copy_of(py, descrs[*k].bind(py), &leaf.shape, bytes)?.into_any(),
             }
         }
         Tree::Dict(items) => {

@@ -135,29 +135,20 @@ pub fn zeros<'py>(
 }
 
 /// A new array of `dtype` and `dims` holding a copy of `bytes` (C order,
-/// exactly the array's size); a 0-d one comes back as a numpy scalar, the
-/// way indexing an array gives one.
+/// exactly the array's size).
 pub fn copy_of<'py>(
     py: Python<'py>,
     dtype: &Bound<'py, PyArrayDescr>,
     dims: &[usize],
     bytes: &[u8],
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Bound<'py, PyUntypedArray>> {
     let array = zeros(py, dtype, dims)?;
     let nbytes = dims.iter().product::<usize>() * dtype.itemsize();
     assert_eq!(bytes.len(), nbytes, "copy_of: bytes do not fill the array");
     // SAFETY: `array` is new, C-ordered and `nbytes` long, so its data
     // holds `bytes`; nothing else references it yet.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data(&array), nbytes) };
-    if !dims.is_empty() {
-        return Ok(array.into_any());
-    }
-    // SAFETY: PyArray_Return steals the reference given by `into_ptr` and
-    // returns a new reference (the scalar) or NULL with an exception set.
-    unsafe {
-        let ptr = PY_ARRAY_API.PyArray_Return(py, array.into_ptr() as *mut npyffi::PyArrayObject);
-        Bound::from_owned_ptr_or_err(py, ptr)
-    }
+    Ok(array)
 }
 
 /// An array of `dtype` over `base`'s memory at `byte_offset`, with the
