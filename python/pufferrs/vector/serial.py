@@ -29,11 +29,11 @@ class Serial(VectorEnv):
     raises surfaces as :class:`WorkerError` chained to the original.
 
     With one block (``batch_size == num_envs``, the default) ``send`` is
-    one Rust call that writes the actions into their rows and steps every
-    env, and ``recv`` hands back the views it holds already: on small
-    observations the bookkeeping of batches would cost more than the
-    vector env's whole share of a step. Everything else (async batches,
-    steps that end an episode, misuse) takes the general path."""
+    one Rust call that writes the actions into their rows, steps every env
+    and returns every info, and ``recv`` hands back the views it holds
+    already: on small observations the bookkeeping of batches would cost
+    more than the vector env's whole share of a step. Everything else
+    (async batches, the batch of a reset, misuse) takes the general path."""
 
     def __init__(
         self,

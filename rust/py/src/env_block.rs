@@ -13,11 +13,11 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
-use pufferrs_core::layout::{Layout, Rule};
+use pufferrs_core::layout::Rule;
 use pufferrs_core::names::format_path;
 
 use crate::errors::{Raise, raise, type_name};
-use crate::flatten::{Batch, resolve_batch};
+use crate::flatten::{Batch, Reader, resolve_batch};
 use crate::layout::PyLayout;
 use crate::numpy_arrays::{copy_of, descr, dtype_of, row_start, strided};
 use crate::store::store;
@@ -188,10 +188,10 @@ impl EnvBlock {
     /// for anything else, a value that fails included: the general path
     /// then says what is wrong.
     fn stage_exact(&mut self, actions: &Bound<'_, PyAny>) -> bool {
-        let Ok(array) = actions.cast::<PyUntypedArray>() else { return false };
         if !self.exact_actions {
             return false;
         }
+        let Ok(array) = actions.cast::<PyUntypedArray>() else { return false };
         let layout = self.action_layout.get();
         let leaf = &layout.core().leaves[0];
         let n = self.envs.len();
@@ -218,22 +218,22 @@ impl EnvBlock {
     /// view: the next batch rewrites the row while the env may still hold
     /// its action.
     fn action<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
-        let layout = self.action_layout.get();
-        let tree = layout.reader(None, Batch::One).tree;
-        action_value(py, layout.core(), &self.action_descrs, tree, self.actions.bytes(i))
+        let reader = self.action_layout.get().reader(None, Batch::One);
+        action_value(py, &reader, &self.action_descrs, reader.tree, self.actions.bytes(i))
     }
 }
 
+/// `tree`'s part of the action in `row`: see `EnvBlock::action`.
 fn action_value<'py>(
     py: Python<'py>,
-    layout: &Layout,
+    reader: &Reader<'_>,
     descrs: &[Py<PyArrayDescr>],
     tree: &Tree,
     row: &[u8],
 ) -> PyResult<Bound<'py, PyAny>> {
     Ok(match tree {
         Tree::Leaf(k) => {
-            let leaf = &layout.leaves[*k];
+            let leaf = &reader.layout.leaves[*k];
             let bytes = &row[leaf.offset..leaf.offset + leaf.nbytes()];
             match leaf.rule {
                 Rule::Discrete { .. } => match leaf.dtype.read(bytes) {
@@ -254,7 +254,7 @@ fn action_value<'py>(
                         })
                         .collect();
                     let text = leaf.decode_text(&codes).map_err(|reason| {
-                        raise(Error::Row(format!("{}: {reason}", format_path("action", &leaf.path))))
+                        raise(Error::Row(format!("{}: {reason}", format_path(reader.name, &leaf.path))))
                     })?;
                     PyString::new(py, &text).into_any()
                 }
@@ -264,13 +264,13 @@ fn action_value<'py>(
         Tree::Dict(items) => {
             let dict = PyDict::new(py);
             for (_, key, child) in items {
-                dict.set_item(key.bind(py), action_value(py, layout, descrs, child, row)?)?;
+                dict.set_item(key.bind(py), action_value(py, reader, descrs, child, row)?)?;
             }
             dict.into_any()
         }
         Tree::Tuple(items) => {
             let values =
-                items.iter().map(|child| action_value(py, layout, descrs, child, row)).collect::<PyResult<Vec<_>>>()?;
+                items.iter().map(|child| action_value(py, reader, descrs, child, row)).collect::<PyResult<Vec<_>>>()?;
             PyTuple::new(py, values)?.into_any()
         }
     })
@@ -334,8 +334,10 @@ impl EnvBlock {
         };
         let cells = |name: &str, dtype: DType, bytes: usize| Cells::new(arrays, name, dtype, bytes, first_env, n);
         let action_core = action_layout.get().core();
-        let exact_actions = matches!(action_core.leaves.as_slice(),
-            [leaf] if leaf.offset == 0 && leaf.nbytes() == action_core.row_bytes && !matches!(leaf.rule, Rule::Text { .. }));
+        let exact_actions = match action_core.leaves.as_slice() {
+            [leaf] => leaf.nbytes() == action_core.row_bytes && !matches!(leaf.rule, Rule::Text { .. }),
+            _ => false,
+        };
         let action_descrs =
             action_core.leaves.iter().map(|leaf| Ok(descr(py, leaf.dtype)?.unbind())).collect::<PyResult<_>>()?;
         Ok(EnvBlock {
