@@ -10,11 +10,11 @@ also the ratio of its own time to SyncVectorEnv's. SyncVectorEnv runs in
 gymnasium's default autoreset mode (the next step resets) and in the
 same-step mode that, like pufferrs, hands out ``final_obs``.
 
-The vector envs that run in this process (the bare loop, SyncVectorEnv,
-Serial) also get the same figures in CPU time of this process (``cpu``
-columns): on a shared machine, wall time includes the time other
-processes take the CPU away, which can swamp a difference of a few
-percent; CPU time does not (cache misses they cause still count).
+The vector envs that run in this process's thread (the bare loop,
+SyncVectorEnv, Serial) also get the same figures in CPU time of the
+thread (``cpu`` columns): on a shared machine, wall time includes the time
+other processes take the CPU away, which can swamp a difference of a few
+percent; CPU time does not (the cache misses they cause still count).
 
 A second table gives the cost of ``FlattenObservation`` per call: a new row
 per call (its default, safe under gymnasium's vector envs) against refilling
@@ -94,11 +94,12 @@ def calibrate(step: Callable[[], Any], seconds: float) -> int:
 
 
 def timed(step: Callable[[], Any], calls: int) -> tuple[float, float]:
-    """Wall and CPU seconds of `calls` calls."""
-    start, cpu = time.perf_counter(), time.process_time()
+    """Wall seconds of `calls` calls, and CPU seconds of this thread (not
+    the process: numpy's BLAS threads may spin meanwhile)."""
+    start, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
         step()
-    return time.perf_counter() - start, time.process_time() - cpu
+    return time.perf_counter() - start, time.thread_time() - cpu
 
 
 class Config:
@@ -108,10 +109,10 @@ class Config:
         self, label: str, step: Callable[[], Any], steps_per_call: int, close: Callable[[], Any], in_process: bool
     ) -> None:
         self.label, self.step, self.steps_per_call, self.close = label, step, steps_per_call, close
-        #: Whether all of its work runs in this process, so that its CPU time is its cost.
+        #: Whether all of its work runs in this thread, so that its CPU time is its cost.
         self.in_process = in_process
         self.rates: list[float] = []
-        self.cpu_us: list[float] = []  # CPU time of this process per env step
+        self.cpu_us: list[float] = []  # CPU time of this thread per env step
 
 
 def pufferrs_config(
@@ -268,7 +269,7 @@ def main() -> None:
         "ratio: steps/s of pufferrs Serial / SyncVectorEnv, pufferrs Multiprocessing / AsyncVectorEnv"
         + ("; check_bounds / the same pufferrs backend unchecked" if args.check_bounds else "")
         + "; own us: us/step less the bare loop's; own ratio: Serial's own us / SyncVectorEnv's;"
-        + " cpu: the same in CPU time of this process, for the vector envs that run in it"
+        + " cpu: the same in CPU time of this thread, for the vector envs that run in it"
     )
     bench_flatten_observation(args)
     bench_pinned(args)
