@@ -4,7 +4,10 @@ against gymnasium's SyncVectorEnv and AsyncVectorEnv(shared_memory=True).
 Prints env steps per second (medians of repeats, all in this run), the
 wall time per env step in microseconds, the vector env's own share of it
 (its time per env step less that of a bare Python loop stepping the same
-envs, resetting them at episode ends), and the ratio to the gymnasium peer
+envs, resetting them at episode ends: the median over rounds of the
+difference within a round, as the repeats take turns in short rounds, so
+that a change in the machine's load touches both sides of a difference
+alike), and the ratio to the gymnasium peer
 (Serial vs SyncVectorEnv, Multiprocessing vs AsyncVectorEnv); for Serial
 also the ratio of its own time to SyncVectorEnv's. SyncVectorEnv runs in
 gymnasium's default autoreset mode (the next step resets) and in the
@@ -20,7 +23,7 @@ A second table gives the cost of ``FlattenObservation`` per call: a new row
 per call (its default, safe under gymnasium's vector envs) against refilling
 one row (``out=``).
 
-    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 9] [--seconds 0.25] [--check-bounds]
+    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 40] [--seconds 0.05] [--check-bounds]
         [--envs noop-nested CartPole-v1]
 
 Envs: a no-op env with the reference nested Dict space of
@@ -85,12 +88,15 @@ def alternating(batch: int) -> Iterator[np.ndarray]:
 
 
 def calibrate(step: Callable[[], Any], seconds: float) -> int:
-    """Warms `step` up and returns how many calls take about `seconds`."""
+    """Warms `step` up (0.2 s) and returns how many calls take about `seconds`."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.2:
+        step()
     calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds / 4:
+    while time.perf_counter() - start < seconds:
         step()
         calls += 1
-    return max(10, int(calls * 4))
+    return max(10, calls)
 
 
 def timed(step: Callable[[], Any], calls: int) -> tuple[float, float]:
@@ -113,6 +119,16 @@ class Config:
         self.in_process = in_process
         self.rates: list[float] = []
         self.cpu_us: list[float] = []  # CPU time of this thread per env step
+
+    def wall_us(self) -> list[float]:
+        """Wall time per env step, one per round."""
+        return [1e6 / rate for rate in self.rates]
+
+
+def own(us: list[float], bare_us: list[float]) -> float:
+    """The median over rounds of the time per env step beyond the bare
+    loop's in the same round."""
+    return statistics.median(a - b for a, b in zip(us, bare_us))
 
 
 def pufferrs_config(
@@ -190,8 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed repeat")
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=0.05, help="length of one timed repeat")
     parser.add_argument("--check-bounds", action="store_true", help="also time pufferrs with check_bounds=True")
     parser.add_argument("--envs", nargs="+", choices=list(ENVS), default=list(ENVS), help="which envs to run")
     args = parser.parse_args()
@@ -243,25 +259,25 @@ def main() -> None:
                 config.close()
         rates = [statistics.median(c.rates) for c in configs]
         cpu_us = [statistics.median(c.cpu_us) if c.in_process else None for c in configs]
-        bare_us, bare_cpu = 1e6 / rates[0], cpu_us[0]
+        bare = configs[0]
+        own_us = [own(c.wall_us(), bare.wall_us()) for c in configs]
+        own_cpu = [own(c.cpu_us, bare.cpu_us) if c.in_process else None for c in configs]
         sync, async_, serial, multi = rates[1], rates[3], rates[4], rates[5]
-        sync_own, sync_cpu_own = 1e6 / sync - bare_us, cpu_us[1] - bare_cpu
         # Serial and Multiprocessing against gymnasium's peers; the
         # check_bounds rows against the same pufferrs backend unchecked.
         peers = [None, None, None, None, sync, async_, async_, serial, multi]
-        for config, rate, cpu, peer in zip(configs, rates, cpu_us, peers):
+        for k, (config, rate, cpu, peer) in enumerate(zip(configs, rates, cpu_us, peers)):
             ratio = f"{rate / peer:6.2f}x" if peer else "      -"
-            own = 1e6 / rate - bare_us
             is_serial = config.label == "pufferrs Serial"
-            own_ratio = f"{own / sync_own:8.2f}x" if is_serial else "        -"
-            own_us = f"{own:7.2f}" if config is not configs[0] else "      -"
+            own_ratio = f"{own_us[k] / own_us[1]:8.2f}x" if is_serial else "        -"
+            own_cell = f"{own_us[k]:7.2f}" if k else "      -"
             cpu_cells = f"{'-':>7} {'-':>7} {'-':>13}"
             if cpu is not None:
-                cpu_own = f"{cpu - bare_cpu:7.2f}" if config is not configs[0] else "      -"
-                cpu_ratio = f"{(cpu - bare_cpu) / sync_cpu_own:12.2f}x" if is_serial else f"{'-':>13}"
+                cpu_own = f"{own_cpu[k]:7.2f}" if k else "      -"
+                cpu_ratio = f"{own_cpu[k] / own_cpu[1]:12.2f}x" if is_serial else f"{'-':>13}"
                 cpu_cells = f"{cpu:7.2f} {cpu_own} {cpu_ratio}"
             print(
-                f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_us} {ratio:>7} {own_ratio}"
+                f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_cell} {ratio:>7} {own_ratio}"
                 f" {cpu_cells}"
             )
         print()
