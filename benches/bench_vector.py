@@ -4,10 +4,11 @@ against gymnasium's SyncVectorEnv and AsyncVectorEnv(shared_memory=True).
 Prints env steps per second (medians of repeats, all in this run), the
 wall time per env step in microseconds, the vector env's own share of it
 (its time per env step less that of a bare Python loop stepping the same
-envs, resetting them at episode ends: the median over rounds of the
-difference within a round, as the repeats take turns in short rounds, so
-that a change in the machine's load touches both sides of a difference
-alike), and the ratio to the gymnasium peer
+envs, resetting them at episode ends: for the vector envs that run in
+this thread, the median over rounds of the difference within a round, as
+the repeats take turns in short rounds, so that a change in the machine's
+load touches both sides of a difference alike), and the ratio to the
+gymnasium peer
 (Serial vs SyncVectorEnv, Multiprocessing vs AsyncVectorEnv); for Serial
 also the ratio of its own time to SyncVectorEnv's. SyncVectorEnv runs in
 gymnasium's default autoreset mode (the next step resets) and in the
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import random
 import statistics
 import sys
 import time
@@ -193,10 +195,17 @@ def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, ki
 
 def run_all(configs: list[Config], args: argparse.Namespace) -> None:
     """Repeats interleaved across configs, so that drift in the machine's
-    load touches every config alike."""
+    load touches every config alike, in a new order each round: what runs
+    just before a config changes its wall time on a loaded machine (one
+    that waited on its workers gets the CPU back with the scheduler's
+    credit for sleeping)."""
     calls = [calibrate(c.step, args.seconds) for c in configs]
+    order = list(range(len(configs)))
+    shuffle = random.Random(0).shuffle
     for _ in range(args.repeats):
-        for config, n in zip(configs, calls):
+        shuffle(order)
+        for k in order:
+            config, n = configs[k], calls[k]
             wall, cpu = timed(config.step, n)
             config.rates.append(n * config.steps_per_call / wall)
             config.cpu_us.append(1e6 * cpu / (n * config.steps_per_call))
@@ -253,14 +262,24 @@ def main() -> None:
                         "pufferrs Multiprocessing sync, check_bounds", creator, args, "multiprocessing", None, True
                     )
                 )
-            run_all(configs, args)
+            # Those with worker processes take turns among themselves: on a
+            # loaded machine their workers change how the scheduler treats
+            # the others (a bare loop beside them ran at half speed while
+            # Serial did not), which a difference of a few percent cannot bear.
+            run_all([c for c in configs if c.in_process], args)
+            run_all([c for c in configs if not c.in_process], args)
         finally:
             for config in configs:
                 config.close()
         rates = [statistics.median(c.rates) for c in configs]
         cpu_us = [statistics.median(c.cpu_us) if c.in_process else None for c in configs]
         bare = configs[0]
-        own_us = [own(c.wall_us(), bare.wall_us()) for c in configs]
+        own_us = [
+            own(c.wall_us(), bare.wall_us())
+            if c.in_process
+            else statistics.median(c.wall_us()) - statistics.median(bare.wall_us())
+            for c in configs
+        ]
         own_cpu = [own(c.cpu_us, bare.cpu_us) if c.in_process else None for c in configs]
         sync, async_, serial, multi = rates[1], rates[3], rates[4], rates[5]
         # Serial and Multiprocessing against gymnasium's peers; the
