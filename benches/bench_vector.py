@@ -4,17 +4,28 @@ against gymnasium's SyncVectorEnv and AsyncVectorEnv(shared_memory=True).
 Prints env steps per second (medians of repeats, all in this run), the
 wall time per env step in microseconds, the vector env's own share of it
 (its time per env step less that of a bare Python loop stepping the same
-envs, resetting them at episode ends), and the ratio to the gymnasium peer
+envs, resetting them at episode ends: for the vector envs that run in
+this thread, the median over rounds of the difference within a round, as
+the repeats take turns in short rounds, so that a change in the machine's
+load touches both sides of a difference alike), and the ratio to the
+gymnasium peer
 (Serial vs SyncVectorEnv, Multiprocessing vs AsyncVectorEnv); for Serial
 also the ratio of its own time to SyncVectorEnv's. SyncVectorEnv runs in
 gymnasium's default autoreset mode (the next step resets) and in the
 same-step mode that, like pufferrs, hands out ``final_obs``.
 
+The vector envs that run in this process's thread (the bare loop,
+SyncVectorEnv, Serial) also get the same figures in CPU time of the
+thread (``cpu`` columns): on a shared machine, wall time includes the time
+other processes take the CPU away, which can swamp a difference of a few
+percent; CPU time does not (the cache misses they cause still count).
+
 A second table gives the cost of ``FlattenObservation`` per call: a new row
 per call (its default, safe under gymnasium's vector envs) against refilling
 one row (``out=``).
 
-    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 5] [--seconds 0.4] [--check-bounds]
+    python benches/bench_vector.py [--num-envs 8] [--workers 2] [--repeats 40] [--seconds 0.05] [--check-bounds]
+        [--envs noop-nested CartPole-v1]
 
 Envs: a no-op env with the reference nested Dict space of
 ``pufferrs.demo`` (about 12.5 KB a row: the cost measured is the vector env's, not the env's), and
@@ -32,6 +43,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import random
 import statistics
 import sys
 import time
@@ -68,6 +80,9 @@ def cartpole() -> gym.Env:
     return gym.make("CartPole-v1")
 
 
+ENVS: dict[str, Callable[[], gym.Env]] = {"noop-nested": NoopNested, "CartPole-v1": cartpole}
+
+
 def alternating(batch: int) -> Iterator[np.ndarray]:
     """Actions 0 and 1 in turn, for every env: CartPole episodes of some 40
     steps (0 alone ends them in 10, when resets would be most of the work)."""
@@ -75,27 +90,47 @@ def alternating(batch: int) -> Iterator[np.ndarray]:
 
 
 def calibrate(step: Callable[[], Any], seconds: float) -> int:
-    """Warms `step` up and returns how many calls take about `seconds`."""
+    """Warms `step` up (0.2 s) and returns how many calls take about `seconds`."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.2:
+        step()
     calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds / 4:
+    while time.perf_counter() - start < seconds:
         step()
         calls += 1
-    return max(10, int(calls * 4))
+    return max(10, calls)
 
 
-def timed(step: Callable[[], Any], calls: int) -> float:
-    start = time.perf_counter()
+def timed(step: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """Wall seconds of `calls` calls, and CPU seconds of this thread (not
+    the process: numpy's BLAS threads may spin meanwhile)."""
+    start, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
         step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.thread_time() - cpu
 
 
 class Config:
     """One vector env under test: its step, env steps per call, and close."""
 
-    def __init__(self, label: str, step: Callable[[], Any], steps_per_call: int, close: Callable[[], Any]) -> None:
+    def __init__(
+        self, label: str, step: Callable[[], Any], steps_per_call: int, close: Callable[[], Any], in_process: bool
+    ) -> None:
         self.label, self.step, self.steps_per_call, self.close = label, step, steps_per_call, close
+        #: Whether all of its work runs in this thread, so that its CPU time is its cost.
+        self.in_process = in_process
         self.rates: list[float] = []
+        self.cpu_us: list[float] = []  # CPU time of this thread per env step
+
+    def wall_us(self) -> list[float]:
+        """Wall time per env step, one per round."""
+        return [1e6 / rate for rate in self.rates]
+
+
+def own(us: list[float], bare_us: list[float]) -> float:
+    """The median over rounds of the time per env step beyond the bare
+    loop's in the same round."""
+    return statistics.median(a - b for a, b in zip(us, bare_us))
 
 
 def pufferrs_config(
@@ -123,7 +158,7 @@ def pufferrs_config(
         recv()
         send(next(actions))
 
-    return Config(label, step, envs.batch_size, envs.close)
+    return Config(label, step, envs.batch_size, envs.close, backend == "serial")
 
 
 def bare_config(creator: Callable, args: argparse.Namespace) -> Config:
@@ -142,7 +177,7 @@ def bare_config(creator: Callable, args: argparse.Namespace) -> Config:
             if terminated or truncated:
                 env.reset()
 
-    return Config("bare Python loop", step, args.num_envs, lambda: [env.close() for env in envs])
+    return Config("bare Python loop", step, args.num_envs, lambda: [env.close() for env in envs], True)
 
 
 def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, kind: str) -> Config:
@@ -155,25 +190,35 @@ def gymnasium_config(label: str, creator: Callable, args: argparse.Namespace, ki
         envs = gym.vector.AsyncVectorEnv(fns, shared_memory=True, copy=False)
     envs.reset(seed=0)
     actions = alternating(args.num_envs)
-    return Config(label, lambda: envs.step(next(actions)), args.num_envs, envs.close)
+    return Config(label, lambda: envs.step(next(actions)), args.num_envs, envs.close, kind != "async")
 
 
 def run_all(configs: list[Config], args: argparse.Namespace) -> None:
     """Repeats interleaved across configs, so that drift in the machine's
-    load touches every config alike."""
+    load touches every config alike, in a new order each round: what runs
+    just before a config changes its wall time on a loaded machine (one
+    that waited on its workers gets the CPU back with the scheduler's
+    credit for sleeping)."""
     calls = [calibrate(c.step, args.seconds) for c in configs]
+    order = list(range(len(configs)))
+    shuffle = random.Random(0).shuffle
     for _ in range(args.repeats):
-        for config, n in zip(configs, calls):
-            config.rates.append(n * config.steps_per_call / timed(config.step, n))
+        shuffle(order)
+        for k in order:
+            config, n = configs[k], calls[k]
+            wall, cpu = timed(config.step, n)
+            config.rates.append(n * config.steps_per_call / wall)
+            config.cpu_us.append(1e6 * cpu / (n * config.steps_per_call))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=0.4, help="length of one timed repeat")
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=0.05, help="length of one timed repeat")
     parser.add_argument("--check-bounds", action="store_true", help="also time pufferrs with check_bounds=True")
+    parser.add_argument("--envs", nargs="+", choices=list(ENVS), default=list(ENVS), help="which envs to run")
     args = parser.parse_args()
     if args.num_envs % args.workers or (args.num_envs // 2) % (args.num_envs // args.workers):
         parser.error("num_envs must be a multiple of workers, and num_envs / 2 a multiple of envs per worker")
@@ -186,11 +231,13 @@ def main() -> None:
     )
     header = (
         f"{'env':<12} {'vector env':<44} {'steps/s':>10} {'us/step':>8} {'own us':>7} {'ratio':>7} {'own ratio':>9}"
+        f" {'cpu us':>7} {'cpu own':>7} {'cpu own ratio':>13}"
     )
     print(header)
     print("-" * len(header))
     half = args.num_envs // 2
-    for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
+    for name in args.envs:
+        creator = ENVS[name]
         configs: list[Config] = []
         try:
             configs.append(bare_config(creator, args))
@@ -215,28 +262,49 @@ def main() -> None:
                         "pufferrs Multiprocessing sync, check_bounds", creator, args, "multiprocessing", None, True
                     )
                 )
-            run_all(configs, args)
+            # Those with worker processes take turns among themselves: on a
+            # loaded machine their workers change how the scheduler treats
+            # the others (a bare loop beside them ran at half speed while
+            # Serial did not), which a difference of a few percent cannot bear.
+            run_all([c for c in configs if c.in_process], args)
+            run_all([c for c in configs if not c.in_process], args)
         finally:
             for config in configs:
                 config.close()
         rates = [statistics.median(c.rates) for c in configs]
-        bare_us = 1e6 / rates[0]
+        cpu_us = [statistics.median(c.cpu_us) if c.in_process else None for c in configs]
+        bare = configs[0]
+        own_us = [
+            own(c.wall_us(), bare.wall_us())
+            if c.in_process
+            else statistics.median(c.wall_us()) - statistics.median(bare.wall_us())
+            for c in configs
+        ]
+        own_cpu = [own(c.cpu_us, bare.cpu_us) if c.in_process else None for c in configs]
         sync, async_, serial, multi = rates[1], rates[3], rates[4], rates[5]
-        sync_own = 1e6 / sync - bare_us
         # Serial and Multiprocessing against gymnasium's peers; the
         # check_bounds rows against the same pufferrs backend unchecked.
         peers = [None, None, None, None, sync, async_, async_, serial, multi]
-        for config, rate, peer in zip(configs, rates, peers):
+        for k, (config, rate, cpu, peer) in enumerate(zip(configs, rates, cpu_us, peers)):
             ratio = f"{rate / peer:6.2f}x" if peer else "      -"
-            own = 1e6 / rate - bare_us
-            own_ratio = f"{own / sync_own:8.2f}x" if config.label == "pufferrs Serial" else "        -"
-            own_us = f"{own:7.2f}" if config is not configs[0] else "      -"
-            print(f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_us} {ratio:>7} {own_ratio}")
+            is_serial = config.label == "pufferrs Serial"
+            own_ratio = f"{own_us[k] / own_us[1]:8.2f}x" if is_serial else "        -"
+            own_cell = f"{own_us[k]:7.2f}" if k else "      -"
+            cpu_cells = f"{'-':>7} {'-':>7} {'-':>13}"
+            if cpu is not None:
+                cpu_own = f"{own_cpu[k]:7.2f}" if k else "      -"
+                cpu_ratio = f"{own_cpu[k] / own_cpu[1]:12.2f}x" if is_serial else f"{'-':>13}"
+                cpu_cells = f"{cpu:7.2f} {cpu_own} {cpu_ratio}"
+            print(
+                f"{name:<12} {config.label:<44} {rate:>10,.0f} {1e6 / rate:>8.2f} {own_cell} {ratio:>7} {own_ratio}"
+                f" {cpu_cells}"
+            )
         print()
     print(
         "ratio: steps/s of pufferrs Serial / SyncVectorEnv, pufferrs Multiprocessing / AsyncVectorEnv"
         + ("; check_bounds / the same pufferrs backend unchecked" if args.check_bounds else "")
-        + "; own us: us/step less the bare loop's; own ratio: Serial's own us / SyncVectorEnv's"
+        + "; own us: us/step less the bare loop's; own ratio: Serial's own us / SyncVectorEnv's;"
+        + " cpu: the same in CPU time of this thread, for the vector envs that run in it"
     )
     bench_flatten_observation(args)
     bench_pinned(args)
@@ -245,7 +313,8 @@ def main() -> None:
 def bench_flatten_observation(args: argparse.Namespace) -> None:
     """FlattenObservation.step: a new row per call against one row refilled."""
     print("\n# FlattenObservation.step, us per call (the env's own step included)")
-    for name, creator in [("noop-nested", NoopNested), ("CartPole-v1", cartpole)]:
+    for name in args.envs:
+        creator = ENVS[name]
         probe = FlattenObservation(creator())
         shape, dtype = probe.observation_space.shape, probe.observation_space.dtype
         wrapped = {
@@ -261,7 +330,7 @@ def bench_flatten_observation(args: argparse.Namespace) -> None:
                 if any(env.step(next(actions))[2:4]):
                     env.reset()
 
-            steps.append(Config("", step, 1, env.close))
+            steps.append(Config("", step, 1, env.close, True))
         run_all(steps, args)
         times = {label: 1e6 / statistics.median(c.rates) for label, c in zip(wrapped, steps)}
         row_bytes = probe.layout.row_bytes

@@ -109,11 +109,18 @@ class EnvBlock:
     vector env's buffers, one call per batch; see ``pufferrs.vector.runner``."""
 
     def __new__(
-        cls, envs: list[Any], first_env: int, arrays: dict[str, npt.NDArray[Any]], layout: Layout
+        cls,
+        envs: list[Any],
+        first_env: int,
+        arrays: dict[str, npt.NDArray[Any]],
+        layout: Layout,
+        action_layout: Layout,
+        check_bounds: bool = False,
     ) -> EnvBlock: ...
     def reset(self, seed: int | None = None) -> list[tuple[int, dict[str, Any]]]: ...
-    def step(self, actions: list[Any]) -> list[tuple[int, dict[str, Any]]]: ...
+    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
+        """``(i, info)`` for the non-empty infos; every env's info when ``dense``."""
     @property
-    def ended(self) -> bool: ...
+    def ended(self) -> tuple[int, ...]: ...
     @property
     def current_env(self) -> int | None: ...

@@ -1,6 +1,7 @@
 """Stepping a block of PettingZoo envs into the shared rows, one row per
 agent: what :class:`~pufferrs._native.EnvBlock` does for gymnasium envs,
-with the same interface (``reset(seed)`` and ``step(actions)`` returning
+with the same interface (``reset(seed)`` and ``step()``, which reads the
+actions from the rows, returning
 ``(row, info)`` pairs for the non-empty infos, ``ended``, ``current_env``).
 
 Env ``e`` of the block owns rows ``e * A .. e * A + A - 1`` (``A =
@@ -12,9 +13,11 @@ a ``gymnasium.Env``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import gymnasium.spaces as gs
 import numpy as np
 
 from pufferrs.errors import PufferError, UnsupportedSpaceError
@@ -65,12 +68,47 @@ def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
     return agents, env.observation_space(agents[0]), env.action_space(agents[0])
 
 
+def action_reader(action_layout: Layout, rows: np.ndarray) -> Callable[[], list[Any]]:
+    """A function reading the actions of ``rows`` as one value per row
+    (agent), the way PettingZoo envs expect them: ints for Discrete, private
+    arrays otherwise."""
+    n = rows.shape[0]
+
+    def reader(space: gs.Space, view: Any) -> Callable[[], list[Any]]:
+        if isinstance(space, gs.Discrete):
+            return view.tolist
+        if isinstance(space, gs.Dict):
+            parts = [(key, reader(sub, view[key])) for key, sub in space.spaces.items()]
+
+            def read_dict() -> list[Any]:
+                values = [(key, read()) for key, read in parts]
+                return [{key: column[i] for key, column in values} for i in range(n)]
+
+            return read_dict
+        if isinstance(space, gs.Tuple):
+            tuple_parts = [reader(sub, v) for sub, v in zip(space.spaces, view)]
+
+            def read_tuple() -> list[Any]:
+                return list(zip(*(read() for read in tuple_parts))) if tuple_parts else [()] * n
+
+            return read_tuple
+        return lambda: list(view.copy())
+
+    return reader(action_layout.space, action_layout.unflatten(rows))
+
+
 class _AgentRows:
     """The rows of a block of PettingZoo envs, and what both kinds of env
     share: per-agent episode statistics, ends, and resets."""
 
     def __init__(
-        self, envs: list[Any], first_env: int, arrays: dict[str, np.ndarray], layout: Layout, check_bounds: bool
+        self,
+        envs: list[Any],
+        first_env: int,
+        arrays: dict[str, np.ndarray],
+        layout: Layout,
+        action_layout: Layout,
+        check_bounds: bool,
     ) -> None:
         self.envs = envs
         self.first_env = first_env
@@ -94,6 +132,7 @@ class _AgentRows:
         self.episode_lengths = arrays["episode_lengths"][rows]
         self.layout = layout
         self.check_bounds = check_bounds
+        self.read_actions = action_reader(action_layout, arrays["actions"][rows])
         n = len(envs) * A
         #: The running episode of each row (its agent's return and acting
         #: steps) and of each env (its steps: ``clock``, the block's steps,
@@ -223,7 +262,8 @@ class ParallelBlock(_AgentRows):
         observations += [obs[agent] for agent in live]
         _merge_all(infos, live, self.live_rows[e], env_infos)
 
-    def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
+    def step(self) -> list[tuple[int, dict]]:
+        actions = self.read_actions()
         n = len(self.obs)
         rewards = [0.0] * n
         flags: tuple[list[bool], list[bool]] | None = None
@@ -354,7 +394,8 @@ class TurnBlock(_AgentRows):
             _merge(infos, row, info)
         return True
 
-    def step(self, actions: list[Any]) -> list[tuple[int, dict]]:
+    def step(self) -> list[tuple[int, dict]]:
+        actions = self.read_actions()
         A, slot = self.A, self.slot
         n = len(self.obs)
         rewards, terminals, truncations = [0.0] * n, [False] * n, [False] * n

@@ -3,19 +3,23 @@
 //! between `env.step` and the rows (unpacking, flattening, writing the
 //! reward and flags, the episode's statistics and its final observation,
 //! the reset) runs here instead of as Python bytecode, which on small
-//! observations costs more than the env itself.
+//! observations costs more than the env itself. So does reading each env's
+//! action out of its action row, and, for the Serial backend, writing the
+//! user's batch of actions into those rows first.
 
-use numpy::{PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use pufferrs_core::dtype::DType;
+use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
+use pufferrs_core::layout::Rule;
+use pufferrs_core::names::format_path;
 
-use crate::errors::{Raise, type_name};
-use crate::flatten::Batch;
+use crate::errors::{Raise, raise, type_name};
+use crate::flatten::{Batch, Reader, resolve_batch};
 use crate::layout::PyLayout;
-use crate::numpy_arrays::{dtype_of, row_start, strided};
+use crate::numpy_arrays::{copy_of, descr, dtype_of, row_start, strided};
 use crate::store::store;
 use crate::tree::Tree;
 
@@ -81,6 +85,12 @@ impl Cells {
     fn set<const N: usize>(&mut self, i: usize, value: [u8; N]) {
         self.row(i).copy_from_slice(&value);
     }
+
+    fn bytes(&self, i: usize) -> &[u8] {
+        // SAFETY: as in `row`; `&self` rules out a mutable slice made
+        // through `self` meanwhile.
+        unsafe { std::slice::from_raw_parts(self.starts[i], self.bytes) }
+    }
 }
 
 /// Envs `first_env, first_env + 1, ...` writing into the arrays of a
@@ -106,14 +116,25 @@ pub struct EnvBlock {
     /// The running episode of each env: its return (in float64) and length.
     returns: Vec<f64>,
     lengths: Vec<i64>,
-    ended: bool,
+    /// The envs (positions in the block) whose episode ended in the last step.
+    ended: Vec<usize>,
     current_env: Option<usize>,
     /// The dtype and shape of the layout's one leaf when the row is that
     /// leaf as-is (a plain Box, values unchecked): an array of exactly that
     /// dtype and shape is then copied without the general resolve and check.
     plain: Option<(DType, Vec<usize>)>,
-    /// Whether observations are checked against their Box bounds too.
+    /// Whether observations and actions are checked against their Box
+    /// bounds too.
     check_bounds: bool,
+    action_layout: Py<PyLayout>,
+    /// The numpy dtype of each action leaf, for the arrays envs get.
+    action_descrs: Vec<Py<PyArrayDescr>>,
+    actions: Cells,
+    /// Whether the action row is its one leaf as-is (no string), so that a
+    /// batch given as exactly that leaf's array takes `stage_exact`, and
+    /// the area that stages it.
+    exact_actions: bool,
+    action_staging: Vec<u8>,
 }
 
 impl EnvBlock {
@@ -143,6 +164,116 @@ impl EnvBlock {
         // those bytes exists during the store.
         unsafe { store(py, layout.core(), &[(reader, resolved)], &[start], check_bounds) }.raise()
     }
+
+    /// Writes `actions` (a batch as `Layout.flatten_batch` takes it) into
+    /// the block's action rows, all or nothing.
+    fn stage_actions(&mut self, py: Python<'_>, actions: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.stage_exact(actions) {
+            return Ok(());
+        }
+        let layout = self.action_layout.get();
+        let rows = &self.actions.starts;
+        let (items, _) =
+            resolve_batch(|index, batch| layout.reader(index, batch), actions, Some(rows.len())).raise()?;
+        // SAFETY: each start is a distinct `row_bytes` row of the action
+        // array, checked by `row_start` and kept mapped by `Cells`; no Rust
+        // reference to those bytes exists during the store.
+        unsafe { store(py, layout.core(), &items, rows, self.check_bounds) }.raise()
+    }
+
+    /// `stage_actions` for the common batch, a numpy array of exactly the
+    /// one action leaf's dtype and batched shape: the same checks (the
+    /// leaf's own checker), without resolving a structure or planning a
+    /// store. True when it wrote the rows; false, having written nothing,
+    /// for anything else, a value that fails included: the general path
+    /// then says what is wrong.
+    fn stage_exact(&mut self, actions: &Bound<'_, PyAny>) -> bool {
+        if !self.exact_actions {
+            return false;
+        }
+        let Ok(array) = actions.cast::<PyUntypedArray>() else { return false };
+        let layout = self.action_layout.get();
+        let leaf = &layout.core().leaves[0];
+        let n = self.envs.len();
+        let shape = array.shape();
+        if shape.first() != Some(&n) || shape[1..] != leaf.shape[..] || dtype_of(&array.dtype()) != Ok(leaf.dtype) {
+            return false;
+        }
+        let reader = layout.reader(None, Batch::Of(n));
+        let check = reader.checker(leaf, self.check_bounds);
+        // Staged whole before any row is written: all or nothing, and a
+        // source that overlaps the rows is read before they change.
+        if strided(array, leaf.dtype).try_store_as(leaf.dtype, &mut self.action_staging, check).is_err() {
+            return false;
+        }
+        for (i, staged) in self.action_staging.chunks_exact(self.actions.bytes).enumerate() {
+            self.actions.row(i).copy_from_slice(staged);
+        }
+        true
+    }
+
+    /// The action env `i` gets: its row read back in the space's structure,
+    /// an int for a Discrete, a str for a string and a new array otherwise
+    /// (0-d for a Box of shape `()`, as its `sample()` gives), never a
+    /// view: the next batch rewrites the row while the env may still hold
+    /// its action.
+    fn action<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let reader = self.action_layout.get().reader(None, Batch::One);
+        action_value(py, &reader, &self.action_descrs, reader.tree, self.actions.bytes(i))
+    }
+}
+
+/// `tree`'s part of the action in `row`: see `EnvBlock::action`.
+fn action_value<'py>(
+    py: Python<'py>,
+    reader: &Reader<'_>,
+    descrs: &[Py<PyArrayDescr>],
+    tree: &Tree,
+    row: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match tree {
+        Tree::Leaf(k) => {
+            let leaf = &reader.layout.leaves[*k];
+            let bytes = &row[leaf.offset..leaf.offset + leaf.nbytes()];
+            match leaf.rule {
+                Rule::Discrete { .. } => match leaf.dtype.read(bytes) {
+                    // As an i64 where it fits: with the limited API an i128
+                    // becomes a Python int through several int operations.
+                    Value::Int(value) => match i64::try_from(value) {
+                        Ok(value) => value.into_pyobject(py)?.into_any(),
+                        Err(_) => value.into_pyobject(py)?.into_any(),
+                    },
+                    Value::Float(value) => value.into_pyobject(py)?.into_any(),
+                },
+                Rule::Text { .. } => {
+                    let codes: Vec<i128> = bytes
+                        .chunks_exact(leaf.dtype.itemsize())
+                        .map(|code| match leaf.dtype.read(code) {
+                            Value::Int(code) => code,
+                            Value::Float(code) => code as i128,
+                        })
+                        .collect();
+                    let text = leaf.decode_text(&codes).map_err(|reason| {
+                        raise(Error::Row(format!("{}: {reason}", format_path(reader.name, &leaf.path))))
+                    })?;
+                    PyString::new(py, &text).into_any()
+                }
+                _ => copy_of(py, descrs[*k].bind(py), &leaf.shape, bytes)?.into_any(),
+            }
+        }
+        Tree::Dict(items) => {
+            let dict = PyDict::new(py);
+            for (_, key, child) in items {
+                dict.set_item(key.bind(py), action_value(py, reader, descrs, child, row)?)?;
+            }
+            dict.into_any()
+        }
+        Tree::Tuple(items) => {
+            let values =
+                items.iter().map(|child| action_value(py, reader, descrs, child, row)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, values)?.into_any()
+        }
+    })
 }
 
 /// `(obs, reward, terminated, truncated, info)` of `env.step`.
@@ -171,13 +302,15 @@ fn number(name: &str, value: &Bound<'_, PyAny>) -> PyResult<f64> {
 #[pymethods]
 impl EnvBlock {
     /// `arrays` maps the buffers' array names to their full views (every
-    /// env's rows); the block writes rows `first_env .. first_env + len(envs)`.
+    /// env's rows); the block uses rows `first_env .. first_env + len(envs)`.
     #[new]
+    #[pyo3(signature = (envs, first_env, arrays, layout, action_layout, check_bounds = false))]
     fn new(
         envs: Vec<Py<PyAny>>,
         first_env: usize,
         arrays: &Bound<'_, PyDict>,
         layout: Bound<'_, PyLayout>,
+        action_layout: Bound<'_, PyLayout>,
         check_bounds: bool,
     ) -> PyResult<Self> {
         let n = envs.len();
@@ -200,6 +333,13 @@ impl EnvBlock {
             _ => None,
         };
         let cells = |name: &str, dtype: DType, bytes: usize| Cells::new(arrays, name, dtype, bytes, first_env, n);
+        let action_core = action_layout.get().core();
+        let exact_actions = match action_core.leaves.as_slice() {
+            [leaf] => leaf.nbytes() == action_core.row_bytes && !matches!(leaf.rule, Rule::Text { .. }),
+            _ => false,
+        };
+        let action_descrs =
+            action_core.leaves.iter().map(|leaf| Ok(descr(py, leaf.dtype)?.unbind())).collect::<PyResult<_>>()?;
         Ok(EnvBlock {
             observations: cells("observations", DType::U8, row_bytes)?,
             final_observations: cells("final_observations", DType::U8, row_bytes)?,
@@ -216,10 +356,15 @@ impl EnvBlock {
             first_env,
             returns: vec![0.0; n],
             lengths: vec![0; n],
-            ended: false,
+            ended: Vec::new(),
             current_env: None,
             plain,
             check_bounds,
+            actions: cells("actions", DType::U8, action_core.row_bytes)?,
+            exact_actions,
+            action_staging: vec![0; n * action_core.row_bytes],
+            action_descrs,
+            action_layout: action_layout.unbind(),
         })
     }
 
@@ -249,25 +394,38 @@ impl EnvBlock {
         }
         self.returns.fill(0.0);
         self.lengths.fill(0);
-        self.ended = false;
+        self.ended.clear();
         Ok(infos)
     }
 
-    /// Steps env `i` with `actions[i]` and writes what it returns. An env
-    /// whose episode ends has its last observation written to its final
-    /// row, its episode's return and length recorded, and is reset: its
-    /// row holds the next episode's first observation. Returns `(i, info)`
-    /// for the non-empty infos.
-    fn step<'py>(&mut self, py: Python<'py>, actions: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
-        if actions.len() != self.envs.len() {
-            let reason = format!("got {} actions for {} envs", actions.len(), self.envs.len());
-            return Err(Error::Buffers(reason)).raise();
+    /// Steps env `i` with the action in its action row and writes what it
+    /// returns. An env whose episode ends has its last observation written
+    /// to its final row, its episode's return and length recorded, and is
+    /// reset: its row holds the next episode's first observation. Returns
+    /// `(i, info)` for the non-empty infos, or with `dense` every env's
+    /// info in order (a new dict for one that is empty and not a dict).
+    ///
+    /// `actions`, when given, is first written into the action rows (a
+    /// batch as `Layout.flatten_batch` takes it); a batch that does not
+    /// fit raises before any env steps, with `current_env` None, and
+    /// changes nothing.
+    #[pyo3(signature = (actions = None, *, dense = false))]
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        actions: Option<&Bound<'py, PyAny>>,
+        dense: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        self.current_env = None;
+        if let Some(actions) = actions {
+            self.stage_actions(py, actions)?;
         }
         let infos = PyList::empty(py);
-        self.ended = false;
+        self.ended.clear();
         for i in 0..self.envs.len() {
             self.current_env = Some(self.first_env + i);
-            let result = self.steps[i].bind(py).call1((actions.get_item(i)?,))?;
+            let action = self.action(py, i)?;
+            let result = self.steps[i].bind(py).call1((action,))?;
             let [obs, reward, terminal, truncation, info] = unpack(&result)?;
             let reward = number("reward", &reward)?;
             let (terminal, truncation) = (terminal.is_truthy()?, truncation.is_truthy()?);
@@ -278,7 +436,7 @@ impl EnvBlock {
                 self.episode_returns.set(i, self.returns[i].to_ne_bytes());
                 self.episode_lengths.set(i, self.lengths[i].to_ne_bytes());
                 (self.returns[i], self.lengths[i]) = (0.0, 0);
-                self.ended = true;
+                self.ended.push(i);
                 self.resets[i].bind(py).call0()?.get_item(0)?
             } else {
                 obs
@@ -287,7 +445,13 @@ impl EnvBlock {
             self.rewards.set(i, (reward as f32).to_ne_bytes());
             self.terminals.set(i, [terminal as u8]);
             self.truncations.set(i, [truncation as u8]);
-            if info.is_truthy()? {
+            if dense {
+                // The env's own dict, empty or not, as for a non-empty
+                // info on either path; anything else empty (None) gives a
+                // new dict, as `recv` does.
+                let keep = info.is_exact_instance_of::<PyDict>() || info.is_truthy()?;
+                infos.append(if keep { info } else { PyDict::new(py).into_any() })?;
+            } else if info.is_truthy()? {
                 infos.append((i, info))?;
             }
         }
@@ -295,10 +459,11 @@ impl EnvBlock {
         Ok(infos)
     }
 
-    /// Whether an episode ended in the last step.
+    /// The envs (positions in the block, as in the infos) whose episode
+    /// ended in the last step: empty, and false, when none did.
     #[getter]
-    fn ended(&self) -> bool {
-        self.ended
+    fn ended<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.ended)
     }
 
     /// The env whose reset or step raised, while the block is broken by it.

@@ -335,6 +335,34 @@ impl Reader<'_> {
     }
 }
 
+/// A batch as `Layout.flatten_batch` takes it, resolved: a list of
+/// observations (one read each), or one structure whose leaves carry a
+/// leading batch axis. `rows`, when the destination sets the batch size,
+/// is checked here. Returns the reads and the batch size.
+pub fn resolve_batch<'a, 'py>(
+    reader: impl Fn(Option<usize>, Batch) -> Reader<'a>,
+    obs: &Bound<'py, PyAny>,
+    rows: Option<usize>,
+) -> Result<(Vec<(Reader<'a>, Resolved<'py>)>, usize), Error> {
+    let Ok(list) = obs.cast::<PyList>() else {
+        let reader = reader(None, rows.map_or(Batch::Any, Batch::Of));
+        let resolved = reader.resolve(obs)?;
+        let size = resolved.batch_size();
+        return Ok((vec![(reader, resolved)], size));
+    };
+    if let Some(rows) = rows.filter(|&rows| rows != list.len()) {
+        let reason = format!("expected a batch of {rows}, got {}", list.len());
+        return Err(Error::Mismatch { path: reader(None, Batch::One).name.to_string(), reason });
+    }
+    let mut items = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let reader = reader(Some(i), Batch::One);
+        let resolved = reader.resolve(&item)?;
+        items.push((reader, resolved));
+    }
+    Ok((items, list.len()))
+}
+
 /// A batched shape for messages: `(4, 2)`, or `(B, 2)` while the batch
 /// size is unknown.
 fn batch_shape(batch: Option<usize>, leaf_shape: &[usize]) -> String {
@@ -364,7 +392,12 @@ fn read_source<'py>(obj: &Bound<'py, PyAny>) -> Result<Source<'py>, String> {
         return Ok(Source::Scalar { value, dtype: DType::Bool, weak: true });
     }
     if obj.is_instance_of::<PyInt>() {
-        let value = obj.extract::<i128>().map_err(|_| format!("{obj} is too large"))?;
+        // i64 first: with the limited API an i128 is read through several
+        // int operations.
+        let value = match obj.extract::<i64>() {
+            Ok(value) => value as i128,
+            Err(_) => obj.extract::<i128>().map_err(|_| format!("{obj} is too large"))?,
+        };
         return Ok(Source::Scalar { value: Value::Int(value), dtype: DType::I64, weak: true });
     }
     if obj.is_exact_instance_of::<PyFloat>() {

@@ -12,7 +12,7 @@ use pufferrs_core::layout::Layout;
 use pufferrs_core::names::{Key, format_path as path_string, format_shape};
 
 use crate::errors::{Raise, raise};
-use crate::flatten::{Batch, Reader, Resolved};
+use crate::flatten::{Batch, Reader, resolve_batch};
 use crate::numpy_arrays::{descr, row_start, zeros};
 use crate::store::store;
 use crate::tree::Tree;
@@ -207,25 +207,7 @@ impl PyLayout {
             Some(rows) => rows,
             None => None,
         };
-        let mut items: Vec<(Reader<'_>, Resolved<'py>)> = Vec::new();
-        let size = if let Ok(list) = obs.cast::<PyList>() {
-            if let Some(rows) = out_rows.filter(|&rows| rows != list.len()) {
-                let reason = format!("expected a batch of {rows}, got {}", list.len());
-                return Err(raise(Error::Mismatch { path: self.name.clone(), reason }));
-            }
-            for (i, item) in list.iter().enumerate() {
-                let reader = self.reader(Some(i), Batch::One);
-                let resolved = reader.resolve(&item).raise()?;
-                items.push((reader, resolved));
-            }
-            list.len()
-        } else {
-            let reader = self.reader(None, out_rows.map_or(Batch::Any, Batch::Of));
-            let resolved = reader.resolve(obs).raise()?;
-            let size = resolved.batch_size();
-            items.push((reader, resolved));
-            size
-        };
+        let (items, size) = resolve_batch(|index, batch| self.reader(index, batch), obs, out_rows).raise()?;
         let out = match out {
             Some(out) => {
                 if size > 1 && out.strides()[0].unsigned_abs() < self.layout.row_bytes {

@@ -134,6 +134,23 @@ pub fn zeros<'py>(
     }
 }
 
+/// A new array of `dtype` and `dims` holding a copy of `bytes` (C order,
+/// exactly the array's size).
+pub fn copy_of<'py>(
+    py: Python<'py>,
+    dtype: &Bound<'py, PyArrayDescr>,
+    dims: &[usize],
+    bytes: &[u8],
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let array = zeros(py, dtype, dims)?;
+    let nbytes = dims.iter().product::<usize>() * dtype.itemsize();
+    assert_eq!(bytes.len(), nbytes, "copy_of: bytes do not fill the array");
+    // SAFETY: `array` is new, C-ordered and `nbytes` long, so its data
+    // holds `bytes`; nothing else references it yet.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data(&array), nbytes) };
+    Ok(array)
+}
+
 /// An array of `dtype` over `base`'s memory at `byte_offset`, with the
 /// given shape and byte strides; it keeps `base` alive and is writeable when
 /// `base` is.
