@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium.spaces as gs
 import numpy as np
 import pettingzoo
 import pytest
 import torch
+from pettingzoo import AECEnv
 from pettingzoo.utils.wrappers import BaseWrapper
 
 from pufferrs import vector
@@ -124,3 +126,64 @@ def test_pufferrs_train_runs_a_pettingzoo_module(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "runs" / "c4" / "model.pt").exists()
+
+
+class ThreeMoves(AECEnv):
+    """Two players alternate; after the third move (player_0, player_1,
+    player_0) the game ends: player_0 wins 1, player_1 loses 1. player_1's
+    loss arrives on player_0's move, a step where player_1 is masked."""
+
+    metadata = {"name": "three_moves_v0"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.possible_agents = ["player_0", "player_1"]
+        self.observation_spaces = {a: gs.Box(0, 3, (1,), np.float32) for a in self.possible_agents}
+        self.action_spaces = {a: gs.Discrete(2) for a in self.possible_agents}
+
+    def observation_space(self, agent: str) -> gs.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> gs.Space:
+        return self.action_spaces[agent]
+
+    def observe(self, agent: str) -> np.ndarray:
+        return np.array([self.moves], np.float32)
+
+    def reset(self, seed: int | None = None, options: Any = None) -> None:
+        self.agents = list(self.possible_agents)
+        self.moves = 0
+        self.agent_selection = "player_0"
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self.infos = {a: {} for a in self.agents}
+
+    def step(self, action: Any) -> None:
+        if self.terminations[self.agent_selection]:
+            self._was_dead_step(action)
+            return
+        self.moves += 1
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        if self.moves == 3:
+            self.rewards = {"player_0": 1.0, "player_1": -1.0}
+            self.terminations = dict.fromkeys(self.agents, True)
+        self.agent_selection = "player_1" if self.agent_selection == "player_0" else "player_0"
+        self._accumulate_rewards()
+
+
+def test_a_loss_on_the_opponents_move_is_kept_at_the_rollouts_edge() -> None:
+    # Horizon 2: the rollout stores player_1's move at step 1; its loss
+    # arrives after step 2 (player_0's move), past the horizon.
+    config = Config.for_env(
+        "ThreeMoves", policy="default", seed=0, compile=False, num_envs=1, batch_size=2, minibatch_size=2
+    )
+    vecenv = vector.make(ThreeMoves, num_envs=1, seed=0)
+    with Trainer(config, vecenv) as trainer:
+        trainer.rollout()
+        exp = trainer.experience
+        np.testing.assert_array_equal(exp.host_masks, [[True, False], [False, True]])
+        # player_1 (row 1) acted at step 1: its loss and terminal fold there.
+        assert exp.host_rewards[1].sum() == -1 and exp.host_terminals[1].any()
+        assert exp.host_rewards[0].sum() == 0  # player_0's win comes from its move at step 2, not stored

@@ -86,6 +86,31 @@ class Experience:
         self.truncations = torch.from_numpy(self.host_truncations)
         self.masks = torch.from_numpy(self.host_masks)
 
+    def record(
+        self,
+        rows: np.ndarray,
+        steps: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        truncations: np.ndarray,
+        fold: np.ndarray,
+    ) -> None:
+        """Stores the outcomes (reward and flags) of the steps ``(rows[k],
+        steps[k])``. Where ``fold`` is True the outcome is that of a later
+        masked step of the row, which GAE folds into the stored one:
+        rewards add up, flags stick."""
+        if fold.any():
+            at = rows[fold], steps[fold]
+            self.host_rewards[at] += rewards[fold]
+            self.host_terminals[at] |= terminals[fold]
+            self.host_truncations[at] |= truncations[fold]
+            fresh = ~fold
+            rows, steps = rows[fresh], steps[fresh]
+            rewards, terminals, truncations = rewards[fresh], terminals[fresh], truncations[fresh]
+        self.host_rewards[rows, steps] = rewards
+        self.host_terminals[rows, steps] = terminals
+        self.host_truncations[rows, steps] = truncations
+
 
 class FinalObservations:
     """The final observations of one rollout's truncated steps, kept as

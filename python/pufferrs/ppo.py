@@ -189,25 +189,7 @@ class Trainer:
             ids, steps = env_ids[positions], pending[positions]
             rewards, terminals, truncations = rewards[positions], terminals[positions], truncations[positions]
         exp = self.experience
-        folding = self.folding[ids]
-        if folding.any():
-            # More masked steps after the row's last stored one, as the GAE
-            # folds them: rewards add up, flags stick.
-            at = ids[folding], steps[folding]
-            exp.host_rewards[at] += rewards[folding]
-            exp.host_terminals[at] |= terminals[folding]
-            exp.host_truncations[at] |= truncations[folding]
-            fresh = ~folding
-            at = ids[fresh], steps[fresh]
-            exp.host_rewards[at], exp.host_terminals[at], exp.host_truncations[at] = (
-                rewards[fresh],
-                terminals[fresh],
-                truncations[fresh],
-            )
-        else:
-            exp.host_rewards[ids, steps] = rewards
-            exp.host_terminals[ids, steps] = terminals
-            exp.host_truncations[ids, steps] = truncations
+        exp.record(ids, steps, rewards, terminals, truncations, self.folding[ids])
         self.pending[env_ids] = -1
         self.open[env_ids[ended]] = False
         cut = truncations & ~terminals
