@@ -662,3 +662,16 @@ def test_compiled_training_forward_with_resets_matches_eager() -> None:
     torch.testing.assert_close(compiled_logits, eager_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(compiled_values, eager_values, atol=1e-5, rtol=1e-5)
     assert_grads_everywhere(wrapper, ppo_like_loss(compiled_logits, compiled_values.flatten()))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (3, 3, 2), (2, 7), (4, 20), (6, 7, 2)])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_auto_encodes_grids_of_any_size(shape: tuple[int, ...], dtype: type) -> None:
+    # Board games' grids (tic-tac-toe's 3x3x2, connect four's 6x7x2) are
+    # smaller than two unpadded 3x3 convolutions can take.
+    from pufferrs.encoders import Auto
+
+    space = gs.Dict(board=gs.Box(0, 1, shape, dtype), action_mask=gs.Box(0, 1, (4,), np.int8))
+    policy = Auto(make_env(space, gs.Discrete(4)), 16)
+    logits, values = policy(sample_obs(space, 3))
+    assert logits.shape == (3, 4) and values.shape == (3,) and torch.isfinite(logits).all()

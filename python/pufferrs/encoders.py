@@ -97,9 +97,14 @@ def _conv_stack(channels: int, height: int, width: int, nature: bool) -> tuple[n
     else:
         layers = [(16, 3, 1), (32, 3, 1)]
         text = "3x3, 3x3 convolutions of 16, 32"
+    # Grids smaller than two unpadded 3x3 convolutions can take (a 3x3
+    # board) keep their size: padded by one cell.
+    padding = 1 if not nature and min(height, width) < 5 else 0
+    if padding:
+        text += ", padded"
     modules: list[nn.Module] = []
     for out, kernel, stride in layers:
-        modules += [layer_init(nn.Conv2d(channels, out, kernel, stride=stride)), nn.ReLU()]
+        modules += [layer_init(nn.Conv2d(channels, out, kernel, stride=stride, padding=padding)), nn.ReLU()]
         channels = out
     modules.append(nn.Flatten())
     return nn.Sequential(*modules), text
