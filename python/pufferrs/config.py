@@ -279,6 +279,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: highway-env's ids, whose envs spend tens of milliseconds a step in Python.
+_HIGHWAY_PREFIXES = (
+    "highway-",
+    "merge-",
+    "roundabout-",
+    "parking-",
+    "intersection-",
+    "racetrack-",
+    "two-way-",
+    "u-turn-",
+    "exit-",
+    "lane-keeping-",
+)
+
 #: Presets by env id prefix, applied before :data:`PRESETS`: what the
 #: spaces of a family of envs cannot say, and settings that train them.
 FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -345,6 +359,10 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
             total_steps=1_000_000,
         ),
     ),
+    # A highway-env step costs tens of milliseconds of Python (its vehicles'
+    # behaviour), a thousand times the policy's share: worker processes, one
+    # per core, are the only lever.
+    *((prefix, dict(backend="multiprocessing")) for prefix in _HIGHWAY_PREFIXES),
 )
 
 
