@@ -187,11 +187,12 @@ class _Codes(nn.Module):
         self.outside = vocab
         self.dim = 8
         self.embedding = nn.Embedding(vocab + (window is not None), self.dim)
-        self.register_buffer("low", torch.as_tensor(np.ascontiguousarray(low)), persistent=False)
-        self.register_buffer("offset", torch.as_tensor(np.ascontiguousarray(offset)), persistent=False)
-        self.register_buffer("high", torch.as_tensor(np.ascontiguousarray(count - 1)), persistent=False)
-        self.shape = shape
         self.grid = shape if window is None else (window, window)
+        # A window's cells share the one table of a 2-dim grid.
+        low, offset, high = (np.broadcast_to(a.flat[0] if window else a, self.grid) for a in (low, offset, count - 1))
+        self.register_buffer("low", torch.as_tensor(np.array(low)), persistent=False)
+        self.register_buffer("offset", torch.as_tensor(np.array(offset)), persistent=False)
+        self.register_buffer("high", torch.as_tensor(np.array(high)), persistent=False)
         self.elements = math.prod(self.grid)
         self.convs: nn.Sequential | None = None
         text = f"{vocab} values embedded in {self.dim}"
@@ -209,8 +210,9 @@ class _Codes(nn.Module):
             self.text = f"codes: {self.elements} x embedding of {vocab} values in {self.dim}"
 
     def index(self, x: torch.Tensor) -> torch.Tensor:
-        """Each element's row of the embedding table."""
-        x = x.reshape(x.shape[0], *self.shape).to(torch.int64) - self.low
+        """Each element's row of the embedding table (of the window's
+        elements, for a window)."""
+        x = x.reshape(x.shape[0], *self.grid).to(torch.int64) - self.low
         # An out-of-range value reads its nearest code, never another table.
         return torch.minimum(x.clamp(min=0), self.high) + self.offset
 
@@ -230,7 +232,7 @@ class _Crop(nn.Module):
     """``crop N at LEAF[i,j]``: the ``N`` x ``N`` window of a 2-dim grid of
     codes centred on the column ``LEAF[i]`` and the row ``LEAF[j]`` (a
     position outside the grid is clamped to its edge), encoded as a grid of
-    codes (:class:`_Codes`)."""
+    codes (:class:`_Codes`). Only the window's cells are read."""
 
     def __init__(self, space: gs.Space, shape: tuple[int, ...], size: int, at: tuple, column: int, row: int):
         super().__init__()
@@ -238,22 +240,23 @@ class _Crop(nn.Module):
             raise ValueError(f"a crop needs a 2-dim grid and a size of at least 1, got shape {shape}, size {size}")
         self.codes = _Codes(space, shape, window=size)
         self.reads = (at,)
-        self.column, self.row, self.size = column, row, size
+        self.shape = shape
+        self.column, self.row = column, row
         self.register_buffer("steps", torch.arange(size) - size // 2, persistent=False)
         self.width = self.codes.width
         where = format_path("obs", at)
         self.text = f"crop {size}x{size} centred at {where}[{column}], {where}[{row}]: {self.codes.text}"
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, position: torch.Tensor) -> torch.Tensor:
-        rows = self.codes.index(x)
-        batch, height, width = rows.shape
+        batch, (height, width) = x.shape[0], self.shape
         position = position.reshape(batch, -1).to(torch.int64)
-        half = self.size // 2
-        padded = nn.functional.pad(rows, (half, half, half, half), value=self.codes.outside)
-        ys = position[:, self.row].clamp(0, height - 1)[:, None] + self.steps + half
-        xs = position[:, self.column].clamp(0, width - 1)[:, None] + self.steps + half
-        batch_index = torch.arange(batch, device=rows.device)[:, None, None]
-        return self.codes.encode(padded[batch_index, ys[:, :, None], xs[:, None, :]], dtype)
+        ys = position[:, self.row].clamp(0, height - 1)[:, None] + self.steps
+        xs = position[:, self.column].clamp(0, width - 1)[:, None] + self.steps
+        inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+        cells = ys.clamp(0, height - 1)[:, :, None] * width + xs.clamp(0, width - 1)[:, None, :]
+        window = x.reshape(batch, height * width).gather(1, cells.reshape(batch, -1))
+        rows = torch.where(inside, self.codes.index(window), self.codes.outside)
+        return self.codes.encode(rows, dtype)
 
 
 class _Text(nn.Module):
