@@ -164,6 +164,8 @@ def test_crop_reads_the_window_around_the_position() -> None:
         _auto(space, {"grid": "crop 3 at pos[1,3]"})
     with pytest.raises(ValueError, match=r"the crop's position 'nope' is not a leaf"):
         _auto(space, {"grid": "crop 3 at nope[0,1]"})
+    with pytest.raises(ValueError, match=r"unknown encoders \['crop 3 at pos'\]: use .* or crop N at LEAF\[i,j\]"):
+        _auto(space, {"grid": "crop 3 at pos"})
 
 
 def test_text_reads_the_longest_string_of_the_batch() -> None:

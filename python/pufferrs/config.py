@@ -342,11 +342,12 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     # NetHack's glyph ids (up to 5,976) are categories; of the many views
     # of the screen, the glyphs, the bottom-line stats and the message are
-    # enough to learn from. The glyphs are seen as NLE's baselines crop
-    # them, 9x9 around the agent (blstats holds its x and y): embedding and
-    # convolving the whole 21x79 map cost four fifths of an update on a
-    # CPU. The message is a string of bytes ended by a 0. A first layer of
-    # 128 (not 256) halves what is left of an update, the layer's matmuls.
+    # enough to learn from. The glyphs are seen through the crop of NLE's
+    # baselines, 9x9 around the agent (blstats holds its x and y); the
+    # baselines add the whole 21x79 map, left out here: embedding and
+    # convolving it cost four fifths of an update on a CPU. The message is
+    # a string of bytes ended by a 0. A first layer of 128 (not 256): its
+    # matmuls were the largest share of an update left.
     (
         "NetHack",
         dict(

@@ -63,7 +63,7 @@ from pufferrs.spaces import Layout, format_path, is_string_space
 
 __all__ = ["ENCODERS", "Auto", "choose_encoder", "leaf_key", "parse_crop"]
 
-ENCODERS = ("image", "codes", "text", "scalars", "flat", "none", "crop N at LEAF[i,j]")
+ENCODERS = ("image", "codes", "text", "scalars", "flat", "none")
 
 _MAX_CODES = 8192
 _CROP = re.compile(r"crop\s+(\d+)\s+at\s+(\S+?)\[(\d+),\s*(\d+)\]")
@@ -192,7 +192,9 @@ class _Codes(nn.Module):
         self.embedding = nn.Embedding(vocab + (window is not None), self.dim)
         self.grid = shape if window is None else (window, window)
         # A window's cells share the one table of a 2-dim grid.
-        low, offset, high = (np.broadcast_to(a.flat[0] if window else a, self.grid) for a in (low, offset, count - 1))
+        low, offset, high = (
+            np.broadcast_to(a if window is None else a.flat[0], self.grid) for a in (low, offset, count - 1)
+        )
         self.register_buffer("low", torch.as_tensor(np.array(low)), persistent=False)
         self.register_buffer("offset", torch.as_tensor(np.array(offset)), persistent=False)
         self.register_buffer("high", torch.as_tensor(np.array(high)), persistent=False)
@@ -372,7 +374,7 @@ class Auto(Policy):
             raise ValueError(f"encoders name leaves the observation does not have: {unknown} (it has {sorted(known)})")
         bad = sorted({v for v in overrides.values() if v not in ENCODERS and parse_crop(v) is None})
         if bad:
-            raise ValueError(f"unknown encoders {bad}: use {', '.join(ENCODERS)}")
+            raise ValueError(f"unknown encoders {bad}: use {', '.join(ENCODERS)} or crop N at LEAF[i,j]")
         chosen = []
         self.summary: list[str] = []
         for path, leaf_space, dtype, shape in leaves:
