@@ -69,27 +69,27 @@ def run_pufferrs(config: Config) -> dict[str, Any]:
     }
 
 
+#: The module that registers each env's id: SB3 makes its envs with
+#: ``gym.make("module:id")``, which imports it first, in its worker
+#: processes too.
+MODULES = {"doorkey": "minigrid", "breakout": "ale_py", "highway": "highway_env", "nethack": "nle"}
+
+
 def _sb3_env(name: str, env_id: str, num_envs: int, backend: str, seed: int) -> Any:
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     vec_cls = SubprocVecEnv if backend == "multiprocessing" else DummyVecEnv
+    env_id = f"{MODULES[name]}:{env_id}"
     if name == "breakout":
-        import ale_py  # noqa: F401 - registers ALE/
-
         return VecFrameStack(make_atari_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=vec_cls), 4)
     kwargs: dict[str, Any] = {}
     wrapper = None
     if name == "doorkey":
-        import minigrid  # noqa: F401 - registers MiniGrid-
         from minigrid.wrappers import FlatObsWrapper
 
         wrapper = FlatObsWrapper
-    elif name == "highway":
-        import highway_env  # noqa: F401 - registers highway-
     elif name == "nethack":
-        import nle  # noqa: F401 - registers NetHack
-
         kwargs = {"observation_keys": ("glyphs", "blstats", "message")}
     return make_vec_env(
         env_id, n_envs=num_envs, seed=seed, vec_env_cls=vec_cls, wrapper_class=wrapper, env_kwargs=kwargs
