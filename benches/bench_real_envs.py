@@ -2,7 +2,7 @@
 and the return after a fixed budget of env steps, one run each, in the
 same process and on the same number of envs.
 
-    python benches/bench_real_envs.py [--envs doorkey,breakout,highway,nethack] [--steps N] [--backend serial]
+    python benches/bench_real_envs.py [--envs doorkey,breakout,highway,nethack] [--steps N] [--backend B]
 
 Envs and budgets (``--steps`` overrides them all):
 
@@ -14,17 +14,21 @@ Envs and budgets (``--steps`` overrides them all):
   sides (pufferrs' ``--atari-preprocessing``, SB3's ``make_atari_env`` and
   a 4-frame ``VecFrameStack``), Nature CNN, 20k steps; returns are whole
   games, unclipped.
-- ``highway``: highway-fast-v0, 4k steps, MLPs (the env steps at about 100/s).
-- ``nethack``: NetHackScore-v0 where nle is installed, 50 updates (102,400 steps), the
-  glyphs, bottom-line stats and message (pufferrs' NetHack preset; SB3's
-  ``MultiInputPolicy`` on the same keys). Also checks that pufferrs did not
-  collapse: its entropy after the last update and a finite value loss.
+- ``highway``: highway-fast-v0, 4k steps, MLPs (an env step costs tens of
+  milliseconds: its preset runs the envs in worker processes).
+- ``nethack``: NetHackScore-v0 where nle is installed, 50 updates (102,400
+  steps), the glyphs, bottom-line stats and message (pufferrs' NetHack
+  preset: the glyphs 9x9 around the agent, the message as text; SB3's
+  ``MultiInputPolicy`` on the same keys, the whole glyph map flattened).
+  Also checks that pufferrs did not collapse: its entropy after the last
+  update and a finite value loss.
 
 Both use the PPO settings of pufferrs' preset for the env (envs, steps per
 update, minibatch, epochs, learning rate, gamma, lambda, clip, entropy and
-value coefficients) on the CPU with one torch thread. ``--backend
-multiprocessing`` runs envs in worker processes on both sides (SB3's
-SubprocVecEnv). "return" is the mean over the episodes that ended in the
+value coefficients, torch threads) on the CPU, and its backend: where the
+preset runs envs in worker processes (``multiprocessing``, or
+``--backend`` for every env), SB3 gets its ``SubprocVecEnv``, else its
+``DummyVecEnv``. "return" is the mean over the episodes that ended in the
 last 5 updates (pufferrs) or SB3's last 100 episodes (``ep_info_buffer``).
 """
 
@@ -65,38 +69,39 @@ def run_pufferrs(config: Config) -> dict[str, Any]:
     }
 
 
+#: The module that registers each env's id: SB3 makes its envs with
+#: ``gym.make("module:id")``, which imports it first, in its worker
+#: processes too.
+MODULES = {"doorkey": "minigrid", "breakout": "ale_py", "highway": "highway_env", "nethack": "nle"}
+
+
 def _sb3_env(name: str, env_id: str, num_envs: int, backend: str, seed: int) -> Any:
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     vec_cls = SubprocVecEnv if backend == "multiprocessing" else DummyVecEnv
+    env_id = f"{MODULES[name]}:{env_id}"
     if name == "breakout":
-        import ale_py  # noqa: F401 - registers ALE/
-
         return VecFrameStack(make_atari_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=vec_cls), 4)
     kwargs: dict[str, Any] = {}
     wrapper = None
     if name == "doorkey":
-        import minigrid  # noqa: F401 - registers MiniGrid-
         from minigrid.wrappers import FlatObsWrapper
 
         wrapper = FlatObsWrapper
-    elif name == "highway":
-        import highway_env  # noqa: F401 - registers highway-
     elif name == "nethack":
-        import nle  # noqa: F401 - registers NetHack
-
         kwargs = {"observation_keys": ("glyphs", "blstats", "message")}
     return make_vec_env(
         env_id, n_envs=num_envs, seed=seed, vec_env_cls=vec_cls, wrapper_class=wrapper, env_kwargs=kwargs
     )
 
 
-def run_sb3(name: str, config: Config, backend: str) -> dict[str, Any]:
+def run_sb3(name: str, config: Config) -> dict[str, Any]:
     from stable_baselines3 import PPO
 
-    torch.set_num_threads(1)
-    env = _sb3_env(name, config.env, config.num_envs, backend, config.seed)
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    env = _sb3_env(name, config.env, config.num_envs, config.backend, config.seed)
     policy = {"breakout": "CnnPolicy", "nethack": "MultiInputPolicy"}.get(name, "MlpPolicy")
     model = PPO(
         policy,
@@ -127,7 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default=",".join(ENVS), help="comma-separated: " + ", ".join(ENVS))
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default: each env's budget)")
-    parser.add_argument("--backend", default="serial", choices=("serial", "multiprocessing"))
+    parser.add_argument(
+        "--backend", default=None, choices=("serial", "multiprocessing"), help="for every env (default: its preset's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -141,12 +148,13 @@ def main() -> None:
                 print(f"{env_id}: nle is not installed, skipped")
                 continue
         steps = args.steps or budget
-        config = Config.for_env(env_id, device="cpu", seed=args.seed, backend=args.backend, checkpoint_interval=0)
+        backend = {"backend": args.backend} if args.backend else {}
+        config = Config.for_env(env_id, device="cpu", seed=args.seed, checkpoint_interval=0, **backend)
         config.total_steps = max(config.batch_size, math.ceil(steps / config.batch_size) * config.batch_size)
-        print(f"{env_id}: {config.total_steps:,} steps, {config.num_envs} envs, {args.backend}", flush=True)
+        print(f"{env_id}: {config.total_steps:,} steps, {config.num_envs} envs, {config.backend}", flush=True)
         ours = run_pufferrs(config)
         print(f"  pufferrs {ours}", flush=True)
-        theirs = run_sb3(name, config, args.backend)
+        theirs = run_sb3(name, config)
         print(f"  sb3      {theirs}", flush=True)
         rows.append((env_id, config, ours, theirs))
 
@@ -155,13 +163,14 @@ def main() -> None:
 
     print()
     print(
-        "| env | steps | envs | pufferrs steps/s | SB3 steps/s | ratio | pufferrs return | SB3 return | "
+        "| env | steps | envs | backend | pufferrs steps/s | SB3 steps/s | ratio | pufferrs return | SB3 return | "
         "pufferrs entropy, value loss (last update) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for env_id, config, ours, theirs in rows:
         print(
-            f"| {env_id} | {config.total_steps:,} | {config.num_envs} | {ours['sps']:,.0f} | {theirs['sps']:,.0f} | "
+            f"| {env_id} | {config.total_steps:,} | {config.num_envs} | {config.backend} | {ours['sps']:,.0f} | "
+            f"{theirs['sps']:,.0f} | "
             f"{ours['sps'] / theirs['sps']:.2f}x | {fmt(ours['return'])} | {fmt(theirs['return'])} | "
             f"{ours['entropy']:.3f}, {ours['value_loss']:.3g} |"
         )

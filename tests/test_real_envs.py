@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import gymnasium.spaces as gs
@@ -77,8 +78,11 @@ def test_nethack_round_trip_and_policy() -> None:
     finally:
         vecenv.close()
         env.close()
-    assert any("obs['glyphs']" in line and "codes grid 21x79" in line for line in lines)
+    assert any(
+        "obs['glyphs']" in line and "crop 9x9 centred at obs['blstats'][0], obs['blstats'][1]" in line for line in lines
+    )
     assert any("obs['blstats']" in line and "symlog" in line for line in lines)
+    assert any("obs['message']" in line and "bytes ended by a 0" in line for line in lines)
 
 
 def test_mission_strings_are_codes_then_length() -> None:
@@ -129,6 +133,53 @@ def test_encoders_follow_the_space() -> None:
     assert choose_encoder(gs.Box(-np.inf, np.inf, (5, 5), np.float32)) == "flat"
     assert choose_encoder(gs.MultiDiscrete([3, 4])) == "codes"
     assert choose_encoder(gs.Text(8)) == "text"
+
+
+def _auto(space: gs.Space, encoders: dict[str, str]) -> Auto:
+    layout = Layout(space)
+    env = SimpleNamespace(
+        single_observation_space=layout.observation_space, single_action_space=gs.Discrete(2), layout=layout
+    )
+    return Auto(env, 16, encoders)
+
+
+def test_crop_reads_the_window_around_the_position() -> None:
+    space = gs.Dict(grid=gs.Box(0, 9, (6, 8), np.int16), pos=gs.Box(0, 99, (3,), np.int64))
+    policy = _auto(space, {"grid": "crop 3 at pos[1,2]"})
+    crop = policy.leaf_encoders[0]
+    seen = []
+    crop.codes.embedding.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    grid = np.arange(48, dtype=np.int16).reshape(6, 8) % 10
+    # Columns then rows: pos[1] is x, pos[2] is y. A corner gets the code
+    # past the grid's 10 values (10) where the window leaves it.
+    observations = [{"grid": grid, "pos": np.array([0, 5, 2])}, {"grid": grid, "pos": np.array([0, 0, 0])}]
+    rows = Layout(space).flatten_batch({k: np.stack([o[k] for o in observations]) for k in ("grid", "pos")})
+    policy(torch.from_numpy(rows))
+    np.testing.assert_array_equal(seen[0][0].numpy(), grid[1:4, 4:7])
+    corner = np.full((3, 3), 10)
+    corner[1:, 1:] = grid[:2, :2]
+    np.testing.assert_array_equal(seen[0][1].numpy(), corner)
+    assert "crop 3x3 centred at obs['pos'][1], obs['pos'][2]" in policy.summary[0]
+    with pytest.raises(ValueError, match=r"obs\['grid'\]: the crop's position obs\['pos'\] \(int64 \(3,\)\) has no"):
+        _auto(space, {"grid": "crop 3 at pos[1,3]"})
+    with pytest.raises(ValueError, match=r"the crop's position 'nope' is not a leaf"):
+        _auto(space, {"grid": "crop 3 at nope[0,1]"})
+    with pytest.raises(ValueError, match=r"unknown encoders \['crop 3 at pos'\]: use .* or crop N at LEAF\[i,j\]"):
+        _auto(space, {"grid": "crop 3 at pos"})
+
+
+def test_text_reads_the_longest_string_of_the_batch() -> None:
+    space = gs.Dict(m=gs.Box(0, 255, (16,), np.uint8))
+    policy = _auto(space, {"m": "text"})
+    short = np.zeros(16, np.uint8)
+    short[:2] = [104, 105]
+    # Trailing zeros are no characters: a row alone and in a batch with a
+    # longer string encodes the same.
+    longer = np.frombuffer(b"hello there.\0\0\0\0", np.uint8)
+    alone = policy.leaf_encoders[0](torch.from_numpy(short[None]), torch.float32)
+    both = policy.leaf_encoders[0](torch.from_numpy(np.stack([short, longer])), torch.float32)
+    torch.testing.assert_close(alone[0], both[0])
+    assert not torch.allclose(both[0], both[1])
 
 
 @pytest.mark.parametrize(

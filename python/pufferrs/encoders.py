@@ -6,7 +6,10 @@ The rules, in order (:func:`choose_encoder`):
 
 - a string leaf (``Text``, MiniGrid's mission) is ``text``: the mean of
   the embeddings (32 wide) of its character trigrams, hashed into 4,096
-  buckets;
+  buckets, over the characters of the longest string in the batch (so a
+  short mission in a long row costs what its length does). ``text`` also
+  reads a 1-dim uint8 Box as a string of bytes ended by a 0 (NetHack's
+  ``message``), when named for it;
 - ``Discrete`` and ``MultiDiscrete`` are ``codes``: one embedding per
   element, 8 wide;
 - ``MultiBinary`` and bool Boxes are ``flat``: 0/1 as they are;
@@ -23,6 +26,18 @@ The rules, in order (:func:`choose_encoder`):
   sign(x) log(1 + |x|)``, so that no value can swamp an update;
 - a float Box is ``flat``: its values as they are.
 
+``crop N at LEAF[i,j]`` (named, never chosen) encodes a 2-dim grid of codes
+as the ``N`` x ``N`` window centred on the column ``LEAF[i]`` and the row
+``LEAF[j]``, both read from another integer leaf of the observation, with
+cells off the grid an extra code of their own, each embedded, the
+embeddings flattened into the first layer. It is the egocentric view of
+NLE's baselines: ``crop 9 at blstats[0,1]`` gives a NetHack agent the 81
+cells around it (``blstats`` holds its x and y) for a twentieth of the cost
+of the 21x79 map. The window is flattened, not convolved, because that
+costs a fifth as much and NetHack trains on it without collapsing; whole
+grids keep their convolutions, with which MiniGrid-Empty-5x5 learned in a
+third of the updates it took flattened.
+
 ``none`` leaves a leaf out of the encoding. Spaces cannot always say what
 they hold (MiniGrid declares its grid of codes as a 0..255 image): a
 family preset (:data:`pufferrs.config.FAMILY_PRESETS`) or the user
@@ -33,6 +48,7 @@ path, keys joined with ``/`` (``inv/items``; ``""`` for a plain Box).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import gymnasium.spaces as gs
@@ -45,11 +61,12 @@ from pufferrs.models import Policy
 from pufferrs.pytorch import layer_init, unflatten
 from pufferrs.spaces import Layout, format_path, is_string_space
 
-__all__ = ["ENCODERS", "Auto", "choose_encoder", "leaf_key"]
+__all__ = ["ENCODERS", "Auto", "choose_encoder", "leaf_key", "parse_crop"]
 
 ENCODERS = ("image", "codes", "text", "scalars", "flat", "none")
 
 _MAX_CODES = 8192
+_CROP = re.compile(r"crop\s+(\d+)\s+at\s+(\S+?)\[(\d+),\s*(\d+)\]")
 _NATURE_SIDE = 36
 _TRIGRAM_BUCKETS = 4096
 
@@ -57,6 +74,17 @@ _TRIGRAM_BUCKETS = 4096
 def leaf_key(path: tuple[str | int, ...]) -> str:
     """A leaf's name in ``encoders``: its keys joined with ``/``."""
     return "/".join(map(str, path))
+
+
+def parse_crop(name: str) -> tuple[int, tuple[str | int, ...], int, int] | None:
+    """``(size, position leaf path, column index, row index)`` of an
+    encoder named ``crop N at LEAF[i,j]``; None for any other name."""
+    match = _CROP.fullmatch(name.strip())
+    if match is None:
+        return None
+    size, leaf, column, row = match.groups()
+    path = tuple(int(k) if k.isdigit() else k for k in leaf.split("/"))
+    return int(size), path, int(column), int(row)
 
 
 def choose_encoder(space: gs.Space) -> str:
@@ -117,6 +145,10 @@ class _Image(nn.Module):
         self.shape = (channels, height, width)
         self.scale = 1 / 255 if np.dtype(space.dtype) == np.uint8 else 1.0
         self.convs, text = _conv_stack(channels, height, width, min(height, width) >= _NATURE_SIDE)
+        # Kernels in channels-last order: a sixth less CPU time for the
+        # Nature CNN's forward and backward (oneDNN), the same results; the
+        # convolutions then lay out their inputs alike.
+        self.convs.to(memory_format=torch.channels_last)
         self.width = self.convs(torch.zeros(1, *self.shape)).shape[1]
         self.text = f"image {channels}x{height}x{width}: {text}"
 
@@ -139,9 +171,11 @@ class _Codes(nn.Module):
     """Each element's value embedded. Elements of a Discrete or
     MultiDiscrete each have their own values; a Box's elements share them
     (per channel, the last axis, for a 3-dim grid). Grids (2 or more dims)
-    go through convolutions; other leaves are flattened."""
+    go through convolutions; other leaves are flattened. ``window`` (a
+    crop's side) encodes that square of the grid instead of the whole, with
+    one more code, :attr:`outside`, for cells off the grid, flattened."""
 
-    def __init__(self, space: gs.Space, shape: tuple[int, ...]):
+    def __init__(self, space: gs.Space, shape: tuple[int, ...], window: int | None = None):
         super().__init__()
         low, count = (np.broadcast_to(a, shape).astype(np.int64) for a in _code_bounds(space, shape))
         if isinstance(space, gs.Box):
@@ -158,51 +192,106 @@ class _Codes(nn.Module):
             flat = count.reshape(-1)
             offset = np.concatenate([[0], np.cumsum(flat)[:-1]]).reshape(shape)
             vocab = int(flat.sum())
-        grid = len(shape) >= 2
+        self.outside = vocab
         self.dim = 8
-        self.embedding = nn.Embedding(vocab, self.dim)
-        self.register_buffer("low", torch.as_tensor(np.ascontiguousarray(low)), persistent=False)
-        self.register_buffer("offset", torch.as_tensor(np.ascontiguousarray(offset)), persistent=False)
-        self.register_buffer("high", torch.as_tensor(np.ascontiguousarray(count - 1)), persistent=False)
-        self.elements = math.prod(shape)
-        self.shape = shape
+        self.embedding = nn.Embedding(vocab + (window is not None), self.dim)
+        self.grid = shape if window is None else (window, window)
+        # A window's cells share the one table of a 2-dim grid.
+        low, offset, high = (
+            np.broadcast_to(a if window is None else a.flat[0], self.grid) for a in (low, offset, count - 1)
+        )
+        self.register_buffer("low", torch.as_tensor(np.array(low)), persistent=False)
+        self.register_buffer("offset", torch.as_tensor(np.array(offset)), persistent=False)
+        self.register_buffer("high", torch.as_tensor(np.array(high)), persistent=False)
+        self.elements = math.prod(self.grid)
         self.convs: nn.Sequential | None = None
-        if grid:
+        text = f"{vocab} values embedded in {self.dim}"
+        if window is not None:
+            self.width = self.elements * self.dim
+            self.text = f"codes grid {window}x{window}, {text}, flattened: {self.width}"
+        elif len(self.grid) >= 2:
             channels = (shape[2] if len(shape) == 3 else 1) * self.dim
-            height, width = shape[0], math.prod(shape[1:2])
-            self.convs, text = _conv_stack(channels, height, width, nature=False)
+            height, width = self.grid[0], self.grid[1]
+            self.convs, convs = _conv_stack(channels, height, width, nature=False)
             self.width = self.convs(torch.zeros(1, channels, height, width)).shape[1]
-            self.text = f"codes grid {height}x{width}, {vocab} values embedded in {self.dim}: {text}"
+            self.text = f"codes grid {height}x{width}, {text}: {convs}"
         else:
             self.width = self.elements * self.dim
             self.text = f"codes: {self.elements} x embedding of {vocab} values in {self.dim}"
 
-    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        batch = x.shape[0]
-        x = x.reshape(batch, *self.shape).to(torch.int64) - self.low
+    def index(self, x: torch.Tensor) -> torch.Tensor:
+        """Each element's row of the embedding table (of the window's
+        elements, for a window)."""
+        x = x.reshape(x.shape[0], *self.grid).to(torch.int64) - self.low
         # An out-of-range value reads its nearest code, never another table.
-        x = torch.minimum(x.clamp(min=0), self.high) + self.offset
-        emb = self.embedding(x).to(dtype)
+        return torch.minimum(x.clamp(min=0), self.high) + self.offset
+
+    def encode(self, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        batch = rows.shape[0]
+        emb = self.embedding(rows).to(dtype)
         if self.convs is None:
             return emb.reshape(batch, self.width)
-        height, width = self.shape[0], self.shape[1]
+        height, width = self.grid[0], self.grid[1]
         return self.convs(emb.reshape(batch, height, width, -1).permute(0, 3, 1, 2))
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.encode(self.index(x), dtype)
+
+
+class _Crop(nn.Module):
+    """``crop N at LEAF[i,j]``: the ``N`` x ``N`` window of a 2-dim grid of
+    codes centred on the column ``LEAF[i]`` and the row ``LEAF[j]`` (a
+    position outside the grid is clamped to its edge), encoded as a grid of
+    codes (:class:`_Codes`). Only the window's cells are read."""
+
+    def __init__(self, space: gs.Space, shape: tuple[int, ...], size: int, at: tuple, column: int, row: int):
+        super().__init__()
+        if len(shape) != 2 or size < 1:
+            raise ValueError(f"a crop needs a 2-dim grid and a size of at least 1, got shape {shape}, size {size}")
+        self.codes = _Codes(space, shape, window=size)
+        self.reads = (at,)
+        self.shape = shape
+        self.column, self.row = column, row
+        self.register_buffer("steps", torch.arange(size) - size // 2, persistent=False)
+        self.width = self.codes.width
+        where = format_path("obs", at)
+        self.text = f"crop {size}x{size} centred at {where}[{column}], {where}[{row}]: {self.codes.text}"
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype, position: torch.Tensor) -> torch.Tensor:
+        batch, (height, width) = x.shape[0], self.shape
+        position = position.reshape(batch, -1).to(torch.int64)
+        ys = position[:, self.row].clamp(0, height - 1)[:, None] + self.steps
+        xs = position[:, self.column].clamp(0, width - 1)[:, None] + self.steps
+        inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+        cells = ys.clamp(0, height - 1)[:, :, None] * width + xs.clamp(0, width - 1)[:, None, :]
+        window = x.reshape(batch, height * width).gather(1, cells.reshape(batch, -1))
+        rows = torch.where(inside, self.codes.index(window), self.codes.outside)
+        return self.codes.encode(rows, dtype)
 
 
 class _Text(nn.Module):
-    """Character codes then the length (a string leaf), as the mean of
-    embeddings of its character trigrams (hashed into 4,096 buckets; the
-    string is padded with two codes 0 in front): word pieces in order, at
-    the cost of one gather per character."""
+    """Character codes then the length (a string leaf), or bytes ended by a
+    0 (``terminated``: a uint8 Box), as the mean of embeddings of its
+    character trigrams (hashed into 4,096 buckets; the string is padded
+    with two codes 0 in front): word pieces in order, at the cost of one
+    gather per character of the batch's longest string."""
 
-    def __init__(self, shape: tuple[int, ...]):
+    def __init__(self, shape: tuple[int, ...], terminated: bool = False):
         super().__init__()
         self.bag = nn.EmbeddingBag(_TRIGRAM_BUCKETS, 32, mode="sum")
         self.width = 32
-        self.text = f"text of up to {shape[0] - 1} characters: mean of hashed character-trigram embeddings of 32"
+        self.terminated = terminated
+        longest = shape[0] if terminated else shape[0] - 1
+        what = "bytes ended by a 0" if terminated else "characters"
+        self.text = f"text of up to {longest} {what}: mean of hashed character-trigram embeddings of 32"
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        chars = nn.functional.pad(x[:, :-1].to(torch.int64), (2, 0))
+        chars = x if self.terminated else x[:, :-1]
+        # Code 0 is no character: the columns past the batch's longest
+        # string are left out (one read of the batch, a sync on a GPU).
+        used = chars.ne(0).any(dim=0).nonzero()
+        chars = chars[:, : int(used[-1]) + 1 if len(used) else 1]
+        chars = nn.functional.pad(chars.to(torch.int64), (2, 0))
         trigrams = (chars[:, :-2] * 65599**2 + chars[:, 1:-1] * 65599 + chars[:, 2:]) % _TRIGRAM_BUCKETS
         present = (chars[:, 2:] != 0).to(torch.float32)
         weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)
@@ -224,6 +313,11 @@ class _Values(nn.Module):
 
 
 def _build(kind: str, space: gs.Space, dtype: np.dtype, shape: tuple[int, ...]) -> nn.Module:
+    crop = parse_crop(kind)
+    if crop is not None:
+        if np.dtype(dtype).kind not in "iu" or not isinstance(space, gs.Box):
+            raise ValueError(f"a crop needs a Box of integer codes, got {space}")
+        return _Crop(space, shape, *crop)
     if kind == "image":
         if len(shape) not in (2, 3):
             raise ValueError(f"an image encoder needs 2 or 3 dims, got shape {shape}")
@@ -233,10 +327,32 @@ def _build(kind: str, space: gs.Space, dtype: np.dtype, shape: tuple[int, ...]) 
             raise ValueError(f"a codes encoder needs integers with bounds, got {space}")
         return _Codes(space, shape)
     if kind == "text":
-        if not is_string_space(space):
-            raise ValueError(f"a text encoder needs a string space, got {space}")
-        return _Text(shape)
+        if is_string_space(space):
+            return _Text(shape)
+        if isinstance(space, gs.Box) and np.dtype(dtype) == np.uint8 and len(shape) == 1:
+            return _Text(shape, terminated=True)
+        raise ValueError(f"a text encoder needs a string space or a 1-dim uint8 Box, got {space}")
     return _Values(shape, symlog=kind == "scalars")
+
+
+def _leaf(tree: Any, path: tuple[str | int, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _check_position(leaves: list[tuple], path: tuple[str | int, ...], crop: _Crop) -> None:
+    """Refuses a crop's position leaf unless it is an integer leaf of the
+    observation with both the column and the row index."""
+    found = [(dtype, shape) for leaf_path, _, dtype, shape in leaves if leaf_path == path]
+    if not found:
+        raise ValueError(f"the crop's position {leaf_key(path)!r} is not a leaf of the observation")
+    dtype, shape = found[0]
+    if np.dtype(dtype).kind not in "iu" or max(crop.column, crop.row) >= math.prod(shape):
+        raise ValueError(
+            f"the crop's position {format_path('obs', path)} ({dtype} {shape}) has no integers "
+            f"at {crop.column} and {crop.row}"
+        )
 
 
 class Auto(Policy):
@@ -261,9 +377,9 @@ class Auto(Policy):
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"encoders name leaves the observation does not have: {unknown} (it has {sorted(known)})")
-        bad = sorted({v for v in overrides.values() if v not in ENCODERS})
+        bad = sorted({v for v in overrides.values() if v not in ENCODERS and parse_crop(v) is None})
         if bad:
-            raise ValueError(f"unknown encoders {bad}: use {', '.join(ENCODERS)}")
+            raise ValueError(f"unknown encoders {bad}: use {', '.join(ENCODERS)} or crop N at LEAF[i,j]")
         chosen = []
         self.summary: list[str] = []
         for path, leaf_space, dtype, shape in leaves:
@@ -274,6 +390,8 @@ class Auto(Policy):
                 continue
             try:
                 encoder = _build(kind, leaf_space, dtype, shape)
+                for read in getattr(encoder, "reads", ()):
+                    _check_position(leaves, read, encoder)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
             chosen.append((path, encoder))
@@ -290,8 +408,6 @@ class Auto(Policy):
         tree = unflatten(observations, self.layout) if self.layout is not None else observations
         features = []
         for path, encoder in zip(self.leaf_paths, self.leaf_encoders):
-            leaf = tree
-            for key in path:
-                leaf = leaf[key]
-            features.append(encoder(leaf, dtype))
+            reads = [_leaf(tree, read) for read in getattr(encoder, "reads", ())]
+            features.append(encoder(_leaf(tree, path), dtype, *reads))
         return self.encoder(features[0] if len(features) == 1 else torch.cat(features, dim=-1))
