@@ -1,4 +1,5 @@
 """Multi-agent policies: one network for all agents, or one per agent.
+(``independent_agents.py`` trains the second with pufferrs's PPO.)
 
 Rows of a multi-agent batch are agents' observations; envs that flatten
 agents env by env (as PufferLib's multi-agent envs do) give row ``k`` to

@@ -360,8 +360,9 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # baselines, 9x9 around the agent (blstats holds its x and y); the
     # baselines add the whole 21x79 map, left out here: embedding and
     # convolving it cost four fifths of an update on a CPU. The message is
-    # a string of bytes ended by a 0. A first layer of 128 (not 256): its
-    # matmuls were the largest share of an update left.
+    # a string of bytes ended by a 0. A first layer of 64, as SB3's MLP:
+    # its matmuls were the largest share of an update left (128 wide, a
+    # NetHack run was 0.78x SB3's steps/s; 64 wide, see the README).
     (
         "NetHack",
         dict(
@@ -371,7 +372,7 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
             batch_size=2048,
             minibatch_size=512,
             learning_rate=3e-4,
-            hidden_size=128,
+            hidden_size=64,
             total_steps=1_000_000,
         ),
     ),

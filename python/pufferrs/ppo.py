@@ -123,7 +123,7 @@ class Trainer:
         except BaseException:
             vecenv.close()
             raise
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5, fused=True)
         # The calls the loop makes; compiled separately, since compiling the
         # module compiles only its `forward`. The module itself stays plain
         # for the optimizer, state_dict and checkpoints.
