@@ -70,6 +70,20 @@ def test_serial_and_multiprocessing_train_the_same_policy() -> None:
         assert torch.equal(value, weights[1][key]), key
 
 
+def test_asynchronous_batches_of_agent_rows_train() -> None:
+    # Each recv returns one worker's env (3 rows); the trainer indexes its
+    # storage by the row ids and keeps stepping rows that are done storing.
+    config = Config.for_env(RENDEZVOUS, seed=0, compile=False, total_steps=4096, num_envs=4, batch_size=1024)
+    vecenv = vector.make(Rendezvous, num_envs=4, backend="multiprocessing", num_workers=4, batch_size=1, seed=0)
+    with Trainer(config, vecenv) as trainer:
+        trainer.train()
+        exp = trainer.experience
+    assert exp.host_masks.shape == (12, 256)
+    assert all(np.isfinite(v) for m in trainer.metrics for v in m.values() if isinstance(v, float))
+    # agent_0 never leaves, so it acted at every stored step of every env.
+    assert exp.host_masks[0::3].all() and not exp.host_masks.all()
+
+
 class CheckedMoves(BaseWrapper):
     """A turn-based game that fails the test on any illegal move (PettingZoo's
     own wrapper would only end the game with a warning), counting moves."""
