@@ -106,16 +106,24 @@ def supersuit(creator: Callable[[], Any], num_envs: int, cpus: int, actions: np.
     return step, venv.close
 
 
-def pufferrs_env(creator: Callable[[], Any], num_envs: int, backend: str, actions: np.ndarray) -> tuple[Any, Any]:
+def pufferrs_env(
+    creator: Callable[[], Any], num_envs: int, backend: str, actions: np.ndarray, batches: int = 1
+) -> tuple[Any, Any]:
+    """A pufferrs vector env; with ``batches > 1``, asynchronous batches of
+    ``num_envs / batches`` envs (each ``recv`` takes the workers that are
+    ready), stepped ``batches`` times per call so that a call is still one
+    step of every env."""
     kwargs = {"num_workers": 2} if backend == "multiprocessing" else {}
-    envs = pv.make(creator, num_envs, backend=backend, seed=0, **kwargs)
+    envs = pv.make(creator, num_envs, backend=backend, seed=0, batch_size=num_envs // batches, **kwargs)
     envs.reset()
+    rows = envs.num_agents // batches
     t = [0]
 
     def step() -> None:
-        envs.send(actions[t[0] % ACTION_TABLE])
-        envs.recv()
-        t[0] += 1
+        for _ in range(batches):
+            envs.send(actions[t[0] % ACTION_TABLE][:rows])
+            envs.recv()
+            t[0] += 1
 
     return step, envs.close
 
@@ -132,6 +140,9 @@ def bench(name: str, creator: Callable[[], Any], num_envs: int, repeats: int, se
         "SuperSuit, 2 processes": lambda: supersuit(creator, num_envs, 2, actions),
         "pufferrs Serial": lambda: pufferrs_env(creator, num_envs, "serial", actions),
         "pufferrs Multiprocessing, 2 workers": lambda: pufferrs_env(creator, num_envs, "multiprocessing", actions),
+        "pufferrs Multiprocessing, async halves": lambda: pufferrs_env(
+            creator, num_envs, "multiprocessing", actions, batches=2
+        ),
     }
     rates: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(repeats):
