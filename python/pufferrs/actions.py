@@ -8,8 +8,8 @@ import gymnasium.spaces as gs
 import numpy as np
 import torch
 
+from pufferrs.distributions import Logits
 from pufferrs.errors import ConfigError
-from pufferrs.pytorch import Logits
 
 __all__ = ["ActionAdapter", "greedy_action"]
 

@@ -41,8 +41,9 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from pufferrs.distributions import Logits, mask_logits
 from pufferrs.lstm import LSTMWrapper, State
-from pufferrs.pytorch import Logits, layer_init, mask_logits, unflatten
+from pufferrs.pytorch import layer_init, unflatten
 from pufferrs.spaces import Layout
 
 __all__ = ["ACTION_MASK", "Convolutional", "Default", "LSTMWrapper", "Policy", "ProcgenResnet", "action_mask_layout"]

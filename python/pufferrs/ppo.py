@@ -67,6 +67,7 @@ from pufferrs.actions import ActionAdapter
 from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
+from pufferrs.distributions import sample_logits
 from pufferrs.errors import ConfigError
 from pufferrs.experience import (
     Experience,
@@ -78,7 +79,7 @@ from pufferrs.experience import (
 )
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.models import ACTION_MASK, action_mask_layout
-from pufferrs.pytorch import sample_logits, unflatten
+from pufferrs.pytorch import unflatten
 from pufferrs.runs import RunDirectory, ended_episode_numbers, save_checkpoint, summarize
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]

@@ -27,9 +27,10 @@ from torch import nn
 from pufferrs import vector
 from pufferrs.actions import ActionAdapter, greedy_action
 from pufferrs.config import Config, ConfigError, resolve_device
+from pufferrs.distributions import mask_logits, sample_logits
 from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.models import ACTION_MASK, action_mask_layout
-from pufferrs.pytorch import mask_logits, sample_logits, unflatten
+from pufferrs.pytorch import unflatten
 
 __all__ = [
     "RunDirectory",
