@@ -293,8 +293,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: highway-env's ids, whose envs spend tens of milliseconds a step in Python.
-_HIGHWAY_PREFIXES = (
+#: highway-env's id prefixes (its envs spend tens of milliseconds a step in Python).
+HIGHWAY_PREFIXES = (
     "highway-",
     "merge-",
     "roundabout-",
@@ -379,7 +379,7 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # A highway-env step costs tens of milliseconds of Python (its vehicles'
     # behaviour), a thousand times the policy's share: worker processes, one
     # per core, are the only lever.
-    *((prefix, dict(backend="multiprocessing")) for prefix in _HIGHWAY_PREFIXES),
+    *((prefix, dict(backend="multiprocessing")) for prefix in HIGHWAY_PREFIXES),
 )
 
 

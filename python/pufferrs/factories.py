@@ -33,7 +33,7 @@ from torch import nn
 
 import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium
 from pufferrs import vector
-from pufferrs.config import Config
+from pufferrs.config import HIGHWAY_PREFIXES, Config
 from pufferrs.errors import ConfigError
 from pufferrs.models import Convolutional, Default, LSTMWrapper, ProcgenResnet
 from pufferrs.normalize import NormalizedPolicy
@@ -62,21 +62,7 @@ ENV_PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("BabyAI-", "minigrid", "minigrid"),
     ("NetHack", "nle", "nle"),
     ("MiniHack-", "minihack", "minihack"),
-    *(
-        (prefix, "highway_env", "highway-env")
-        for prefix in (
-            "highway-",
-            "merge-",
-            "roundabout-",
-            "parking-",
-            "intersection-",
-            "racetrack-",
-            "two-way-",
-            "u-turn-",
-            "exit-",
-            "lane-keeping-",
-        )
-    ),
+    *((prefix, "highway_env", "highway-env") for prefix in HIGHWAY_PREFIXES),
 )
 
 
