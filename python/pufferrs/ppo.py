@@ -189,8 +189,7 @@ class Trainer:
             positions = np.flatnonzero(has)
             ids, steps = env_ids[positions], pending[positions]
             rewards, terminals, truncations = rewards[positions], terminals[positions], truncations[positions]
-        exp = self.experience
-        exp.record(ids, steps, rewards, terminals, truncations, self.folding[ids])
+        self.experience.record(ids, steps, rewards, terminals, truncations, self.folding[ids])
         self.pending[env_ids] = -1
         self.open[env_ids[ended]] = False
         cut = truncations & ~terminals
@@ -224,16 +223,14 @@ class Trainer:
         steps = self.stored[env_ids]
         store = steps < exp.horizon
         # A row is complete once it stored `horizon` steps and its next
-        # acting observation is here (or its episode ended, so nothing is
-        # bootstrapped). Until then (a turn-based agent waiting for its
-        # turn) its outcomes fold into its last stored step, so that a game
-        # lost on the opponent's move is not lost at the rollout's edge.
+        # acting observation is here (or its episode ended: no bootstrap).
+        # Until then (a turn-based agent waiting for its turn) its outcomes
+        # fold into its last stored step: a game lost on the opponent's move
+        # is not lost at the rollout's edge.
         past = ~store & ~self.complete[env_ids]
         finishing = past & (batch.masks | ~self.open[env_ids])
-        waiting = past & ~finishing
-        if waiting.any():
-            self.pending[env_ids[waiting]] = exp.horizon - 1
-            self.folding[env_ids[waiting]] = True
+        waiting = env_ids[past & ~finishing]
+        self.pending[waiting], self.folding[waiting] = exp.horizon - 1, True
 
         state: dict[str, Any] | None = None
         if self.recurrent:
@@ -381,14 +378,9 @@ class Trainer:
             )
             returns = advantages + exp.values
         count, length = self.segments()
-        flat = {
-            "logprobs": exp.logprobs.reshape(count, length),
-            "values": exp.values.reshape(count, length),
-            "advantages": advantages.reshape(count, length),
-            "returns": returns.reshape(count, length),
-        }
-        if acted is not None:
-            flat["weights"] = acted.reshape(count, length)
+        stored = {"logprobs": exp.logprobs, "values": exp.values, "advantages": advantages, "returns": returns}
+        flat = {k: v.reshape(count, length) for k, v in stored.items()}
+        weights = None if acted is None else acted.reshape(count, length)
         # As many minibatches as for one agent, each holding every row's steps.
         per_minibatch = count // (config.batch_size // config.minibatch_size)
         totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
@@ -399,7 +391,7 @@ class Trainer:
                 old_logprobs, old_values, adv, ret = (
                     flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")
                 )
-                steps_of = StepWeights(None if acted is None else flat["weights"][index].reshape(-1))
+                steps_of = StepWeights(None if weights is None else weights[index].reshape(-1))
                 logprobs, entropy, values = self.evaluate_segments(index)
                 logratio = logprobs - old_logprobs
                 ratio = logratio.exp()
