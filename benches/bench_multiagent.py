@@ -21,6 +21,12 @@ Envs:
   microseconds: the vector env's own cost shows) with ``leave_prob=0`` for
   the same reason.
 
+A last row, "two plain loops in two processes", is the machine's ceiling
+for any two-process backend: two independent plain loops of half the envs
+each, free-running, their rates summed. No backend can pass it; how close
+each comes shows its own cost, apart from how well this machine runs two
+copies of the env at once.
+
 Actions are drawn uniformly once, before timing, and replayed. Each run is
 warmed up, then timed for about ``--seconds``.
 """
@@ -28,6 +34,7 @@ warmed up, then timed for about ``--seconds``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -41,6 +48,7 @@ import pufferrs.vector as pv
 from pufferrs.multiagent_envs import Rendezvous
 
 ACTION_TABLE = 64
+CEILING = "two plain loops in two processes"
 
 
 def kaz() -> Any:
@@ -88,6 +96,25 @@ def plain_loop(creator: Callable[[], Any], num_envs: int, actions: np.ndarray) -
                 env.reset()
 
     return step, lambda: [env.close() for env in envs]
+
+
+def _plain_rate(creator: Callable[[], Any], num_envs: int, agents: int, actions: np.ndarray, seconds: float) -> float:
+    step, close = plain_loop(creator, num_envs, actions)
+    try:
+        return num_envs * agents / timed(step, seconds)
+    finally:
+        close()
+
+
+def two_plain_loops(
+    creator: Callable[[], Any], num_envs: int, agents: int, actions: np.ndarray, seconds: float
+) -> float:
+    """Agent steps/s of two plain loops of ``num_envs / 2`` envs each, run
+    at once in two processes: the ceiling of any two-process backend."""
+    half = num_envs // 2
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        rates = pool.starmap(_plain_rate, [(creator, half, agents, actions, seconds)] * 2)
+    return sum(rates)
 
 
 def supersuit(creator: Callable[[], Any], num_envs: int, cpus: int, actions: np.ndarray) -> tuple[Any, Any]:
@@ -144,7 +171,7 @@ def bench(name: str, creator: Callable[[], Any], num_envs: int, repeats: int, se
             creator, num_envs, "multiprocessing", actions, batches=2
         ),
     }
-    rates: dict[str, list[float]] = {label: [] for label in runs}
+    rates: dict[str, list[float]] = {label: [] for label in [*runs, CEILING]}
     for _ in range(repeats):
         # Interleaved, so that a noisy moment of the machine hits all of them.
         for label, make in runs.items():
@@ -153,6 +180,7 @@ def bench(name: str, creator: Callable[[], Any], num_envs: int, repeats: int, se
                 rates[label].append(num_envs * A / timed(step, seconds))
             finally:
                 close()
+        rates[CEILING].append(two_plain_loops(creator, num_envs, A, actions, seconds))
     median = {label: statistics.median(r) for label, r in rates.items()}
     peers = {
         "plain loop": median["plain PettingZoo loop"],
