@@ -1,6 +1,6 @@
 """The pufferrs command.
 
-pufferrs train [ENV] [options]   PPO on a gymnasium env (default: the built-in
+pufferrs train [ENV] [options]   PPO on a gymnasium or PettingZoo env (default: the built-in
                                  memory task, solved by an LSTM in well under a
                                  minute on two CPU cores), with a live progress
                                  display and a run directory holding the config,
@@ -38,6 +38,8 @@ examples:
   pufferrs train MiniGrid-Empty-5x5-v0            # imports minigrid; the mission is encoded too
   pufferrs train ALE/Breakout-v5 --backend multiprocessing   # with the standard Atari preprocessing
   pufferrs train my_pkg:MyEnv-v0 --encoders '{"grid": "codes"}'
+  pufferrs train classic/connect_four-v3          # PettingZoo: a row per agent, illegal moves masked
+  pufferrs train pufferrs.multiagent_envs.Rendezvous   # a ParallelEnv class, by its dotted path
   pufferrs eval runs/<name>/model.pt
 
 presets by env family (pufferrs.config.FAMILY_PRESETS), then by env
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         usage="%(prog)s [ENV] [options]",
         help="train a policy with PPO",
-        description="Train a policy with PPO on a gymnasium env.\nOptions left out take the env's preset "
+        description="Train a policy with PPO on a gymnasium or PettingZoo env.\nOptions left out take the env's preset "
         "(listed at the end), then the defaults shown.",
         epilog=EPILOG_TRAIN + _presets_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         "env",
         nargs="?",
         metavar="ENV",
-        help="gymnasium env id (default: pufferrs/Memory-v0; also pufferrs/Nested-v0, CartPole-v1, ...)",
+        help="gymnasium env id (default: pufferrs/Memory-v0; also pufferrs/Nested-v0, CartPole-v1, ...), "
+        "PettingZoo id (classic/connect_four-v3) or dotted path to a PettingZoo env",
     )
     sections = _add_config_options(train)
     sections["run"].add_argument("--name", help="run name: the run directory is runs/NAME (default: env and time)")

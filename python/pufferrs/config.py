@@ -59,8 +59,10 @@ class Config:
     """Everything a run depends on. :meth:`for_env` starts from the env's
     preset in :data:`PRESETS`."""
 
-    env: str = _option("pufferrs/Memory-v0", "gymnasium env id", "vector env")
-    env_kwargs: dict = _option({}, "keyword arguments for gymnasium.make, as JSON", "vector env")
+    env: str = _option("pufferrs/Memory-v0", "gymnasium or PettingZoo env id", "vector env")
+    env_kwargs: dict = _option(
+        {}, "keyword arguments for the env's constructor (gymnasium.make), as JSON", "vector env"
+    )
     backend: str = _option("serial", "vector env backend", "vector env", BACKENDS)
     num_envs: int = _option(16, "envs stepped in parallel", "vector env")
     num_workers: int | None = _option(
