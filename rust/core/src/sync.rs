@@ -26,9 +26,9 @@ const SPINS: u32 = 64;
 /// comes. A sleeping one lets its core go idle, and waking an idle core
 /// takes tens to hundreds of microseconds on a virtual machine: on the
 /// 2-core VM of `benches/`, yielding for this long instead of four yields
-/// made Multiprocessing 1.2-1.6x faster on CartPole and on
-/// knights_archers_zombies (a 1 ms step), async batches or not. Longer
-/// than the env steps that the parent waits for, short against an update.
+/// made Multiprocessing's rollouts 1.2-2x faster (CartPole,
+/// knights_archers_zombies) and whole training runs about 1.15x. Long
+/// enough to cover a light env's step, short against an update.
 const YIELD_FOR: Duration = Duration::from_millis(2);
 
 /// A word that one side bumps and the other sleeps on.
