@@ -51,15 +51,16 @@ impl Signal {
 
     /// Waits until `ready()` holds or `deadline` passes; returns whether it
     /// holds. `ready` must only turn true after a `notify` of this signal
-    /// that follows the writes it reads.
-    pub fn wait_until(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
+    /// that follows the writes it reads. Spins, yields the core for up to
+    /// `yield_for`, then sleeps on the futex.
+    pub fn wait_until(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>, yield_for: Duration) -> bool {
         for _ in 0..SPINS {
             if ready() {
                 return true;
             }
             std::hint::spin_loop();
         }
-        let stop_yielding = Instant::now() + YIELD_FOR;
+        let stop_yielding = Instant::now() + yield_for;
         let stop_yielding = deadline.map_or(stop_yielding, |deadline| deadline.min(stop_yielding));
         loop {
             if ready() {
@@ -219,7 +220,8 @@ impl<'a> Control<'a> {
         let workers = self.ring.len() as u32;
         while out.len() < max {
             let cell = &self.ring[(*head % workers) as usize];
-            if !self.ready.wait_until(|| cell.load(Acquire) != 0, deadline) {
+            // The workers are stepping: an answer is due soon.
+            if !self.ready.wait_until(|| cell.load(Acquire) != 0, deadline, YIELD_FOR) {
                 return;
             }
             let worker = cell.swap(0, Acquire) - 1;
@@ -239,11 +241,16 @@ impl<'a> Control<'a> {
     // ---- worker side ----
 
     /// Waits for the next request to `worker` and returns its command, or
-    /// None when `deadline` passes first.
-    pub fn wait_request(&self, worker: usize, deadline: Option<Instant>) -> Option<u32> {
+    /// None when `deadline` passes first. `due`: a request is due soon
+    /// (the worker has just answered one, in the middle of a rollout), so
+    /// the worker yields its core for a while before it sleeps. A worker
+    /// whose last wait timed out (its parent is updating, or idle) sleeps
+    /// at once, so that idle workers take no CPU.
+    pub fn wait_request(&self, worker: usize, deadline: Option<Instant>, due: bool) -> Option<u32> {
         let slot = &self.slots[worker];
         let taken = slot.taken.load(Relaxed);
-        if !slot.request.wait_until(|| slot.request.value.load(Acquire) != taken, deadline) {
+        let yield_for = if due { YIELD_FOR } else { Duration::ZERO };
+        if !slot.request.wait_until(|| slot.request.value.load(Acquire) != taken, deadline, yield_for) {
             return None;
         }
         slot.taken.store(slot.request.value.load(Acquire), Relaxed);
@@ -308,9 +315,11 @@ mod tests {
     #[test]
     fn wait_times_out_without_a_notify() {
         let block = Block::new(1);
-        let start = Instant::now();
-        assert_eq!(block.control().wait_request(0, soon(50)), None);
-        assert!(start.elapsed() >= Duration::from_millis(50));
+        for due in [true, false] {
+            let start = Instant::now();
+            assert_eq!(block.control().wait_request(0, soon(50), due), None);
+            assert!(start.elapsed() >= Duration::from_millis(50));
+        }
         let mut out = vec![];
         block.control().take_completed(&mut 0, 1, &mut out, soon(20));
         assert!(out.is_empty());
@@ -318,17 +327,20 @@ mod tests {
 
     #[test]
     fn a_sleeping_waiter_is_woken_across_threads() {
-        let block = Block::new(1);
-        let worker = {
-            let block = block.clone();
-            thread::spawn(move || block.control().wait_request(0, soon(10_000)))
-        };
-        // Long enough for the worker to be in its futex sleep.
-        thread::sleep(Duration::from_millis(100));
-        let start = Instant::now();
-        block.control().request(0, command::RESET);
-        assert_eq!(worker.join().unwrap(), Some(command::RESET));
-        assert!(start.elapsed() < Duration::from_secs(5), "woken, not timed out");
+        for due in [true, false] {
+            let block = Block::new(1);
+            let worker = {
+                let block = block.clone();
+                thread::spawn(move || block.control().wait_request(0, soon(10_000), due))
+            };
+            // Long enough for the worker to be in its futex sleep, past its
+            // yielding.
+            thread::sleep(Duration::from_millis(100));
+            let start = Instant::now();
+            block.control().request(0, command::RESET);
+            assert_eq!(worker.join().unwrap(), Some(command::RESET));
+            assert!(start.elapsed() < Duration::from_secs(5), "woken, not timed out");
+        }
     }
 
     #[test]
@@ -343,7 +355,7 @@ mod tests {
                 thread::spawn(move || {
                     let control = block.control();
                     loop {
-                        match control.wait_request(w, soon(10_000)) {
+                        match control.wait_request(w, soon(10_000), true) {
                             Some(command::STEP) => {
                                 data[w].fetch_add(1, Relaxed);
                                 control.complete(w, status::OK);

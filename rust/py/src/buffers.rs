@@ -5,6 +5,7 @@
 #[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use numpy::PyArrayDescr;
@@ -34,6 +35,9 @@ pub struct PyRolloutBuffers {
     /// The parent's position in the completion ring; the lock also keeps
     /// two threads of one parent from taking completions at once.
     head: Mutex<u32>,
+    /// In a worker: its last `wait_request` timed out, so its parent is
+    /// busy elsewhere and the next wait sleeps without yielding first.
+    idle: AtomicBool,
 }
 
 impl PyRolloutBuffers {
@@ -170,7 +174,7 @@ impl PyRolloutBuffers {
         let (plan, sections) =
             Self::plan(num_envs, num_workers, obs_row_bytes, action_row_bytes, batch_size, agents_per_env).raise()?;
         let region = Region::create("pufferrs", sections.len).map_err(|e| raise(e.into()))?;
-        let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
+        let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0), idle: AtomicBool::new(false) };
         this.control().raise()?.stamp(Self::fingerprint(&plan));
         Ok(this)
     }
@@ -208,7 +212,7 @@ impl PyRolloutBuffers {
                 sections.len
             ))));
         }
-        let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0) };
+        let this = PyRolloutBuffers { region, plan, sections, head: Mutex::new(0), idle: AtomicBool::new(false) };
         if !this.control().raise()?.matches(Self::fingerprint(&plan)) {
             return Err(raise(Error::Buffers(format!("fd {fd} does not hold buffers made for these arguments"))));
         }
@@ -387,13 +391,17 @@ impl PyRolloutBuffers {
     // ---- worker side ----
 
     /// Waits (GIL released) for the next command to `worker`; None when
-    /// `timeout` seconds pass first.
+    /// `timeout` seconds pass first. After a wait that timed out, the next
+    /// one sleeps without yielding the core first (`Control::wait_request`).
     #[pyo3(signature = (worker, timeout = None))]
     fn wait_request(&self, py: Python<'_>, worker: u32, timeout: Option<f64>) -> PyResult<Option<u32>> {
         let worker = self.worker(worker).raise()?;
         let control = self.control().raise()?;
         let deadline = deadline(timeout);
-        Ok(py.detach(|| control.wait_request(worker, deadline)))
+        let due = !self.idle.load(Relaxed);
+        let command = py.detach(|| control.wait_request(worker, deadline, due));
+        self.idle.store(command.is_none(), Relaxed);
+        Ok(command)
     }
 
     /// Reports that `worker` finished its request with `status`.
