@@ -20,9 +20,9 @@ same seed and actions:
   SIGKILL), and the arrays :meth:`recv` returns are numpy views of that
   memory: no copy between a worker's ``env.step`` and your policy.
   Parent and workers signal each other through atomics in the region (a
-  short spin, up to 2 ms of yielding the core, then a futex sleep, all with
-  the GIL released); pipes carry only
-  seeds, non-empty infos and errors.
+  short spin, up to 2 ms of yielding the core while an answer is due, then
+  a futex sleep, all with the GIL released); pipes carry only seeds,
+  non-empty infos and errors.
 - :class:`Ray` runs blocks of envs in Ray actors, on one machine or a
   cluster, and writes their packed answers into the same buffers here
   (Ray is imported only when this backend is used).
