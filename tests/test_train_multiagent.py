@@ -201,3 +201,47 @@ def test_a_loss_on_the_opponents_move_is_kept_at_the_rollouts_edge() -> None:
         # player_1 (row 1) acted at step 1: its loss and terminal fold there.
         assert exp.host_rewards[1].sum() == -1 and exp.host_terminals[1].any()
         assert exp.host_rewards[0].sum() == 0  # player_0's win comes from its move at step 2, not stored
+
+
+def test_an_agents_memory_moves_on_its_own_steps_only() -> None:
+    # Tic-tac-toe with an LSTM: each row acts every other step. The rollout
+    # keeps a waiting agent's LSTM state as it was, and training unrolls
+    # each segment through the row's own moves, so what its masked steps
+    # hold (a zeroed row) cannot reach its memory.
+    config = Config.for_env(
+        "classic/tictactoe-v3",
+        seed=0,
+        compile=False,
+        lstm=True,
+        num_envs=4,
+        batch_size=4 * 32,
+        minibatch_size=4 * 32,
+        bptt_horizon=8,
+    )
+    vecenv = vector.make(lambda: pettingzoo.make("aec", "classic/tictactoe-v3"), num_envs=4, seed=0)
+    with Trainer(config, vecenv) as trainer:
+        trainer.rollout()
+        exp = trainer.experience
+        masks = torch.from_numpy(exp.host_masks).reshape(-1)
+        assert masks.any() and not masks.all()
+        assert exp.episode_starts[:, 1:].any()  # episodes begin inside segments too
+        count, _ = trainer.segments()
+        everything = torch.arange(count)
+
+        def replay() -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                logprobs, _, values = trainer.evaluate_segments(everything)
+            return logprobs[masks], values[masks]
+
+        # Before any update, training reproduces what the rollout computed
+        # at every step where the agent acted.
+        logprobs, values = replay()
+        torch.testing.assert_close(logprobs, exp.logprobs.reshape(-1)[masks], rtol=0, atol=1e-5)
+        torch.testing.assert_close(values, exp.values.reshape(-1)[masks], rtol=0, atol=1e-5)
+
+        # Noise in the masked steps' observations changes none of it.
+        waiting = ~torch.from_numpy(exp.host_masks)
+        exp.obs[waiting] = torch.randint_like(exp.obs[waiting], 0, 2)
+        noisy_logprobs, noisy_values = replay()
+        torch.testing.assert_close(noisy_logprobs, logprobs, rtol=0, atol=0)
+        torch.testing.assert_close(noisy_values, values, rtol=0, atol=0)

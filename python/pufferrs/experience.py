@@ -12,9 +12,11 @@ trainer then
   (:func:`~pufferrs.advantages.compute_advantages`);
 - counts only acting steps in the losses, the advantage normalisation and
   ``global_step`` (agent steps, so ``sps`` is agent steps per second);
-- advances a row's LSTM state on masked steps too (training unrolls the
-  same sequence) and zeroes it at the row's first acting step after its
-  agent's episode ended;
+- keeps a row's LSTM state as it is through its masked steps, so that an
+  agent's memory moves on its own steps only (training unrolls each
+  segment's acting steps first: :meth:`Experience.acting_first`), and
+  zeroes it at the row's first acting step after its agent's episode
+  ended;
 - applies an ``action_mask`` observation leaf to the logits as the
   built-in policies do, so that no policy sends an illegal action;
 - splits an update into ``batch_size / minibatch_size`` minibatches as for
@@ -85,6 +87,35 @@ class Experience:
         self.terminals = torch.from_numpy(self.host_terminals)
         self.truncations = torch.from_numpy(self.host_truncations)
         self.masks = torch.from_numpy(self.host_masks)
+
+    def keep_segment_starts(
+        self,
+        rows: np.ndarray,
+        steps: np.ndarray,
+        stored: np.ndarray,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        starts: torch.Tensor,
+    ) -> None:
+        """Keeps the LSTM state ``(h, c)`` going into the steps ``(rows[k],
+        steps[k])`` that are stored (``stored[k]``) and begin a segment, as
+        that step saw it: zero where it starts an episode (``starts[k]``)."""
+        first = np.flatnonzero(stored & (steps % self.bptt_horizon == 0))
+        if len(first):
+            chosen = torch.from_numpy(first).to(h.device)
+            reset = starts[chosen].unsqueeze(-1)
+            where = step_index(rows[first], steps[first] // self.bptt_horizon, h.device)
+            self.lstm_h[where] = h[chosen].masked_fill(reset, 0)
+            self.lstm_c[where] = c[chosen].masked_fill(reset, 0)
+
+    def acting_first(self, length: int, segments: torch.Tensor) -> torch.Tensor | None:
+        """The step indices of each of the ``length``-step ``segments`` (a
+        host index), those where the row's agent acted first, each group in
+        time order; None when every step acted (single-agent envs)."""
+        if self.host_masks.all():
+            return None
+        masked = ~self.masks.reshape(-1, length)[segments]
+        return torch.sort(masked.to(torch.uint8), dim=1, stable=True).indices
 
     def record(
         self,

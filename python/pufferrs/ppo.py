@@ -18,13 +18,10 @@ multi-agent envs mask the rows whose agent does not act (see
 Choices worth knowing:
 
 - **Experience** (:mod:`pufferrs.experience`) lives on the training
-  device: ``(rows, horizon)`` steps of flat observation rows (packed as
-  the vector env returns them; the policy unflattens them in its
-  ``forward``), actions, log-probs, values, the values of truncated steps'
-  final observations, and the LSTM state at the start of each
-  ``bptt_horizon`` segment; rewards, terminals, truncations and episode
-  starts stay on the host. Training unrolls every segment from the state
-  it had in the rollout, not from zeros.
+  device, observations as the flat rows the vector env returns (the policy
+  unflattens them in its ``forward``); rewards and flags stay on the host.
+  Training unrolls every segment from the LSTM state it had in the
+  rollout, not from zeros.
 - **Asynchronous rollouts** (``env_batch_size < num_envs``): each ``recv``
   returns the envs that are ready; an env that has stored its ``horizon``
   steps keeps being stepped (``send`` must answer every ``recv``) without
@@ -256,18 +253,12 @@ class Trainer:
 
         actions, logprobs, _ = sample_logits(logits, action_mask=self._action_mask(batch.obs))
         if self.recurrent:
-            at_segment = store & (steps % exp.bptt_horizon == 0)
-            if at_segment.any():
-                # The state this segment starts from, as its first step saw
-                # it: zero when that step starts an episode.
-                sel = np.flatnonzero(at_segment)
-                sel_t = torch.from_numpy(sel).to(self.device)
-                reset = batch.starts_device[sel_t].unsqueeze(-1)
-                where = step_index(env_ids[sel], steps[sel] // exp.bptt_horizon, self.device)
-                exp.lstm_h[where] = h_in[sel_t].masked_fill(reset, 0)
-                exp.lstm_c[where] = c_in[sel_t].masked_fill(reset, 0)
-            self.lstm_h[index] = state["lstm_h"]
-            self.lstm_c[index] = state["lstm_c"]
+            exp.keep_segment_starts(env_ids, steps, store, h_in, c_in, batch.starts_device)
+            h, c = state["lstm_h"], state["lstm_c"]
+            if not batch.masks.all():  # an agent's memory moves on its own steps only
+                acting = torch.from_numpy(batch.masks).to(self.device).unsqueeze(-1)
+                h, c = torch.where(acting, h, h_in), torch.where(acting, c, c_in)
+            self.lstm_h[index], self.lstm_c[index] = h, c
 
         if store.any():
             if store.all():
@@ -337,24 +328,33 @@ class Trainer:
         """``(logprobs, entropy, values)`` of the stored actions of the
         segments ``index`` under the current policy, flat over
         ``len(index) * length`` steps. An LSTM unrolls every segment from its
-        stored start state, zeroing at the stored episode starts."""
+        stored start state, zeroing at the stored episode starts, through the
+        steps where the row's agent acted: the rollout kept a masked row's
+        memory as it was, so the masked steps (no loss) go after them."""
         exp = self.experience
         count, length = self.segments()
         obs = exp.obs.reshape(count, length, *self.obs_shape)[index]
-        actions = exp.actions.reshape(count, length, *self.actions.shape)[index].reshape(-1, *self.actions.shape)
+        actions = exp.actions.reshape(count, length, *self.actions.shape)[index]
+        order = None
         if self.recurrent:
             host_index = index.cpu()
-            state = {
-                "lstm_h": exp.lstm_h.reshape(count, -1)[index],
-                "lstm_c": exp.lstm_c.reshape(count, -1)[index],
-                "episode_start": exp.episode_starts.reshape(count, length)[host_index],
-            }
-            logits, values = self.forward(obs, state)
+            starts = exp.episode_starts.reshape(count, length)[host_index]
+            order = exp.acting_first(length, host_index)
+            if order is not None:
+                starts, order = starts.gather(1, order), order.to(self.device)
+                rows = torch.arange(len(index), device=self.device).unsqueeze(-1)
+                obs, actions = obs[rows, order], actions[rows, order]
+            h, c = exp.lstm_h.reshape(count, -1)[index], exp.lstm_c.reshape(count, -1)[index]
+            logits, values = self.forward(obs, {"lstm_h": h, "lstm_c": c, "episode_start": starts})
         else:
             logits, values = self.forward(obs.reshape(-1, *self.obs_shape))
         mask = self._action_mask(obs.reshape(-1, *self.obs_shape))
-        _, logprobs, entropy = sample_logits(logits, actions, action_mask=mask)
-        return logprobs, entropy, values.reshape(-1)
+        _, logprobs, entropy = sample_logits(logits, actions.reshape(-1, *self.actions.shape), action_mask=mask)
+        outputs = [x.reshape(len(index), length) for x in (logprobs, entropy, values)]
+        if order is not None:  # back to time order
+            outputs = [x.gather(1, order.argsort(dim=1)) for x in outputs]
+        logprobs, entropy, values = (x.flatten() for x in outputs)
+        return logprobs, entropy, values
 
     def learn(self) -> dict[str, float]:
         """One PPO update on the experience buffer; returns the losses."""
