@@ -1,9 +1,11 @@
 """Shared test fixtures: hypothesis strategies for random nested spaces,
-and the skip of ``gpu`` tests where there is no CUDA device."""
+the reference space, one torch thread for tests that train small
+policies, and the skip of ``gpu`` tests where there is no CUDA device."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium.spaces as gs
@@ -166,3 +168,15 @@ def reference_space() -> gs.Dict:
     space = reference_space()
     space.seed(0)
     return space
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a small policy: several threads on a shared
+    2-core machine stall for seconds. Process-wide, so it is put back."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

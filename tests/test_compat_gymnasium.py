@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -248,18 +247,6 @@ def test_closed_env_refuses_calls() -> None:
     envs.close()
     with pytest.raises(PufferError, match="closed"):
         envs.reset()
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread for a small policy: several threads on a shared
-    2-core machine stall for seconds. Process-wide, so it is put back."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.mark.slow

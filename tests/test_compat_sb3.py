@@ -5,7 +5,6 @@ methods, and SB3's PPO learning and running on it."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -53,18 +52,6 @@ def assert_same(a: Any, b: Any, where: str) -> None:
             assert_same(a[key], b[key], f"{where}[{key!r}]")
     else:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=where)
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread for a small policy: several threads on a shared
-    2-core machine stall for seconds. Process-wide, so it is put back."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

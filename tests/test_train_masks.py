@@ -7,7 +7,6 @@ change nothing in an update."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -60,12 +59,8 @@ class PickTheHighestLegal(gym.Env):
 gym.register("PickTheHighestLegal-v0", entry_point=PickTheHighestLegal)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+# One torch thread for every test here (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(**overrides: Any) -> Config:

@@ -8,7 +8,6 @@ values are the right ones."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -22,13 +21,8 @@ from pufferrs import Layout
 from pufferrs.emulation import FlattenObservation
 from pufferrs.train import Config, Trainer, apply_process_settings
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+# One torch thread for every test here (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class EndsBoth(gym.Env):

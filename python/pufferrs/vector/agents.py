@@ -193,13 +193,6 @@ class _AgentRows:
         self.started[e] = self.clock
         self.obs[base : base + self.A] = 0
 
-    def close(self) -> None:
-        for env in self.envs:
-            try:
-                env.close()
-            except Exception:  # noqa: BLE001 - closing the others matters more
-                pass
-
 
 def _merge(infos: dict[int, dict], row: int, info: dict) -> None:
     infos[row] = {**infos[row], **info} if row in infos else info
