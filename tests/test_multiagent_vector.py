@@ -140,16 +140,22 @@ def reference_turns(creator: Any, e: int, seed: int, steps: int) -> list[list[Re
 # -- driving a vector env --
 
 
-def drive(envs: Any, seed: int, recvs: int, choose: Any) -> tuple[dict[int, list[Record]], list[dict]]:
-    """Runs ``recvs`` batches and returns each row's records and every
-    ended row's info (with its ``row`` and record index ``t``).
-    ``choose(layout, obs_row, r, k)`` picks row r's k-th action; masked
-    rows get one that must never reach the env."""
+def drive(
+    envs: Any, seed: int, recvs: int, choose: Any, each: int = 0
+) -> tuple[dict[int, list[Record]], list[dict]]:
+    """Runs ``recvs`` batches, then more until every row has ``each``
+    records (async batches come from whichever worker answers first, so on
+    a busy machine one worker's rows can fall behind), and returns each
+    row's records and every ended row's info (with its ``row`` and record
+    index ``t``). ``choose(layout, obs_row, r, k)`` picks row r's k-th
+    action; masked rows get one that must never reach the env."""
     never = envs.single_action_space.n - 1
     records: dict[int, list[Record]] = {r: [] for r in range(envs.num_agents)}
     ends: list[dict] = []
     envs.async_reset(seed)
-    for _ in range(recvs):
+    done = 0
+    while done < recvs or (min(map(len, records.values())) < each and done < 20 * recvs):
+        done += 1
         obs, rewards, terminals, truncations, infos, row_ids, masks = envs.recv()
         assert len(obs) == len(rewards) == len(infos) == len(row_ids) == len(masks)
         assert len(row_ids) == envs.batch_size * envs.agents_per_env
@@ -263,9 +269,9 @@ def test_kaz_episode_statistics_are_the_sums_of_the_rows(kaz_serial: Any) -> Non
 
 def test_kaz_serial_equals_multiprocessing_with_async_batches() -> None:
     with pufferrs.vector.make(kaz, 4, backend="multiprocessing", num_workers=2, batch_size=2, seed=5) as envs:
-        records, _ = drive(envs, 5, 300, random_action)
+        records, _ = drive(envs, 5, 300, random_action, each=120)
     with pufferrs.vector.make(kaz, 4, batch_size=2, seed=5) as envs:
-        serial, _ = drive(envs, 5, 300, random_action)
+        serial, _ = drive(envs, 5, 300, random_action, each=120)
     for r in records:
         n = min(len(records[r]), len(serial[r]))
         assert n > 100
