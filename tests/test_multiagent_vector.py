@@ -140,9 +140,7 @@ def reference_turns(creator: Any, e: int, seed: int, steps: int) -> list[list[Re
 # -- driving a vector env --
 
 
-def drive(
-    envs: Any, seed: int, recvs: int, choose: Any, each: int = 0
-) -> tuple[dict[int, list[Record]], list[dict]]:
+def drive(envs: Any, seed: int, recvs: int, choose: Any, each: int = 0) -> tuple[dict[int, list[Record]], list[dict]]:
     """Runs ``recvs`` batches, then more until every row has ``each``
     records (async batches come from whichever worker answers first, so on
     a busy machine one worker's rows can fall behind), and returns each
