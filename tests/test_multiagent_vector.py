@@ -12,6 +12,7 @@ import gymnasium.spaces as gs
 import numpy as np
 import pettingzoo
 import pytest
+from gymnasium.vector import AutoresetMode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pettingzoo import ParallelEnv
@@ -449,9 +450,9 @@ def test_the_adapters_with_one_row_per_env_refuse_pettingzoo_envs() -> None:
 
     with pytest.raises(TypeError, match="SB3VecEnv adapts gymnasium envs, one row per env"):
         SB3VecEnv([Rendezvous] * 2, backend="serial")
-    # (gymnasium's wrappers refuse them first.)
-    with pytest.raises(TypeError, match="Expected env to be a `gymnasium.Env`"):
-        GymnasiumVectorEnv([Rendezvous] * 2, backend="serial")
+    for mode in AutoresetMode:
+        with pytest.raises(TypeError, match="GymnasiumVectorEnv adapts gymnasium envs, one row per env"):
+            GymnasiumVectorEnv([Rendezvous] * 2, backend="multiprocessing", num_workers=2, autoreset_mode=mode)
 
 
 class Failing(Rendezvous):

@@ -65,7 +65,9 @@ class _Autoreset(gym.Wrapper):
 
 
 def _with_autoreset(mode: str, creator: Callable[[], gym.Env]) -> gym.Env:
-    return _Autoreset(creator(), mode)
+    env = creator()
+    # Anything else (a PettingZoo env) is refused by the adapter below.
+    return _Autoreset(env, mode) if isinstance(env, gym.Env) else env
 
 
 def _reset_env(env: gym.Env, arg: tuple[int | None, dict | None] | None) -> tuple[Any, dict] | None:
@@ -126,6 +128,12 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
                 f"GymnasiumVectorEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}"
             )
         self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
+        if self.vector_env.possible_agents is not None:
+            self.vector_env.close()
+            raise TypeError(
+                "GymnasiumVectorEnv adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
+                f"{self.vector_env.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
+            )
         self.num_envs = self.vector_env.num_envs
         self.layout = self.vector_env.layout
         self.single_observation_space = self.layout.space
