@@ -165,6 +165,11 @@ def test_env_methods_attributes_seeds_and_options(backend: str) -> None:
     ref.close()
 
 
+def test_asynchronous_batches_are_refused() -> None:
+    with pytest.raises(ValueError, match="SB3VecEnv steps every env: batch_size must be num_envs, got 1"):
+        SB3VecEnv([cartpole] * 2, backend="serial", batch_size=1)
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_sb3_ppo_learns_cartpole_on_multiprocessing() -> None:

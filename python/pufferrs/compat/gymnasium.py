@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-import pufferrs.vector
+from pufferrs.compat.backend import make_backend
 from pufferrs.compat.observations import Observations
 from pufferrs.errors import PufferError
 
@@ -123,17 +123,7 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         if self.autoreset_mode != AutoresetMode.SAME_STEP:
             creators = [functools.partial(_with_autoreset, self.autoreset_mode.value, c) for c in creators]
-        if kwargs.get("batch_size") not in (None, len(creators)):
-            raise ValueError(
-                f"GymnasiumVectorEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}"
-            )
-        self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
-        if self.vector_env.possible_agents is not None:
-            self.vector_env.close()
-            raise TypeError(
-                "GymnasiumVectorEnv adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
-                f"{self.vector_env.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
-            )
+        self.vector_env = make_backend("GymnasiumVectorEnv", creators, backend, kwargs)
         self.num_envs = self.vector_env.num_envs
         self.layout = self.vector_env.layout
         self.single_observation_space = self.layout.space

@@ -18,7 +18,7 @@ import gymnasium.spaces as gs
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-import pufferrs.vector
+from pufferrs.compat.backend import make_backend
 from pufferrs.compat.observations import copied
 from pufferrs.spaces import Layout
 
@@ -118,15 +118,7 @@ class SB3VecEnv(VecEnv):
         self, env_fns: Sequence[Callable[[], gym.Env]], backend: str | type = "multiprocessing", **kwargs: Any
     ):
         creators = list(env_fns)
-        if kwargs.get("batch_size") not in (None, len(creators)):
-            raise ValueError(f"SB3VecEnv steps every env: batch_size must be num_envs, got {kwargs['batch_size']}")
-        self.vector_env = pufferrs.vector.make(creators, num_envs=len(creators), backend=backend, **kwargs)
-        if self.vector_env.possible_agents is not None:
-            self.vector_env.close()
-            raise TypeError(
-                "SB3VecEnv adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
-                f"{self.vector_env.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
-            )
+        self.vector_env = make_backend("SB3VecEnv", creators, backend, kwargs)
         self.layout = self.vector_env.layout
         self._observations = _SB3Observations(self.layout)
         self._rows: np.ndarray | None = None  # the backend's observation rows, once reset
