@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from pufferrs.config import apply_process_settings
 from pufferrs.train import Config, Trainer
@@ -70,7 +69,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's total_steps)")
     parser.add_argument("--backend", choices=["serial", "multiprocessing"], default="serial")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     names = list(ENVS) if args.env == "all" else [args.env]
     print("| env | env steps | agent steps | agent steps/s | metric | first third | last third |")
     print("|---|---:|---:|---:|---|---:|---:|")

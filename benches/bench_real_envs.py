@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from pufferrs.config import Config, apply_process_settings
+from pufferrs.factories import env_modules
 from pufferrs.ppo import Trainer
 
 ENVS = {
@@ -69,18 +70,14 @@ def run_pufferrs(config: Config) -> dict[str, Any]:
     }
 
 
-#: The module that registers each env's id: SB3 makes its envs with
-#: ``gym.make("module:id")``, which imports it first, in its worker
-#: processes too.
-MODULES = {"doorkey": "minigrid", "breakout": "ale_py", "highway": "highway_env", "nethack": "nle"}
-
-
 def _sb3_env(name: str, env_id: str, num_envs: int, backend: str, seed: int) -> Any:
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     vec_cls = SubprocVecEnv if backend == "multiprocessing" else DummyVecEnv
-    env_id = f"{MODULES[name]}:{env_id}"
+    # SB3 makes its envs with ``gym.make("module:id")``, which imports the
+    # module that registers the id first, in its worker processes too.
+    env_id = f"{env_modules(env_id)[1][0][0]}:{env_id}"
     if name == "breakout":
         return VecFrameStack(make_atari_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=vec_cls), 4)
     kwargs: dict[str, Any] = {}

@@ -59,7 +59,7 @@ from torch import nn
 from pufferrs.lstm import State
 from pufferrs.models import Policy
 from pufferrs.pytorch import layer_init, unflatten
-from pufferrs.spaces import Layout, format_path, is_string_space
+from pufferrs.spaces import Layout, at_path, format_path, is_string_space
 
 __all__ = ["ENCODERS", "Auto", "choose_encoder", "leaf_key", "parse_crop"]
 
@@ -335,12 +335,6 @@ def _build(kind: str, space: gs.Space, dtype: np.dtype, shape: tuple[int, ...]) 
     return _Values(shape, symlog=kind == "scalars")
 
 
-def _leaf(tree: Any, path: tuple[str | int, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
 def _check_position(leaves: list[tuple], path: tuple[str | int, ...], crop: _Crop) -> None:
     """Refuses a crop's position leaf unless it is an integer leaf of the
     observation with both the column and the row index."""
@@ -400,6 +394,8 @@ class Auto(Policy):
             raise ValueError(f"observation space {space} holds no values to encode")
         self.leaf_paths = tuple(path for path, _ in chosen)
         self.leaf_encoders = nn.ModuleList(encoder for _, encoder in chosen)
+        # The other leaves each encoder reads (a crop's position).
+        self.leaf_reads = tuple(getattr(encoder, "reads", ()) for _, encoder in chosen)
         width = sum(encoder.width for encoder in self.leaf_encoders)
         self.encoder = nn.Sequential(layer_init(nn.Linear(width, hidden_size)), nn.ReLU())
 
@@ -407,7 +403,6 @@ class Auto(Policy):
         dtype = self.encoder[0].weight.dtype
         tree = unflatten(observations, self.layout) if self.layout is not None else observations
         features = []
-        for path, encoder in zip(self.leaf_paths, self.leaf_encoders):
-            reads = [_leaf(tree, read) for read in getattr(encoder, "reads", ())]
-            features.append(encoder(_leaf(tree, path), dtype, *reads))
+        for path, encoder, reads in zip(self.leaf_paths, self.leaf_encoders, self.leaf_reads):
+            features.append(encoder(at_path(tree, path), dtype, *(at_path(tree, read) for read in reads)))
         return self.encoder(features[0] if len(features) == 1 else torch.cat(features, dim=-1))

@@ -111,10 +111,11 @@ class Experience:
     def acting_first(self, length: int, segments: torch.Tensor) -> torch.Tensor | None:
         """The step indices of each of the ``length``-step ``segments`` (a
         host index), those where the row's agent acted first, each group in
-        time order; None when every step acted (single-agent envs)."""
-        if self.host_masks.all():
-            return None
+        time order; None when every step of them acted (always, in
+        single-agent envs)."""
         masked = ~self.masks.reshape(-1, length)[segments]
+        if not masked.any():
+            return None
         return torch.sort(masked.to(torch.uint8), dim=1, stable=True).indices
 
     def record(

@@ -44,7 +44,7 @@ from torch.distributions import Normal
 from pufferrs.distributions import Logits, mask_logits
 from pufferrs.lstm import LSTMWrapper, State
 from pufferrs.pytorch import layer_init, unflatten
-from pufferrs.spaces import Layout
+from pufferrs.spaces import Layout, at_path
 
 __all__ = ["ACTION_MASK", "Convolutional", "Default", "LSTMWrapper", "Policy", "ProcgenResnet", "action_mask_layout"]
 
@@ -152,12 +152,6 @@ def _leaf_features(space: gs.Space, shape: tuple[int, ...]) -> _BoxFeatures | _O
     if isinstance(space, (gs.Discrete, gs.MultiDiscrete)):
         return _OneHotFeatures(space)
     return _BoxFeatures(space, shape)
-
-
-def _get(tree: Any, path: tuple[str | int, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
 
 
 # --------------------------------------------------------------------------
@@ -287,7 +281,7 @@ class Default(Policy):
         ``(B, hidden_size)``."""
         dtype = self.encoder[0].weight.dtype
         tree = unflatten(observations, self.layout) if self.is_dict_obs else observations
-        features = [f(_get(tree, path), dtype) for f, path in zip(self.leaf_features, self.leaf_paths)]
+        features = [f(at_path(tree, path), dtype) for f, path in zip(self.leaf_features, self.leaf_paths)]
         return self.encoder(features[0] if len(features) == 1 else torch.cat(features, dim=-1))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from pufferrs import _native
 from pufferrs.errors import UnsupportedSpaceError
 
-__all__ = ["Layout", "Leaf", "describe", "format_path", "is_string_space"]
+__all__ = ["Layout", "Leaf", "at_path", "describe", "format_path", "is_string_space"]
 
 
 class Leaf(NamedTuple):
@@ -129,7 +129,7 @@ class Layout(_native.Layout):
         # transparent to torch.compile.
         self.space = space
         self.leaves = tuple(
-            Leaf(path, dtype, shape, offset, nbytes, _subspace(space, path))
+            Leaf(path, dtype, shape, offset, nbytes, at_path(space, path))
             for path, dtype, shape, offset, nbytes in self.leaf_tuples()
         )
         self.observation_space = space if isinstance(space, gs.Box) else self._rows_space()
@@ -169,10 +169,12 @@ class Layout(_native.Layout):
         return "\n".join([title, line(header), *map(line, rows)])
 
 
-def _subspace(space: gs.Space, path: tuple[str | int, ...]) -> gs.Space:
+def at_path(tree: Any, path: tuple[str | int, ...]) -> Any:
+    """What ``path`` (a leaf's path: Dict keys and Tuple indices) leads to
+    in ``tree``: a nested space, observation or batch of them."""
     for key in path:
-        space = space[key]
-    return space
+        tree = tree[key]
+    return tree
 
 
 def _bounds(leaf: Leaf) -> tuple[np.ndarray, np.ndarray]:
