@@ -82,6 +82,12 @@ class Config:
         "for training episodic life and clipped rewards (pufferrs.wrappers.atari)",
         "vector env",
     )
+    info_metrics: str | None = _option(
+        None,
+        "how an episode's metrics are made from its steps' infos, KEY=sum|mean|last|none, comma-separated "
+        "(added to the family's rules; pufferrs.episodes)",
+        "vector env",
+    )
     drop_observations: str | None = _option(
         None, "observation keys to leave out, comma-separated, nested as a/b (pufferrs.wrappers)", "vector env"
     )
@@ -108,6 +114,14 @@ class Config:
         False, "normalise float observations by their running mean and variance (pufferrs.normalize)", "policy"
     )
     obs_clip: float = _option(10.0, "clip normalised observations to [-obs_clip, obs_clip]", "policy")
+    normalize_rewards: bool = _option(
+        False,
+        "scale rewards by a running estimate of the discounted return's standard deviation, per row "
+        "(pufferrs.normalize.RewardNormalizer)",
+        "policy",
+    )
+    reward_clip: float = _option(10.0, "clip normalised rewards to [-reward_clip, reward_clip]", "policy")
+    log_std_init: float = _option(0.0, "initial log standard deviation of a Box action's Normal", "policy")
     compile: bool = _option(False, "torch.compile the policy (eager, with a warning, where compiling fails)", "policy")
 
     total_steps: int = _option(200_000, "env steps to train for")
