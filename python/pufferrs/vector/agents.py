@@ -9,7 +9,28 @@ len(possible_agents)``), slot ``k`` for ``possible_agents[k]``. A row whose
 agent is absent (not yet there, ended, or not the one to move in a
 turn-based game) is zero with ``mask`` False; its action is never sent.
 PettingZoo is imported only once a creator returned something that is not
-a ``gymnasium.Env``."""
+a ``gymnasium.Env``.
+
+What the rows make of an env that bends the PettingZoo API (the README's
+multi-agent section states the same):
+
+- An agent that leaves ``agents`` without a termination or truncation flag
+  is truncated at that step: its row gets the step's reward, ``truncated``,
+  its final row (the observation the env still gave it, zero if none) and
+  its episode statistics, like any agent that ends. Refusing it would stop
+  envs that merely forget the flag; ignoring it would lose the episode's
+  end, so that advantages ran across it.
+- An agent that ended acts no more until its env resets, even if it stays
+  in (or comes back to) ``agents``; an AEC env that selects it again
+  without its flag is refused.
+- Rewards of agents that are not playing (absent, or ended) are ignored.
+- What cannot be given rows is refused with :class:`EnvProtocolError`
+  (reaching the user as a ``WorkerError`` that names the env): an agent
+  not in the ``possible_agents`` the vector env was made with, a reset
+  that leaves no agent, an observation missing for an agent that acts, an
+  AEC env that selects an agent not in ``agents``, and an AEC env whose
+  ``step(None)`` does not remove the ended agent it was given for (the
+  vector env would otherwise give it ``None`` steps forever)."""
 
 from __future__ import annotations
 
@@ -22,6 +43,11 @@ import numpy as np
 
 from pufferrs.errors import PufferError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
+
+
+class EnvProtocolError(PufferError, RuntimeError):
+    """A PettingZoo env broke a promise of its API that its rows depend on;
+    the message names the agent and what the env did."""
 
 
 def pettingzoo_kind(env: Any) -> str | None:
@@ -193,6 +219,34 @@ class _AgentRows:
         self.started[e] = self.clock
         self.obs[base : base + self.A] = 0
 
+    def _check_known(self, env: Any, agents: Any, what: str) -> None:
+        """Refuses an agent of ``agents`` that has no slot."""
+        for agent in agents:
+            if agent not in self.slot:
+                raise self._unknown(env, agent, what)
+
+    def _unknown(self, env: Any, agent: Any, what: str) -> EnvProtocolError:
+        now = list(getattr(env, "possible_agents", []))
+        changed = f" (the env's possible_agents is now {now})" if now != self.agents else ""
+        return EnvProtocolError(
+            f"{type(env).__name__} {what} agent {agent!r}, which is not in the possible_agents {self.agents} "
+            f"the vector env was made with{changed}: every agent needs its row from the start, so possible_agents "
+            f"must list every agent that may ever play"
+        )
+
+
+def _observations(env: Any, obs: Any, agents: list[str], what: str) -> list[Any]:
+    """The observations of ``agents`` from the env's ``obs`` dict, refusing
+    one that is missing with the agents it lacks (not a bare KeyError)."""
+    try:
+        return [obs[agent] for agent in agents]
+    except KeyError:
+        missing = [agent for agent in agents if agent not in obs]
+        raise EnvProtocolError(
+            f"{type(env).__name__}.{what} returned no observation for {', '.join(map(repr, missing))}, in agents "
+            f"and still playing: every agent in agents needs one"
+        ) from None
+
 
 def _merge(infos: dict[int, dict], row: int, info: dict) -> None:
     infos[row] = {**infos[row], **info} if row in infos else info
@@ -216,6 +270,10 @@ class ParallelBlock(_AgentRows):
         #: and their rows in the block.
         self.live: list[list[str]] = [[] for _ in self.envs]
         self.live_rows: list[list[int]] = [[] for _ in self.envs]
+        #: A copy of each env's ``agents`` as last seen: a step that leaves it
+        #: equal and raises no flag changes no row's role (one list
+        #: comparison, the common case).
+        self.seen: list[list[str]] = [[] for _ in self.envs]
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         infos: dict[int, dict] = {}
@@ -249,10 +307,17 @@ class ParallelBlock(_AgentRows):
     ) -> None:
         """Marks the agents present after a reset as acting, their rows to
         be written with ``obs``."""
-        live = sorted(env.agents, key=self.slot.__getitem__)
+        self._check_known(env, env.agents, "has in agents after reset()")
+        if not env.agents:
+            raise EnvProtocolError(
+                f"{type(env).__name__}.reset() left agents empty: with no agent to act, its episode could never "
+                f"step or end"
+            )
+        self.seen[e] = list(env.agents)
+        live = sorted(set(self.seen[e]), key=self.slot.__getitem__)
         self._act(e, live)
         rows += self.live_rows[e]
-        observations += [obs[agent] for agent in live]
+        observations += _observations(env, obs, live, "reset()")
         _merge_all(infos, live, self.live_rows[e], env_infos)
 
     def step(self) -> list[tuple[int, dict]]:
@@ -277,14 +342,14 @@ class ParallelBlock(_AgentRows):
                     rewards[row] = env_rewards.get(agent, 0.0)
                 if any(env_infos.values()):
                     _merge_all(infos, live, live_rows, env_infos)
-                if any(env_terms.values()) or any(env_truncs.values()) or len(env.agents) != len(live):
+                if any(env_terms.values()) or any(env_truncs.values()) or env.agents != self.seen[e]:
                     if flags is None:
                         flags = ([False] * n, [False] * n)
                     self._ends(e, env, obs, env_terms, env_truncs, rewards, flags, restarted, rows, observations, infos)
                 else:
                     # Every agent plays on (the common case).
                     rows += live_rows
-                    observations += [obs[agent] for agent in live]
+                    observations += _observations(env, obs, live, "step()")
         except Exception:
             self.current_env = self.first_env + e
             raise
@@ -322,14 +387,20 @@ class ParallelBlock(_AgentRows):
         get their last row, those that joined act, and the env resets when
         none is left."""
         A, done = self.A, self.done[e]
+        self._check_known(env, env.agents, "has in agents after step()")
+        present = set(env.agents)
         for agent, row in zip(self.live[e], self.live_rows[e]):
             terminal, truncated = bool(env_terms.get(agent, False)), bool(env_truncs.get(agent, False))
+            if not (terminal or truncated or agent in present):
+                # It left agents without a flag: its episode was cut short,
+                # which is what a truncation says.
+                truncated = True
             if terminal or truncated:
                 flags[0][row], flags[1][row] = terminal, truncated
                 done.add(agent)
                 self._end_agent(row, obs.get(agent), self.returns[row] + rewards[row], int(self.lengths[row]) + 1)
                 restarted.append(row)
-        acting = sorted((a for a in env.agents if a not in done), key=self.slot.__getitem__)
+        acting = sorted(present - done, key=self.slot.__getitem__)
         if not acting:
             _merge(infos, e * A, self._env_summary(e))
             obs, reset_infos = env.reset()
@@ -337,10 +408,11 @@ class ParallelBlock(_AgentRows):
             restarted += range(e * A, e * A + A)
             self._restart(e, env, obs, reset_infos, rows, observations, infos)
             return
+        self.seen[e] = list(env.agents)
         if acting != self.live[e]:
             self._act(e, acting)
         rows += self.live_rows[e]
-        observations += [obs[agent] for agent in acting]
+        observations += _observations(env, obs, acting, "step()")
 
 
 class TurnBlock(_AgentRows):
@@ -353,32 +425,80 @@ class TurnBlock(_AgentRows):
         super().__init__(*args)
         #: The agent to move in each env.
         self.movers: list[str | None] = [None] * len(self.envs)
+        #: The agents of each env whose episode runs: seen in agents, not
+        #: ended. Their rows take the rewards of each move.
+        self.present: list[set[str]] = [set() for _ in self.envs]
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         infos: dict[int, dict] = {}
+        n = len(self.obs)
+        terminals, truncations = [False] * n, [False] * n
         self.masks[:] = False
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
             env.reset(seed=None if seed is None else seed + self.first_env + e)
-            self._start_episode(e)
-            self._next_mover(e, env, infos)
+            self._restart(e, env, terminals, truncations, infos)
         self.current_env = None
         self.returns[:] = 0
         self.lengths[:] = 0
         self.rewards[:] = 0
-        self.terminals[:] = False
-        self.truncations[:] = False
+        self.terminals[:] = terminals
+        self.truncations[:] = truncations
         self.ended = False
         return sorted(infos.items())
 
-    def _next_mover(self, e: int, env: Any, infos: dict[int, dict]) -> bool:
-        """Steps the ended agents that are selected with ``None`` and writes
-        the observation of the agent to move; False when no agent is left."""
-        while env.agents and (env.terminations[env.agent_selection] or env.truncations[env.agent_selection]):
+    def _restart(self, e: int, env: Any, terminals: list, truncations: list, infos: dict[int, dict]) -> None:
+        """Env ``e`` just reset: its agents join and one moves."""
+        self._start_episode(e)
+        self.present[e].clear()
+        if not self._settle(e, env, terminals, truncations, infos):
+            raise EnvProtocolError(
+                f"{type(env).__name__}.reset() left agents empty: with no agent to move, its episode could never "
+                f"step or end"
+            )
+
+    def _settle(self, e: int, env: Any, terminals: list, truncations: list, infos: dict[int, dict]) -> bool:
+        """Ends the agents that ended, steps the ended agents that are
+        selected with ``None`` and writes the observation of the agent to
+        move; False when no agent is left."""
+        done = self.done[e]
+        self._end_changed(e, env, terminals, truncations, infos)
+        # Each None step must remove an agent: more of them in a row than
+        # there are agents means the env brought ended agents back.
+        for _ in range(self.A + 1):
+            if not env.agents:
+                return False
+            mover = env.agent_selection
+            if mover not in self.slot:
+                raise self._unknown(env, mover, "selected (agent_selection)")
+            if mover not in done:
+                break
+            if not (env.terminations.get(mover) or env.truncations.get(mover)):
+                raise EnvProtocolError(
+                    f"{type(env).__name__} selected agent {mover!r}, whose episode ended earlier in this episode, "
+                    f"without its termination or truncation flag: an agent that ended cannot act until its env "
+                    f"resets, and only a flagged agent can be given its None step"
+                )
             env.step(None)
-        if not env.agents:
-            return False
-        mover = self.movers[e] = env.agent_selection
+            if mover in env.agents:
+                raise EnvProtocolError(
+                    f"{type(env).__name__}.step(None) for agent {mover!r}, which had ended, left it in agents "
+                    f"{list(env.agents)} (selected: {env.agent_selection!r}): the vector env gives an ended agent "
+                    f"that is selected its None step, which must remove it from agents (PettingZoo AECEnvs do "
+                    f"it in step with self._was_dead_step(None)); else it would be given None steps forever"
+                )
+            self._end_changed(e, env, terminals, truncations, infos)
+        else:
+            raise EnvProtocolError(
+                f"{type(env).__name__} selected ended agents for more None steps in a row than it has "
+                f"possible_agents ({self.A}): ended agents keep coming back to agents"
+            )
+        if mover not in env.agents:
+            raise EnvProtocolError(
+                f"{type(env).__name__} selected agent {mover!r} (agent_selection), which is not in agents "
+                f"{list(env.agents)}: only an agent in agents can move"
+            )
+        self.movers[e] = mover
         row = e * self.A + self.slot[mover]
         self.layout.flatten_into(env.observe(mover), self.obs, row, check_bounds=self.check_bounds)
         self.masks[row] = True
@@ -386,6 +506,34 @@ class TurnBlock(_AgentRows):
         if info:
             _merge(infos, row, info)
         return True
+
+    def _end_changed(self, e: int, env: Any, terminals: list, truncations: list, infos: dict[int, dict]) -> None:
+        """Agents new in ``env.agents`` join; playing agents that are
+        flagged, or that left agents (truncated, as they had no flag), end."""
+        present, done, slot = self.present[e], self.done[e], self.slot
+        agents = env.agents
+        for agent in agents:
+            if agent not in present and agent not in done:
+                if agent not in slot:
+                    raise self._unknown(env, agent, "has in agents")
+                present.add(agent)
+        if not any(env.terminations.values()) and not any(env.truncations.values()) and present.issubset(agents):
+            return  # the common case: nobody left or ended
+        base = e * self.A
+        for agent in sorted(present, key=slot.__getitem__):
+            gone = agent not in agents
+            terminal, truncated = bool(env.terminations.get(agent)), bool(env.truncations.get(agent))
+            if not (terminal or truncated or gone):
+                continue
+            row = base + slot[agent]
+            terminals[row], truncations[row] = terminal, truncated or not terminal
+            present.discard(agent)
+            done.add(agent)
+            info = env.infos.get(agent)
+            if info:
+                _merge(infos, row, info)
+            self._end_agent(row, None if gone else env.observe(agent), self.returns[row], int(self.lengths[row]))
+            self.returns[row], self.lengths[row] = 0, 0
 
     def step(self) -> list[tuple[int, dict]]:
         actions = self.read_actions()
@@ -397,35 +545,27 @@ class TurnBlock(_AgentRows):
         self.clock += 1
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
-            base, mover = e * A, self.movers[e]
+            base, mover, present = e * A, self.movers[e], self.present[e]
             moved = base + slot[mover]
             env.step(actions[moved])
             self.lengths[moved] += 1
             self.obs[moved] = 0
             self.masks[moved] = False
+            # The move's rewards, for the agents that were playing when it
+            # was made (others' rows are not in an episode to take them).
             for agent, reward in env.rewards.items():
-                row = base + slot[agent]
-                rewards[row] = float(reward)
-                self.returns[row] += rewards[row]
-            done = self.done[e]
-            for agent in env.agents:
-                if agent in done or not (env.terminations[agent] or env.truncations[agent]):
-                    continue
-                row = base + slot[agent]
-                terminals[row], truncations[row] = bool(env.terminations[agent]), bool(env.truncations[agent])
-                done.add(agent)
-                info = env.infos.get(agent)
-                if info:
-                    _merge(infos, row, info)
-                self._end_agent(row, env.observe(agent), self.returns[row], int(self.lengths[row]))
-                self.returns[row], self.lengths[row] = 0, 0
-            if not self._next_mover(e, env, infos):
+                k = slot.get(agent)
+                if k is None:
+                    raise self._unknown(env, agent, "gives a reward in rewards to")
+                if agent in present:
+                    rewards[base + k] = float(reward)
+                    self.returns[base + k] += rewards[base + k]
+            if not self._settle(e, env, terminals, truncations, infos):
                 _merge(infos, base, self._env_summary(e))
                 env.reset()
-                self._start_episode(e)
                 self.returns[base : base + A] = 0
                 self.lengths[base : base + A] = 0
-                self._next_mover(e, env, infos)
+                self._restart(e, env, terminals, truncations, infos)
         self.current_env = None
         self.rewards[:] = rewards
         self.terminals[:] = terminals
