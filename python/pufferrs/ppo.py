@@ -41,7 +41,7 @@ Choices worth knowing:
   rewards and flags arrive; on a GPU the values go down to page-locked
   memory and the advantages come back up, once per update.
 - **Episode statistics**: an ended episode's info is averaged per update
-  under ``env/<key>`` by the rules of :func:`pufferrs.runs.episode_numbers`.
+  under ``env/<key>`` by the rules of :class:`pufferrs.episodes.EpisodeStats`.
 
 The run's plumbing lives elsewhere: settings in :mod:`pufferrs.config`, the
 env and policy in :mod:`pufferrs.factories`, files, checkpoints and
@@ -65,6 +65,7 @@ from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.distributions import sample_logits
+from pufferrs.episodes import EpisodeStats
 from pufferrs.errors import ConfigError
 from pufferrs.experience import (
     Experience,
@@ -77,7 +78,7 @@ from pufferrs.experience import (
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.models import ACTION_MASK, action_mask_layout
 from pufferrs.pytorch import unflatten
-from pufferrs.runs import RunDirectory, ended_episode_numbers, save_checkpoint, summarize
+from pufferrs.runs import RunDirectory, save_checkpoint, summarize
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]
 
@@ -98,6 +99,8 @@ class Trainer:
     def __init__(self, config: Config, vecenv: Any = None, policy: nn.Module | None = None):
         config.validate()
         self.config = config
+        # Before any env is made: it checks config.info_metrics.
+        self.episode_stats = EpisodeStats(config.env, config.info_metrics)
         self.device = resolve_device(config.device)
         if vecenv is None:
             check_env(config)
@@ -158,7 +161,6 @@ class Trainer:
         self.held: ReceivedBatch | None = None  # a received batch not yet acted on
         # Truncated steps of this rollout, to bootstrap from their final observations.
         self.finals = FinalObservations(self.to_device)
-        self.episode_infos: dict[str, list[float]] = defaultdict(list)
 
         self.update = 0
         self.global_step = 0
@@ -199,8 +201,7 @@ class Trainer:
                 state = (self.lstm_h[index], self.lstm_c[index])
             self.finals.keep(infos, chosen if positions is None else positions[chosen], rows, at, state)
 
-        for key, value in ended_episode_numbers(infos, ended):
-            self.episode_infos[key].append(value)
+        self.episode_stats.add(infos, env_ids, ended, masks)
 
         # An agent whose episode ended acts next in a new one, maybe after
         # masked steps (same-step autoreset makes that this very step).
@@ -473,10 +474,7 @@ class Trainer:
             "sps": self.global_step / elapsed if elapsed > 0 else 0.0,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
         }
-        for key, values in sorted(self.episode_infos.items()):
-            row[f"env/{key}"] = float(np.mean(values))
-        row["env/episodes"] = len(self.episode_infos.get("episode_return", ()))
-        self.episode_infos.clear()
+        row.update(self.episode_stats.take())
         row.update({f"losses/{k}": v for k, v in losses.items()})
         row.update({f"perf/{k}": round(v, 4) for k, v in self.timers.items()})
         return row

@@ -28,14 +28,13 @@ from pufferrs import vector
 from pufferrs.actions import ActionAdapter, greedy_action
 from pufferrs.config import Config, ConfigError, resolve_device
 from pufferrs.distributions import mask_logits, sample_logits
+from pufferrs.episodes import episode_numbers
 from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.models import ACTION_MASK, action_mask_layout
 from pufferrs.pytorch import unflatten
 
 __all__ = [
     "RunDirectory",
-    "ended_episode_numbers",
-    "episode_numbers",
     "evaluate",
     "evaluate_checkpoint",
     "load_checkpoint",
@@ -45,65 +44,6 @@ __all__ = [
     "save_checkpoint",
     "summarize",
 ]
-
-
-#: Info keys that are not a result of the episode that ends: running
-#: counters (ALE's ``frame_number`` counts every frame since the env was
-#: made) and the state of a game (``lives``). They are left out of the
-#: episode statistics.
-COUNTERS = frozenset({"frame_number", "lives", "total_steps", "total_frames"})
-#: What the vector env adds to the info of an episode's last step: its last
-#: observation, and the env's own info of that step again (whose entries are
-#: already at the top level).
-ENDED_EPISODE = frozenset({"final_obs", "final_info"})
-
-
-def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
-    """What the info of the step that ends an episode says about it, to be
-    averaged over an update's episodes:
-
-    - numbers (Python or numpy scalars, 0-d arrays) as they are
-      (``episode_return``, ``episode_length``, e.g. ``score``);
-    - booleans as 0 or 1, so that their mean is a rate (``success``,
-      highway-env's ``crashed``);
-    - nested dicts flattened, their keys joined with ``/``
-      (``rewards/collision_reward``, Crafter's ``achievements/...``);
-    - left out: :data:`COUNTERS`, :data:`ENDED_EPISODE`, and whatever is not
-      a single number (strings, arrays, tuples).
-    """
-    out: dict[str, float] = {}
-    for key, value in info.items():
-        if not isinstance(key, str) or key in COUNTERS or (not prefix and key in ENDED_EPISODE):
-            continue
-        if isinstance(value, dict):
-            out.update(episode_numbers(value, f"{prefix}{key}/"))
-            continue
-        if isinstance(value, np.ndarray) and value.ndim == 0:
-            value = value[()]
-        if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
-            out[prefix + key] = float(value)
-    return out
-
-
-#: What a multi-agent vector env adds to the info of an env's first row at
-#: the step where every agent of the env is done, whether or not that row's
-#: own agent ended in that step.
-ENV_EPISODE = ("env_episode_return", "env_episode_length")
-
-
-def ended_episode_numbers(infos: list[dict], ended: np.ndarray) -> list[tuple[str, float]]:
-    """The episode statistics of one ``recv``: :func:`episode_numbers` of
-    the rows whose episode (the agent's own) ended, and ``env_episode_*``
-    wherever the env's episode ended."""
-    out: list[tuple[str, float]] = []
-    if not ended.any():  # an env's episode ends with some of its agents'
-        return out
-    for k, info in enumerate(infos):
-        if ended[k]:
-            out.extend(episode_numbers(info).items())
-        elif ENV_EPISODE[0] in info:
-            out.extend((key, float(info[key])) for key in ENV_EPISODE if key in info)
-    return out
 
 
 # ---------------------------------------------------------------------------
