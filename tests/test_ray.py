@@ -170,6 +170,38 @@ def test_gymnasium_adapter_over_ray_matches_sync_vector_env() -> None:
     ref.close()
 
 
+class Echo(gym.Env):
+    """Text actions (with a number beside them): the observation is the
+    action it was given, so a lost or altered action shows in the rows."""
+
+    space = gym.spaces.Dict(word=gym.spaces.Text(6, min_length=1, charset="abc"), n=gym.spaces.Discrete(3))
+    observation_space = space
+    action_space = space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        return {"word": "a", "n": 0}, {}
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        assert isinstance(action["word"], str), f"expected a str, got {type(action['word']).__name__}"
+        return action, 0.0, False, False, {}
+
+
+@pytest.mark.usefixtures("cluster")
+def test_text_actions_reach_the_envs_as_strings() -> None:
+    # The actor takes the driver's action rows as rows: unflattened, a
+    # Text action would be codes, which the env's block refuses.
+    actions = {"word": ["abc", "c", "cabbac", "b"], "n": np.array([0, 1, 2, 1])}
+    with (
+        pufferrs.vector.make(Echo, num_envs=4, backend="ray", num_workers=2) as remote,
+        pufferrs.vector.make(Echo, num_envs=4, backend="serial") as local,
+    ):
+        remote.reset(), local.reset()
+        got, expected = remote.step(actions)[0], local.step(actions)[0]
+        np.testing.assert_array_equal(got, expected)
+        words = remote.layout.unflatten(got)["word"]
+        assert [remote.layout.decode_text(("word",), w) for w in words] == actions["word"]
+
+
 def test_cli_trains_with_the_ray_backend_on_a_running_cluster(cluster: Cluster, tmp_path: Path) -> None:
     """``pufferrs train --backend ray`` in another process finds the
     cluster through RAY_ADDRESS, trains, and leaves it running."""

@@ -72,6 +72,8 @@ class RolloutBuffers:
         agents_per_env: int | None = None,
     ) -> RolloutBuffers: ...
     @staticmethod
+    def check_counts(num_envs: int, num_workers: int | None = None, batch_size: int | None = None) -> None: ...
+    @staticmethod
     def attach(
         fd: int,
         num_envs: int,

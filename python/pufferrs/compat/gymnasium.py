@@ -25,6 +25,7 @@ from gymnasium.vector.utils import batch_space
 from pufferrs.compat.backend import make_backend
 from pufferrs.compat.observations import Observations
 from pufferrs.errors import PufferError
+from pufferrs.vector.base import checked_seed
 
 __all__ = ["GymnasiumVectorEnv"]
 
@@ -225,14 +226,16 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
         if seed is None:
             return [None] * self.num_envs
         if isinstance(seed, (int, np.integer)):
-            return [int(seed) + i for i in range(self.num_envs)]
+            seed = checked_seed(seed)
+            return [seed + i for i in range(self.num_envs)]
         seeds = list(seed)
         if len(seeds) != self.num_envs:
             raise ValueError(
                 f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
                 f"but got length={len(seeds)}."
             )
-        return seeds
+        # Checked here, as the vector envs check theirs, not by each env.
+        return [checked_seed(s, f"seed[{i}]") for i, s in enumerate(seeds)]
 
     def _infos(self, infos: list[dict]) -> dict[str, Any]:
         """gymnasium's dict of arrays from the backends' list of dicts."""

@@ -54,7 +54,9 @@ Choices where gymnasium and PufferLib differ:
   env's next episode ends (at a later ``send`` at the earliest).
 - Env ``i`` is reset with ``seed + i`` by ``reset(seed)``; the first reset
   without a seed uses ``make``'s ``seed``, later ones leave the envs' RNGs
-  running.
+  running. Seeds are what gymnasium takes: non-negative ints of any size,
+  summed as Python ints (no wrapping); a negative seed or a non-int is a
+  :class:`~pufferrs.ConfigError` before any env sees it.
 - PettingZoo envs (a creator returning a ``ParallelEnv``, or an
   ``AECEnv`` for turn-based games) take one row per agent: env ``e`` owns
   rows ``e * agents_per_env ..`` (``agents_per_env =
@@ -92,6 +94,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pufferrs.errors import BuffersError
+from pufferrs.vector.base import check_arguments
 from pufferrs.vector.processes import Multiprocessing
 from pufferrs.vector.ray import Ray
 from pufferrs.vector.serial import Serial
@@ -144,12 +148,15 @@ def make(
         backend = backends[backend.lower()]
     elif backend not in backends.values():
         raise ValueError(f"backend must be one of {sorted(backends)} or one of their classes, got {backend!r}")
+    # Before any env is made; the backend checks the rest (its workers and
+    # batches) before making its envs.
+    check_arguments(num_envs, None, None, seed)
     if callable(env_creator):
         creators = [env_creator] * num_envs
     else:
         creators = list(env_creator)
         if len(creators) != num_envs:
-            raise ValueError(f"got {len(creators)} env creators for num_envs={num_envs}")
+            raise BuffersError(f"got {len(creators)} env creators for num_envs={num_envs}")
         if not all(callable(c) for c in creators):
             raise TypeError("env_creator must be a callable or a list of callables")
     return backend(

@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium.vector.utils import batch_space
 
 from pufferrs._native import RolloutBuffers, format_path
-from pufferrs.errors import PufferError, RowError, SpaceError, WorkerError
+from pufferrs.errors import ConfigError, PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
 from pufferrs.vector.agents import agent_spaces, pettingzoo_kind
 
@@ -80,7 +80,7 @@ class VectorEnv:
         #: Rows per env, and rows in all: env ``e`` owns rows ``e * agents_per_env ..``.
         self.agents_per_env = self.buffers.agents_per_env
         self.num_agents = self.num_envs * self.agents_per_env
-        self.seed = int(seed)
+        self.seed = checked_seed(seed)
         self.single_observation_space = self.layout.observation_space
         self.single_action_space = action_space
         rows, batch_rows = self.num_agents, self.batch_size * self.agents_per_env
@@ -153,8 +153,9 @@ class VectorEnv:
         self._check_open()
         if seed is None and self._first_reset:
             seed = self.seed
+        seed = checked_seed(seed)
         self._first_reset = False
-        self._reset(None if seed is None else int(seed))
+        self._reset(seed)
 
     def send(self, actions: Any) -> None:
         """Writes ``actions`` (one per row of the last ``recv``, in its
@@ -183,6 +184,34 @@ class VectorEnv:
             if message is None:
                 raise
             raise SpaceError(message) from None
+        self._dispatch(held, lo)
+
+    def send_rows(self, rows: np.ndarray) -> None:
+        """Like ``send``, with actions that are rows already: ``(B,
+        action_layout.row_bytes)`` uint8, one per row of the last ``recv``,
+        as ``action_layout.flatten_batch`` writes them. They are copied as
+        they are, unchecked (their writer checked them): this is how the
+        Ray backend hands its actors the rows it flattened, since a row
+        unflattened and flattened again is not always the same value (a
+        ``Text`` action unflattens to codes, not a str)."""
+        self._check_open()
+        held = self._held
+        if not held:
+            raise PufferError("send_rows() needs a batch to act on: call reset(), async_reset() or recv() first")
+        lo = self._held_lo
+        out = self._batch_actions if lo is None else self._arrays["actions"][lo : lo + self._batch_rows]
+        rows = np.asarray(rows)
+        if rows.dtype != np.uint8 or rows.shape != out.shape:
+            raise RowError(
+                f"action rows: expected a {out.shape} array of uint8, got a {rows.shape} array of {rows.dtype}"
+            )
+        out[...] = rows
+        self._dispatch(held, lo)
+
+    def _dispatch(self, held: list[int], lo: int | None) -> None:
+        """Starts the workers ``held`` stepping on the actions written for
+        them (at their rows when they are consecutive from row ``lo``, else
+        in the gather area, scattered to their rows here)."""
         if lo is None:
             self.buffers.scatter_actions(held)
         self._step(held)
@@ -376,6 +405,35 @@ def unpin(pinned: list[int]) -> None:
         cudart = torch.cuda.cudart()
         while pinned:
             cudart.cudaHostUnregister(pinned.pop())
+
+
+def check_arguments(num_envs: Any, num_workers: Any, batch_size: Any, seed: Any) -> None:
+    """Refuses, before any env is made, the counts no buffers can hold
+    (their rules are the plan's: ``RolloutBuffers.check_counts``) and a
+    seed that ``checked_seed`` refuses."""
+    RolloutBuffers.check_counts(num_envs, num_workers, batch_size)
+    checked_seed(seed)
+
+
+def checked_seed(seed: Any, name: str = "seed") -> int | None:
+    """``seed`` as a Python int (None stays None), or a :class:`ConfigError`
+    naming it.
+
+    Seeds are what gymnasium's ``reset`` takes (``np.random.SeedSequence``
+    entropy): non-negative ints of any size. Env ``i`` gets ``seed + i``,
+    summed as Python ints everywhere (here, in the workers, in
+    ``EnvBlock.reset``) so that no seed wraps or overflows; numpy integers
+    are taken as their value. A negative seed or a non-int (a bool, a
+    float) is refused here, before any env sees it, rather than by each
+    env in its worker."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"{name} must be a non-negative int, got {seed!r} ({type(seed).__name__})")
+    seed = int(seed)
+    if seed < 0:
+        raise ConfigError(f"{name} must be a non-negative int, got {seed}")
+    return seed
 
 
 def wrong_batch(

@@ -19,7 +19,7 @@ import gymnasium as gym
 from pufferrs._native import RolloutBuffers
 from pufferrs.errors import SharedMemoryError, WorkerError, WorkerTimeoutError
 from pufferrs.spaces import Layout
-from pufferrs.vector.base import VectorEnv, checked_env, unpin
+from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
 from pufferrs.vector.runner import Runner
 
 #: between checks for a dead parent while a worker waits for commands.
@@ -253,6 +253,7 @@ class Multiprocessing(VectorEnv):
         num_envs = len(env_creators) if num_envs is None else num_envs
         env_kwargs = env_kwargs or {}
         num_workers = _default_workers(num_envs) if num_workers is None else num_workers
+        check_arguments(num_envs, num_workers, batch_size, seed)
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         self.timeout = float(timeout)

@@ -23,7 +23,7 @@ import numpy as np
 
 import pufferrs.vector
 from pufferrs.errors import WorkerError, WorkerTimeoutError
-from pufferrs.vector.base import VectorEnv, checked_env, unpin
+from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
 
 #: Seconds ``close()`` gives actors to close their envs before killing them.
 CLOSE_GRACE = 5.0
@@ -75,7 +75,10 @@ class EnvActor:
 
     def step(self, action_rows: np.ndarray) -> tuple[np.ndarray, list | None]:
         self.steps += 1
-        obs, rewards, terminals, truncations, infos = self.envs.step(self.envs.action_layout.unflatten(action_rows))
+        # The rows as the driver flattened them: unflattened here they would
+        # not flatten again (a Text action unflattens to codes, not a str).
+        self.envs.send_rows(action_rows)
+        obs, rewards, terminals, truncations, infos, _, _ = self.envs.recv()
         return self._pack(obs, rewards, terminals, truncations, infos)
 
     def call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
@@ -186,6 +189,7 @@ class Ray(VectorEnv):
         if num_workers is None:
             num_workers = _default_actors(num_envs, int(ray.cluster_resources().get("CPU", 1)))
         try:
+            check_arguments(num_envs, num_workers, batch_size, seed)
             probe = checked_env(env_creators[0](*env_args, **env_kwargs), backend="Ray")
             try:
                 self._setup(probe, num_envs, num_workers, batch_size, seed, check_bounds)

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from pufferrs.errors import WorkerError
-from pufferrs.vector.base import VectorEnv, checked_env, unpin
+from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
 from pufferrs.vector.runner import Runner
 
 
@@ -48,6 +48,7 @@ class Serial(VectorEnv):
         **ignored: Any,
     ) -> None:
         num_envs = len(env_creators) if num_envs is None else num_envs
+        check_arguments(num_envs, None, batch_size, seed)
         env_kwargs = env_kwargs or {}
         envs = [creator(*env_args, **env_kwargs) for creator in env_creators]
         self._envs = envs

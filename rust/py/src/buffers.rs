@@ -179,6 +179,25 @@ impl PyRolloutBuffers {
         Ok(this)
     }
 
+    /// Refuses, with the error `new` would raise, counts that no buffers
+    /// can hold (see `Plan::new`): a vector env asks before it makes any
+    /// env, so that `num_envs=0` is this error rather than a failed look
+    /// at its first env. What depends on the env (its agents, its rows) is
+    /// checked by `new`.
+    #[staticmethod]
+    #[pyo3(signature = (num_envs, num_workers = None, batch_size = None))]
+    fn check_counts(
+        num_envs: &Bound<'_, PyAny>,
+        num_workers: Option<&Bound<'_, PyAny>>,
+        batch_size: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let num_envs = count("num_envs", Some(num_envs)).raise()?.unwrap_or(0);
+        let num_workers = count("num_workers", num_workers).raise()?;
+        let batch_size = count("batch_size", batch_size).raise()?;
+        Plan::new(num_envs, 1, num_workers, 0, 0, batch_size).raise()?;
+        Ok(())
+    }
+
     /// The buffers that another process created, from a file descriptor of
     /// theirs (see `fd`) and the same arguments. The caller keeps `fd` and
     /// may close it once this returns.

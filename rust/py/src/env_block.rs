@@ -9,7 +9,7 @@
 
 use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
 use pufferrs_core::dtype::{DType, Value};
 use pufferrs_core::error::Error;
@@ -371,13 +371,17 @@ impl EnvBlock {
     /// Resets env `i` with `seed + first_env + i` (or no seed) and writes
     /// its first observation; clears rewards and flags. Returns `(i, info)`
     /// for the non-empty infos.
+    ///
+    /// The seed is a Python int, summed as one: seeds are of any size (see
+    /// `pufferrs.vector.base.checked_seed`, which checks them), and no
+    /// fixed-width sum may wrap one env's seed into another's.
     #[pyo3(signature = (seed = None))]
-    fn reset<'py>(&mut self, py: Python<'py>, seed: Option<i64>) -> PyResult<Bound<'py, PyList>> {
+    fn reset<'py>(&mut self, py: Python<'py>, seed: Option<Bound<'py, PyInt>>) -> PyResult<Bound<'py, PyList>> {
         let infos = PyList::empty(py);
         for i in 0..self.envs.len() {
             self.current_env = Some(self.first_env + i);
             let kwargs = PyDict::new(py);
-            kwargs.set_item("seed", seed.map(|s| s + (self.first_env + i) as i64))?;
+            kwargs.set_item("seed", seed.as_ref().map(|s| s.add(self.first_env + i)).transpose()?)?;
             let result = self.resets[i].bind(py).call((), Some(&kwargs))?;
             let (obs, info) = (result.get_item(0)?, result.get_item(1)?);
             self.write_row(py, &obs, i, false)?;
