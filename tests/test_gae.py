@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pufferrs import RowError
+from pufferrs import RowError, SpaceError
 from pufferrs._native import gae
 from pufferrs.advantages import compute_advantages
 
@@ -203,6 +203,46 @@ def test_an_out_that_overlaps_an_input_or_is_read_only_is_refused() -> None:
     frozen.flags.writeable = False
     with pytest.raises(RowError, match="out: the array is read-only"):
         gae(values, bootstrap, values.copy(), flags, flags, 0.9, 0.9, out=frozen)
+
+
+def small_case(tensors: bool = False, values: torch.dtype = torch.float32) -> list:
+    """``(values, bootstrap, rewards, terminals, truncations)`` of 2 envs by
+    3 steps, as numpy arrays or (with ``values`` of that dtype) tensors."""
+    arrays = [np.zeros((2, 3), np.float32), np.zeros(2, np.float32), np.zeros((2, 3), np.float32)]
+    arrays += [np.zeros((2, 3), bool), np.zeros((2, 3), bool)]
+    if not tensors:
+        return arrays
+    return [torch.from_numpy(arrays[0]).to(values), *map(torch.from_numpy, arrays[1:])]
+
+
+@given(
+    gamma=st.floats(allow_nan=True, allow_infinity=True),
+    gae_lambda=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_discounts_outside_zero_to_one_are_refused_by_the_kernel(gamma: float, gae_lambda: float) -> None:
+    # The kernel owns the rule, so every caller gets it: numpy, torch, the trainer.
+    for args in (small_case(), small_case(tensors=True)):
+        if 0 <= gamma <= 1 and 0 <= gae_lambda <= 1:
+            assert np.isfinite(np.asarray(compute_advantages(*args, gamma, gae_lambda))).all()
+        else:
+            name = "gamma" if not 0 <= gamma <= 1 else "gae_lambda"
+            with pytest.raises(SpaceError, match=rf"^{name}: expected a value in \[0, 1\], got "):
+                compute_advantages(*args, gamma, gae_lambda)
+
+
+@pytest.mark.parametrize("gamma", [float("nan"), -1.0, 1e300, float("inf")])
+def test_the_issues_discounts_are_refused(gamma: float) -> None:
+    with pytest.raises(SpaceError, match="^gamma: expected a value in"):
+        compute_advantages(*small_case(), gamma, 0.95)
+    with pytest.raises(SpaceError, match="^gae_lambda: expected a value in"):
+        compute_advantages(*small_case(), 0.99, gamma)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_tensors_of_other_float_dtypes_are_a_row_error(dtype: torch.dtype) -> None:
+    # bfloat16 has no numpy dtype: refused as float16 is, not as torch's TypeError.
+    with pytest.raises(RowError, match="^values: expected"):
+        compute_advantages(*small_case(tensors=True, values=dtype), 0.99, 0.95)
 
 
 @pytest.mark.gpu

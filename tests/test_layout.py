@@ -8,9 +8,10 @@ import gymnasium.spaces as gs
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import spaces
-from pufferrs import Layout, UnsupportedSpaceError
+from pufferrs import Layout, RowError, UnsupportedSpaceError
 
 
 def aligned_struct(space: gs.Space) -> np.dtype:
@@ -138,3 +139,39 @@ def test_unsupported_spaces_name_their_path(space: gs.Space, message: str) -> No
     with pytest.raises(UnsupportedSpaceError, match=message) as err:
         Layout(space)
     assert isinstance(err.value, TypeError)
+
+
+@st.composite
+def texts(draw: st.DrawFn) -> tuple[gs.Text, str]:
+    """A Text space (any charset, lengths up to 300, which takes uint16
+    codes past 255) and a string it allows."""
+    charset = draw(st.text(min_size=1, max_size=20))
+    max_length = draw(st.integers(0, 300))
+    min_length = draw(st.integers(0, min(max_length, 5)))
+    space = gs.Text(max_length, min_length=min_length, charset=charset)
+    chars = sorted(set(charset))
+    text = "".join(draw(st.lists(st.sampled_from(chars), min_size=min_length, max_size=min(max_length, 40))))
+    return space, text
+
+
+@given(texts(), st.data())
+def test_decode_text_round_trips_and_refuses_corrupted_rows(case: tuple[gs.Text, str], data: st.DataObject) -> None:
+    space, text = case
+    layout = Layout(space)
+    codes = layout.unflatten(layout.flatten(text))
+    assert layout.decode_text((), codes) == text
+    length = len(text)
+    if space.min_length > 0:
+        # A stored length below min_length: a string the space does not allow.
+        short = codes.copy()
+        short[:] = 0
+        short[-1] = data.draw(st.integers(0, space.min_length - 1))
+        with pytest.raises(RowError, match=rf"^obs: length {short[-1]} is not in \[{space.min_length}, "):
+            layout.decode_text((), short)
+    if length < space.max_length:
+        # A non-zero code after the length: a row encode never writes.
+        stray = codes.copy()
+        at = data.draw(st.integers(length, space.max_length - 1))
+        stray[at] = data.draw(st.integers(1, len(space.character_set)))
+        with pytest.raises(RowError, match=f"^obs: code {stray[at]} at position {at} follows the string's length"):
+            layout.decode_text((), stray)

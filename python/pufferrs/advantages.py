@@ -21,8 +21,14 @@ import numpy as np
 import torch
 
 from pufferrs._native import gae
+from pufferrs.errors import RowError
 
 __all__ = ["compute_advantages"]
+
+#: Tensor dtypes with no numpy equivalent (``Tensor.numpy()`` raises TypeError).
+_NOT_NUMPY = frozenset(
+    getattr(torch, name) for name in ("bfloat16", "float8_e4m3fn", "float8_e5m2", "complex32") if hasattr(torch, name)
+)
 
 
 def compute_advantages(
@@ -55,13 +61,15 @@ def compute_advantages(
     to the row's next unmasked step, continues into that step's value (or
     ``bootstrap``), and masked steps get advantage 0. Without ``masks``
     every step acts, and the result is exactly what it was without them.
+
+    ``gamma`` and ``gae_lambda`` must lie in [0, 1]: the kernel refuses
+    others (NaN included) with :class:`~pufferrs.SpaceError`.
     """
     device = values.device if isinstance(values, torch.Tensor) else None
     staged: set[torch.device] = set()
-    arrays = [
-        _on_host(x, staged) if x is not None else None
-        for x in (values, bootstrap, rewards, terminals, truncations, final_values, masks)
-    ]
+    names = ("values", "bootstrap", "rewards", "terminals", "truncations", "final_values", "masks")
+    given = (values, bootstrap, rewards, terminals, truncations, final_values, masks)
+    arrays = [_on_host(name, x, staged) if x is not None else None for name, x in zip(names, given)]
     for source in staged:
         # The copies into page-locked memory were asynchronous.
         torch.cuda.current_stream(source).synchronize()
@@ -73,12 +81,18 @@ def compute_advantages(
     return out.to(device, non_blocking=True)
 
 
-def _on_host(x: Any, staged: set[torch.device]) -> Any:
+def _on_host(name: str, x: Any, staged: set[torch.device]) -> Any:
     """``x`` where the kernel can read it: numpy arrays and CPU tensors as
     they are, GPU tensors copied (asynchronously) into page-locked memory;
     ``staged`` collects the devices copied from."""
     if not isinstance(x, torch.Tensor):
         return x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x.dtype in _NOT_NUMPY:
+        # The kernel refuses every dtype but its own, as a RowError naming
+        # the argument; these it would never see, since numpy cannot hold them.
+        raise RowError(
+            f"{name}: expected float32 values (bool flags), got a tensor of {x.dtype}, which numpy cannot hold"
+        )
     x = x.detach()
     if x.device.type == "cpu":
         return x

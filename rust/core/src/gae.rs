@@ -173,8 +173,18 @@ impl Steps<'_> {
 }
 
 /// Writes GAE(`gamma`, `lambda`) of `steps` into `out` (the module
-/// documentation gives the rule); refuses shapes that do not match.
+/// documentation gives the rule); refuses shapes that do not match, and a
+/// `gamma` or `lambda` outside [0, 1] (NaN included), which would fill
+/// `out` with NaNs or with sums that grow without bound, not advantages.
 pub fn advantages(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMut<'_, f32>) -> Result<()> {
+    for (name, value) in [("gamma", gamma), ("gae_lambda", lambda)] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(Error::Mismatch {
+                path: name.into(),
+                reason: format!("expected a value in [0, 1], got {value:?}"),
+            });
+        }
+    }
     let [envs, horizon] = steps.check()?;
     if out.shape != [envs, horizon] {
         let got = out.shape;
@@ -310,6 +320,10 @@ mod tests {
     }
 
     fn run(c: &Case, finals: bool, gamma: f64, lambda: f64) -> Vec<f32> {
+        try_run(c, finals, gamma, lambda).unwrap()
+    }
+
+    fn try_run(c: &Case, finals: bool, gamma: f64, lambda: f64) -> Result<Vec<f32>> {
         let shape = [c.envs, c.horizon];
         let steps = Steps {
             values: Matrix::c_order("values", &c.values, shape).unwrap(),
@@ -321,8 +335,8 @@ mod tests {
             masks: None,
         };
         let mut out = vec![f32::NAN; c.envs * c.horizon];
-        advantages(&steps, gamma, lambda, &mut MatrixMut::c_order("out", &mut out, shape).unwrap()).unwrap();
-        out
+        advantages(&steps, gamma, lambda, &mut MatrixMut::c_order("out", &mut out, shape).unwrap())?;
+        Ok(out)
     }
 
     fn expected(c: &Case, finals: bool, gamma: f64, lambda: f64) -> Vec<f64> {
@@ -439,6 +453,24 @@ mod tests {
         assert_eq!(run_masks(Some(&[0, 1, 0, 0])), [0.0, 14.0 + 0.5 * 10.0 - 9.0, 0.0, 0.0]);
         // Masks that are all set change nothing, bit for bit.
         assert_eq!(run_masks(Some(&[1; 4])).map(f32::to_bits), run_masks(None).map(f32::to_bits));
+    }
+
+    #[test]
+    fn discounts_outside_zero_to_one_are_refused() {
+        let c = case(2, 3, 7);
+        for (gamma, lambda, refused) in [
+            (f64::NAN, 0.9, "gamma: expected a value in [0, 1], got NaN"),
+            (-1.0, 0.9, "gamma: expected a value in [0, 1], got -1.0"),
+            (1e300, 0.9, "gamma: expected a value in [0, 1], got 1e300"),
+            (0.9, f64::INFINITY, "gae_lambda: expected a value in [0, 1], got inf"),
+            (0.9, 1.0 + f64::EPSILON, "gae_lambda: expected a value in [0, 1], got 1.0000000000000002"),
+        ] {
+            assert_eq!(try_run(&c, false, gamma, lambda).unwrap_err().to_string(), refused);
+        }
+        // The bounds themselves are discounts.
+        for (gamma, lambda) in [(0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0)] {
+            assert!(try_run(&c, false, gamma, lambda).is_ok());
+        }
     }
 
     #[test]

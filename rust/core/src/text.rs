@@ -52,16 +52,27 @@ impl Leaf {
         Ok(codes)
     }
 
-    /// The string that `codes` (a `Text` leaf's values) encode.
+    /// The string that `codes` (a `Text` leaf's values) encode. Only what
+    /// `encode_text` writes decodes: a length outside the space's
+    /// `[min_length, max_length]` or a non-zero code after the length is a
+    /// corrupted row, never a string the space does not allow.
     pub fn decode_text(&self, codes: &[i128]) -> std::result::Result<String, String> {
-        let Rule::Text { charset, max_length, .. } = &self.rule else {
+        let Rule::Text { charset, min_length, max_length } = &self.rule else {
             return Err("not a string leaf".into());
         };
         if codes.len() != max_length + 1 {
             return Err(format!("expected {} codes, got {}", max_length + 1, codes.len()));
         }
-        let length = usize::try_from(codes[*max_length]).ok().filter(|&n| n <= *max_length);
-        let length = length.ok_or_else(|| format!("length {} is not in [0, {max_length}]", codes[*max_length]))?;
+        let length = usize::try_from(codes[*max_length]).ok().filter(|n| (*min_length..=*max_length).contains(n));
+        let length =
+            length.ok_or_else(|| format!("length {} is not in [{min_length}, {max_length}]", codes[*max_length]))?;
+        if let Some(k) = codes[length..*max_length].iter().position(|&code| code != 0) {
+            return Err(format!(
+                "code {} at position {} follows the string's length {length}: codes after it must be 0",
+                codes[length + k],
+                length + k
+            ));
+        }
         codes[..length]
             .iter()
             .map(|&code| {
@@ -117,6 +128,14 @@ mod tests {
         assert!(leaf.check(0, Value::Int(3)).is_ok());
         assert!(leaf.check(0, Value::Int(4)).is_err());
         assert!(leaf.check(4, Value::Int(0)).is_err());
+        // Corrupted rows: a length below min_length, or codes after the length.
+        assert_eq!(leaf.decode_text(&[0, 0, 0, 0, 0]).unwrap_err(), "length 0 is not in [1, 4]");
+        assert_eq!(leaf.decode_text(&[2, 0, 0, 0, 5]).unwrap_err(), "length 5 is not in [1, 4]");
+        assert_eq!(
+            leaf.decode_text(&[2, 3, 0, 1, 2]).unwrap_err(),
+            "code 1 at position 3 follows the string's length 2: codes after it must be 0"
+        );
+        assert_eq!(leaf.decode_text(&[2, 3, 0, 0, 2]).unwrap(), "ab");
         let long = Layout::new(&Space::string(300), "obs").unwrap();
         assert_eq!((long.leaves[0].dtype, long.leaves[0].shape.clone()), (U16, vec![301]));
     }
