@@ -1,12 +1,18 @@
 """What ``pufferrs train`` shows while it runs: a live panel on a terminal,
 one log line every few seconds in logs and pipes, and the summary at the
-end. Each display is called with every update's metrics row."""
+end. Each display is called with every update's metrics row.
+
+Both show the update's mean episode return ("return -": no episode ended
+in that update) and a few of the env's other metrics, the family's choice
+(:func:`pufferrs.episodes.shown_metrics`); ``metrics.jsonl`` has them all."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import TYPE_CHECKING, Any
+
+from pufferrs.episodes import family_of, shown_metrics
 
 if TYPE_CHECKING:
     from pufferrs.config import Config
@@ -21,7 +27,7 @@ def progress_display(config: Config, plain: bool = False) -> PlainProgress | Ric
         from rich.console import Console
 
         return RichProgress(config, Console())
-    return PlainProgress(config.num_updates)
+    return PlainProgress(config.num_updates, env=config.env)
 
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
@@ -30,10 +36,11 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
 
 class PlainProgress:
     """Log lines, at most one per ``interval`` seconds (and the last), for
-    logs and pipes."""
+    logs and pipes; ``env`` (its id) picks the metrics shown."""
 
-    def __init__(self, num_updates: int, interval: float = 2.0):
+    def __init__(self, num_updates: int, interval: float = 2.0, env: str = ""):
         self.num_updates, self.interval = num_updates, interval
+        self.family = family_of(env)
         self.last = -float("inf")
 
     def __enter__(self) -> PlainProgress:
@@ -47,11 +54,7 @@ class PlainProgress:
         if now - self.last < self.interval and m["update"] < self.num_updates:
             return
         self.last = now
-        extra = "".join(
-            f" {k[4:]} {_fmt(m[k])}"
-            for k in m
-            if k.startswith("env/") and k not in ("env/episode_return", "env/episode_length", "env/episodes")
-        )
+        extra = "".join(f" {k[4:]} {_fmt(m[k])}" for k in shown_metrics(self.family, m))
         print(
             f"update {m['update']}/{self.num_updates} steps {m['global_step']:,} sps {m['sps']:,.0f} "
             f"return {_fmt(m.get('env/episode_return'))}{extra} "
@@ -68,6 +71,7 @@ class RichProgress:
         from rich.live import Live
 
         self.config, self.console = config, console
+        self.family = family_of(config.env)
         self.latest: dict[str, Any] = {}
         self.best: float | None = None
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
@@ -84,11 +88,7 @@ class RichProgress:
             table.add_column()
         steps = m.get("global_step", 0)
         total = config.num_updates * config.batch_size
-        env_keys = [
-            k
-            for k in m
-            if k.startswith("env/") and k not in ("env/episode_return", "env/episode_length", "env/episodes")
-        ]
+        env_keys = shown_metrics(self.family, m, most=4)
         rows = [
             (
                 "steps",
@@ -123,7 +123,7 @@ class RichProgress:
         ]
         if env_keys:
             cells: list[str] = []
-            for k in env_keys[:4]:
+            for k in env_keys:
                 cells += [k[4:], _fmt(m[k])]
             rows.append(tuple(cells + [""] * (8 - len(cells))))
         for row in rows:

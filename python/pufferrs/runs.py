@@ -97,19 +97,26 @@ def summarize(
     env: str, metrics: list[dict[str, Any]], update: int, global_step: int, timers: dict[str, float], elapsed: float
 ) -> dict[str, Any]:
     """The end of training in numbers: steps, time, speed, the last
-    update's episode statistics, and the time split."""
+    update's episode statistics, the mean return of every episode that
+    ended in the last 5 updates, and the time split."""
     last = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("env/")}
     # The last few updates, for a steadier figure than one update's.
     # Atari's unclipped score when reported, not the clipped per-life return.
-    key = "env/game_return" if any("env/game_return" in m for m in metrics) else "env/episode_return"
-    recent = [m[key] for m in metrics[-5:] if key in m]
+    key = "game_return" if any("env/game_return" in m for m in metrics) else "episode_return"
+    # Each update's mean weighted by its episodes (those that reported the
+    # key, where fewer did: pufferrs.episodes.EpisodeStats.take).
+    total = count = 0.0
+    for m in metrics[-5:]:
+        if f"env/{key}" in m:
+            n = m.get(f"episodes/{key}", m.get("env/episodes", 1))
+            total, count = total + n * m[f"env/{key}"], count + n
     return {
         "env": env,
         "updates": update,
         "global_step": global_step,
         "seconds": round(elapsed, 2),
         "sps": round(global_step / elapsed, 1) if elapsed > 0 else 0.0,
-        "mean_return_last_5_updates": float(np.mean(recent)) if recent else None,
+        "mean_return_last_5_updates": total / count if count else None,
         **last,
         **{f"perf/{k}": round(v, 3) for k, v in timers.items()},
     }
