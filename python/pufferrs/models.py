@@ -174,12 +174,22 @@ class Policy(nn.Module):
     learned, state-independent ``decoder_logstd``; ``value``, a Linear with
     std 1. Discrete actions are indices from 0: add a space's ``start``
     before stepping an env whose ``start`` is not 0. Continuous actions are
-    not squashed to the Box's bounds. An ``action_mask`` observation leaf
-    (see the module docstring) is read by :meth:`action_mask`.
+    not squashed: the policy's Normal is unbounded, and
+    :class:`~pufferrs.actions.ActionAdapter` clips what it sends to the
+    env's bounds while the trainer stores and learns from the sampled value
+    (SB3's and CleanRL's rule). ``log_std_init`` is the Normal's initial
+    log standard deviation. An ``action_mask`` observation leaf (see the
+    module docstring) is read by :meth:`action_mask`.
+
+    ``separate_value``: the features the encoder returns are
+    ``2 * output_size`` wide, the first half the action heads' and the
+    second the value head's, so that an encoder can give the value its own
+    network (:class:`~pufferrs.encoders.Auto` does, for vector observations).
     """
 
-    def __init__(self, env: Any, output_size: int):
+    def __init__(self, env: Any, output_size: int, log_std_init: float = 0.0, separate_value: bool = False):
         super().__init__()
+        self.separate_value = separate_value
         space = env.single_action_space
         self.action_space = space
         self.output_size = output_size
@@ -196,7 +206,7 @@ class Policy(nn.Module):
                 raise TypeError(f"continuous actions need a float Box, got {space}")
             self.action_shape = tuple(space.shape)
             self.decoder_mean = layer_init(nn.Linear(output_size, math.prod(space.shape)), std=0.01)
-            self.decoder_logstd = nn.Parameter(torch.zeros(1, *space.shape))
+            self.decoder_logstd = nn.Parameter(torch.full((1, *space.shape), float(log_std_init)))
         else:
             raise TypeError(
                 f"action space {space} is not supported: use Discrete, MultiDiscrete, MultiBinary or a float Box"
@@ -218,9 +228,14 @@ class Policy(nn.Module):
     def decode_actions(
         self, hidden: torch.Tensor, action_mask: torch.Tensor | None = None
     ) -> tuple[Logits, torch.Tensor]:
-        """Features ``(B, output_size)`` to ``(logits, values (B,))``, illegal
-        actions masked when ``action_mask`` ``(B, n)`` is given."""
-        values = self.value(hidden).squeeze(-1)
+        """Features ``(B, output_size)`` (twice that with ``separate_value``)
+        to ``(logits, values (B,))``, illegal actions masked when
+        ``action_mask`` ``(B, n)`` is given."""
+        if self.separate_value:
+            hidden, value_hidden = hidden.split(self.output_size, dim=-1)
+        else:
+            value_hidden = hidden
+        values = self.value(value_hidden).squeeze(-1)
         if self.is_continuous:
             mean = self.decoder_mean(hidden).reshape(hidden.shape[0], *self.action_shape)
             # validate_args=False: validation reads the tensors back to the
@@ -256,8 +271,8 @@ class Default(Policy):
     0/1. Integer Boxes other than images are used unscaled.
     """
 
-    def __init__(self, env: Any, hidden_size: int = 128):
-        super().__init__(env, hidden_size)
+    def __init__(self, env: Any, hidden_size: int = 128, log_std_init: float = 0.0):
+        super().__init__(env, hidden_size, log_std_init=log_std_init)
         self.hidden_size = hidden_size
         self.layout = _structured_layout(env)
         self.is_dict_obs = self.layout is not None

@@ -29,6 +29,11 @@ so the policy's input scale jumps with every batch):
 pufferrs interface (``forward`` / ``forward_eval``, including
 :class:`~pufferrs.models.LSTMWrapper`), which is what a trainer option to
 normalise observations wraps the policy with.
+
+:class:`RewardNormalizer` scales rewards by the standard deviation of the
+discounted return, kept by an :class:`ObservationNormalizer` of shape
+``()`` (gymnasium's ``NormalizeReward``, SB3's ``VecNormalize``), one
+running return per row.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NormalizedPolicy", "ObservationNormalizer"]
+__all__ = ["NormalizedPolicy", "ObservationNormalizer", "RewardNormalizer"]
 
 _ACCUMULATORS = ("mean", "var", "count")
 
@@ -220,3 +225,43 @@ class NormalizedPolicy(nn.Module):
 
     def decode_actions(self, hidden: torch.Tensor) -> Any:
         return self.policy.decode_actions(hidden)
+
+
+class RewardNormalizer(nn.Module):
+    """Rewards divided by a running estimate of the discounted return's
+    standard deviation, then clipped to ``[-clip, clip]``.
+
+    Every row (an env, or an agent's slot) keeps its own discounted return
+    ``G = gamma * G + r``; each step merges the ``G`` of the rows that took
+    it into one running variance (:class:`ObservationNormalizer`'s
+    statistics, in ``self.returns``) and divides the rewards by its square
+    root. A row's ``G`` restarts at 0 after its episode ends, terminated or
+    truncated, so no return runs across an episode boundary. The mean is not
+    subtracted: the sign of a reward is kept, as gymnasium and SB3 do.
+
+    The statistics are in ``state_dict`` (float64 tensors, loadable with
+    ``weights_only=True``); the rows' running returns are not, a resumed run
+    starts them again at 0.
+    """
+
+    def __init__(self, rows: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__()
+        if not 0 <= gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.gamma = float(gamma)
+        self.returns = ObservationNormalizer((), clip=clip, epsilon=epsilon)
+        self.running = np.zeros(rows, np.float64)
+
+    def forward(self, rows: np.ndarray, rewards: np.ndarray, ended: np.ndarray, acted: np.ndarray) -> np.ndarray:
+        """Normalised float32 rewards of the steps of ``rows`` that just
+        ended with ``rewards`` and ``ended`` (terminal or truncated).
+        ``acted`` marks the rows whose agent took the step (multi-agent
+        rows that were masked carry no step of their own): only theirs
+        update the returns and the statistics."""
+        rewards = np.asarray(rewards, np.float64)
+        stepped = rows[acted]
+        self.running[stepped] = self.gamma * self.running[stepped] + rewards[acted]
+        self.returns.update(torch.from_numpy(self.running[stepped]))
+        self.running[rows[ended]] = 0.0
+        scale = float(self.returns.scale)
+        return np.clip(rewards * scale, -self.returns.clip, self.returns.clip).astype(np.float32)
