@@ -471,6 +471,11 @@ class TurnBlock(_AgentRows):
             mover = env.agent_selection
             if mover not in self.slot:
                 raise self._unknown(env, mover, "selected (agent_selection)")
+            if mover not in env.agents:
+                raise EnvProtocolError(
+                    f"{type(env).__name__} selected agent {mover!r} (agent_selection), which is not in agents "
+                    f"{list(env.agents)}: only an agent in agents can move"
+                )
             if mover not in done:
                 break
             if not (env.terminations.get(mover) or env.truncations.get(mover)):
@@ -492,11 +497,6 @@ class TurnBlock(_AgentRows):
             raise EnvProtocolError(
                 f"{type(env).__name__} selected ended agents for more None steps in a row than it has "
                 f"possible_agents ({self.A}): ended agents keep coming back to agents"
-            )
-        if mover not in env.agents:
-            raise EnvProtocolError(
-                f"{type(env).__name__} selected agent {mover!r} (agent_selection), which is not in agents "
-                f"{list(env.agents)}: only an agent in agents can move"
             )
         self.movers[e] = mover
         row = e * self.A + self.slot[mover]
