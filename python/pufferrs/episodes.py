@@ -277,9 +277,10 @@ class EpisodeStats:
         ends = ended.nonzero()[0].tolist() if ended.any() else []
         filled = len(infos) - infos.count({})
         if filled > sum(1 for k in ends if infos[k]):
+            done, present, rows, skip = ended.tolist(), masks.tolist(), row_ids.tolist(), self.skip
             for k, info in enumerate(infos):
-                if info and not ended[k] and masks[k] and info.keys() - self.skip:
-                    self._step(self.running.setdefault(int(row_ids[k]), {}), info, "")
+                if info and present[k] and not done[k] and not skip.issuperset(info):
+                    self._step(self.running.setdefault(rows[k], {}), info, "")
         for k in ends:
             self._end(int(row_ids[k]), infos[k])
         if ends:
@@ -293,18 +294,21 @@ class EpisodeStats:
 
     def _step(self, running: dict[str, list[float]], info: dict, prefix: str) -> None:
         """Adds one step's ``sum``/``mean`` values of ``info`` to ``running``."""
+        skip, rules = self.skip, self.rules
         for key, value in info.items():
-            if not prefix and key in self.skip:
+            if not prefix and key in skip:
                 continue
             if isinstance(value, dict):
                 self._step(running, value, f"{prefix}{key}/")
                 continue
-            name = prefix + key
-            if self.rule(name) not in (SUM, MEAN):
+            name = prefix + key if prefix else key
+            rule = rules.get(name) or self.rule(name)
+            if rule not in (SUM, MEAN):
                 if not prefix:
-                    self.skip.add(key)
+                    skip.add(key)
                 continue
-            number = _number(value)
+            # Python floats and np.float64 (MuJoCo's terms) need no check.
+            number = float(value) if isinstance(value, float) else _number(value)
             if number is not None:
                 acc = running.get(name)
                 if acc is None:
