@@ -4,7 +4,10 @@ same seeds and actions (the reference), on Serial and Multiprocessing."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +18,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import BaseWrapper
 
 import pufferrs.vector
@@ -474,3 +477,213 @@ def test_an_env_that_raises_is_named(backend: str) -> None:
                 envs.step(np.zeros(envs.num_agents, np.int64))
         assert info.value.env == 1
         assert "the env broke" in str(info.value) or "the env broke" in str(info.value.__cause__)
+
+
+# -- envs that break the protocol: rows or a clear error, never a hang --
+
+
+class Stubborn(AECEnv):
+    """Two players; "a" terminates at its first move, and ``step(None)``
+    does not remove it (the bug): its selection never changes."""
+
+    metadata: dict = {"name": "stubborn"}
+    possible_agents = ["a", "b"]
+
+    def observation_space(self, agent: str) -> gs.Space:
+        return gs.Box(0, 1, (2,), np.float32)
+
+    def action_space(self, agent: str) -> gs.Space:
+        return gs.Discrete(2)
+
+    def observe(self, agent: str) -> np.ndarray:
+        return np.ones(2, np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        self.agents = list(self.possible_agents)
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self.infos = {a: {} for a in self.agents}
+        self.agent_selection = "a"
+
+    def step(self, action: Any) -> None:
+        if action is None:
+            return  # the bug: a dead step that keeps the dead agent
+        self.terminations["a"] = True
+
+
+def copied(step: tuple) -> tuple:
+    """A step's arrays are views of the shared rows, which the next step rewrites."""
+    *arrays, infos = step
+    return (
+        *(a.copy() for a in arrays),
+        [{k: np.copy(v) if k == "final_obs" else v for k, v in i.items()} for i in infos],
+    )
+
+
+HANG_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+import pufferrs.vector
+from pufferrs import WorkerError
+from test_multiagent_vector import Stubborn
+kwargs = dict(backend={backend!r}, timeout=30) if {backend!r} == "multiprocessing" else {{}}
+with pufferrs.vector.make(Stubborn, 2, **kwargs) as envs:
+    envs.reset(seed=0)
+    try:
+        envs.step(np.zeros(envs.num_agents, np.int64))
+    except WorkerError as error:
+        print("ERROR", error.env, error)
+"""
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_an_aec_step_none_that_keeps_the_dead_agent_is_refused_not_a_hang(backend: str) -> None:
+    # In a subprocess with a timeout: a regression fails instead of hanging the suite.
+    script = HANG_SCRIPT.format(tests=str(Path(__file__).parent), backend=backend)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # Both envs break at once: either may be the one reported.
+    assert done.stdout.startswith(("ERROR 0 ", "ERROR 1 ")), done.stdout
+    assert f"env {done.stdout.split()[1]} raised" in done.stdout
+    assert "Stubborn.step(None) for agent 'a', which had ended, left it in agents ['a', 'b']" in done.stdout
+    assert "timed out" not in done.stdout
+
+
+class Scripted(ParallelEnv):
+    """Two agents, each rewarded 1.0 + its slot per step. ``plan`` says, at
+    each step, which agents are still in ``agents`` afterwards (no flag
+    ever); ``intruder`` (``"reset"``, ``"step"``, ``"possible_agents"``)
+    brings in an agent "zz" that is not in possible_agents."""
+
+    metadata: dict = {"name": "scripted"}
+
+    def __init__(self, plan: tuple = ((), ()), intruder: str | None = None) -> None:
+        self.possible_agents = ["a", "b"]
+        self.plan, self.intruder, self.resets = plan, intruder, 0
+
+    def observation_space(self, agent: str) -> gs.Space:
+        return gs.Box(0, 10, (2,), np.float32)
+
+    def action_space(self, agent: str) -> gs.Space:
+        return gs.Discrete(2)
+
+    def _obs(self) -> dict:
+        return {a: np.array([["a", "b", "zz"].index(a) + 1, self.t], np.float32) for a in self.agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self.resets += 1
+        self.t, self.agents = 0, ["a", "b"]
+        if self.intruder == "reset" or (self.intruder == "possible_agents" and self.resets > 1):
+            self.possible_agents = ["a", "zz"] if self.intruder == "possible_agents" else self.possible_agents
+            self.agents = ["a", "zz"]
+        return self._obs(), {}
+
+    def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
+        rewards = {a: 1.0 + ["a", "b", "zz"].index(a) for a in actions}
+        self.t += 1
+        self.agents = [a for a in self.agents if a in self.plan[min(self.t, len(self.plan)) - 1]]
+        if self.intruder == "step" and self.t == 2:
+            self.agents.append("zz")
+        flags = dict.fromkeys(actions, False)
+        return self._obs(), rewards, flags, dict(flags), {}
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_agents_that_leave_without_a_flag_are_truncated_with_a_final_row(backend: str) -> None:
+    # "b" leaves after step 2, "a" after step 3; neither is ever flagged.
+    def creator() -> Scripted:
+        return Scripted(plan=(("a", "b"), ("a",), ()))
+
+    kwargs: dict = {"backend": backend, "num_workers": 1} if backend == "multiprocessing" else {}
+    with pufferrs.vector.make(creator, 1, **kwargs) as envs:
+        envs.reset(seed=0)
+        steps = [copied(envs.step(np.zeros(2, np.int64))) for _ in range(3)]
+    obs, rewards, terms, truncs, infos = steps[1]
+    # Step 2: "b" (row 1) is truncated, its row zero and masked; "a" plays on.
+    assert truncs.tolist() == [False, True] and not terms.any()
+    assert not obs[1].any() and obs[0].tolist() == [1, 2]
+    assert infos[1]["episode_return"] == 4.0 and infos[1]["episode_length"] == 2
+    # No observation for it at that step: its final row is zero.
+    assert not infos[1]["final_obs"].any()
+    obs, rewards, terms, truncs, infos = steps[2]
+    # Step 3: "a" goes too; the episode ends with a flag and its statistics,
+    # and the env resets (same step): both rows play the next episode.
+    assert truncs.tolist() == [True, False] and rewards.tolist() == [1.0, 0.0]
+    assert infos[0]["episode_return"] == 3.0 and infos[0]["episode_length"] == 3
+    assert infos[0]["env_episode_return"] == 7.0 and infos[0]["env_episode_length"] == 3
+    assert obs.tolist() == [[1, 0], [2, 0]]
+
+
+class VanishingTurns(Stubborn):
+    """Two players taking turns, rewarded 1.0 each move; "b" disappears from
+    agents after its second move, "a" after its third, with no flag."""
+
+    metadata: dict = {"name": "vanishing_turns"}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        super().reset(seed)
+        self.moves = dict.fromkeys(self.agents, 0)
+
+    def step(self, action: Any) -> None:
+        mover = self.agent_selection
+        self.moves[mover] += 1
+        self.rewards = {a: 1.0 if a == mover else 0.0 for a in self.agents}
+        if self.moves[mover] == {"a": 3, "b": 2}[mover]:
+            self.agents.remove(mover)
+        if self.agents:
+            self.agent_selection = (
+                self.agents[(self.agents.index(mover) + 1) % len(self.agents)]
+                if mover in self.agents
+                else self.agents[0]
+            )
+
+
+def test_an_aec_agent_that_leaves_without_a_flag_is_truncated() -> None:
+    with pufferrs.vector.make(VanishingTurns, 1) as envs:
+        envs.reset(seed=0)
+        steps = [copied(envs.step(np.zeros(2, np.int64))) for _ in range(5)]
+    # Moves: a, b, a, b (b leaves), a (a leaves: the episode ends).
+    obs, rewards, terms, truncs, infos = steps[3]
+    assert truncs.tolist() == [False, True] and infos[1]["episode_return"] == 2.0
+    assert not infos[1]["final_obs"].any()
+    obs, rewards, terms, truncs, infos = steps[4]
+    assert truncs.tolist() == [True, False] and infos[0]["episode_return"] == 3.0
+    assert infos[0]["env_episode_return"] == 5.0 and infos[0]["env_episode_length"] == 5
+
+
+@pytest.mark.parametrize("where", ["reset", "step", "possible_agents"])
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_an_agent_not_in_possible_agents_is_named(where: str, backend: str) -> None:
+    def creator() -> Scripted:
+        return Scripted(plan=(("a", "b"), ("a", "b"), ()), intruder=where)
+
+    kwargs: dict = {"backend": backend, "num_workers": 2} if backend == "multiprocessing" else {}
+    with pufferrs.vector.make(creator, 2, **kwargs) as envs:
+        with pytest.raises(WorkerError) as info:
+            envs.reset(seed=0)
+            for _ in range(4):
+                envs.step(np.zeros(4, np.int64))
+    message = str(info.value)
+    # Both envs break at once: the one reported is named, in the message too.
+    assert info.value.env in (0, 1) and f"env {info.value.env} raised" in message
+    assert "agent 'zz', which is not in the possible_agents ['a', 'b'] the vector env was made with" in message
+    assert ("the env's possible_agents is now ['a', 'zz']" in message) == (where == "possible_agents")
+    assert "KeyError" not in message
+
+
+class RewardsAStranger(Stubborn):
+    metadata: dict = {"name": "rewards_a_stranger"}
+
+    def step(self, action: Any) -> None:
+        self.rewards = {"a": 1.0, "b": 0.0, "zz": 5.0}
+        self.agent_selection = "b" if self.agent_selection == "a" else "a"
+
+
+def test_an_aec_reward_for_an_agent_not_in_possible_agents_is_named() -> None:
+    with pufferrs.vector.make(RewardsAStranger, 1) as envs:
+        envs.reset(seed=0)
+        with pytest.raises(WorkerError, match="env 0 raised EnvProtocolError: RewardsAStranger gives a reward") as info:
+            envs.step(np.zeros(2, np.int64))
+    assert "agent 'zz', which is not in the possible_agents ['a', 'b']" in str(info.value)
