@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import signal
 import sys
@@ -79,6 +80,39 @@ def _json_object(text: str) -> dict:
     return value
 
 
+#: Seeds the command takes: non-negative, and below 2**63, so that a seed
+#: is stored and passed exactly as a signed 64-bit integer everywhere it
+#: goes (``torch.manual_seed`` takes up to 2**64 - 1; numpy's int64).
+MAX_SEED = 2**63 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**63 - 1, got {text}")
+    return value
+
+
+def _encoders(text: str) -> dict:
+    """``--encoders``: a JSON object of leaf keys to encoder names, checked
+    here so that a bad name is an argument error and not a traceback."""
+    from pufferrs.encoders import check_encoders
+
+    value = _json_object(text)
+    try:
+        check_encoders(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+#: Options whose values need more checking than their annotation's type.
+_OPTION_TYPES = {"seed": _seed, "encoders": _encoders}
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
     """One option per Config field but ``env`` (the positional), in the
     ``--help`` section its metadata names, typed by its annotation: a bool
@@ -105,9 +139,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
         if kind is bool:
             section.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
         elif kind is dict:
-            section.add_argument(option, type=_json_object, metavar="JSON", help=help_text)
+            section.add_argument(option, type=_OPTION_TYPES.get(f.name, _json_object), metavar="JSON", help=help_text)
         else:
             metavar = None if choices else f.name.upper()
+            kind = _OPTION_TYPES.get(f.name, kind)
             section.add_argument(option, type=kind, choices=choices, metavar=metavar, help=help_text)
     return sections
 
@@ -175,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from pufferrs.runs import evaluate, policy_from_checkpoint, record_video
+    from pufferrs.runs import check_video, evaluate, policy_from_checkpoint, record_video
 
     torch.set_num_threads(1)  # a small policy, one step at a time
     modes = [m for m, only in (("greedy", args.greedy), ("sampled", args.sample)) if only] or ["greedy", "sampled"]
@@ -183,7 +218,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from pufferrs.errors import ConfigError
 
         raise ConfigError(f"episodes must be positive, got {args.episodes}")
-    policy, config, checkpoint = policy_from_checkpoint(args.checkpoint, args.device)
+    policy, config, checkpoint = policy_from_checkpoint(
+        args.checkpoint, args.device, env=args.env, imports=args.imports, trust_code=args.trust_checkpoint_code
+    )
+    if args.video:
+        check_video(config)  # before the episodes, not after them
     print(
         f"{config.env}: {args.episodes} episodes per mode, checkpoint of update "
         f"{checkpoint.get('update')} ({checkpoint.get('global_step', 0):,} steps)"
@@ -263,7 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
         "rgb_array frames, and moviepy)",
     )
     ev.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
-    ev.add_argument("--seed", type=int, default=None, help="env seed (default: the training seed + 1000)")
+    ev.add_argument("--seed", type=_seed, default=None, help="env seed (default: the training seed + 1000)")
+    trust = ev.add_argument_group(
+        "code the checkpoint names",
+        "A checkpoint's env may need code to be made: a dotted path to a function, module:EnvId, modules to "
+        "import. Loading a file runs none of it unless you name it again here or trust the file "
+        "(registered gymnasium and PettingZoo ids need neither).",
+    )
+    trust.add_argument(
+        "--env", metavar="ENV", help="the env to play, in place of the checkpoint's (name its own to allow its code)"
+    )
+    trust.add_argument(
+        "--imports",
+        metavar="MODULES",
+        help="modules to import before making the env, comma-separated, in place of the checkpoint's ('' for none)",
+    )
+    trust.add_argument(
+        "--trust-checkpoint-code",
+        action="store_true",
+        help="import and call whatever code the checkpoint's config names: only for files you trust",
+    )
     ev.set_defaults(run=cmd_eval)
 
     dm = commands.add_parser(
@@ -284,6 +342,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pufferrs.errors import ConfigError, PufferError
 
+    # `python -m pufferrs` finds modules in the current directory first
+    # (`pufferrs train mymodule:MyEnv-v0` beside mymodule.py); the console
+    # script's path starts with its own directory instead. Its worker
+    # processes inherit the path. Only code the user names is imported
+    # (runs.load_checkpoint), so this gives a checkpoint nothing to import.
+    cwd = os.getcwd()
+    added = "" not in sys.path and cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         return args.run(args)
     except ConfigError as exc:
@@ -297,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(exc, _Terminated)
         print(f"pufferrs {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
+    finally:
+        if added and cwd in sys.path:  # main() called in a process that goes on
+            sys.path.remove(cwd)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from pufferrs.models import Policy
 from pufferrs.pytorch import layer_init, unflatten
 from pufferrs.spaces import Layout, at_path, format_path, is_string_space
 
-__all__ = ["ENCODERS", "Auto", "choose_encoder", "leaf_key", "parse_crop"]
+__all__ = ["ENCODERS", "Auto", "check_encoders", "choose_encoder", "leaf_key", "parse_crop"]
 
 ENCODERS = ("image", "codes", "text", "scalars", "flat", "none")
 
@@ -85,6 +85,23 @@ def parse_crop(name: str) -> tuple[int, tuple[str | int, ...], int, int] | None:
     size, leaf, column, row = match.groups()
     path = tuple(int(k) if k.isdigit() else k for k in leaf.split("/"))
     return int(size), path, int(column), int(row)
+
+
+def check_encoders(encoders: dict) -> None:
+    """Raises ValueError naming the first entry of ``encoders`` that is
+    not a leaf key (a string) mapped to an encoder name: one of
+    :data:`ENCODERS` or ``crop N at LEAF[i,j]``. Whether the leaves exist
+    is the policy's to check, with the observation space."""
+    if not isinstance(encoders, dict):
+        raise ValueError(f"encoders must map leaf keys to encoder names, got {encoders!r}")
+    for key, name in encoders.items():
+        if not isinstance(key, str):
+            raise ValueError(f"encoders: {key!r} is not a leaf key: keys are leaf paths such as 'inv/items'")
+        names = f"{', '.join(ENCODERS)} or crop N at LEAF[i,j]"
+        if not isinstance(name, str):
+            raise ValueError(f"encoders: the leaf {key!r} is given {name!r}, not an encoder name: use {names}")
+        if name not in ENCODERS and parse_crop(name) is None:
+            raise ValueError(f"unknown encoders [{name!r}]: use {names} (given for the leaf {key!r})")
 
 
 def choose_encoder(space: gs.Space) -> str:
@@ -366,14 +383,12 @@ class Auto(Policy):
             leaves = [(leaf.path, leaf.space, leaf.dtype, leaf.shape) for leaf in self.layout.leaves]
         else:
             leaves = [((), space, np.dtype(space.dtype), tuple(space.shape))]
+        check_encoders(encoders or {})
         overrides = dict(encoders or {})
         known = {leaf_key(path) for path, *_ in leaves}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"encoders name leaves the observation does not have: {unknown} (it has {sorted(known)})")
-        bad = sorted({v for v in overrides.values() if v not in ENCODERS and parse_crop(v) is None})
-        if bad:
-            raise ValueError(f"unknown encoders {bad}: use {', '.join(ENCODERS)} or crop N at LEAF[i,j]")
         chosen = []
         self.summary: list[str] = []
         for path, leaf_space, dtype, shape in leaves:

@@ -55,3 +55,18 @@ class WorkerError(PufferError, RuntimeError):
 
 class WorkerTimeoutError(WorkerError, TimeoutError):
     """``recv()`` waited longer than the vector env's ``timeout`` for workers."""
+
+
+class CheckpointError(ConfigError):
+    """A file that is not a pufferrs checkpoint (it does not load as plain
+    tensors and data, or lacks the policy's weights and config), or one
+    that does not fit the policy its config describes. The message names
+    the file."""
+
+
+class UntrustedCodeError(CheckpointError):
+    """A checkpoint's config names code to import or call (a module, a
+    dotted path to a callable, ``imports``) that the person loading it did
+    not name. A checkpoint is a file people download and share, so loading
+    one never runs code on its word alone: the message says what it asks to
+    run and how to allow it (name it again, or trust the file)."""

@@ -6,8 +6,9 @@ imported: ``ALE/...`` (ale-py), ``MiniGrid-...`` and ``BabyAI-...``
 (minigrid), ``NetHack...`` (nle), ``MiniHack-...`` (minihack) and
 highway-env's ids (``highway-v0``, ``merge-v0``, ``parking-v0``, ...).
 ``module:EnvId`` imports ``module`` first, as ``gymnasium.make`` does, and
-``Config.imports`` names more modules to import. A failed import names the
-package to install.
+``Config.imports`` names more modules to import. A failed import of a
+known package names the package to install; any other module is reported
+as not found.
 
 PettingZoo envs are named by their registry id (``classic/connect_four-v3``)
 or by their module as PettingZoo's docs import them
@@ -16,7 +17,12 @@ the parallel form where the env has one, else the turn-based (AEC) one.
 Any other dotted module path with a ``parallel_env`` or ``env`` function
 is made by that function (``parallel_env`` first), and a dotted path to a
 callable (``pufferrs.multiagent_envs.Rendezvous``) by calling it; both
-with ``env_kwargs``."""
+with ``env_kwargs``.
+
+:func:`named_code` lists what a config would import or call beyond
+registered ids and known packages: a checkpoint's config is only made into
+an env when the person loading it names that code again or trusts the file
+(:func:`pufferrs.runs.load_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ from pufferrs.normalize import NormalizedPolicy
 from pufferrs.wrappers import DropObservations, GoalSuccess, StringObservations, atari
 
 __all__ = [
+    "BUILT_IN_ENVS",
     "ENV_PACKAGES",
     "CompiledOrEager",
     "EnvCreator",
@@ -52,6 +59,7 @@ __all__ = [
     "is_recurrent",
     "make_policy",
     "make_vecenv",
+    "named_code",
 ]
 
 #: ``(id prefix, module to import, package to install)``: the packages
@@ -77,16 +85,66 @@ def env_modules(env_id: str, imports: str | None = None) -> tuple[str, list[tupl
     return env_id, modules
 
 
+#: pufferrs's own env classes, named by dotted path (``pufferrs train
+#: pufferrs.multiagent_envs.Rendezvous``): as safe to make as a registered id.
+BUILT_IN_ENVS = frozenset({"pufferrs.multiagent_envs.Rendezvous"})
+
+#: Import name to package name of the packages pufferrs knows: the only
+#: ones a failed import tells the user to ``pip install``. Any other name
+#: may be a local module with a typo, or a package with another name.
+_KNOWN_PACKAGES = {module: package for _, module, package in ENV_PACKAGES} | {"pettingzoo": "pettingzoo"}
+
+
 def _import_env_modules(env_id: str, imports: str | None) -> str:
-    env_id, modules = env_modules(env_id, imports)
-    for module, package in modules:
+    registered, modules = env_modules(env_id, imports)
+    for module, _ in modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise ConfigError(
-                f"{env_id} needs the module {module!r}, which did not import ({exc}): pip install {package}"
-            ) from None
-    return env_id
+            raise ConfigError(_import_failure(env_id, module, exc)) from None
+    return registered
+
+
+def _import_failure(env_id: str, module: str, exc: ImportError) -> str:
+    """Why ``module``, which ``env_id`` needs, did not import: a known
+    package to install, a module not found, or the import's own error."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else None
+    if missing is None:
+        return f"{env_id} needs the module {module!r}, which did not import: {type(exc).__name__}: {exc}"
+    package = _KNOWN_PACKAGES.get(missing.split(".")[0])
+    if package is not None:
+        return f"{env_id} needs the module {module!r}, which did not import ({exc}): pip install {package}"
+    if _on_path(missing, module):
+        return f"{env_id} needs the module {module!r}, which was not found (current directory, Python path)"
+    return f"{env_id} needs the module {module!r}, which did not import: it imports {missing!r}, which was not found"
+
+
+def _on_path(name: str, path: str) -> bool:
+    """Whether the module ``name`` is ``path`` or one of its parents
+    (``a`` and ``a.b`` of ``a.b.c``): the path itself was not found, as
+    opposed to a module that it imports."""
+    return path == name or path.startswith(name + ".")
+
+
+def named_code(env_id: str | None = None, imports: str | None = None) -> list[str]:
+    """What making ``env_id`` (None: no env) after importing ``imports``
+    would import or call beyond what is safe to make on a file's word
+    alone: registered gymnasium and PettingZoo ids, pufferrs's own envs
+    (:data:`BUILT_IN_ENVS`), and the packages of :data:`ENV_PACKAGES` their
+    prefixes name. One phrase each (``"import the module 'os'"``,
+    ``"import and call os.system"``); empty when there is nothing else.
+
+    Any module runs code when imported, and a dotted path is called with
+    the env's keyword arguments, so a config that names them is only made
+    into an env when the person running it named them."""
+    asks = [f"import the module {m.strip()!r}" for m in (imports or "").split(",") if m.strip()]
+    if env_id is None or env_id in BUILT_IN_ENVS:
+        return asks
+    if ":" in env_id:
+        asks.append(f"import the module {env_id.split(':', 1)[0]!r}")
+    elif env_id not in gym.registry and _MODULE_PATH.fullmatch(env_id) and _registered_pettingzoo_env(env_id) is None:
+        asks.append(f"import and call {env_id}")
+    return asks
 
 
 #: A dotted module path, the form PettingZoo env ids take.
@@ -104,14 +162,14 @@ def pettingzoo_maker(env_id: str) -> Callable[..., Any] | None:
     try:
         return _module_maker(env_id)
     except ModuleNotFoundError as exc:
-        if exc.name != env_id:  # the module is there but needs a package that is not
-            raise ConfigError(f"{env_id} did not import ({exc}): pip install {exc.name.split('.')[0]}") from None
+        if not exc.name or not _on_path(exc.name, env_id):  # the module is there but imports one that is not
+            raise ConfigError(_import_failure(env_id, env_id, exc)) from None
+    # Not a module: a callable in its parent module.
     parent, name = env_id.rsplit(".", 1)
     try:
         maker = getattr(importlib.import_module(parent), name, None)
     except ImportError as exc:
-        package = env_id.split(".")[0].replace("_", "-")
-        raise ConfigError(f"{env_id} did not import ({exc}): pip install {package}") from None
+        raise ConfigError(_import_failure(env_id, parent, exc)) from None
     if maker is None:
         raise ConfigError(f"{env_id}: module {parent} has no {name!r}")
     if not callable(maker):

@@ -457,7 +457,9 @@ class Trainer:
                 if on_update is not None:
                     on_update(row)
         except KeyboardInterrupt:
-            # Stopped by hand: what was learned so far is still saved.
+            # Stopped by hand: what was learned so far is still saved, counted
+            # in the updates that finished (the one under way did not).
+            self.update = self.metrics[-1]["update"] if self.metrics else 0
             self._finish(run, time.perf_counter() - started)
             raise
         finally:

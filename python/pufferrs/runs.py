@@ -5,7 +5,9 @@ playing a policy for evaluation.
 
 Checkpoints are ``{"state_dict", "config", "update", "global_step",
 "optimizer"}`` dicts saved with :func:`torch.save`; they load with
-``torch.load(..., weights_only=True)``.
+``torch.load(..., weights_only=True)``, and the code a checkpoint's config
+names to make its env runs only when the person loading it names it too
+or trusts the file (:func:`load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,8 @@ from pufferrs.actions import ActionAdapter, greedy_action
 from pufferrs.config import Config, ConfigError, resolve_device
 from pufferrs.distributions import mask_logits, sample_logits
 from pufferrs.episodes import episode_numbers
-from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv
+from pufferrs.errors import CheckpointError, UntrustedCodeError
+from pufferrs.factories import EnvCreator, check_env, is_recurrent, make_policy, make_vecenv, named_code
 from pufferrs.models import ACTION_MASK, action_mask_layout
 from pufferrs.pytorch import unflatten
 
@@ -207,23 +212,110 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], Config]:
-    """``(checkpoint dict, Config)`` from a file :func:`save_checkpoint` wrote."""
-    try:
-        checkpoint = torch.load(path, map_location=resolve_device(device), weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"no checkpoint at {str(path)!r}") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ConfigError(f"{str(path)!r} is not a readable checkpoint: {exc}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
-        raise ConfigError(f"{str(path)!r} is not a pufferrs checkpoint (no state_dict and config)")
+def load_checkpoint(
+    path: str | Path,
+    device: str = "cpu",
+    *,
+    env: str | None = None,
+    imports: str | None = None,
+    trust_code: bool = False,
+) -> tuple[dict[str, Any], Config]:
+    """``(checkpoint dict, Config)`` from a file :func:`save_checkpoint` wrote.
+
+    A checkpoint is a file people download and share, so what its config
+    names is not run on its word alone. The config may name code to make
+    its env (a dotted path to a callable, ``module:EnvId``, ``imports``):
+    unless ``trust_code``, that is refused with
+    :class:`~pufferrs.errors.UntrustedCodeError` (see
+    :func:`~pufferrs.factories.named_code`) unless the caller names it:
+    ``env`` replaces the config's env, ``imports`` its imports (``""`` for
+    none). Registered gymnasium and PettingZoo ids need neither.
+
+    A file that does not load as plain tensors and data (``weights_only``)
+    or lacks the weights and config raises
+    :class:`~pufferrs.errors.CheckpointError`."""
+    checkpoint = _read_checkpoint(Path(path), resolve_device(device))
+    stored = checkpoint["config"]
     known = {f.name for f in dataclasses.fields(Config)}
-    return checkpoint, Config(**{k: v for k, v in checkpoint["config"].items() if k in known})
+    config = Config(**{k: v for k, v in stored.items() if k in known})
+    # What the file alone asks to run: what the caller passes is theirs.
+    env_asks = named_code(config.env) if env is None else []
+    import_asks = named_code(imports=config.imports) if imports is None else []
+    if (env_asks or import_asks) and not trust_code:
+        raise UntrustedCodeError(_untrusted_message(Path(path), config, env_asks, import_asks))
+    if env is not None:
+        config.env = env
+    if imports is not None:
+        config.imports = imports or None
+    return checkpoint, config
 
 
-def policy_from_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuilds the policy a checkpoint was trained with and loads its weights."""
-    checkpoint, config = load_checkpoint(path, device)
+def _read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """The checkpoint dict in ``path``, loaded with ``weights_only``; a
+    :class:`CheckpointError` naming the file for anything else."""
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}")
+    try:
+        # torch warns about pickle protocols it was not written with: the
+        # file is either a checkpoint or refused below, so the warning says
+        # nothing the user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except OSError as exc:  # a directory, no permission
+        raise CheckpointError(f"cannot read the checkpoint {str(path)!r}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle: not a checkpoint
+        # Never torch's own text: it advises loading with weights_only=False,
+        # which runs whatever code the file holds.
+        raise CheckpointError(f"{str(path)!r} is not a pufferrs checkpoint: {_why_not_loaded(exc)}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
+        raise CheckpointError(f"{str(path)!r} is not a pufferrs checkpoint: it holds no config")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{str(path)!r} is not a pufferrs checkpoint: it holds no state_dict")
+    stored = checkpoint["config"]
+    for name, kinds in (("env", (str,)), ("imports", (str, type(None))), ("env_kwargs", (dict,))):
+        if name in stored and not isinstance(stored[name], kinds):
+            raise CheckpointError(
+                f"{str(path)!r} is not a pufferrs checkpoint: its config's {name} is {stored[name]!r}"
+            )
+    return checkpoint
+
+
+def _why_not_loaded(exc: Exception) -> str:
+    """What stopped ``torch.load``, in words that do not advise disabling
+    ``weights_only``: the Python object the file refers to when torch names
+    one (``posix.system``), else that it is not tensors and plain data."""
+    found = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+    if found:
+        return f"it refers to the Python object {found[1]}, which a checkpoint of tensors and plain data never holds"
+    return f"it does not load as tensors and plain data ({type(exc).__name__})"
+
+
+def _untrusted_message(path: Path, config: Config, env_asks: list[str], import_asks: list[str]) -> str:
+    """What the checkpoint asks to run, and the ways to allow it."""
+    kwargs = f" with env_kwargs {config.env_kwargs}" if config.env_kwargs else ""
+    allow = [f"--env {config.env} (env={config.env!r} in Python)"] if env_asks else []
+    if import_asks:
+        allow.append(f"--imports {config.imports} (imports={config.imports!r} in Python)")
+    return (
+        f"{str(path)!r} asks to {' and '.join(env_asks + import_asks)} to make its env {config.env!r}{kwargs}; "
+        f"pufferrs runs no code named only in a checkpoint. If you trust that code, name it yourself: "
+        f"{' and '.join(allow)}, or trust the file with --trust-checkpoint-code (trust_code=True)"
+    )
+
+
+def policy_from_checkpoint(
+    path: str | Path,
+    device: str = "cpu",
+    *,
+    env: str | None = None,
+    imports: str | None = None,
+    trust_code: bool = False,
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuilds the policy a checkpoint was trained with and loads its
+    weights. ``env``, ``imports`` and ``trust_code`` are
+    :func:`load_checkpoint`'s: code that the file alone names is refused."""
+    checkpoint, config = load_checkpoint(path, device, env=env, imports=imports, trust_code=trust_code)
     check_env(config)
     probe = make_vecenv(config, num_envs=1, backend="serial")
     try:
@@ -233,7 +325,7 @@ def policy_from_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Mo
     try:
         policy.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:  # missing, unexpected or misshapen weights
-        raise ConfigError(f"{str(path)!r} does not fit the policy its config describes: {exc}") from None
+        raise CheckpointError(f"{str(path)!r} does not fit the policy its config describes: {exc}") from None
     return policy.to(resolve_device(device)), config, checkpoint
 
 
@@ -266,14 +358,25 @@ def evaluate(
 
 
 def evaluate_checkpoint(
-    path: str | Path, episodes: int = 10, greedy: bool = True, device: str = "cpu", seed: int | None = None
+    path: str | Path,
+    episodes: int = 10,
+    greedy: bool = True,
+    device: str = "cpu",
+    seed: int | None = None,
+    *,
+    env: str | None = None,
+    imports: str | None = None,
+    trust_code: bool = False,
 ) -> tuple[dict[str, Any], Config, dict[str, Any]]:
     """:func:`evaluate` of the policy a checkpoint holds (see
-    :func:`policy_from_checkpoint`); returns ``(result, config, checkpoint)``.
+    :func:`policy_from_checkpoint`, whose ``env``, ``imports`` and
+    ``trust_code`` these are); returns ``(result, config, checkpoint)``.
     Refuses bad arguments before reading the file."""
     _check_episodes(episodes)
     resolved = resolve_device(device)
-    policy, config, checkpoint = policy_from_checkpoint(path, str(resolved))
+    policy, config, checkpoint = policy_from_checkpoint(
+        path, str(resolved), env=env, imports=imports, trust_code=trust_code
+    )
     return _play(policy, config, episodes, greedy, resolved, seed, None), config, checkpoint
 
 
@@ -291,21 +394,29 @@ def record_video(
     Refuses, saying why, an env that does not render ``rgb_array`` frames
     and a machine without moviepy."""
     _check_episodes(episodes)
+    check_video(config)
     folder = Path(folder)
     creator = EnvCreator.from_config(config, training=False)
-    probe = creator()
+    _play(policy, config, episodes, greedy, torch.device(device), seed, 1, _Filmed(creator, folder, episodes))
+    return sorted(folder.glob("*.mp4"))
+
+
+def check_video(config: Config) -> None:
+    """Raises :class:`ConfigError` when :func:`record_video` cannot film
+    ``config.env``: moviepy is not installed, or the env does not render
+    ``rgb_array`` frames. Cheap (one env made), so that a command that
+    films after other work can refuse before it."""
+    try:
+        import moviepy  # noqa: F401 - RecordVideo writes with it
+    except ImportError:
+        raise ConfigError("writing a video needs moviepy, which is not installed: pip install moviepy") from None
+    probe = EnvCreator.from_config(config, training=False)()
     try:
         modes = list(probe.unwrapped.metadata.get("render_modes", []))
     finally:
         probe.close()
     if "rgb_array" not in modes:
         raise ConfigError(f"{config.env} cannot be filmed: it renders {modes or 'nothing'}, not rgb_array frames")
-    try:
-        import moviepy  # noqa: F401 - RecordVideo writes with it
-    except ImportError:
-        raise ConfigError("writing a video needs moviepy, which is not installed: pip install moviepy") from None
-    _play(policy, config, episodes, greedy, torch.device(device), seed, 1, _Filmed(creator, folder, episodes))
-    return sorted(folder.glob("*.mp4"))
 
 
 class _Filmed:
