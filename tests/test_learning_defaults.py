@@ -19,7 +19,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pufferrs.config import PRESETS, VECTOR_CONTROL, Config
+from pufferrs.config import PRESETS, VECTOR_CONTROL, Config, ConfigError
 from pufferrs.diagnostics import LearningCheck
 from pufferrs.encoders import Auto
 from pufferrs.normalize import RewardNormalizer
@@ -58,8 +58,19 @@ def test_auto_gives_vector_observations_separate_networks(observation: gs.Space,
     policy = Auto(env_of(observation, gs.Discrete(3)), hidden_size=8)
     assert policy.separate_value is separate and (policy.value_encoder is not None) is separate
     assert ("two Tanh MLPs" in policy.summary[-1]) is separate
-    # Forced shared (an LSTM needs one trunk), whatever the observation.
-    assert not Auto(env_of(observation, gs.Discrete(3)), hidden_size=8, separate_value=False).separate_value
+    # Chosen by the caller (an LSTM needs one trunk), whatever the observation.
+    for forced in (False, True):
+        assert Auto(env_of(observation, gs.Discrete(3)), hidden_size=8, separate_value=forced).separate_value is forced
+
+
+def test_an_lstm_gets_the_shared_trunk() -> None:
+    from pufferrs.factories import make_policy
+
+    env = env_of(VECTOR, gs.Discrete(3))
+    assert not make_policy(env, Config(lstm=True, hidden_size=8)).policy.separate_value
+    assert make_policy(env, Config(hidden_size=8)).separate_value
+    with pytest.raises(ConfigError, match="separate_value needs a feed-forward policy"):
+        Config(lstm=True, separate_value=True).validate()
 
 
 def test_the_value_loss_does_not_reach_the_action_network() -> None:

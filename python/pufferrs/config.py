@@ -34,6 +34,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "apply_process_settings",
+    "describe_presets",
+    "family_preset",
     "resolve_device",
     "seed_everything",
 ]
@@ -110,6 +112,12 @@ class Config:
     )
     lstm: bool = _option(False, "an LSTM between the encoder and the action/value heads", "policy")
     hidden_size: int = _option(64, "width of the encoder (and of the LSTM)", "policy")
+    separate_value: bool | None = _option(
+        None,
+        "the automatic policy's value gets a network of its own (default: for vector observations without an LSTM; "
+        "pufferrs.encoders.Auto)",
+        "policy",
+    )
     normalize_observations: bool = _option(
         False, "normalise float observations by their running mean and variance (pufferrs.normalize)", "policy"
     )
@@ -159,7 +167,7 @@ class Config:
         """The defaults, then the env family's preset (:data:`FAMILY_PRESETS`),
         then ``PRESETS[env]``, then ``overrides``; ``encoders`` are merged."""
         env = env or cls.env
-        family = next((preset for prefix, preset in FAMILY_PRESETS if env.split(":")[-1].startswith(prefix)), {})
+        _, family = family_preset(env)
         preset = {**family, **PRESETS.get(env, {})}
         values = {**preset, **overrides, "env": env}
         # Encoders name leaves: the user's are added to the family's.
@@ -212,6 +220,8 @@ class Config:
             )
         if self.batch_size % self.minibatch_size:
             raise ConfigError(f"minibatch_size ({self.minibatch_size}) must divide batch_size ({self.batch_size})")
+        if self.lstm and self.separate_value:
+            raise ConfigError("separate_value needs a feed-forward policy: an LSTM carries one memory to both heads")
         if self.lstm and self.minibatch_size % self.bptt_horizon:
             raise ConfigError(
                 f"minibatch_size ({self.minibatch_size}) must be a multiple of bptt_horizon ({self.bptt_horizon})"
@@ -302,8 +312,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Three agents score only together, each reading its own cue. Reaches
     # a score of 0.75 to 1.0 in 100k env steps (seeds 0-3; random play
     # scores 0.016, and a team that always picks one target 0.25). With the
-    # Default MLP it settles at 0.25-0.5 more often.
+    # Default MLP it settles at 0.25-0.5 more often, and with separate Tanh
+    # networks for the actions and the value at about 0.5 (seed 0).
     "pufferrs.multiagent_envs.Rendezvous": dict(
+        separate_value=False,
         num_envs=8,
         total_steps=100_000,
         batch_size=1024,
@@ -399,10 +411,18 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
             total_steps=300_000,
         ),
     ),
+    # BabyAI's longest mission (its grammar, minigrid's verifier.py): two
+    # "and"s of two "put the <colour> <type> <location> next to ..." joined
+    # by " after you ", 321 characters ("the purple ball in front of you" is
+    # 31: put 31 next to 31 = 75; 75 and 75 = 155; 155 after you 155 =
+    # 321). BossLevel and SynthSeq exceed the default 128 in about 1 reset
+    # in 150; the text encoder costs what the batch's longest string does,
+    # so the room costs only row bytes.
     (
         "BabyAI-",
         dict(
             encoders={"image": "codes"},
+            max_string_length=321,
             num_envs=16,
             batch_size=2048,
             minibatch_size=512,
@@ -453,6 +473,30 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # per core, are the only lever.
     *((prefix, dict(backend="multiprocessing")) for prefix in HIGHWAY_PREFIXES),
 )
+
+
+def family_preset(env: str) -> tuple[str | None, dict[str, Any]]:
+    """``(prefix, preset)`` of the first family of :data:`FAMILY_PRESETS`
+    whose prefix ``env`` (less a ``module:``) starts with; ``(None, {})``."""
+    name = env.split(":")[-1]
+    return next(((prefix, preset) for prefix, preset in FAMILY_PRESETS if name.startswith(prefix)), (None, {}))
+
+
+def describe_presets(env: str) -> list[str]:
+    """Lines that say which presets :meth:`Config.for_env` applies to
+    ``env`` and why, for the start of a run."""
+    lines = []
+    prefix, family = family_preset(env)
+    if family and all(family.get(k) == v for k, v in VECTOR_CONTROL.items()):
+        lines.append(
+            f"settings: the vector-control preset ({prefix}*): SB3's PPO settings (10 epochs of minibatches of "
+            "64, learning rate 3e-4, no entropy bonus) with observations and rewards normalised"
+        )
+    elif family:
+        lines.append(f"settings: the preset of {prefix}* envs")
+    if env in PRESETS:
+        lines.append(f"settings: the preset of {env}")
+    return lines or ["settings: the defaults (no preset for this env)"]
 
 
 def resolve_device(device: str) -> torch.device:

@@ -368,23 +368,53 @@ def _check_position(leaves: list[tuple], path: tuple[str | int, ...], crop: _Cro
 
 class Auto(Policy):
     """One encoder per leaf, by the rules of :mod:`pufferrs.encoders`, then
-    Linear + ReLU to ``hidden_size``. ``encoders`` maps leaf keys
-    (:func:`leaf_key`) to encoder names, overriding the rules."""
+    a trunk chosen from what the encoders give. ``encoders`` maps leaf keys
+    (:func:`leaf_key`) to encoder names, overriding the rules.
 
-    def __init__(self, env: Any, hidden_size: int = 128, encoders: dict[str, str] | None = None):
-        super().__init__(env, hidden_size)
-        self.hidden_size = hidden_size
+    The trunk:
+
+    - **vector observations** (every leaf encoded as ``flat`` or
+      ``scalars``): two networks of two Tanh layers of ``hidden_size``, one
+      for the action heads and one for the value, SB3's ``MlpPolicy``. The
+      value's targets (returns) and the policy's (advantages) differ in
+      scale by orders of magnitude; through one shared trunk the value
+      loss's gradients swamp the policy's, and on MuJoCo and Box2D control
+      the policy barely moves;
+    - **anything else** (images, codes, text): Linear + ReLU to
+      ``hidden_size``, shared by the heads: the encoders' convolutions and
+      embeddings are the costly part and are learned once.
+
+    ``separate_value`` True or False chooses the trunk whatever the
+    observation (an LSTM between the encoder and the heads needs the shared
+    one); None chooses as above.
+    ``log_std_init`` is passed to :class:`~pufferrs.models.Policy`.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        hidden_size: int = 128,
+        encoders: dict[str, str] | None = None,
+        separate_value: bool | None = None,
+        log_std_init: float = 0.0,
+    ):
         space = env.single_observation_space
         layout = getattr(env, "layout", None)
         if layout is None and not isinstance(space, gs.Box):
             layout = Layout(space)
-        self.layout = None if layout is None or isinstance(layout.space, gs.Box) else layout
-        if self.layout is not None:
-            leaves = [(leaf.path, leaf.space, leaf.dtype, leaf.shape) for leaf in self.layout.leaves]
+        layout = None if layout is None or isinstance(layout.space, gs.Box) else layout
+        if layout is not None:
+            leaves = [(leaf.path, leaf.space, leaf.dtype, leaf.shape) for leaf in layout.leaves]
         else:
             leaves = [((), space, np.dtype(space.dtype), tuple(space.shape))]
         check_encoders(encoders or {})
         overrides = dict(encoders or {})
+        kinds = [overrides.get(leaf_key(path), choose_encoder(leaf_space)) for path, leaf_space, *_ in leaves]
+        vector = all(kind in ("flat", "scalars", "none") for kind in kinds)
+        separate = vector if separate_value is None else separate_value
+        super().__init__(env, hidden_size, log_std_init=log_std_init, separate_value=separate)
+        self.hidden_size = hidden_size
+        self.layout = layout
         known = {leaf_key(path) for path, *_ in leaves}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -412,7 +442,16 @@ class Auto(Policy):
         # The other leaves each encoder reads (a crop's position).
         self.leaf_reads = tuple(getattr(encoder, "reads", ()) for _, encoder in chosen)
         width = sum(encoder.width for encoder in self.leaf_encoders)
-        self.encoder = nn.Sequential(layer_init(nn.Linear(width, hidden_size)), nn.ReLU())
+        if separate:
+            self.encoder = _tanh_mlp(width, hidden_size)
+            self.value_encoder = _tanh_mlp(width, hidden_size)
+            self.summary.append(
+                f"then two Tanh MLPs {width}-{hidden_size}-{hidden_size}, for the actions and the value"
+            )
+        else:
+            self.encoder = nn.Sequential(layer_init(nn.Linear(width, hidden_size)), nn.ReLU())
+            self.value_encoder = None
+            self.summary.append(f"then Linear {width}-{hidden_size} + ReLU, shared by the action and value heads")
 
     def encode_observations(self, observations: torch.Tensor, state: State | None = None) -> torch.Tensor:
         dtype = self.encoder[0].weight.dtype
@@ -420,4 +459,18 @@ class Auto(Policy):
         features = []
         for path, encoder, reads in zip(self.leaf_paths, self.leaf_encoders, self.leaf_reads):
             features.append(encoder(at_path(tree, path), dtype, *(at_path(tree, read) for read in reads)))
-        return self.encoder(features[0] if len(features) == 1 else torch.cat(features, dim=-1))
+        x = features[0] if len(features) == 1 else torch.cat(features, dim=-1)
+        if self.value_encoder is None:
+            return self.encoder(x)
+        return torch.cat([self.encoder(x), self.value_encoder(x)], dim=-1)
+
+
+def _tanh_mlp(width: int, hidden_size: int) -> nn.Sequential:
+    """Two Linear + Tanh layers, orthogonally initialised with gain sqrt(2)
+    as in SB3 and CleanRL."""
+    return nn.Sequential(
+        layer_init(nn.Linear(width, hidden_size)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden_size, hidden_size)),
+        nn.Tanh(),
+    )

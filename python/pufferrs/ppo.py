@@ -64,6 +64,7 @@ from pufferrs.actions import ActionAdapter
 from pufferrs.advantages import compute_advantages
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
+from pufferrs.diagnostics import LearningCheck
 from pufferrs.distributions import sample_logits
 from pufferrs.episodes import EpisodeStats
 from pufferrs.errors import ConfigError
@@ -77,6 +78,7 @@ from pufferrs.experience import (
 )
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.models import ACTION_MASK, action_mask_layout
+from pufferrs.normalize import RewardNormalizer
 from pufferrs.pytorch import unflatten
 from pufferrs.runs import RunDirectory, save_checkpoint, summarize
 
@@ -124,7 +126,9 @@ class Trainer:
         except BaseException:
             vecenv.close()
             raise
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5, fused=True)
+        # Listed once: the norm clip walks them at every gradient step.
+        self.parameters = list(self.policy.parameters())
+        self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=1e-5, fused=True)
         # The calls the loop makes; compiled separately, since compiling the
         # module compiles only its `forward`. The module itself stays plain
         # for the optimizer, state_dict and checkpoints.
@@ -158,10 +162,16 @@ class Trainer:
         # Past its horizon and masked: outcomes fold into its last stored step.
         self.folding = np.zeros(n, bool)
         self.new_episode = np.ones(n, bool)  # the row's next acting step starts an episode
+        # The row's agent acts in the step in flight (none before the reset).
+        self.acting = np.zeros(n, bool)
+        self.reward_normalizer = (
+            RewardNormalizer(n, config.gamma, clip=config.reward_clip) if config.normalize_rewards else None
+        )
         self.held: ReceivedBatch | None = None  # a received batch not yet acted on
         # Truncated steps of this rollout, to bootstrap from their final observations.
         self.finals = FinalObservations(self.to_device)
 
+        self.learning_check = LearningCheck(config)
         self.update = 0
         self.global_step = 0
         self.timers = dict.fromkeys(("env", "inference", "learn"), 0.0)
@@ -180,6 +190,9 @@ class Trainer:
         env_ids = np.asarray(env_ids, np.int64)
         masks = np.asarray(masks, bool)
         ended = terminals | truncations
+        if self.reward_normalizer is not None:
+            rewards = self.reward_normalizer(env_ids, rewards, ended, self.acting[env_ids] | ended)
+        self.acting[env_ids] = masks
 
         pending = self.pending[env_ids]
         has = pending >= 0
@@ -411,7 +424,7 @@ class Trainer:
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.parameters, config.max_grad_norm)
                 self.optimizer.step()
 
                 with torch.no_grad():
@@ -451,6 +464,9 @@ class Trainer:
                 self.rollout()
                 losses = self.learn()
                 row = self._metrics(losses, time.perf_counter() - started)
+                warning = self.learning_check(row)
+                if warning is not None:
+                    row["warning"] = warning
                 self.metrics.append(row)
                 if run is not None:
                     run.record(row)
@@ -488,7 +504,9 @@ class Trainer:
     def save_checkpoint(self, path: str | Path) -> Path:
         """Writes the policy's ``state_dict`` with the config and progress
         (see :func:`~pufferrs.runs.save_checkpoint`)."""
-        return save_checkpoint(path, self.policy, self.optimizer, self.config, self.update, self.global_step)
+        return save_checkpoint(
+            path, self.policy, self.optimizer, self.config, self.update, self.global_step, self.reward_normalizer
+        )
 
     def close(self) -> None:
         self.vecenv.close()
