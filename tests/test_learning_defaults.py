@@ -23,6 +23,7 @@ from pufferrs.config import PRESETS, VECTOR_CONTROL, Config, ConfigError
 from pufferrs.diagnostics import LearningCheck
 from pufferrs.encoders import Auto
 from pufferrs.normalize import RewardNormalizer
+from pufferrs.progress import PlainProgress
 from pufferrs.train import Trainer, apply_process_settings, evaluate, load_checkpoint, policy_from_checkpoint
 
 
@@ -236,6 +237,15 @@ def test_a_value_loss_that_dwarfs_the_policy_names_reward_normalisation() -> Non
     # Normalised rewards, or a policy that moves: nothing to say.
     assert LearningCheck(Config(normalize_rewards=True), after=1)(row(1, 5e-5, 0.0, 1.0, 4000.0)) is None
     assert LearningCheck(Config(), after=1)(row(1, 0.01, 0.1, 0.9, 4000.0)) is None
+
+
+def test_the_warning_is_printed_once_whatever_the_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = PlainProgress(10, interval=3600.0)
+    base = row(1, 0.01, 0.1, 1.0, 1.0) | {"global_step": 1, "sps": 1.0}
+    progress(base)
+    progress(base | {"update": 2, "warning": "the policy is not moving"})
+    progress(base | {"update": 3})
+    assert capsys.readouterr().out.count("warning: the policy is not moving") == 1
 
 
 def test_a_learning_run_gets_no_warning() -> None:

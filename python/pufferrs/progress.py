@@ -50,6 +50,8 @@ class PlainProgress:
         pass
 
     def __call__(self, m: dict[str, Any]) -> None:
+        if "warning" in m:  # said once (pufferrs.diagnostics), never skipped
+            print(f"warning: {m['warning']}", flush=True)
         now = time.monotonic()
         if now - self.last < self.interval and m["update"] < self.num_updates:
             return
@@ -142,6 +144,10 @@ class RichProgress:
 
     def __call__(self, m: dict[str, Any]) -> None:
         self.latest = m
+        if "warning" in m:  # printed above the live panel, where it stays
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]warning:[/yellow] {escape(m['warning'])}", highlight=False)
         ret = m.get("env/episode_return")
         if ret is not None and (self.best is None or ret > self.best):
             self.best = ret
