@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+import pufferrs.vector
 from pufferrs import Layout
 from pufferrs.__main__ import main
 from pufferrs.config import Config
 from pufferrs.encoders import Auto, choose_encoder
-from pufferrs.errors import ConfigError, SpaceError
+from pufferrs.errors import ConfigError, SpaceError, WorkerError
 from pufferrs.factories import EnvCreator, check_env, describe_policy, env_modules, make_policy, make_vecenv
 from pufferrs.ppo import Trainer
 from pufferrs.runs import episode_numbers, evaluate, record_video
@@ -101,6 +102,39 @@ def test_mission_strings_are_codes_then_length() -> None:
     batch = text.flatten_batch({"t": ("a", "bbb")})
     assert [text.decode_text(("t",), row) for row in text.unflatten(batch)["t"]] == ["a", "bbb"]
     env.close()
+
+
+def test_babyai_preset_holds_the_longest_mission_of_the_grammar() -> None:
+    # Every BabyAI mission is a verifier instruction's surface: the longest
+    # is two "and"s of two PutNext instructions joined by " after you ",
+    # each object described by its longest colour, type and location.
+    from minigrid.core.constants import COLOR_NAMES
+    from minigrid.envs.babyai.core.verifier import LOC_NAMES, OBJ_TYPES
+
+    locations = {"front": " in front of you", "behind": " behind you", "left": " on your left", "right": " on your right"}
+    assert set(LOC_NAMES) == set(locations)
+    desc = len("the ") + max(map(len, COLOR_NAMES)) + 1 + max(map(len, OBJ_TYPES)) + max(map(len, locations.values()))
+    put_next = len("put ") + desc + len(" next to ") + desc
+    both = put_next + len(" and ") + put_next
+    longest = both + max(len(", then "), len(" after you ")) + both
+    assert longest == 321
+    assert Config.for_env("BabyAI-BossLevel-v0").max_string_length == longest
+    assert Config.for_env("BabyAI-GoToLocal-v0").max_string_length == longest
+
+
+def test_long_babyai_missions_fit_and_the_default_names_its_option() -> None:
+    # Seed 152 of BossLevel gives a mission of 144 characters: past the
+    # default of 128, which ended training runs mid-run.
+    env = make("BabyAI-BossLevel-v0")
+    obs, _ = env.reset(seed=152)
+    assert len(obs["mission"]) == 144
+    assert_round_trip(Layout(env.observation_space), obs)
+    env.close()
+    creator = EnvCreator.from_config(Config.for_env("BabyAI-BossLevel-v0", max_string_length=128))
+    with pufferrs.vector.make(creator, num_envs=1, seed=152) as envs:
+        with pytest.raises(WorkerError, match="expected at most 128 characters, got 144") as raised:
+            envs.reset()
+    assert "--max-string-length or pufferrs.wrappers.StringObservations(env, max_length)" in str(raised.value)
 
 
 def test_dropped_leaves_leave_the_row() -> None:

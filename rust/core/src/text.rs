@@ -13,6 +13,16 @@ pub const STRING_CHARSET: std::ops::RangeInclusive<char> = ' '..='~';
 /// The longest string such a space holds when its user does not say.
 pub const DEFAULT_STRING_LENGTH: usize = 128;
 
+/// What a string too long for such a space adds to its error: the options
+/// that set the length (the CLI's, and the wrapper behind it).
+fn string_length_hint() -> String {
+    format!(
+        "; a string space that is not Text (a MiniGrid or BabyAI mission) holds as many characters as \
+         --max-string-length or pufferrs.wrappers.StringObservations(env, max_length) gives it \
+         (default {DEFAULT_STRING_LENGTH}): give it the longest string the env can produce"
+    )
+}
+
 impl Space {
     /// A string-valued space that is not `Text`: read as `Text` over
     /// [`STRING_CHARSET`] of at most `max_length` characters, none required.
@@ -33,7 +43,14 @@ impl Leaf {
         for c in text.chars() {
             if length == *max_length {
                 let n = text.chars().count();
-                return Err(format!("expected at most {max_length} characters, got {n}: {}", quote(text)));
+                let mut reason = format!("expected at most {max_length} characters, got {n}: {}", quote(text));
+                if *min_length == 0 && charset.iter().copied().eq(STRING_CHARSET) {
+                    // Read by our rule, not the env's (see `Space::string`):
+                    // the length is the user's to choose, so say how. Such a
+                    // string is a mission, which arrives mid-run at a reset.
+                    reason += &string_length_hint();
+                }
+                return Err(reason);
             }
             let Ok(position) = charset.binary_search(&c) else {
                 return Err(format!(
@@ -137,6 +154,12 @@ mod tests {
         );
         assert_eq!(leaf.decode_text(&[2, 3, 0, 0, 2]).unwrap(), "ab");
         let long = Layout::new(&Space::string(300), "obs").unwrap();
+        // Too long for a string space that is not Text: the error says how
+        // to give it more room; for a Text space the env chose the length.
+        let mission = &Layout::new(&Space::string(3), "obs").unwrap().leaves[0];
+        let refusal = mission.encode_text("abcd").unwrap_err();
+        assert!(refusal.starts_with("expected at most 3 characters, got 4: 'abcd'; a string space that is not Text"));
+        assert!(refusal.contains("--max-string-length or pufferrs.wrappers.StringObservations(env, max_length)"));
         assert_eq!((long.leaves[0].dtype, long.leaves[0].shape.clone()), (U16, vec![301]));
     }
 }
