@@ -111,7 +111,12 @@ def test_babyai_preset_holds_the_longest_mission_of_the_grammar() -> None:
     from minigrid.core.constants import COLOR_NAMES
     from minigrid.envs.babyai.core.verifier import LOC_NAMES, OBJ_TYPES
 
-    locations = {"front": " in front of you", "behind": " behind you", "left": " on your left", "right": " on your right"}
+    locations = {
+        "front": " in front of you",
+        "behind": " behind you",
+        "left": " on your left",
+        "right": " on your right",
+    }
     assert set(LOC_NAMES) == set(locations)
     desc = len("the ") + max(map(len, COLOR_NAMES)) + 1 + max(map(len, OBJ_TYPES)) + max(map(len, locations.values()))
     put_next = len("put ") + desc + len(" next to ") + desc
