@@ -62,8 +62,13 @@ def _presets_text() -> str:
     def flags(preset: dict[str, Any]) -> str:
         return " ".join(_flag(k, f"'{json.dumps(v)}'" if isinstance(v, dict) else v) for k, v in preset.items())
 
-    families = [(f"{prefix}*", preset) for prefix, preset in FAMILY_PRESETS]
-    return "\n".join(f"  {env}: {flags(preset)}" for env, preset in [*families, *PRESETS.items()])
+    # Families that share one preset (gymnasium's control envs) on one line.
+    grouped: dict[str, list[str]] = {}
+    for prefix, preset in FAMILY_PRESETS:
+        grouped.setdefault(flags(preset), []).append(f"{prefix}*")
+    families = [(", ".join(prefixes), preset) for preset, prefixes in grouped.items()]
+    presets = [*families, *((env, flags(preset)) for env, preset in PRESETS.items())]
+    return "\n".join(f"  {env}: {shown}" for env, shown in presets)
 
 
 # ---------------------------------------------------------------------------
@@ -180,7 +185,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pufferrs.config import apply_process_settings
+    from pufferrs.config import apply_process_settings, describe_presets
     from pufferrs.factories import describe_policy
     from pufferrs.ppo import Trainer
     from pufferrs.progress import print_summary, progress_display
@@ -199,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
             flush=True,
         )
-        for line in describe_policy(trainer.policy):
+        for line in [*describe_presets(config.env), *describe_policy(trainer.policy)]:
             print(f"  {line}", flush=True)
         with progress_display(config, plain=args.plain) as progress:
             summary = trainer.train(progress)

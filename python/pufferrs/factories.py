@@ -369,9 +369,17 @@ def make_policy(env: Any, config: Config) -> nn.Module:
     name, hidden = config.policy.lower(), config.hidden_size
     try:
         if name == "auto":
-            policy: nn.Module = Auto(env, hidden_size=hidden, encoders=config.encoders)
+            # An LSTM carries one memory to both heads: one trunk.
+            separate = False if config.lstm else config.separate_value
+            policy: nn.Module = Auto(
+                env,
+                hidden_size=hidden,
+                encoders=config.encoders,
+                separate_value=separate,
+                log_std_init=config.log_std_init,
+            )
         elif name == "default":
-            policy = Default(env, hidden_size=hidden)
+            policy = Default(env, hidden_size=hidden, log_std_init=config.log_std_init)
         elif name == "convolutional":
             shape = tuple(env.single_observation_space.shape)
             channels_last = len(shape) == 3 and shape[-1] <= 4 < shape[0]

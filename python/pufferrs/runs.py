@@ -193,8 +193,11 @@ def save_checkpoint(
     config: Config,
     update: int,
     global_step: int,
+    reward_normalizer: nn.Module | None = None,
 ) -> Path:
-    """Writes the policy's ``state_dict`` with the config and progress."""
+    """Writes the policy's ``state_dict`` (observation statistics included,
+    for a normalised policy) with the config, progress and the reward
+    normaliser's statistics."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -205,6 +208,7 @@ def save_checkpoint(
             "update": update,
             "global_step": global_step,
             "optimizer": optimizer.state_dict(),
+            "reward_normalizer": None if reward_normalizer is None else reward_normalizer.state_dict(),
         },
         tmp,
     )
