@@ -15,12 +15,15 @@ import importlib.metadata
 
 from pufferrs.errors import (
     BuffersError,
+    CheckpointError,
     ConfigError,
+    EnvProtocolError,
     PufferError,
     RowError,
     SharedMemoryError,
     SpaceError,
     UnsupportedSpaceError,
+    UntrustedCodeError,
     WorkerError,
     WorkerTimeoutError,
 )
@@ -28,7 +31,9 @@ from pufferrs.spaces import Layout, Leaf
 
 __all__ = [
     "BuffersError",
+    "CheckpointError",
     "ConfigError",
+    "EnvProtocolError",
     "Layout",
     "Leaf",
     "PufferError",
@@ -36,6 +41,7 @@ __all__ = [
     "SharedMemoryError",
     "SpaceError",
     "UnsupportedSpaceError",
+    "UntrustedCodeError",
     "WorkerError",
     "WorkerTimeoutError",
 ]

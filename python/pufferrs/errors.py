@@ -57,6 +57,13 @@ class WorkerTimeoutError(WorkerError, TimeoutError):
     """``recv()`` waited longer than the vector env's ``timeout`` for workers."""
 
 
+class EnvProtocolError(PufferError, RuntimeError):
+    """A PettingZoo env broke a promise of its API that its rows depend on
+    (an agent outside ``possible_agents``, a dead selected agent that its
+    ``None`` step does not remove); the message names the env's agent and
+    what the env did. A worker reports it inside a :class:`WorkerError`."""
+
+
 class CheckpointError(ConfigError):
     """A file that is not a pufferrs checkpoint (it does not load as plain
     tensors and data, or lacks the policy's weights and config), or one

@@ -41,13 +41,8 @@ import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 
-from pufferrs.errors import PufferError, UnsupportedSpaceError
+from pufferrs.errors import EnvProtocolError, PufferError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
-
-
-class EnvProtocolError(PufferError, RuntimeError):
-    """A PettingZoo env broke a promise of its API that its rows depend on;
-    the message names the agent and what the env did."""
 
 
 def pettingzoo_kind(env: Any) -> str | None:
