@@ -10,7 +10,6 @@
 use crate::dtype::{DType, Value};
 use crate::error::{Error, Result};
 use crate::names::{Key, format_path};
-use crate::text::text_dtype;
 
 /// How deep Dicts and Tuples may nest: a leaf sits inside at most this
 /// many of them. Every walk of a space (describing it in Python, reading
@@ -359,6 +358,17 @@ impl Builder<'_> {
             return Err(self.unsupported(format!("bounds do not match shape {shape:?}")));
         }
         Ok(Leaf { path: self.path.clone(), dtype, shape, offset: 0, rule })
+    }
+}
+
+/// The dtype of a `Text` leaf (see `Rule::Text`): the narrowest unsigned
+/// one that holds `0..=largest`. Placing leaves is this module's; `text`
+/// only encodes into them, so the rule lives here.
+fn text_dtype(largest: usize) -> DType {
+    match largest {
+        0..=0xff => DType::U8,
+        0x100..=0xffff => DType::U16,
+        _ => DType::U32,
     }
 }
 

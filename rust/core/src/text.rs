@@ -1,8 +1,11 @@
 //! Strings in rows: a `Text` leaf holds `max_length` character codes, then
 //! the string's length (see `Rule::Text`). The one encoding; Python only
 //! describes the space.
+//!
+//! This module builds on `layout` (it encodes into a `Text` leaf that
+//! `layout` placed and sized), never the other way round.
 
-use crate::dtype::{DType, Value};
+use crate::dtype::Value;
 use crate::layout::{Leaf, Rule, Space};
 use crate::names::quote;
 
@@ -102,18 +105,10 @@ impl Leaf {
     }
 }
 
-/// The narrowest unsigned dtype that holds `0..=largest`.
-pub(crate) fn text_dtype(largest: usize) -> DType {
-    match largest {
-        0..=0xff => DType::U8,
-        0x100..=0xffff => DType::U16,
-        _ => DType::U32,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::DType;
     use crate::layout::Layout;
     use DType::*;
 
