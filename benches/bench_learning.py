@@ -54,6 +54,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -255,10 +256,12 @@ def key(library: str, env_id: str, seed: int) -> str:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Holds a lock beside the results file, so that two benches writing to
-    one file (say, one per library) do not lose each other's runs."""
+    """Holds a lock on the results file (a lock file in the temp folder, out
+    of the repository), so that two benches writing to one file (say, one
+    per library) do not lose each other's runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
+    name = hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"bench_learning-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -364,6 +367,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")  # files only
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     runs = list(results["runs"].values())
     envs = [e for e in ENVS if any(r["env"] == e for r in runs)]
@@ -382,6 +386,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
                     ax.plot(x, y, color=colors[lib], lw=0.8, alpha=0.7, label=label)
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))  # 200000s overlap
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
