@@ -8,6 +8,7 @@
 
 pub mod copy;
 pub mod dtype;
+pub mod episodes;
 pub mod error;
 mod futex;
 pub mod gae;

@@ -5,7 +5,10 @@
 //! the reset) runs here instead of as Python bytecode, which on small
 //! observations costs more than the env itself. So does reading each env's
 //! action out of its action row, and, for the Serial backend, writing the
-//! user's batch of actions into those rows first.
+//! user's batch of actions into those rows first. What the outcomes mean
+//! for the rows (returns, lengths, flags, final rows, the autoreset) is
+//! `pufferrs_core::episodes`'s: this calls the envs and hands it their
+//! outcomes.
 
 use numpy::{PyArrayDescr, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -16,82 +19,15 @@ use pufferrs_core::error::Error;
 use pufferrs_core::layout::Rule;
 use pufferrs_core::names::format_path;
 
+use pufferrs_core::episodes::Episodes;
+
 use crate::errors::{Raise, raise, type_name};
 use crate::flatten::{Batch, Reader, resolve_batch};
 use crate::layout::PyLayout;
-use crate::numpy_arrays::{copy_of, descr, dtype_of, row_start, strided};
+use crate::numpy_arrays::{copy_of, descr, dtype_of, strided};
+use crate::rows::{BlockRows, Cells, RowWriter};
 use crate::store::store;
 use crate::tree::Tree;
-
-/// The elements `first, first + 1, ...` of one array of the buffers: for
-/// each, the address of its `bytes` bytes.
-struct Cells {
-    /// Keeps the memory that `starts` points into alive.
-    _array: Py<PyUntypedArray>,
-    starts: Vec<*mut u8>,
-    bytes: usize,
-}
-
-// SAFETY: `starts` point into memory that `_array` keeps alive; they are
-// only used by `EnvBlock`'s methods, which run with the GIL held, so no
-// two threads use them at once.
-unsafe impl Send for Cells {}
-// SAFETY: as above.
-unsafe impl Sync for Cells {}
-
-impl Cells {
-    /// Rows `first..first + count` of `arrays[name]`, checked to be a
-    /// writeable array of `dtype` whose rows are C-contiguous and `bytes`
-    /// long.
-    fn new(
-        arrays: &Bound<'_, PyDict>,
-        name: &str,
-        dtype: DType,
-        bytes: usize,
-        first: usize,
-        count: usize,
-    ) -> PyResult<Cells> {
-        let refuse = |reason: String| Error::Buffers(format!("{name}: {reason}"));
-        let array = arrays
-            .get_item(name)?
-            .ok_or_else(|| refuse("missing".into()))
-            .raise()?
-            .cast_into::<PyUntypedArray>()
-            .map_err(|e| refuse(format!("expected a numpy array, got {}", type_name(e.into_inner().as_any()))))
-            .raise()?;
-        if dtype_of(&array.dtype()) != Ok(dtype) {
-            return Err(refuse(format!("expected an array of {}", dtype.name()))).raise();
-        }
-        let rows = array.shape().first().copied().unwrap_or(0);
-        if first + count > rows {
-            return Err(refuse(format!("envs {first}..{} do not fit its {rows} rows", first + count))).raise();
-        }
-        let starts = (first..first + count)
-            .map(|i| row_start(&array, Some(i as i128), bytes).map_err(|e| refuse(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()
-            .raise()?;
-        Ok(Cells { _array: array.unbind(), starts, bytes })
-    }
-
-    fn row(&mut self, i: usize) -> &mut [u8] {
-        // SAFETY: `row_start` checked that `bytes` writeable bytes start
-        // there, kept alive by `_array`; `&mut self` makes this the only
-        // reference made through `self`. Other views of the buffers are
-        // numpy arrays, read and written through raw pointers, and not
-        // while this method runs: the GIL is held.
-        unsafe { std::slice::from_raw_parts_mut(self.starts[i], self.bytes) }
-    }
-
-    fn set<const N: usize>(&mut self, i: usize, value: [u8; N]) {
-        self.row(i).copy_from_slice(&value);
-    }
-
-    fn bytes(&self, i: usize) -> &[u8] {
-        // SAFETY: as in `row`; `&self` rules out a mutable slice made
-        // through `self` meanwhile.
-        unsafe { std::slice::from_raw_parts(self.starts[i], self.bytes) }
-    }
-}
 
 /// Envs `first_env, first_env + 1, ...` writing into the arrays of a
 /// vector env's buffers (by their `RolloutBuffers.array` names).
@@ -103,28 +39,13 @@ pub struct EnvBlock {
     /// and a call, on every step.
     steps: Vec<Py<PyAny>>,
     resets: Vec<Py<PyAny>>,
-    layout: Py<PyLayout>,
     first_env: usize,
-    observations: Cells,
-    final_observations: Cells,
-    rewards: Cells,
-    terminals: Cells,
-    truncations: Cells,
-    masks: Cells,
-    episode_returns: Cells,
-    episode_lengths: Cells,
-    /// The running episode of each env: its return (in float64) and length.
-    returns: Vec<f64>,
-    lengths: Vec<i64>,
-    /// The envs (positions in the block) whose episode ended in the last step.
-    ended: Vec<usize>,
+    /// The block's rows (one per env) and their episodes.
+    rows: BlockRows,
+    episodes: Episodes,
+    writer: RowWriter,
     current_env: Option<usize>,
-    /// The dtype and shape of the layout's one leaf when the row is that
-    /// leaf as-is (a plain Box, values unchecked): an array of exactly that
-    /// dtype and shape is then copied without the general resolve and check.
-    plain: Option<(DType, Vec<usize>)>,
-    /// Whether observations and actions are checked against their Box
-    /// bounds too.
+    /// Whether actions are checked against their Box bounds too.
     check_bounds: bool,
     action_layout: Py<PyLayout>,
     /// The numpy dtype of each action leaf, for the arrays envs get.
@@ -138,31 +59,14 @@ pub struct EnvBlock {
 }
 
 impl EnvBlock {
-    /// Flattens `obs` into the env's row of `observations` (or of
-    /// `final_observations`); a bad observation changes nothing.
-    fn write_row(&mut self, py: Python<'_>, obs: &Bound<'_, PyAny>, i: usize, last: bool) -> PyResult<()> {
-        let check_bounds = self.check_bounds;
-        let rows = if last { &mut self.final_observations } else { &mut self.observations };
-        let row = rows.row(i);
-        if let (Some((dtype, shape)), Ok(array)) = (&self.plain, obs.cast::<PyUntypedArray>()) {
-            let source = strided(array, *dtype);
-            let span = (row.as_ptr() as usize, row.as_ptr() as usize + row.len());
-            if array.shape() == shape.as_slice() && dtype_of(&array.dtype()) == Ok(*dtype) && !source.overlaps(span) {
-                // What `store` does for this case, minus its walk: the
-                // values need no check and the row is the leaf.
-                source.store_as(*dtype, row);
-                return Ok(());
-            }
-        }
-        let start = row.as_mut_ptr();
-        let layout = self.layout.get();
-        let reader = layout.reader(None, Batch::One);
-        let resolved = reader.resolve(obs).raise()?;
-        // SAFETY: `start` addresses this env's row (`row_bytes` writeable
-        // bytes of the shared region, which `Cells` keeps mapped); the
-        // slice borrowed above is no longer used, so no Rust reference to
-        // those bytes exists during the store.
-        unsafe { store(py, layout.core(), &[(reader, resolved)], &[start], check_bounds) }.raise()
+    /// Env `i` (just reset) starts an episode with `obs`: its one row
+    /// plays and acts.
+    fn start(&mut self, py: Python<'_>, i: usize, obs: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut rows = self.rows.rows();
+        self.episodes.start_episode(i, &mut rows);
+        self.episodes.join(i);
+        self.episodes.set_acting(i, true, &mut rows);
+        self.writer.write(py, obs, rows.observation(i))
     }
 
     /// Writes `actions` (a batch as `Layout.flatten_batch` takes it) into
@@ -318,21 +222,7 @@ impl EnvBlock {
         let method =
             |name: &str| envs.iter().map(|env| Ok(env.bind(py).getattr(name)?.unbind())).collect::<PyResult<Vec<_>>>();
         let (steps, resets) = (method("step")?, method("reset")?);
-        let reader = layout.get().reader(None, Batch::One);
-        let row_bytes = reader.layout.row_bytes;
-        // Bools are normalised to 0/1 by `store`, so they take its path.
-        let plain = match (reader.tree, reader.layout.leaves.as_slice()) {
-            (Tree::Leaf(_), [leaf])
-                if leaf.offset == 0
-                    && leaf.nbytes() == row_bytes
-                    && leaf.dtype != DType::Bool
-                    && !leaf.checks_values(check_bounds) =>
-            {
-                Some((leaf.dtype, leaf.shape.clone()))
-            }
-            _ => None,
-        };
-        let cells = |name: &str, dtype: DType, bytes: usize| Cells::new(arrays, name, dtype, bytes, first_env, n);
+        let writer = RowWriter::new(layout, check_bounds);
         let action_core = action_layout.get().core();
         let exact_actions = match action_core.leaves.as_slice() {
             [leaf] => leaf.nbytes() == action_core.row_bytes && !matches!(leaf.rule, Rule::Text { .. }),
@@ -341,26 +231,16 @@ impl EnvBlock {
         let action_descrs =
             action_core.leaves.iter().map(|leaf| Ok(descr(py, leaf.dtype)?.unbind())).collect::<PyResult<_>>()?;
         Ok(EnvBlock {
-            observations: cells("observations", DType::U8, row_bytes)?,
-            final_observations: cells("final_observations", DType::U8, row_bytes)?,
-            rewards: cells("rewards", DType::F32, 4)?,
-            terminals: cells("terminals", DType::Bool, 1)?,
-            truncations: cells("truncations", DType::Bool, 1)?,
-            masks: cells("masks", DType::Bool, 1)?,
-            episode_returns: cells("episode_returns", DType::F64, 8)?,
-            episode_lengths: cells("episode_lengths", DType::I64, 8)?,
+            rows: BlockRows::new(arrays, first_env, n, writer.row_bytes())?,
+            episodes: Episodes::new(n, 1),
+            writer,
             envs,
             steps,
             resets,
-            layout: layout.unbind(),
             first_env,
-            returns: vec![0.0; n],
-            lengths: vec![0; n],
-            ended: Vec::new(),
             current_env: None,
-            plain,
             check_bounds,
-            actions: cells("actions", DType::U8, action_core.row_bytes)?,
+            actions: Cells::new(arrays, "actions", DType::U8, action_core.row_bytes, first_env, n)?,
             exact_actions,
             action_staging: vec![0; n * action_core.row_bytes],
             action_descrs,
@@ -378,27 +258,20 @@ impl EnvBlock {
     #[pyo3(signature = (seed = None))]
     fn reset<'py>(&mut self, py: Python<'py>, seed: Option<Bound<'py, PyInt>>) -> PyResult<Bound<'py, PyList>> {
         let infos = PyList::empty(py);
+        self.episodes.begin_reset(&mut self.rows.rows());
         for i in 0..self.envs.len() {
             self.current_env = Some(self.first_env + i);
             let kwargs = PyDict::new(py);
             kwargs.set_item("seed", seed.as_ref().map(|s| s.add(self.first_env + i)).transpose()?)?;
             let result = self.resets[i].bind(py).call((), Some(&kwargs))?;
             let (obs, info) = (result.get_item(0)?, result.get_item(1)?);
-            self.write_row(py, &obs, i, false)?;
+            self.start(py, i, &obs)?;
             if info.is_truthy()? {
                 infos.append((i, info))?;
             }
         }
         self.current_env = None;
-        for i in 0..self.envs.len() {
-            self.rewards.set(i, 0f32.to_ne_bytes());
-            self.terminals.set(i, [0]);
-            self.truncations.set(i, [0]);
-            self.masks.set(i, [1]);
-        }
-        self.returns.fill(0.0);
-        self.lengths.fill(0);
-        self.ended.clear();
+        self.episodes.end_reset();
         Ok(infos)
     }
 
@@ -425,7 +298,7 @@ impl EnvBlock {
             self.stage_actions(py, actions)?;
         }
         let infos = PyList::empty(py);
-        self.ended.clear();
+        self.episodes.begin_step(&mut self.rows.rows());
         for i in 0..self.envs.len() {
             self.current_env = Some(self.first_env + i);
             let action = self.action(py, i)?;
@@ -433,22 +306,16 @@ impl EnvBlock {
             let [obs, reward, terminal, truncation, info] = unpack(&result)?;
             let reward = number("reward", &reward)?;
             let (terminal, truncation) = (terminal.is_truthy()?, truncation.is_truthy()?);
-            self.returns[i] += reward;
-            self.lengths[i] += 1;
-            let obs = if terminal || truncation {
-                self.write_row(py, &obs, i, true)?;
-                self.episode_returns.set(i, self.returns[i].to_ne_bytes());
-                self.episode_lengths.set(i, self.lengths[i].to_ne_bytes());
-                (self.returns[i], self.lengths[i]) = (0.0, 0);
-                self.ended.push(i);
-                self.resets[i].bind(py).call0()?.get_item(0)?
+            let Self { rows, episodes, writer, .. } = self;
+            let mut rows = rows.rows();
+            episodes.reward(i, reward, &mut rows);
+            if terminal || truncation {
+                episodes.end(i, terminal, truncation, &mut rows, |row| writer.write(py, &obs, row))?;
+                let obs = self.resets[i].bind(py).call0()?.get_item(0)?;
+                self.start(py, i, &obs)?;
             } else {
-                obs
-            };
-            self.write_row(py, &obs, i, false)?;
-            self.rewards.set(i, (reward as f32).to_ne_bytes());
-            self.terminals.set(i, [terminal as u8]);
-            self.truncations.set(i, [truncation as u8]);
+                writer.write(py, &obs, rows.observation(i))?;
+            }
             if dense {
                 // The env's own dict, empty or not, as for a non-empty
                 // info on either path; anything else empty (None) gives a
@@ -467,7 +334,7 @@ impl EnvBlock {
     /// ended in the last step: empty, and false, when none did.
     #[getter]
     fn ended<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, &self.ended)
+        PyTuple::new(py, self.episodes.ended())
     }
 
     /// The env whose reset or step raised, while the block is broken by it.

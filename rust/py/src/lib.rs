@@ -1,17 +1,20 @@
 //! `pufferrs._native`: thin bindings of `pufferrs-core`. Python objects
 //! come in, core calls run, Python objects go out.
 //!
-//! Modules depend one way: the classes (`layout`, `buffers`, `env_block`)
-//! and `gae` use `flatten` (and `store`, its second step), `unflatten` and
-//! `spec`, which use `tree`, `numpy_arrays` and `errors`.
+//! Modules depend one way: the classes (`layout`, `buffers`, and
+//! `env_block` and `episode_rows`, which step envs' outcomes into rows
+//! through `rows`) and `gae` use `flatten` (and `store`, its second step),
+//! `unflatten` and `spec`, which use `tree`, `numpy_arrays` and `errors`.
 
 mod buffers;
 mod env_block;
+mod episode_rows;
 mod errors;
 mod flatten;
 mod gae;
 mod layout;
 mod numpy_arrays;
+mod rows;
 mod spec;
 mod store;
 mod tree;
@@ -24,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<layout::PyLayout>()?;
     m.add_class::<buffers::PyRolloutBuffers>()?;
     m.add_class::<env_block::EnvBlock>()?;
+    m.add_class::<episode_rows::EpisodeRows>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     m.add("MAX_DEPTH", pufferrs_core::layout::MAX_DEPTH)?;
