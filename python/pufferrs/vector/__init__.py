@@ -22,7 +22,7 @@ same seed and actions:
   Parent and workers signal each other through atomics in the region (a
   short spin, up to 2 ms of yielding the core while an answer is due, then
   a futex sleep, all with the GIL released); pipes carry only seeds,
-  non-empty infos and errors.
+  ``call_envs`` functions and results, non-empty infos and errors.
 - :class:`Ray` runs blocks of envs in Ray actors, on one machine or a
   cluster, and writes their packed answers into the same buffers here
   (Ray is imported only when this backend is used).

@@ -16,7 +16,7 @@ from gymnasium.vector.utils import batch_space
 from pufferrs._native import RolloutBuffers, format_path
 from pufferrs.errors import ConfigError, PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
-from pufferrs.vector.agents import agent_spaces, pettingzoo_kind
+from pufferrs.vector.kinds import agent_spaces, pettingzoo_kind
 
 #: The vector envs open in this process, for the fork handler below.
 _OPEN: weakref.WeakSet[VectorEnv] = weakref.WeakSet()
@@ -242,10 +242,10 @@ class VectorEnv:
         if lo is None:
             self.buffers.gather(workers)
             obs, rewards, terminals, truncations, masks = self._gathered
-            env_ids = np.concatenate([np.arange(w * per, (w + 1) * per) for w in workers])
+            row_ids = np.concatenate([np.arange(w * per, (w + 1) * per) for w in workers])
         else:
             block = self._blocks.get(lo) or self._block(lo)
-            obs, rewards, terminals, truncations, env_ids, masks = block
+            obs, rewards, terminals, truncations, row_ids, masks = block
         infos: list[dict] = [{} for _ in self._batch_range]
         if payloads:
             for position, worker in enumerate(workers):
@@ -255,18 +255,21 @@ class VectorEnv:
             # (`nonzero` and `item`: a third of the time of flatnonzero and
             # indexing, on the path every episode end takes.)
             for k in (terminals | truncations).nonzero()[0].tolist():
-                infos[k] = self._ended_info(infos[k], env_ids.item(k))
-        return obs, rewards, terminals, truncations, infos, env_ids, masks
+                infos[k] = self._ended_info(infos[k], row_ids.item(k))
+        # `row_ids` is what PufferLib calls `env_ids`: a row per env, or per
+        # agent of a PettingZoo env.
+        return obs, rewards, terminals, truncations, infos, row_ids, masks
 
-    def _ended_info(self, info: dict, env: int) -> dict:
-        """The info of a step that ended env ``env``'s episode: the step's
-        own, with the episode's return and length, its last observation (a
-        view of the env's final row) and the step's info as ``final_info``."""
+    def _ended_info(self, info: dict, row: int) -> dict:
+        """The info of a step that ended row ``row``'s episode (its env's,
+        or its agent's): the step's own, with the episode's return and
+        length, its last observation (a view of ``final_observations[row]``)
+        and the step's info as ``final_info``."""
         return {
             **info,
-            "episode_return": self._arrays["episode_returns"].item(env),
-            "episode_length": self._arrays["episode_lengths"].item(env),
-            "final_obs": self._final_observations[env],
+            "episode_return": self._arrays["episode_returns"].item(row),
+            "episode_length": self._arrays["episode_lengths"].item(row),
+            "final_obs": self._final_observations[row],
             "final_info": info,
         }
 
@@ -385,7 +388,8 @@ class VectorEnv:
         raise NotImplementedError
 
     def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
-        """``count`` workers that finished, their infos, and whether an
+        """``count`` workers that finished, their non-empty infos as
+        ``(position among the worker's rows, info)`` pairs, and whether an
         episode of theirs ended."""
         raise NotImplementedError
 

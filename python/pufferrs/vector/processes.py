@@ -50,8 +50,9 @@ class _RegionHandle:
 
 
 class EnvCall:
-    """A ``call_envs`` request, sent to a worker in place of a reset seed:
-    the worker runs it on its envs and sends the results back as infos."""
+    """A ``call_envs`` request: sent on a worker's pipe with the CALL
+    command, run by the worker on its envs, its results sent back as
+    infos."""
 
     def __init__(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> None:
         self.function, self.args = function, args
@@ -111,7 +112,7 @@ def _worker_main(
         runner = Runner(envs, first_env, arrays, layout, action_layout, check_bounds=check_bounds)
     except Exception:
         startup_error = f"making its envs raised:\n{traceback.format_exc()}"
-    STEP, RESET, CLOSE = RolloutBuffers.STEP, RolloutBuffers.RESET, RolloutBuffers.CLOSE
+    STEP, RESET, CALL, CLOSE = RolloutBuffers.STEP, RolloutBuffers.RESET, RolloutBuffers.CALL, RolloutBuffers.CLOSE
     OK, INFOS, ENDED = RolloutBuffers.OK, RolloutBuffers.INFOS, RolloutBuffers.ENDED
     try:
         while True:
@@ -122,21 +123,28 @@ def _worker_main(
                 continue
             if command == CLOSE:
                 return
-            seed = conn.recv() if command == RESET else None
+            # A reset's seed and a call's function come on the pipe; a step
+            # reads its actions from the rows.
+            sent = conn.recv() if command in (RESET, CALL) else None
             try:
                 if runner is None:
                     raise RuntimeError(startup_error)
-                if isinstance(seed, EnvCall):
-                    infos = seed.run(runner.envs)
+                if command == STEP:
+                    infos = runner.step()
+                elif command == RESET:
+                    infos = runner.reset(sent)
+                elif command == CALL:
+                    infos = sent.run(runner.envs)
                 else:
-                    infos = runner.step() if command == STEP else runner.reset(seed)
+                    raise RuntimeError(f"unknown command {command}")
             except Exception as exc:
                 env = runner.current_env if runner is not None else None
                 where = f"env {env} raised" if env is not None else "raised"
                 message = startup_error if runner is None else f"{where}:\n{traceback.format_exc()}"
                 _send_error(buffers, worker, conn, env, message, f"{where} {type(exc).__name__}")
                 continue
-            ended = ENDED if runner.ended else OK
+            # A call leaves the rows, and so the episodes, as they were.
+            ended = ENDED if command != CALL and runner.ended else OK
             if not infos:
                 buffers.complete(worker, ended)
                 continue
@@ -182,13 +190,10 @@ def _unpicklable(infos: list[tuple[int, dict]], first_env: int) -> int | None:
     return None
 
 
-def _default_workers(num_envs: int) -> int:
-    """The most workers that split the envs evenly without outnumbering the
-    CPUs (1 for a count the buffers will refuse anyway)."""
-    if not isinstance(num_envs, int):
-        return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max((d for d in range(1, min(num_envs, cpus) + 1) if num_envs % d == 0), default=1)
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: what the default worker count
+    (the plan's rule, ``RolloutBuffers.default_workers``) is measured against."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _stop_workers(buffers: Any, processes: list, conns: list, pinned: list[int]) -> None:
@@ -252,7 +257,8 @@ class Multiprocessing(VectorEnv):
             )
         num_envs = len(env_creators) if num_envs is None else num_envs
         env_kwargs = env_kwargs or {}
-        num_workers = _default_workers(num_envs) if num_workers is None else num_workers
+        if num_workers is None:
+            num_workers = RolloutBuffers.default_workers(num_envs, _usable_cpus())
         check_arguments(num_envs, num_workers, batch_size, seed)
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
@@ -375,7 +381,7 @@ class Multiprocessing(VectorEnv):
                 self._conns[w].send_bytes(requests[w])
             except OSError as exc:
                 raise self._dead(w) from exc
-        self.buffers.request(workers, RolloutBuffers.RESET)
+        self.buffers.request(workers, RolloutBuffers.CALL)
         self._pending = set(workers)
         _, payloads, _ = self._receive(self.num_workers)
         results = []

@@ -22,11 +22,36 @@ import gymnasium as gym
 import numpy as np
 
 import pufferrs.vector
+from pufferrs._native import RolloutBuffers
 from pufferrs.errors import WorkerError, WorkerTimeoutError
 from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
 
 #: Seconds ``close()`` gives actors to close their envs before killing them.
 CLOSE_GRACE = 5.0
+
+
+class Packing:
+    """How an actor's answer packs its rows into one uint8 array: the
+    observation rows, then the float32 rewards, then the terminal flags,
+    then the truncation flags. The one owner of these offsets: the actor
+    packs through ``parts`` and the driver unpacks through it."""
+
+    def __init__(self, rows: int, row_bytes: int) -> None:
+        self.rows, self.row_bytes = rows, row_bytes
+        #: Bytes of an answer: per row, its observation, a float32 reward
+        #: and two bool flags.
+        self.nbytes = rows * (row_bytes + 6)
+
+    def parts(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Views of ``packed``'s observation rows ``(rows, row_bytes)``,
+        rewards, terminals and truncations."""
+        n, size = self.rows, self.rows * self.row_bytes
+        return (
+            packed[:size].reshape(n, self.row_bytes),
+            packed[size : size + 4 * n].view(np.float32),
+            packed[size + 4 * n : size + 5 * n].view(np.bool_),
+            packed[size + 5 * n :].view(np.bool_),
+        )
 
 
 class EnvActor:
@@ -54,13 +79,11 @@ class EnvActor:
             check_bounds=check_bounds,
             **backend_kwargs,
         )
-        row_bytes = self.envs.layout.row_bytes
-        # One array per answer: observation rows, then rewards, then flags.
-        self.packed = np.zeros(n * (row_bytes + 6), np.uint8)
-        self.rows = self.packed[: n * row_bytes].reshape(n, row_bytes)
-        self.rewards = self.packed[n * row_bytes : n * (row_bytes + 4)].view(np.float32)
-        self.terminals = self.packed[n * (row_bytes + 4) : n * (row_bytes + 5)].view(np.bool_)
-        self.truncations = self.packed[n * (row_bytes + 5) :].view(np.bool_)
+        # One array per answer, refilled for each (Ray copies it out).
+        # Gymnasium envs only (see `checked_env`): one row per env.
+        packing = Packing(n, self.envs.layout.row_bytes)
+        self.packed = np.zeros(packing.nbytes, np.uint8)
+        self.rows, self.rewards, self.terminals, self.truncations = packing.parts(self.packed)
         self.steps = 0
 
     def where(self) -> tuple[str, int]:
@@ -91,8 +114,9 @@ class EnvActor:
         self.envs.close()
 
     def _pack(self, obs: np.ndarray, rewards: Any, terminals: Any, truncations: Any, infos: list[dict]) -> tuple:
-        """The block's rows as one array, and what else the driver needs
-        for the envs with infos: ``(i, info, ended)`` where ``ended`` is
+        """The block's rows as one array (see :class:`Packing`), and what
+        else the driver needs for the rows with infos: ``(i, info, ended)``
+        where ``i`` is the row's position in the block and ``ended`` is
         ``(return, length, last observation row)`` for an episode's end."""
         n = len(infos)
         self.rows[:] = obs.reshape(n, -1).view(np.uint8)
@@ -157,6 +181,9 @@ class Ray(VectorEnv):
     error. Envs and their creators travel by Ray's pickling
     (cloudpickle): lambdas are fine."""
 
+    #: The arrays an actor's answer fills, in the order of `Packing.parts`.
+    _PACKED = ("observations", "rewards", "terminals", "truncations")
+
     def __init__(
         self,
         env_creators: list[Callable[..., gym.Env]],
@@ -187,7 +214,8 @@ class Ray(VectorEnv):
             ray.init(address=address, log_to_driver=False, include_dashboard=False)
         self._actors: list = []
         if num_workers is None:
-            num_workers = _default_actors(num_envs, int(ray.cluster_resources().get("CPU", 1)))
+            # The plan's rule, against the cluster's CPUs.
+            num_workers = RolloutBuffers.default_workers(num_envs, int(ray.cluster_resources().get("CPU", 1)))
         try:
             check_arguments(num_envs, num_workers, batch_size, seed)
             probe = checked_env(env_creators[0](*env_args, **env_kwargs), backend="Ray")
@@ -226,14 +254,12 @@ class Ray(VectorEnv):
         #: The request in flight for each actor, and the actor of each request.
         self._inflight: dict[int, Any] = {}
         self._owner_of: dict[Any, int] = {}
-        obs = self._arrays["observations"]
+        #: How every actor packs its answer, and where each part goes here:
+        #: the actor's rows of the observations, rewards and flags.
+        rows = self._rows_per_worker
+        self._packing = Packing(rows, self.layout.row_bytes)
         self._unpack = [
-            (
-                obs[w * per : (w + 1) * per],
-                self._arrays["rewards"][w * per : (w + 1) * per],
-                self._arrays["terminals"][w * per : (w + 1) * per],
-                self._arrays["truncations"][w * per : (w + 1) * per],
-            )
+            tuple(self._arrays[name][w * rows : (w + 1) * rows] for name in self._PACKED)
             for w in range(self.num_workers)
         ]
 
@@ -270,9 +296,9 @@ class Ray(VectorEnv):
         self._pending = set(range(self.num_workers))
 
     def _step(self, workers: list[int]) -> None:
-        actions, per = self._arrays["actions"], self.envs_per_worker
+        actions, rows = self._arrays["actions"], self._rows_per_worker
         for w in workers:
-            self._request(w, self._actors[w].step.remote(actions[w * per : (w + 1) * per]))
+            self._request(w, self._actors[w].step.remote(actions[w * rows : (w + 1) * rows]))
 
     def _request(self, worker: int, ref: Any) -> None:
         self._inflight[worker] = ref
@@ -303,16 +329,11 @@ class Ray(VectorEnv):
             raise
         payloads: dict[int, list[tuple[int, dict]]] = {}
         ended = False
-        per = self.envs_per_worker
         for w, (packed, extras) in zip(workers, results):
             del self._inflight[w]
             self._pending.discard(w)
-            rows, rewards, terminals, truncations = self._unpack[w]
-            size = rows.size
-            rows[:] = packed[:size].reshape(rows.shape)
-            rewards[:] = packed[size : size + 4 * per].view(np.float32)
-            terminals[:] = packed[size + 4 * per : size + 5 * per].view(np.bool_)
-            truncations[:] = packed[size + 5 * per :].view(np.bool_)
+            for here, answered in zip(self._unpack[w], self._packing.parts(packed)):
+                here[...] = answered
             if extras:
                 payloads[w] = self._extras(w, extras)
                 ended = ended or any(e is not None for _, _, e in extras)
@@ -321,14 +342,14 @@ class Ray(VectorEnv):
     def _extras(self, worker: int, extras: list) -> list[tuple[int, dict]]:
         """The infos of an actor's answer; the ends of its episodes go into
         the arrays ``recv`` reads them from."""
-        first = worker * self.envs_per_worker
+        first_row = worker * self._rows_per_worker
         returns, lengths = self._arrays["episode_returns"], self._arrays["episode_lengths"]
         finals = self._arrays["final_observations"]
         infos = []
         for i, info, ended in extras:
             if ended is not None:
-                returns[first + i], lengths[first + i], final = ended
-                finals[first + i] = np.frombuffer(final, np.uint8)
+                returns[first_row + i], lengths[first_row + i], final = ended
+                finals[first_row + i] = np.frombuffer(final, np.uint8)
             infos.append((i, info))
         return infos
 
@@ -378,11 +399,3 @@ class Ray(VectorEnv):
 
     def _shutdown(self) -> None:
         self._finalizer()
-
-
-def _default_actors(num_envs: int, cpus: int) -> int:
-    """The most actors that split the envs evenly without outnumbering the
-    cluster's CPUs."""
-    if not isinstance(num_envs, int):
-        return 1
-    return max((d for d in range(1, min(num_envs, max(cpus, 1)) + 1) if num_envs % d == 0), default=1)

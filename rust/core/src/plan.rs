@@ -25,7 +25,8 @@ pub struct Plan {
     pub num_workers: usize,
     pub obs_row_bytes: usize,
     pub action_row_bytes: usize,
-    /// Envs in the batch that `recv` returns.
+    /// Envs (not rows) in each batch that `recv` returns: the Python API's
+    /// `batch_size`. A batch holds `batch_rows()` rows.
     pub batch_envs: usize,
     /// Whether batches are gathered from several workers into a gather
     /// area (asynchronous batches of worker processes).
@@ -84,6 +85,16 @@ impl Plan {
             return refuse(format!("too many workers ({num_workers})"));
         }
         Ok(Plan { num_envs, agents_per_env, num_workers, obs_row_bytes, action_row_bytes, batch_envs, gathers })
+    }
+
+    /// How many workers run `num_envs` envs when the user does not say:
+    /// the most that split the envs evenly (`Plan::new` refuses uneven
+    /// splits) without outnumbering `cpus`, the CPUs they may use (this
+    /// machine's for worker processes, the cluster's for Ray actors).
+    /// Never 0, so that a count `Plan::new` refuses anyway reaches its
+    /// refusal.
+    pub fn default_workers(num_envs: usize, cpus: usize) -> usize {
+        (1..=num_envs.min(cpus.max(1))).rev().find(|d| num_envs % d == 0).unwrap_or(1)
     }
 
     pub fn envs_per_worker(&self) -> usize {
@@ -295,6 +306,20 @@ mod tests {
         assert_eq!((s.batch_observations.len(), s.batch_masks.len()), (12 * 40, 12));
         let err = Sections::new(&Plan::new(2, 1 << 40, None, 1 << 30, 0, None).unwrap(), 200).unwrap_err();
         assert!(err.to_string().contains("2 envs of 1099511627776 agents each"), "{err}");
+    }
+
+    #[test]
+    fn default_workers_split_the_envs_evenly_within_the_cpus() {
+        let cases = [(8, 2, 2), (8, 3, 2), (8, 16, 8), (7, 4, 1), (12, 5, 4), (12, 0, 1), (0, 4, 1), (1, 1, 1)];
+        for (num_envs, cpus, workers) in cases {
+            assert_eq!(Plan::default_workers(num_envs, cpus), workers, "{num_envs} envs on {cpus} CPUs");
+        }
+        // Large counts take at most `cpus` steps, and the plan accepts the result.
+        assert_eq!(Plan::default_workers(usize::MAX, 16), 15);
+        for num_envs in 1..50 {
+            let workers = Plan::default_workers(num_envs, 6);
+            assert!(Plan::new(num_envs, 1, Some(workers), 4, 8, None).is_ok());
+        }
     }
 
     #[test]

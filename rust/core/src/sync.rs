@@ -105,6 +105,9 @@ pub mod command {
     pub const STEP: u32 = 1;
     pub const RESET: u32 = 2;
     pub const CLOSE: u32 = 3;
+    /// Run a function on the worker's envs (`call_envs`): the function
+    /// comes on the worker's pipe, and the rows are left as they are.
+    pub const CALL: u32 = 4;
 }
 
 /// How a worker finished its request.

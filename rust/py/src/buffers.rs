@@ -147,6 +147,8 @@ impl PyRolloutBuffers {
     #[classattr]
     const CLOSE: u32 = command::CLOSE;
     #[classattr]
+    const CALL: u32 = command::CALL;
+    #[classattr]
     const OK: u32 = status::OK;
     #[classattr]
     const INFOS: u32 = status::INFOS;
@@ -196,6 +198,15 @@ impl PyRolloutBuffers {
         let batch_size = count("batch_size", batch_size).raise()?;
         Plan::new(num_envs, 1, num_workers, 0, 0, batch_size).raise()?;
         Ok(())
+    }
+
+    /// How many workers (processes, or Ray actors) run `num_envs` envs on
+    /// `cpus` CPUs when the user does not say: the plan's rule
+    /// (`Plan::default_workers`). A `num_envs` that is not a count gives 1,
+    /// for `new` or `check_counts` to refuse with their own error.
+    #[staticmethod]
+    fn default_workers(num_envs: &Bound<'_, PyAny>, cpus: usize) -> usize {
+        int(num_envs).map_or(1, |num_envs| Plan::default_workers(num_envs, cpus))
     }
 
     /// The buffers that another process created, from a file descriptor of

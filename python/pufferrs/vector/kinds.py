@@ -1,0 +1,58 @@
+"""What kind of env a creator made (gymnasium, or PettingZoo parallel or
+AEC) and the spaces of one of its rows.
+
+Its own module so that the backends (``base``) and the PettingZoo blocks
+(``agents``) both ask it, and neither imports the other. PettingZoo is
+imported only once something that is not a ``gymnasium.Env`` comes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from pufferrs.errors import UnsupportedSpaceError
+
+
+def pettingzoo_kind(env: Any) -> str | None:
+    """``"parallel"`` for a PettingZoo ``ParallelEnv``, ``"aec"`` for an
+    ``AECEnv``, None for anything else (a gymnasium env included)."""
+    if isinstance(env, gym.Env):
+        return None
+    try:
+        from pettingzoo import AECEnv, ParallelEnv
+    except ImportError:
+        return None
+    if isinstance(env, ParallelEnv):
+        return "parallel"
+    if isinstance(env, AECEnv):
+        return "aec"
+    return None
+
+
+def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
+    """``(possible_agents, observation space, action space)`` of one agent;
+    ``possible_agents`` is None for a gymnasium env. Every agent of a
+    PettingZoo env must have the same spaces, since all rows share one
+    layout: agents that differ raise :class:`UnsupportedSpaceError`."""
+    if pettingzoo_kind(env) is None:
+        return None, env.observation_space, env.action_space
+    agents = list(env.possible_agents)
+    if not agents:
+        raise UnsupportedSpaceError(f"{type(env).__name__} has no possible_agents: there is no row to give them")
+    for what, space_of, pad in (
+        ("observation", env.observation_space, "pad_observations_v0"),
+        ("action", env.action_space, "pad_action_space_v0"),
+    ):
+        groups: dict[str, list[str]] = {}
+        spaces = [space_of(agent) for agent in agents]
+        for agent, space in zip(agents, spaces):
+            groups.setdefault(repr(space), []).append(agent)
+        if any(space != spaces[0] for space in spaces):
+            listed = "; ".join(f"{', '.join(map(repr, names))}: {space}" for space, names in groups.items())
+            raise UnsupportedSpaceError(
+                f"the agents of {type(env).__name__} have different {what} spaces ({listed}); pufferrs gives "
+                f"every agent one row of one layout: pad them to one space first, e.g. with SuperSuit's "
+                f"supersuit.{pad}(env), or run each group of agents as an env of its own"
+            )
+    return agents, env.observation_space(agents[0]), env.action_space(agents[0])
