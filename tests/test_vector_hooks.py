@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import os
+import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ import numpy as np
 import pytest
 
 import pufferrs.vector as pv
+from pufferrs import WorkerError
 from pufferrs._native import RolloutBuffers
+from pufferrs.multiagent_envs import Rendezvous
 from pufferrs.vector.ray import Packing
 
 VECTOR = Path(pv.__file__).parent
@@ -122,3 +126,29 @@ def test_the_backends_base_does_not_import_the_pettingzoo_blocks() -> None:
     assert "pufferrs.vector.agents" not in imports("base")
     assert "pufferrs.vector.kinds" in imports("base")
     assert not {m for m in imports("kinds") if m.startswith("pufferrs.vector")}
+
+
+class LockedInfo(Rendezvous):
+    """Rendezvous whose last agent's info holds a lock (which does not
+    pickle) at every step, when ``locked``."""
+
+    def __init__(self, locked: bool) -> None:
+        super().__init__(num_agents=3, leave_prob=0.0)
+        self.locked = locked
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        observations, rewards, terminations, truncations, infos = super().step(actions)
+        if self.locked:
+            infos["agent_2"] = {"lock": threading.Lock()}
+        return observations, rewards, terminations, truncations, infos
+
+
+def test_an_agents_info_that_does_not_pickle_names_its_env_not_its_row() -> None:
+    creators = [partial(LockedInfo, False), partial(LockedInfo, True)]
+    with pv.make(creators, 2, backend="multiprocessing", num_workers=1, timeout=10) as envs:
+        envs.reset(seed=0)
+        with pytest.raises(WorkerError) as caught:
+            envs.step(np.zeros(6, np.int64))
+    # Env 1's agent_2 has row 5 of the worker's rows.
+    assert caught.value.env == 1
+    assert "the info of env 1 cannot be pickled" in str(caught.value)

@@ -154,7 +154,9 @@ def _worker_main(
             try:
                 payload = reduction.ForkingPickler.dumps(infos)
             except Exception as exc:
-                env = _unpicklable(infos, first_env)
+                # A call answers per env; a reset or step, per row.
+                rows_per_env = 1 if command == CALL else buffers.agents_per_env
+                env = _unpicklable(infos, first_env, rows_per_env)
                 where = f"the info of env {env} cannot be pickled to send to the parent"
                 _send_error(buffers, worker, conn, env, f"{where}:\n{traceback.format_exc()}", f"{where}: {exc!r}")
                 continue
@@ -180,13 +182,15 @@ def _send_error(
         conn.send((env, f"{short} (traceback could not be sent)"))
 
 
-def _unpicklable(infos: list[tuple[int, dict]], first_env: int) -> int | None:
-    """The first env whose info does not pickle."""
-    for i, info in infos:
+def _unpicklable(infos: list[tuple[int, Any]], first_env: int, rows_per_env: int) -> int | None:
+    """The env of the first of ``infos`` that does not pickle: they are
+    ``(position among the worker's rows, info)`` pairs, ``rows_per_env``
+    rows to an env (its agents)."""
+    for row, info in infos:
         try:
             reduction.ForkingPickler.dumps(info)
         except Exception:  # noqa: BLE001 - any failure names this env
-            return first_env + i
+            return first_env + row // rows_per_env
     return None
 
 

@@ -170,24 +170,27 @@ impl Sections {
             // A placeholder once anything overflowed: the result is refused below.
             start.unwrap_or(0)..end.unwrap_or(0)
         };
-        let (e, b) = (Bytes::from(plan.num_rows()), Bytes::from(if plan.gathers { plan.batch_rows() } else { 0 }));
+        // Every array has a row per agent of every env; the gather area, a
+        // row per agent of a batch's envs.
+        let rows = Bytes::from(plan.num_rows());
+        let batch_rows = Bytes::from(if plan.gathers { plan.batch_rows() } else { 0 });
         let sections = Sections {
             control: next(control_bytes.into(), SECTION_ALIGN),
-            observations: next(e * plan.obs_row_bytes, PAGE),
-            actions: next(e * plan.action_row_bytes, SECTION_ALIGN),
-            rewards: next(e * 4, SECTION_ALIGN),
-            terminals: next(e, SECTION_ALIGN),
-            truncations: next(e, SECTION_ALIGN),
-            masks: next(e, SECTION_ALIGN),
-            episode_returns: next(e * 8, SECTION_ALIGN),
-            episode_lengths: next(e * 8, SECTION_ALIGN),
-            batch_observations: next(b * plan.obs_row_bytes, PAGE),
-            batch_actions: next(b * plan.action_row_bytes, SECTION_ALIGN),
-            batch_rewards: next(b * 4, SECTION_ALIGN),
-            batch_terminals: next(b, SECTION_ALIGN),
-            batch_truncations: next(b, SECTION_ALIGN),
-            batch_masks: next(b, SECTION_ALIGN),
-            final_observations: next(e * plan.obs_row_bytes, SECTION_ALIGN),
+            observations: next(rows * plan.obs_row_bytes, PAGE),
+            actions: next(rows * plan.action_row_bytes, SECTION_ALIGN),
+            rewards: next(rows * 4, SECTION_ALIGN),
+            terminals: next(rows, SECTION_ALIGN),
+            truncations: next(rows, SECTION_ALIGN),
+            masks: next(rows, SECTION_ALIGN),
+            episode_returns: next(rows * 8, SECTION_ALIGN),
+            episode_lengths: next(rows * 8, SECTION_ALIGN),
+            batch_observations: next(batch_rows * plan.obs_row_bytes, PAGE),
+            batch_actions: next(batch_rows * plan.action_row_bytes, SECTION_ALIGN),
+            batch_rewards: next(batch_rows * 4, SECTION_ALIGN),
+            batch_terminals: next(batch_rows, SECTION_ALIGN),
+            batch_truncations: next(batch_rows, SECTION_ALIGN),
+            batch_masks: next(batch_rows, SECTION_ALIGN),
+            final_observations: next(rows * plan.obs_row_bytes, SECTION_ALIGN),
             len: 0,
         };
         match end.filter(|&len| len <= isize::MAX as usize) {
