@@ -46,7 +46,7 @@ def print_rows(env: str, configs: list[Config], peers: list[int | None]) -> None
 
 def stepping(label: str, envs: Any, step: Any, num_envs: int) -> Config:
     actions = np.zeros(num_envs, np.int64)
-    return Config(label, lambda: step(actions), num_envs, envs.close)
+    return Config(label, lambda: step(actions), num_envs, envs.close, in_process=False)
 
 
 def sb3_and_gymnasium(args: argparse.Namespace) -> None:
@@ -126,7 +126,11 @@ def ray_backends(args: argparse.Namespace) -> None:
             return np.stack(obs), np.array(rewards), np.array(terminals), np.array(truncations), infos
 
         ray.get([actor.step.remote(0) for actor in actors])
-        configs.append(Config(f"Ray, one actor per env [{n} actors]", lambda: one_per_env(np.zeros(n)), n, lambda: 0))
+        configs.append(
+            Config(
+                f"Ray, one actor per env [{n} actors]", lambda: one_per_env(np.zeros(n)), n, lambda: 0, in_process=False
+            )
+        )
         ours = pv.make(cartpole, num_envs=n, backend="ray", num_workers=w, num_cpus=0)
         ours.reset(seed=0)
         configs.append(stepping(f"pufferrs Ray backend, sync [{w} actors]", ours, ours.step, n))
@@ -138,7 +142,11 @@ def ray_backends(args: argparse.Namespace) -> None:
             asynchronous.recv()
             asynchronous.send(actions)
 
-        configs.append(Config(f"pufferrs Ray backend, async batch={n // w}", async_step, n // w, asynchronous.close))
+        configs.append(
+            Config(
+                f"pufferrs Ray backend, async batch={n // w}", async_step, n // w, asynchronous.close, in_process=False
+            )
+        )
         latency = pv.make(cartpole, num_envs=w, backend="ray", num_workers=w, num_cpus=0)
         latency.reset(seed=0)
         configs.append(stepping(f"pufferrs Ray backend, 1 env per actor [{w} actors]", latency, latency.step, w))

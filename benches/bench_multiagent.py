@@ -34,6 +34,7 @@ warmed up, then timed for about ``--seconds``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import statistics
@@ -48,6 +49,8 @@ import pufferrs.vector as pv
 from pufferrs.multiagent_envs import Rendezvous
 
 ACTION_TABLE = 64
+#: SuperSuit is a peer, not a dependency: without it its rows are left out.
+HAVE_SUPERSUIT = importlib.util.find_spec("supersuit") is not None
 CEILING = "two plain loops in two processes"
 
 
@@ -171,6 +174,8 @@ def bench(name: str, creator: Callable[[], Any], num_envs: int, repeats: int, se
             creator, num_envs, "multiprocessing", actions, batches=2
         ),
     }
+    if not HAVE_SUPERSUIT:
+        del runs["SuperSuit, 1 process"], runs["SuperSuit, 2 processes"]
     rates: dict[str, list[float]] = {label: [] for label in [*runs, CEILING]}
     for _ in range(repeats):
         # Interleaved, so that a noisy moment of the machine hits all of them.
@@ -182,11 +187,10 @@ def bench(name: str, creator: Callable[[], Any], num_envs: int, repeats: int, se
                 close()
         rates[CEILING].append(two_plain_loops(creator, num_envs, A, actions, seconds))
     median = {label: statistics.median(r) for label, r in rates.items()}
-    peers = {
-        "plain loop": median["plain PettingZoo loop"],
-        "SuperSuit 1p": median["SuperSuit, 1 process"],
-        "SuperSuit 2p": median["SuperSuit, 2 processes"],
-    }
+    peers = {"plain loop": median["plain PettingZoo loop"]}
+    if HAVE_SUPERSUIT:
+        peers["SuperSuit 1p"] = median["SuperSuit, 1 process"]
+        peers["SuperSuit 2p"] = median["SuperSuit, 2 processes"]
     print(f"\n{name}: {num_envs} envs x {A} agents, median of {repeats} runs of {seconds:g} s")
     print(f"{'':36} {'agent steps/s':>14}" + "".join(f" {'vs ' + peer:>16}" for peer in peers) + f" {'spread':>10}")
     for label, r in rates.items():
@@ -204,6 +208,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["kaz", "rendezvous"])
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    if not HAVE_SUPERSUIT:
+        print("SuperSuit is not installed: its rows are left out (pip install supersuit)")
     if args.only in (None, "kaz"):
         bench("knights_archers_zombies (vector observations)", kaz, args.kaz_envs, args.repeats, args.seconds)
     if args.only in (None, "rendezvous"):

@@ -2,13 +2,16 @@
 by the agents) on PettingZoo envs, with the return of the first and the
 last updates and the agent steps per second.
 
-    python benches/bench_multiagent_learning.py [--env kaz|rendezvous|all] [--steps N] [--backend serial]
+    python benches/bench_multiagent_learning.py [--env kaz|rendezvous|all] [--steps N] [--backend serial] [--smoke]
 
 - ``rendezvous``: the built-in :class:`pufferrs.multiagent_envs.Rendezvous`
   with its preset (3 agents score together; random play scores 0.016).
 - ``kaz``: PettingZoo's knights_archers_zombies (v11, vector observations,
   4 agents, agents die mid-episode): each agent's return is the zombies it
   kills.
+
+``--smoke`` trains each env for one update of 64 steps on 2 envs, to check
+that the script runs (``tests/test_benches.py``): its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +32,17 @@ ENVS = {
         dict(num_envs=8, batch_size=2048, minibatch_size=512, learning_rate=1e-3, hidden_size=128, gamma=0.99),
     ),
 }
+#: ``--smoke``: the smallest run, on top of the env's settings.
+SMOKE: dict[str, Any] = dict(num_envs=2, batch_size=64, minibatch_size=32, update_epochs=1, total_steps=64)
 
 
-def learn(name: str, steps: int | None, backend: str) -> dict[str, Any]:
+def learn(name: str, steps: int | None, backend: str, smoke: bool = False) -> dict[str, Any]:
     env, settings = ENVS[name]
     overrides: dict[str, Any] = dict(settings, backend=backend, seed=0)
     if steps is not None:
         overrides["total_steps"] = steps
+    if smoke:
+        overrides.update(SMOKE)
     if backend == "multiprocessing":
         overrides["num_workers"] = 2
     config = Config.for_env(env, **overrides)
@@ -68,12 +75,13 @@ def main() -> None:
     parser.add_argument("--env", choices=[*ENVS, "all"], default="all")
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's total_steps)")
     parser.add_argument("--backend", choices=["serial", "multiprocessing"], default="serial")
+    parser.add_argument("--smoke", action="store_true", help="one update of 64 steps on 2 envs: checks the script runs")
     args = parser.parse_args()
     names = list(ENVS) if args.env == "all" else [args.env]
     print("| env | env steps | agent steps | agent steps/s | metric | first third | last third |")
     print("|---|---:|---:|---:|---|---:|---:|")
     for name in names:
-        r = learn(name, args.steps, args.backend)
+        r = learn(name, args.steps, args.backend, args.smoke)
         print(
             f"| {r['env']} | {r['env steps']:,} | {r['agent steps']:,} | {r['agent steps/s']:,.0f} | {r['metric']} "
             f"| {r['first third']:.3f} | {r['last third']:.3f} |",

@@ -2,7 +2,7 @@
 and the return after a fixed budget of env steps, one run each, in the
 same process and on the same number of envs.
 
-    python benches/bench_real_envs.py [--envs doorkey,breakout,highway,nethack] [--steps N] [--backend B]
+    python benches/bench_real_envs.py [--envs doorkey,breakout,highway,nethack] [--steps N] [--backend B] [--smoke]
 
 Envs and budgets (``--steps`` overrides them all):
 
@@ -30,6 +30,9 @@ preset runs envs in worker processes (``multiprocessing``, or
 ``--backend`` for every env), SB3 gets its ``SubprocVecEnv``, else its
 ``DummyVecEnv``. "return" is the mean over the episodes that ended in the
 last 5 updates (pufferrs) or SB3's last 100 episodes (``ep_info_buffer``).
+
+``--smoke`` runs each env for one update of 32 steps on 2 envs, to check
+that the script runs (``tests/test_benches.py``): its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ ENVS = {
     "highway": ("highway-fast-v0", 4_096),
     "nethack": ("NetHackScore-v0", 102_400),
 }
+#: ``--smoke``: the smallest run of every code path, on top of the preset.
+SMOKE: dict[str, Any] = dict(
+    num_envs=2,
+    batch_size=32,
+    minibatch_size=16,
+    bptt_horizon=16,
+    update_epochs=1,
+    num_workers=None,
+    env_batch_size=None,
+)
 
 
 def run_pufferrs(config: Config) -> dict[str, Any]:
@@ -133,6 +146,7 @@ def main() -> None:
         "--backend", default=None, choices=("serial", "multiprocessing"), help="for every env (default: its preset's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="one update of 32 steps on 2 envs: checks the script runs")
     args = parser.parse_args()
 
     rows = []
@@ -144,9 +158,10 @@ def main() -> None:
             except ImportError:
                 print(f"{env_id}: nle is not installed, skipped")
                 continue
-        steps = args.steps or budget
+        steps = 1 if args.smoke else args.steps or budget
         backend = {"backend": args.backend} if args.backend else {}
-        config = Config.for_env(env_id, device="cpu", seed=args.seed, checkpoint_interval=0, **backend)
+        smoke = SMOKE if args.smoke else {}
+        config = Config.for_env(env_id, device="cpu", seed=args.seed, checkpoint_interval=0, **backend, **smoke)
         config.total_steps = max(config.batch_size, math.ceil(steps / config.batch_size) * config.batch_size)
         print(f"{env_id}: {config.total_steps:,} steps, {config.num_envs} envs, {config.backend}", flush=True)
         ours = run_pufferrs(config)
