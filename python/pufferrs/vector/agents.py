@@ -41,6 +41,7 @@ import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 
+from pufferrs._native import EpisodeRows
 from pufferrs.errors import EnvProtocolError, PufferError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
 
@@ -119,8 +120,10 @@ def action_reader(action_layout: Layout, rows: np.ndarray) -> Callable[[], list[
 
 
 class _AgentRows:
-    """The rows of a block of PettingZoo envs, and what both kinds of env
-    share: per-agent episode statistics, ends, and resets."""
+    """What both kinds of block share: the agents' slots, the rows' episode
+    bookkeeping (:class:`~pufferrs._native.EpisodeRows`, the core's
+    ``episodes.rs``: returns, lengths, ends, masks, final rows, the envs'
+    summaries), observation writes and the protocol checks."""
 
     def __init__(
         self,
@@ -144,28 +147,26 @@ class _AgentRows:
         self.slot = {agent: k for k, agent in enumerate(self.agents)}
         rows = slice(first_env * A, (first_env + len(envs)) * A)
         self.obs = arrays["observations"][rows]
-        self.final = arrays["final_observations"][rows]
-        self.rewards = arrays["rewards"][rows]
-        self.terminals = arrays["terminals"][rows]
-        self.truncations = arrays["truncations"][rows]
-        self.masks = arrays["masks"][rows]
-        self.episode_returns = arrays["episode_returns"][rows]
-        self.episode_lengths = arrays["episode_lengths"][rows]
         self.layout = layout
+        self.action_layout = action_layout
         self.check_bounds = check_bounds
-        self.read_actions = action_reader(action_layout, arrays["actions"][rows])
-        n = len(envs) * A
-        #: The running episode of each row (its agent's return and acting
-        #: steps) and of each env (its steps: ``clock``, the block's steps,
-        #: less its value when the env's episode began).
-        self.returns = np.zeros(n, np.float64)
-        self.lengths = np.zeros(n, np.int64)
-        self.clock = 0
-        self.started = [0] * len(envs)
-        #: Agents of each env that ended this episode: masked until the reset.
-        self.done: list[set[str]] = [set() for _ in envs]
-        self.ended = False
+        self.action_rows = arrays["actions"][rows]
+        self.read_actions = action_reader(action_layout, self.action_rows)
+        self.rows = EpisodeRows(len(envs), A, first_env, arrays, layout, check_bounds)
         self.current_env: int | None = None
+
+    @property
+    def ended(self) -> tuple[int, ...]:
+        """The rows (positions in the block) whose agent's episode ended in
+        the last step; empty, and false, when none did."""
+        return self.rows.ended
+
+    def _stage(self, actions: Any) -> None:
+        """Writes a batch of actions (one per row, as ``send`` takes them)
+        into the block's action rows, all or nothing: a batch that does
+        not fit raises before any env steps, with ``current_env`` None."""
+        self.current_env = None
+        self.action_layout.flatten_batch(actions, out=self.action_rows, check_bounds=self.check_bounds)
 
     def _write(self, rows: list[int], observations: list[Any]) -> None:
         """Flattens ``observations`` into ``rows`` of the block: one call
@@ -188,31 +189,10 @@ class _AgentRows:
                     raise
             raise
 
-    def _end_agent(self, row: int, last_obs: Any, episode_return: float, episode_length: int) -> None:
-        """Records the end of the episode of the agent in ``row``: its last
-        observation in its final row (zeros when the env gave none), its
-        return and length; its row of ``observations`` is zeroed."""
-        if last_obs is None:
-            self.final[row] = 0
-        else:
-            self.layout.flatten_into(last_obs, self.final, row, check_bounds=self.check_bounds)
-        self.obs[row] = 0
-        self.episode_returns[row] = episode_return
-        self.episode_lengths[row] = episode_length
-        self.ended = True
-
     def _env_summary(self, e: int) -> dict[str, Any]:
         """What the info of the env's first row holds at its episode's end."""
-        base = e * self.A
-        ended = [base + k for k in range(self.A) if self.agents[k] in self.done[e]]
-        steps = self.clock - self.started[e]
-        return {"env_episode_return": float(self.episode_returns[ended].sum()), "env_episode_length": steps}
-
-    def _start_episode(self, e: int) -> None:
-        base = e * self.A
-        self.done[e].clear()
-        self.started[e] = self.clock
-        self.obs[base : base + self.A] = 0
+        episode_return, steps = self.rows.summary(e)
+        return {"env_episode_return": episode_return, "env_episode_length": steps}
 
     def _check_known(self, env: Any, agents: Any, what: str) -> None:
         """Refuses an agent of ``agents`` that has no slot."""
@@ -255,6 +235,14 @@ def _merge_all(infos: dict[int, dict], agents: list[str], rows: list[int], env_i
             _merge(infos, row, info)
 
 
+def _infos(infos: dict[int, dict], n: int, dense: bool) -> list[Any]:
+    """``(row, info)`` for the non-empty infos, in row order; with ``dense``
+    one info per row (a new dict for a row with none)."""
+    if dense:
+        return [infos.get(row) or {} for row in range(n)] if infos else [{} for _ in range(n)]
+    return sorted(infos.items()) if infos else []
+
+
 class ParallelBlock(_AgentRows):
     """A block of PettingZoo ``ParallelEnv``s: every present agent acts at
     every step."""
@@ -262,7 +250,7 @@ class ParallelBlock(_AgentRows):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         #: The agents of each env that act at the next step, in slot order,
-        #: and their rows in the block.
+        #: and their rows in the block: which actions each env is given.
         self.live: list[list[str]] = [[] for _ in self.envs]
         self.live_rows: list[list[int]] = [[] for _ in self.envs]
         #: A copy of each env's ``agents`` as last seen: a step that leaves it
@@ -274,19 +262,15 @@ class ParallelBlock(_AgentRows):
         infos: dict[int, dict] = {}
         rows: list[int] = []
         observations: list[Any] = []
+        self.rows.begin_reset()
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
             obs, env_infos = env.reset(seed=None if seed is None else seed + self.first_env + e)
-            self._start_episode(e)
+            self.rows.start(e)
             self._restart(e, env, obs, env_infos, rows, observations, infos)
         self._write(rows, observations)
         self.current_env = None
-        self.rewards[:] = 0
-        self.terminals[:] = False
-        self.truncations[:] = False
-        self.returns[:] = 0
-        self.lengths[:] = 0
-        self.ended = False
+        self.rows.end_reset()
         return sorted(infos.items())
 
     def _act(self, e: int, agents: list[str]) -> None:
@@ -294,14 +278,13 @@ class ParallelBlock(_AgentRows):
         base = e * self.A
         rows = [base + self.slot[agent] for agent in agents]
         self.live[e], self.live_rows[e] = agents, rows
-        self.masks[base : base + self.A] = False
-        self.masks[rows] = True
+        self.rows.act(e, rows)
 
     def _restart(
         self, e: int, env: Any, obs: dict, env_infos: dict, rows: list, observations: list, infos: dict
     ) -> None:
-        """Marks the agents present after a reset as acting, their rows to
-        be written with ``obs``."""
+        """Env ``e`` started an episode: the agents present join and act,
+        their rows to be written with ``obs``."""
         self._check_known(env, env.agents, "has in agents after reset()")
         if not env.agents:
             raise EnvProtocolError(
@@ -310,37 +293,36 @@ class ParallelBlock(_AgentRows):
             )
         self.seen[e] = list(env.agents)
         live = sorted(set(self.seen[e]), key=self.slot.__getitem__)
+        self.rows.join([e * self.A + self.slot[agent] for agent in live])
         self._act(e, live)
         rows += self.live_rows[e]
         observations += _observations(env, obs, live, "reset()")
         _merge_all(infos, live, self.live_rows[e], env_infos)
 
-    def step(self) -> list[tuple[int, dict]]:
+    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
+        """Steps every env with the actions in its agents' action rows
+        (``actions`` first written there, all or nothing, when given);
+        returns ``(row, info)`` for the non-empty infos, or with ``dense``
+        one info per row."""
+        if actions is not None:
+            self._stage(actions)
         actions = self.read_actions()
-        n = len(self.obs)
-        rewards = [0.0] * n
-        flags: tuple[list[bool], list[bool]] | None = None
-        acted = self.masks.copy()
-        restarted: list[int] = []  # rows whose running episode starts again
+        episodes = self.rows
         infos: dict[int, dict] = {}
         rows: list[int] = []
         observations: list[Any] = []
-        self.ended = False
-        self.clock += 1
+        episodes.begin_step()
         e = 0
         try:
             for e, (env, live, live_rows) in enumerate(zip(self.envs, self.live, self.live_rows)):
                 obs, env_rewards, env_terms, env_truncs, env_infos = env.step(
                     {agent: actions[row] for agent, row in zip(live, live_rows)}
                 )
-                for agent, row in zip(live, live_rows):
-                    rewards[row] = env_rewards.get(agent, 0.0)
+                episodes.rewards(live_rows, [env_rewards.get(agent, 0.0) for agent in live])
                 if any(env_infos.values()):
                     _merge_all(infos, live, live_rows, env_infos)
                 if any(env_terms.values()) or any(env_truncs.values()) or env.agents != self.seen[e]:
-                    if flags is None:
-                        flags = ([False] * n, [False] * n)
-                    self._ends(e, env, obs, env_terms, env_truncs, rewards, flags, restarted, rows, observations, infos)
+                    self._ends(e, env, obs, env_terms, env_truncs, rows, observations, infos)
                 else:
                     # Every agent plays on (the common case).
                     rows += live_rows
@@ -350,19 +332,7 @@ class ParallelBlock(_AgentRows):
             raise
         if rows:
             self._write(rows, observations)
-        self.rewards[:] = rewards
-        # The running episodes, for the whole block at once.
-        self.returns += rewards
-        self.lengths += acted
-        if restarted:
-            self.returns[restarted] = 0
-            self.lengths[restarted] = 0
-        if flags is None:
-            self.terminals[:] = False
-            self.truncations[:] = False
-        else:
-            self.terminals[:], self.truncations[:] = flags
-        return sorted(infos.items()) if infos else []
+        return _infos(infos, len(self.obs), dense)
 
     def _ends(
         self,
@@ -371,39 +341,31 @@ class ParallelBlock(_AgentRows):
         obs: dict,
         env_terms: dict,
         env_truncs: dict,
-        rewards: list[float],
-        flags: tuple[list[bool], list[bool]],
-        restarted: list[int],
         rows: list[int],
         observations: list[Any],
         infos: dict[int, dict],
     ) -> None:
         """Env ``e`` after a step where its agents changed: those that ended
-        get their last row, those that joined act, and the env resets when
-        none is left."""
-        A, done = self.A, self.done[e]
+        (flagged, or gone from agents: see the module docstring) get their
+        last row, those that joined act, and the env resets when none is
+        left."""
+        A = self.A
         self._check_known(env, env.agents, "has in agents after step()")
         present = set(env.agents)
         for agent, row in zip(self.live[e], self.live_rows[e]):
             terminal, truncated = bool(env_terms.get(agent, False)), bool(env_truncs.get(agent, False))
-            if not (terminal or truncated or agent in present):
-                # It left agents without a flag: its episode was cut short,
-                # which is what a truncation says.
-                truncated = True
-            if terminal or truncated:
-                flags[0][row], flags[1][row] = terminal, truncated
-                done.add(agent)
-                self._end_agent(row, obs.get(agent), self.returns[row] + rewards[row], int(self.lengths[row]) + 1)
-                restarted.append(row)
-        acting = sorted(present - done, key=self.slot.__getitem__)
-        if not acting:
-            _merge(infos, e * A, self._env_summary(e))
+            if terminal or truncated or agent not in present:
+                self.rows.end(row, terminal, truncated, obs.get(agent))
+        base = e * A
+        acting_rows = self.rows.join(sorted(base + self.slot[agent] for agent in present))
+        if not acting_rows:
+            _merge(infos, base, self._env_summary(e))
             obs, reset_infos = env.reset()
-            self._start_episode(e)
-            restarted += range(e * A, e * A + A)
+            self.rows.start(e)
             self._restart(e, env, obs, reset_infos, rows, observations, infos)
             return
         self.seen[e] = list(env.agents)
+        acting = [self.agents[row - base] for row in acting_rows]
         if acting != self.live[e]:
             self._act(e, acting)
         rows += self.live_rows[e]
@@ -420,44 +382,33 @@ class TurnBlock(_AgentRows):
         super().__init__(*args)
         #: The agent to move in each env.
         self.movers: list[str | None] = [None] * len(self.envs)
-        #: The agents of each env whose episode runs: seen in agents, not
-        #: ended. Their rows take the rewards of each move.
-        self.present: list[set[str]] = [set() for _ in self.envs]
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         infos: dict[int, dict] = {}
-        n = len(self.obs)
-        terminals, truncations = [False] * n, [False] * n
-        self.masks[:] = False
+        self.rows.begin_reset()
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
             env.reset(seed=None if seed is None else seed + self.first_env + e)
-            self._restart(e, env, terminals, truncations, infos)
+            self._restart(e, env, infos)
         self.current_env = None
-        self.returns[:] = 0
-        self.lengths[:] = 0
-        self.rewards[:] = 0
-        self.terminals[:] = terminals
-        self.truncations[:] = truncations
-        self.ended = False
+        self.rows.end_reset()
         return sorted(infos.items())
 
-    def _restart(self, e: int, env: Any, terminals: list, truncations: list, infos: dict[int, dict]) -> None:
+    def _restart(self, e: int, env: Any, infos: dict[int, dict]) -> None:
         """Env ``e`` just reset: its agents join and one moves."""
-        self._start_episode(e)
-        self.present[e].clear()
-        if not self._settle(e, env, terminals, truncations, infos):
+        self.rows.start(e)
+        if not self._settle(e, env, infos):
             raise EnvProtocolError(
                 f"{type(env).__name__}.reset() left agents empty: with no agent to move, its episode could never "
                 f"step or end"
             )
 
-    def _settle(self, e: int, env: Any, terminals: list, truncations: list, infos: dict[int, dict]) -> bool:
+    def _settle(self, e: int, env: Any, infos: dict[int, dict]) -> bool:
         """Ends the agents that ended, steps the ended agents that are
         selected with ``None`` and writes the observation of the agent to
         move; False when no agent is left."""
-        done = self.done[e]
-        self._end_changed(e, env, terminals, truncations, infos)
+        base = e * self.A
+        self._end_changed(e, env, infos)
         # Each None step must remove an agent: more of them in a row than
         # there are agents means the env brought ended agents back.
         for _ in range(self.A + 1):
@@ -471,7 +422,7 @@ class TurnBlock(_AgentRows):
                     f"{type(env).__name__} selected agent {mover!r} (agent_selection), which is not in agents "
                     f"{list(env.agents)}: only an agent in agents can move"
                 )
-            if mover not in done:
+            if not self.rows.has_ended(base + self.slot[mover]):
                 break
             if not (env.terminations.get(mover) or env.truncations.get(mover)):
                 raise EnvProtocolError(
@@ -487,82 +438,70 @@ class TurnBlock(_AgentRows):
                     f"that is selected its None step, which must remove it from agents (PettingZoo AECEnvs do "
                     f"it in step with self._was_dead_step(None)); else it would be given None steps forever"
                 )
-            self._end_changed(e, env, terminals, truncations, infos)
+            self._end_changed(e, env, infos)
         else:
             raise EnvProtocolError(
                 f"{type(env).__name__} selected ended agents for more None steps in a row than it has "
                 f"possible_agents ({self.A}): ended agents keep coming back to agents"
             )
         self.movers[e] = mover
-        row = e * self.A + self.slot[mover]
+        row = base + self.slot[mover]
         self.layout.flatten_into(env.observe(mover), self.obs, row, check_bounds=self.check_bounds)
-        self.masks[row] = True
+        self.rows.set_acting(row, True)
         info = env.infos.get(mover)
         if info:
             _merge(infos, row, info)
         return True
 
-    def _end_changed(self, e: int, env: Any, terminals: list, truncations: list, infos: dict[int, dict]) -> None:
+    def _end_changed(self, e: int, env: Any, infos: dict[int, dict]) -> None:
         """Agents new in ``env.agents`` join; playing agents that are
         flagged, or that left agents (truncated, as they had no flag), end."""
-        present, done, slot = self.present[e], self.done[e], self.slot
-        agents = env.agents
-        for agent in agents:
-            if agent not in present and agent not in done:
-                if agent not in slot:
-                    raise self._unknown(env, agent, "has in agents")
-                present.add(agent)
-        if not any(env.terminations.values()) and not any(env.truncations.values()) and present.issubset(agents):
+        base, slot, agents = e * self.A, self.slot, env.agents
+        self._check_known(env, agents, "has in agents")
+        joined = self.rows.join([base + slot[agent] for agent in agents])
+        playing = self.rows.playing(e)
+        if not any(env.terminations.values()) and not any(env.truncations.values()) and set(playing) <= set(joined):
             return  # the common case: nobody left or ended
-        base = e * self.A
-        for agent in sorted(present, key=slot.__getitem__):
+        for row in playing:
+            agent = self.agents[row - base]
             gone = agent not in agents
             terminal, truncated = bool(env.terminations.get(agent)), bool(env.truncations.get(agent))
             if not (terminal or truncated or gone):
                 continue
-            row = base + slot[agent]
-            terminals[row], truncations[row] = terminal, truncated or not terminal
-            present.discard(agent)
-            done.add(agent)
             info = env.infos.get(agent)
             if info:
                 _merge(infos, row, info)
-            self._end_agent(row, None if gone else env.observe(agent), self.returns[row], int(self.lengths[row]))
-            self.returns[row], self.lengths[row] = 0, 0
+            self.rows.end(row, terminal, truncated, None if gone else env.observe(agent))
 
-    def step(self) -> list[tuple[int, dict]]:
+    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
+        """Steps every env with the action in its mover's action row
+        (``actions`` first written there, all or nothing, when given);
+        returns ``(row, info)`` for the non-empty infos, or with ``dense``
+        one info per row."""
+        if actions is not None:
+            self._stage(actions)
         actions = self.read_actions()
-        A, slot = self.A, self.slot
-        n = len(self.obs)
-        rewards, terminals, truncations = [0.0] * n, [False] * n, [False] * n
+        A, slot, episodes = self.A, self.slot, self.rows
         infos: dict[int, dict] = {}
-        self.ended = False
-        self.clock += 1
+        episodes.begin_step()
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
-            base, mover, present = e * A, self.movers[e], self.present[e]
-            moved = base + slot[mover]
+            base = e * A
+            moved = base + slot[self.movers[e]]
             env.step(actions[moved])
-            self.lengths[moved] += 1
-            self.obs[moved] = 0
-            self.masks[moved] = False
+            episodes.set_acting(moved, False)
             # The move's rewards, for the agents that were playing when it
             # was made (others' rows are not in an episode to take them).
-            for agent, reward in env.rewards.items():
+            rewarded = []
+            for agent in env.rewards:
                 k = slot.get(agent)
                 if k is None:
                     raise self._unknown(env, agent, "gives a reward in rewards to")
-                if agent in present:
-                    rewards[base + k] = float(reward)
-                    self.returns[base + k] += rewards[base + k]
-            if not self._settle(e, env, terminals, truncations, infos):
+                rewarded.append(base + k)
+            episodes.rewards(rewarded, env.rewards.values())
+            if not self._settle(e, env, infos):
                 _merge(infos, base, self._env_summary(e))
                 env.reset()
-                self.returns[base : base + A] = 0
-                self.lengths[base : base + A] = 0
-                self._restart(e, env, terminals, truncations, infos)
+                self._restart(e, env, infos)
         self.current_env = None
-        self.rewards[:] = rewards
-        self.terminals[:] = terminals
-        self.truncations[:] = truncations
-        return sorted(infos.items()) if infos else []
+        return _infos(infos, len(self.obs), dense)

@@ -112,11 +112,18 @@ impl EpisodeRows {
         self.episodes.begin_step(&mut self.rows.rows());
     }
 
-    /// This step's `rewards` of `rows`, ignored for rows that do not play.
+    /// This step's `rewards` of `rows`, ignored (not even read as numbers)
+    /// for rows that do not play.
     fn rewards(&mut self, rows: Vec<usize>, rewards: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut block = self.rows.rows();
         for (row, reward) in rows.into_iter().zip(rewards.try_iter()?) {
             let reward = reward?;
+            if row >= self.episodes.rows() {
+                return Err(Error::Buffers(format!("row {row} is not in the block"))).raise();
+            }
+            if self.episodes.role(row) != Role::Playing {
+                continue;
+            }
             let value = reward
                 .extract::<f64>()
                 .map_err(|_| Error::Mismatch {
@@ -124,9 +131,6 @@ impl EpisodeRows {
                     reason: format!("expected a number, got {}", type_name(&reward)),
                 })
                 .raise()?;
-            if row >= self.episodes.rows() {
-                return Err(Error::Buffers(format!("row {row} is not in the block"))).raise();
-            }
             self.episodes.reward(row, value, &mut block);
         }
         Ok(())
