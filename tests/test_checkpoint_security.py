@@ -24,10 +24,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pufferrs.checkpoints import load_checkpoint, policy_from_checkpoint
 from pufferrs.config import Config
 from pufferrs.errors import CheckpointError, ConfigError, UntrustedCodeError
+from pufferrs.evaluation import evaluate_checkpoint
 from pufferrs.factories import BUILT_IN_ENVS, make_policy, make_vecenv, named_code
-from pufferrs.runs import evaluate_checkpoint, load_checkpoint, policy_from_checkpoint
 
 TIMEOUT = 180
 

@@ -22,7 +22,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import pufferrs.runs
+import pufferrs.evaluation
 from pufferrs.__main__ import MAX_SEED, build_parser, main
 from pufferrs.config import Config
 from pufferrs.encoders import ENCODERS, check_encoders
@@ -238,7 +238,7 @@ def test_eval_video_without_moviepy_refuses_before_the_episodes(
     def played(*args: object, **kwargs: object) -> None:
         raise AssertionError("episodes played before the video was refused")
 
-    monkeypatch.setattr(pufferrs.runs, "evaluate", played)
+    monkeypatch.setattr(pufferrs.evaluation, "evaluate", played)
     code, out, err = cli(capsys, "eval", str(cartpole_checkpoint), "--video", str(cartpole_checkpoint.parent / "v"))
     assert code == 2 and "needs moviepy" in err, err
     assert "episode" not in out
@@ -255,7 +255,7 @@ def test_eval_video_of_an_env_without_frames_refuses_before_the_episodes(
         probe.close()
     path = tmp_path / "model.pt"
     torch.save({"state_dict": policy.state_dict(), "config": dataclasses.asdict(config)}, path)
-    monkeypatch.setattr(pufferrs.runs, "evaluate", lambda *a, **k: pytest.fail("episodes played"))
+    monkeypatch.setattr(pufferrs.evaluation, "evaluate", lambda *a, **k: pytest.fail("episodes played"))
     pytest.importorskip("moviepy")
     code, _, err = cli(capsys, "eval", str(path), "--video", str(tmp_path / "v"))
     assert code == 2 and "cannot be filmed" in err, err

@@ -10,7 +10,7 @@ import pytest
 from pufferrs.episodes import EpisodeStats, default_rule, family_of, parse_info_metrics
 from pufferrs.errors import ConfigError
 from pufferrs.progress import PlainProgress
-from pufferrs.runs import summarize
+from pufferrs.run_directory import summarize
 
 
 def ended_info(step: dict, ret: float, length: int) -> dict:

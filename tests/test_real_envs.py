@@ -23,10 +23,11 @@ from pufferrs import Layout
 from pufferrs.__main__ import main
 from pufferrs.config import Config
 from pufferrs.encoders import Auto, choose_encoder
+from pufferrs.episodes import episode_numbers
 from pufferrs.errors import ConfigError, SpaceError, WorkerError
+from pufferrs.evaluation import evaluate, record_video
 from pufferrs.factories import EnvCreator, check_env, describe_policy, env_modules, make_policy, make_vecenv
 from pufferrs.ppo import Trainer
-from pufferrs.runs import episode_numbers, evaluate, record_video
 from pufferrs.wrappers import DropObservations, StringObservations
 
 pytest.importorskip("minigrid")

@@ -192,7 +192,7 @@ def test_first_rollout_stores_every_envs_own_steps(backend: str, env_batch_size:
     with Trainer(config) as trainer:
         trainer.rollout()
         exp = trainer.experience
-        assert trainer.stored.tolist() == [config.horizon] * config.num_envs
+        assert trainer.progress.stored.tolist() == [config.horizon] * config.num_envs
         for i in range(config.num_envs):
             actions = exp.actions[i].numpy()
             observations, rewards, ends = replay("CartPole-v1", config.seed + i, actions)

@@ -215,7 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from pufferrs.runs import check_video, evaluate, policy_from_checkpoint, record_video
+    from pufferrs.checkpoints import policy_from_checkpoint
+    from pufferrs.evaluation import check_video, evaluate, record_video
 
     torch.set_num_threads(1)  # a small policy, one step at a time
     modes = [m for m, only in (("greedy", args.greedy), ("sampled", args.sample)) if only] or ["greedy", "sampled"]

@@ -33,12 +33,12 @@ import torch
 
 from pufferrs.actions import ActionAdapter
 
-__all__ = ["Experience", "FinalObservations", "ReceivedBatch", "StepWeights", "env_index", "step_index"]
+__all__ = ["Experience", "FinalObservations", "ReceivedBatch", "StepWeights", "row_index", "step_index"]
 
 
 class Experience:
-    """One update's steps on the training device: ``num_envs`` rows (one
-    per agent slot) of ``horizon`` steps, viewed as segments of
+    """One update's steps on the training device: ``rows`` rows (one per
+    agent slot) of ``horizon`` steps, viewed as segments of
     ``bptt_horizon`` for training.
 
     Rewards, terminals, truncations, episode starts and masks arrive with
@@ -47,7 +47,7 @@ class Experience:
 
     def __init__(
         self,
-        num_envs: int,
+        rows: int,
         horizon: int,
         bptt_horizon: int,
         obs_shape: tuple[int, ...],
@@ -56,13 +56,13 @@ class Experience:
         lstm_size: int | None,
         device: torch.device,
     ):
-        n, t = num_envs, horizon
-        self.num_envs, self.horizon, self.bptt_horizon = n, t, bptt_horizon
+        n, t = rows, horizon
+        self.rows, self.horizon, self.bptt_horizon = n, t, bptt_horizon
         self.obs = torch.zeros(n, t, *obs_shape, dtype=obs_dtype, device=device)
         self.actions = torch.zeros(n, t, *actions.shape, dtype=actions.dtype, device=device)
         self.logprobs = torch.zeros(n, t, device=device)
         self.values = torch.zeros(n, t, device=device)
-        #: V(observation after each env's last stored step), for GAE.
+        #: V(observation after each row's last stored step), for GAE.
         self.bootstrap = torch.zeros(n, device=device)
         #: V(final observation) of truncated steps (elsewhere: the step's
         #: own value, never read).
@@ -87,6 +87,38 @@ class Experience:
         self.terminals = torch.from_numpy(self.host_terminals)
         self.truncations = torch.from_numpy(self.host_truncations)
         self.masks = torch.from_numpy(self.host_masks)
+
+    def store(
+        self,
+        batch: ReceivedBatch,
+        steps: np.ndarray,
+        store: np.ndarray,
+        actions: torch.Tensor,
+        logprobs: torch.Tensor,
+        values: torch.Tensor,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stores the rollout step of the batch positions where ``store``
+        (the row has room), at each row's ``steps``: observation, action,
+        log-probability, value, episode start and mask. Returns the rows
+        and steps stored."""
+        if store.all():
+            rows, at, chosen = batch.row_ids, steps, None
+        else:
+            positions = np.flatnonzero(store)
+            rows, at = batch.row_ids[positions], steps[positions]
+            chosen = torch.from_numpy(positions).to(self.obs.device)
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x if chosen is None else x[chosen]
+
+        where = step_index(rows, at, self.obs.device)
+        self.obs[where] = pick(batch.obs)
+        self.actions[where] = pick(actions).reshape(-1, *self.actions.shape[2:]).to(self.actions.dtype)
+        self.logprobs[where] = pick(logprobs).float()
+        self.values[where] = pick(values).float()
+        self.host_starts[rows, at] = batch.starts[store]
+        self.host_masks[rows, at] = batch.masks[store]
+        return rows, at
 
     def keep_segment_starts(
         self,
@@ -211,17 +243,17 @@ class ReceivedBatch:
     observations (on the device), episode-start flags (host and device)
     and masks (host)."""
 
-    __slots__ = ("env_ids", "masks", "obs", "starts", "starts_device")
+    __slots__ = ("masks", "obs", "row_ids", "starts", "starts_device")
 
     def __init__(
         self,
-        env_ids: np.ndarray,
+        row_ids: np.ndarray,
         obs: torch.Tensor,
         starts: np.ndarray,
         starts_device: torch.Tensor,
         masks: np.ndarray,
     ):
-        self.env_ids, self.obs, self.starts, self.starts_device = env_ids, obs, starts, starts_device
+        self.row_ids, self.obs, self.starts, self.starts_device = row_ids, obs, starts, starts_device
         self.masks = masks
 
 
@@ -249,20 +281,20 @@ class StepWeights:
         return (x - mean) / (var.sqrt() + 1e-8)
 
 
-def env_index(env_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
-    """An index into per-env storage: a slice for consecutive env ids."""
-    n = len(env_ids)
-    if n and env_ids[-1] - env_ids[0] == n - 1 and (np.diff(env_ids) == 1).all():
-        return slice(int(env_ids[0]), int(env_ids[0]) + n)
-    return torch.from_numpy(env_ids).to(device)
+def row_index(row_ids: np.ndarray, device: torch.device) -> slice | torch.Tensor:
+    """An index into per-row storage: a slice for consecutive row ids."""
+    n = len(row_ids)
+    if n and row_ids[-1] - row_ids[0] == n - 1 and (np.diff(row_ids) == 1).all():
+        return slice(int(row_ids[0]), int(row_ids[0]) + n)
+    return torch.from_numpy(row_ids).to(device)
 
 
-def step_index(env_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple[Any, Any]:
-    """An index into ``(num_envs, horizon, ...)`` storage for ``(env_ids[k],
-    steps[k])``: plain slices when the envs are consecutive and at the same
+def step_index(row_ids: np.ndarray, steps: np.ndarray, device: torch.device) -> tuple[Any, Any]:
+    """An index into ``(rows, horizon, ...)`` storage for ``(row_ids[k],
+    steps[k])``: plain slices when the rows are consecutive and at the same
     step (synchronous rollouts), index tensors otherwise."""
     if len(steps) and (steps == steps[0]).all():
-        index = env_index(env_ids, device)
+        index = row_index(row_ids, device)
         if isinstance(index, slice):
             return index, int(steps[0])
-    return torch.from_numpy(env_ids).to(device), torch.from_numpy(steps).to(device)
+    return torch.from_numpy(row_ids).to(device), torch.from_numpy(steps).to(device)

@@ -22,7 +22,7 @@ with ``env_kwargs``.
 :func:`named_code` lists what a config would import or call beyond
 registered ids and known packages: a checkpoint's config is only made into
 an env when the person loading it names that code again or trusts the file
-(:func:`pufferrs.runs.load_checkpoint`)."""
+(:func:`pufferrs.checkpoints.load_checkpoint`)."""
 
 from __future__ import annotations
 

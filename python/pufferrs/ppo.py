@@ -44,8 +44,11 @@ Choices worth knowing:
   under ``env/<key>`` by the rules of :class:`pufferrs.episodes.EpisodeStats`.
 
 The run's plumbing lives elsewhere: settings in :mod:`pufferrs.config`, the
-env and policy in :mod:`pufferrs.factories`, files, checkpoints and
-evaluation in :mod:`pufferrs.runs`.
+env and policy in :mod:`pufferrs.factories`, where each row stands in the
+rollout in :mod:`pufferrs.rollout`, drawing actions (and who masks them) in
+:mod:`pufferrs.acting`, the run's files in :mod:`pufferrs.run_directory`
+and checkpoints in :mod:`pufferrs.checkpoints`. Evaluation
+(:mod:`pufferrs.evaluation`) and the command line sit on top.
 """
 
 from __future__ import annotations
@@ -60,12 +63,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from pufferrs.acting import Actor
 from pufferrs.actions import ActionAdapter
 from pufferrs.advantages import compute_advantages
+from pufferrs.checkpoints import save_checkpoint
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.diagnostics import LearningCheck
-from pufferrs.distributions import sample_logits
 from pufferrs.episodes import EpisodeStats
 from pufferrs.errors import ConfigError
 from pufferrs.experience import (
@@ -73,14 +77,12 @@ from pufferrs.experience import (
     FinalObservations,
     ReceivedBatch,
     StepWeights,
-    env_index,
-    step_index,
+    row_index,
 )
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
-from pufferrs.models import ACTION_MASK, action_mask_layout
 from pufferrs.normalize import RewardNormalizer
-from pufferrs.pytorch import unflatten
-from pufferrs.runs import RunDirectory, save_checkpoint, summarize
+from pufferrs.rollout import RowProgress
+from pufferrs.run_directory import RunDirectory, summarize
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]
 
@@ -91,7 +93,7 @@ class Trainer:
     ``vecenv`` and ``policy`` default to :func:`~pufferrs.factories.make_vecenv`
     and :func:`~pufferrs.factories.make_policy` of ``config``. With
     ``config.run_dir`` set, :meth:`train` fills a
-    :class:`~pufferrs.runs.RunDirectory` there.
+    :class:`~pufferrs.run_directory.RunDirectory` there.
 
     The trainer leaves process-wide state alone (torch's threads, global
     seeds, cuDNN flags): call :func:`~pufferrs.config.apply_process_settings`
@@ -122,7 +124,7 @@ class Trainer:
             self.normalizer = getattr(self.policy, "normalizer", None) if config.normalize_observations else None
             if config.normalize_observations and self.normalizer is None:
                 raise ConfigError("normalize_observations needs a policy with a normalizer (pufferrs.normalize)")
-            self.mask_layout = action_mask_layout(vecenv, vecenv.single_action_space)
+            self.actor = Actor(self.policy, vecenv)
         except BaseException:
             vecenv.close()
             raise
@@ -152,16 +154,7 @@ class Trainer:
             self.lstm_c = torch.zeros(n, lstm_size, device=self.device)
         self.to_device = HostToDevice(self.device, vecenv)
 
-        # Rollout bookkeeping, per row id (host side).
-        self.stored = np.zeros(n, np.int64)  # steps stored this rollout
-        self.pending = np.full(n, -1, np.int64)  # stored step whose outcome is awaited, or -1
-        self.complete = np.zeros(n, bool)  # stored `horizon` steps and the bootstrap value
-        # The row's last acting step is in a running episode: its advantage
-        # needs the value of the row's next acting observation.
-        self.open = np.zeros(n, bool)
-        # Past its horizon and masked: outcomes fold into its last stored step.
-        self.folding = np.zeros(n, bool)
-        self.new_episode = np.ones(n, bool)  # the row's next acting step starts an episode
+        self.progress = RowProgress(n, config.horizon)
         # The row's agent acts in the step in flight (none before the reset).
         self.acting = np.zeros(n, bool)
         self.reward_normalizer = (
@@ -183,91 +176,70 @@ class Trainer:
 
     def _receive(self) -> ReceivedBatch:
         """The next batch from the vector env; records the outcomes (reward,
-        terminal, truncation) of the steps its envs were taking."""
+        terminal, truncation) of the steps its rows were taking."""
         start = time.perf_counter()
-        obs, rewards, terminals, truncations, infos, env_ids, masks = self.vecenv.recv()
+        obs, rewards, terminals, truncations, infos, row_ids, masks = self.vecenv.recv()
         self.timers["env"] += time.perf_counter() - start
-        env_ids = np.asarray(env_ids, np.int64)
+        row_ids = np.asarray(row_ids, np.int64)
         masks = np.asarray(masks, bool)
         ended = terminals | truncations
         if self.reward_normalizer is not None:
-            rewards = self.reward_normalizer(env_ids, rewards, ended, self.acting[env_ids] | ended)
-        self.acting[env_ids] = masks
+            rewards = self.reward_normalizer(row_ids, rewards, ended, self.acting[row_ids] | ended)
+        self.acting[row_ids] = masks
 
-        pending = self.pending[env_ids]
-        has = pending >= 0
-        ids, steps, positions = env_ids, pending, None
-        if not has.all():
-            positions = np.flatnonzero(has)
-            ids, steps = env_ids[positions], pending[positions]
+        positions, rows, steps, fold = self.progress.outcomes(row_ids)
+        if positions is not None:
             rewards, terminals, truncations = rewards[positions], terminals[positions], truncations[positions]
-        self.experience.record(ids, steps, rewards, terminals, truncations, self.folding[ids])
-        self.pending[env_ids] = -1
-        self.open[env_ids[ended]] = False
+        self.experience.record(rows, steps, rewards, terminals, truncations, fold)
         cut = truncations & ~terminals
         if cut.any():
             chosen = np.flatnonzero(cut)
-            rows, at = ids[chosen], steps[chosen]
+            cut_rows, at = rows[chosen], steps[chosen]
             state = None
             if self.recurrent:  # each row's state after the step
-                index = torch.from_numpy(rows).to(self.device)
+                index = torch.from_numpy(cut_rows).to(self.device)
                 state = (self.lstm_h[index], self.lstm_c[index])
-            self.finals.keep(infos, chosen if positions is None else positions[chosen], rows, at, state)
+            self.finals.keep(infos, chosen if positions is None else positions[chosen], cut_rows, at, state)
 
-        self.episode_stats.add(infos, env_ids, ended, masks)
-
-        # An agent whose episode ended acts next in a new one, maybe after
-        # masked steps (same-step autoreset makes that this very step).
-        starts = (ended | self.new_episode[env_ids]) & masks
-        self.new_episode[env_ids] = (ended | self.new_episode[env_ids]) & ~masks
+        self.episode_stats.add(infos, row_ids, ended, masks)
+        starts = self.progress.observe(row_ids, ended, masks)
         # `obs` is a view that the next recv overwrites; the copy to the
         # device (or the clone a held CPU batch gets) keeps it.
-        return ReceivedBatch(env_ids, self.to_device(obs, rows=True), starts, self.to_device(starts), masks)
+        return ReceivedBatch(row_ids, self.to_device(obs, rows=True), starts, self.to_device(starts), masks)
 
     def _act(self, batch: ReceivedBatch) -> bool:
-        """Runs the policy on ``batch``, stores the steps of envs still
-        filling their rows, and sends the actions. Returns True, without
+        """Runs the policy on ``batch``, stores the steps of rows still
+        filling the experience, and sends the actions. Returns True, without
         sending, when this batch completes the rollout: it is then held
         and acted on by the next rollout's (updated) policy."""
         start = time.perf_counter()
-        exp, env_ids = self.experience, batch.env_ids
-        steps = self.stored[env_ids]
-        store = steps < exp.horizon
-        # A row is complete once it stored `horizon` steps and its next
-        # acting observation is here (or its episode ended: no bootstrap).
-        # Until then (a turn-based agent waiting for its turn) its outcomes
-        # fold into its last stored step: a game lost on the opponent's move
-        # is not lost at the rollout's edge.
-        past = ~store & ~self.complete[env_ids]
-        finishing = past & (batch.masks | ~self.open[env_ids])
-        waiting = env_ids[past & ~finishing]
-        self.pending[waiting], self.folding[waiting] = exp.horizon - 1, True
+        exp, row_ids = self.experience, batch.row_ids
+        steps, store, finishing = self.progress.plan(row_ids, batch.masks)
 
         state: dict[str, Any] | None = None
         if self.recurrent:
-            index = env_index(env_ids, self.device)
+            index = row_index(row_ids, self.device)
             h_in, c_in = self.lstm_h[index], self.lstm_c[index]
             state = {"lstm_h": h_in, "lstm_c": c_in, "episode_start": batch.starts_device}
         logits, values = self.forward_eval(batch.obs, state)
 
         if finishing.any():
-            # The observation after the env's last stored step: its value
+            # The observation after the row's last stored step: its value
             # bootstraps GAE, computed by the policy that chose the steps.
             chosen = np.flatnonzero(finishing)
-            exp.bootstrap[torch.from_numpy(env_ids[chosen]).to(self.device)] = values[
+            exp.bootstrap[torch.from_numpy(row_ids[chosen]).to(self.device)] = values[
                 torch.from_numpy(chosen).to(self.device)
             ].float()
-            self.complete[env_ids[chosen]] = True
-            if self.complete.all():
+            if self.progress.finish(row_ids[chosen]):
                 if self.device.type == "cpu":  # still a view of the rows the next recv overwrites
                     batch.obs = batch.obs.clone()
                 self.held = batch
                 self.timers["inference"] += time.perf_counter() - start
                 return True
 
-        actions, logprobs, _ = sample_logits(logits, action_mask=self._action_mask(batch.obs))
+        actions, logprobs, _ = self.actor.sample(logits, batch.obs)
         if self.recurrent:
-            exp.keep_segment_starts(env_ids, steps, store, h_in, c_in, batch.starts_device)
+            exp.keep_segment_starts(row_ids, steps, store, h_in, c_in, batch.starts_device)
             h, c = state["lstm_h"], state["lstm_c"]
             if not batch.masks.all():  # an agent's memory moves on its own steps only
                 acting = torch.from_numpy(batch.masks).to(self.device).unsqueeze(-1)
@@ -275,25 +247,8 @@ class Trainer:
             self.lstm_h[index], self.lstm_c[index] = h, c
 
         if store.any():
-            if store.all():
-                ids, at, sel_t = env_ids, steps, None
-            else:
-                sel = np.flatnonzero(store)
-                ids, at, sel_t = env_ids[sel], steps[sel], torch.from_numpy(sel).to(self.device)
-            where = step_index(ids, at, self.device)
-
-            def pick(x: torch.Tensor) -> torch.Tensor:
-                return x if sel_t is None else x[sel_t]
-
-            exp.obs[where] = pick(batch.obs)
-            exp.actions[where] = pick(actions).reshape(-1, *self.actions.shape).to(exp.actions.dtype)
-            exp.logprobs[where] = pick(logprobs).float()
-            exp.values[where] = pick(values).float()
-            exp.host_starts[ids, at] = batch.starts[store]
-            exp.host_masks[ids, at] = batch.masks[store]
-            self.pending[ids] = at
-            self.stored[ids] = at + 1
-            self.open[ids[batch.masks[store]]] = True
+            rows, at = exp.store(batch, steps, store, actions, logprobs, values)
+            self.progress.stored_steps(rows, at, batch.masks[store])
         env_actions = self.actions(actions)
         self.timers["inference"] += time.perf_counter() - start
 
@@ -308,12 +263,8 @@ class Trainer:
         if not self._started:
             self.vecenv.async_reset(self.config.seed)
             self._started = True
-        self.stored[:] = 0
-        self.complete[:] = False
-        # The steps in flight from the last rollout were not stored, and the
-        # final observations of one that stopped half-way are not this one's.
-        self.pending[:] = -1
-        self.folding[:] = False
+        self.progress.start()
+        # The final observations of a rollout that stopped half-way are not this one's.
         self.finals.clear()
         self.policy.eval()
         while True:
@@ -327,16 +278,12 @@ class Trainer:
 
     # -- learning -----------------------------------------------------------
 
-    def _action_mask(self, obs: torch.Tensor) -> torch.Tensor | None:
-        """The ``action_mask`` leaf of observation rows, if they have one."""
-        return None if self.mask_layout is None else unflatten(obs, self.mask_layout)[ACTION_MASK]
-
     def segments(self) -> tuple[int, int]:
         """``(count, length)`` of the training segments: ``bptt_horizon``
         steps for an LSTM, single steps (shuffled freely) otherwise."""
         length = self.config.bptt_horizon if self.recurrent else 1
         exp = self.experience
-        return exp.num_envs * exp.horizon // length, length
+        return exp.rows * exp.horizon // length, length
 
     def evaluate_segments(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logprobs, entropy, values)`` of the stored actions of the
@@ -362,8 +309,9 @@ class Trainer:
             logits, values = self.forward(obs, {"lstm_h": h, "lstm_c": c, "episode_start": starts})
         else:
             logits, values = self.forward(obs.reshape(-1, *self.obs_shape))
-        mask = self._action_mask(obs.reshape(-1, *self.obs_shape))
-        _, logprobs, entropy = sample_logits(logits, actions.reshape(-1, *self.actions.shape), action_mask=mask)
+        _, logprobs, entropy = self.actor.sample(
+            logits, obs.reshape(-1, *self.obs_shape), actions.reshape(-1, *self.actions.shape)
+        )
         outputs = [x.reshape(len(index), length) for x in (logprobs, entropy, values)]
         if order is not None:  # back to time order
             outputs = [x.gather(1, order.argsort(dim=1)) for x in outputs]
@@ -503,7 +451,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Writes the policy's ``state_dict`` with the config and progress
-        (see :func:`~pufferrs.runs.save_checkpoint`)."""
+        (see :func:`~pufferrs.checkpoints.save_checkpoint`)."""
         return save_checkpoint(
             path, self.policy, self.optimizer, self.config, self.update, self.global_step, self.reward_normalizer
         )

@@ -15,18 +15,22 @@ Where each part lives:
   the process-wide settings;
 - :mod:`pufferrs.ppo`: the algorithm, top to bottom (experience, GAE,
   rollout, update, the training loop);
-- :mod:`pufferrs.runs`: the run directory, checkpoints, evaluation, plots;
+- :mod:`pufferrs.run_directory`, :mod:`pufferrs.checkpoints` and
+  :mod:`pufferrs.evaluation`: the run's files and plots, checkpoints, and
+  playing a trained policy;
 - :mod:`pufferrs.factories`: the vector env and policy a config describes;
 - :mod:`pufferrs.actions` and :mod:`pufferrs.device`: actions on their way
   to the env, rows on their way to the device.
 """
 
 from pufferrs.actions import greedy_action
+from pufferrs.checkpoints import load_checkpoint, policy_from_checkpoint
 from pufferrs.config import PRESETS, Config, apply_process_settings, resolve_device, seed_everything
 from pufferrs.errors import ConfigError
+from pufferrs.evaluation import evaluate, evaluate_checkpoint
 from pufferrs.factories import EnvCreator, make_policy, make_vecenv
 from pufferrs.ppo import Trainer
-from pufferrs.runs import evaluate, evaluate_checkpoint, load_checkpoint, plot_metrics, policy_from_checkpoint
+from pufferrs.run_directory import plot_metrics
 
 __all__ = [
     "PRESETS",
