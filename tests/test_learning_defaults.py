@@ -292,6 +292,7 @@ def test_inverted_pendulum_is_learned_with_no_flags() -> None:
 
 @pytest.mark.slow
 def test_pendulum_is_learned_with_no_flags() -> None:
-    # Random play scores about -1200; SB3's defaults about -1000 here.
+    # Random play scores about -1200; SB3's defaults about -500 at these
+    # steps (benches/results/learning.md).
     result = train_with_no_flags("Pendulum-v1", 200_000)
     assert result["mean_return"] >= -400, result
