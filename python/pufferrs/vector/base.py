@@ -125,6 +125,7 @@ class VectorEnv:
         self._pending: set[int] = set()  # workers asked to reset or step, not yet received
         self._held: list[int] = []  # workers received, waiting for actions, in env order
         self._held_lo: int | None = None  # their first row when they are consecutive
+        self._stepped: tuple[list[dict], Sequence[int]] | None = None  # what _step_all returned, for recv
         self._first_reset = True
         self._pinned: list[int] = []  # addresses registered with CUDA
         self._closed = False
@@ -155,7 +156,9 @@ class VectorEnv:
             seed = self.seed
         seed = checked_seed(seed)
         self._first_reset = False
+        self._held, self._stepped = [], None
         self._reset(seed)
+        self._pending = set(range(self.num_workers))
 
     def send(self, actions: Any) -> None:
         """Writes ``actions`` (one per row of the last ``recv``, in its
@@ -166,6 +169,12 @@ class VectorEnv:
         held = self._held
         if not held:
             raise PufferError("send() needs a batch to act on: call reset(), async_reset() or recv() first")
+        stepped = self._step_all(actions)
+        if stepped is not None:
+            self._stepped = stepped
+            self._pending.update(held)
+            self._held = []
+            return
         lo = self._held_lo
         try:
             if lo is not None:
@@ -232,7 +241,10 @@ class VectorEnv:
             raise PufferError("recv() called twice without send(): act on the batch you hold first")
         if len(self._pending) < self._batch_workers:
             raise PufferError("recv() needs envs in flight: call reset(), async_reset() or send() first")
+        if self._stepped is not None:
+            return self._recv_stepped()
         workers, payloads, ended = self._receive(self._batch_workers)
+        self._pending.difference_update(workers)
         workers.sort()
         self._held = workers
         # Sorted and distinct: consecutive exactly when the span fits.
@@ -258,6 +270,20 @@ class VectorEnv:
                 infos[k] = self._ended_info(infos[k], row_ids.item(k))
         # `row_ids` is what PufferLib calls `env_ids`: a row per env, or per
         # agent of a PettingZoo env.
+        return obs, rewards, terminals, truncations, infos, row_ids, masks
+
+    def _recv_stepped(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
+        """``recv`` of the batch that ``_step_all`` stepped: every row,
+        with the infos it returned."""
+        infos, ended = self._stepped
+        self._stepped = None
+        self._pending.clear()
+        self._held, self._held_lo = [0], 0
+        for row in ended:
+            infos[row] = self._ended_info(infos[row], row)
+        obs, rewards, terminals, truncations, row_ids, masks = self._full
         return obs, rewards, terminals, truncations, infos, row_ids, masks
 
     def _ended_info(self, info: dict, row: int) -> dict:
@@ -395,6 +421,15 @@ class VectorEnv:
 
     def _shutdown(self) -> None:
         raise NotImplementedError
+
+    def _step_all(self, actions: Any) -> tuple[list[dict], Sequence[int]] | None:
+        """A backend whose one batch is every env (one worker), stepped in
+        one call, writes ``actions`` into the action rows (all or nothing),
+        steps every env and returns one info per row and the rows whose
+        episode ended; ``recv`` then hands out every row. None (the
+        default) takes the general path, as does a backend that refused the
+        actions having changed nothing: ``send`` then diagnoses them."""
+        return None
 
     def _call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
         raise NotImplementedError
