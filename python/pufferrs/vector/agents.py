@@ -1,15 +1,20 @@
 """Stepping a block of PettingZoo envs into the shared rows, one row per
 agent: what :class:`~pufferrs._native.EnvBlock` does for gymnasium envs,
-with the same interface (``reset(seed)`` and ``step()``, which reads the
-actions from the rows, returning
-``(row, info)`` pairs for the non-empty infos, ``ended``, ``current_env``).
+with the same interface (``reset(seed)``; ``step(actions=None, *,
+dense=False)``, which reads the actions from the rows, returning ``(row,
+info)`` pairs for the non-empty infos or every row's info; ``ended``;
+``current_env``). The blocks call the envs, check that they keep the
+PettingZoo protocol and write the observations of the agents that act;
+what the outcomes mean for the rows (returns, lengths, flags, masks, final
+rows, the same-step reset) is the core's ``episodes.rs``, through
+:class:`~pufferrs._native.EpisodeRows`.
 
 Env ``e`` of the block owns rows ``e * A .. e * A + A - 1`` (``A =
 len(possible_agents)``), slot ``k`` for ``possible_agents[k]``. A row whose
 agent is absent (not yet there, ended, or not the one to move in a
 turn-based game) is zero with ``mask`` False; its action is never sent.
-PettingZoo is imported only once a creator returned something that is not
-a ``gymnasium.Env``.
+What kind of env a creator made, and its agents' spaces, is
+:mod:`pufferrs.vector.kinds`'s to say.
 
 What the rows make of an env that bends the PettingZoo API (the README's
 multi-agent section states the same):
@@ -37,57 +42,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 
 from pufferrs._native import EpisodeRows
 from pufferrs.errors import EnvProtocolError, PufferError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
-
-
-def pettingzoo_kind(env: Any) -> str | None:
-    """``"parallel"`` for a PettingZoo ``ParallelEnv``, ``"aec"`` for an
-    ``AECEnv``, None for anything else (a gymnasium env included)."""
-    if isinstance(env, gym.Env):
-        return None
-    try:
-        from pettingzoo import AECEnv, ParallelEnv
-    except ImportError:
-        return None
-    if isinstance(env, ParallelEnv):
-        return "parallel"
-    if isinstance(env, AECEnv):
-        return "aec"
-    return None
-
-
-def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
-    """``(possible_agents, observation space, action space)`` of one agent;
-    ``possible_agents`` is None for a gymnasium env. Every agent of a
-    PettingZoo env must have the same spaces, since all rows share one
-    layout: agents that differ raise :class:`UnsupportedSpaceError`."""
-    if pettingzoo_kind(env) is None:
-        return None, env.observation_space, env.action_space
-    agents = list(env.possible_agents)
-    if not agents:
-        raise UnsupportedSpaceError(f"{type(env).__name__} has no possible_agents: there is no row to give them")
-    for what, space_of, pad in (
-        ("observation", env.observation_space, "pad_observations_v0"),
-        ("action", env.action_space, "pad_action_space_v0"),
-    ):
-        groups: dict[str, list[str]] = {}
-        spaces = [space_of(agent) for agent in agents]
-        for agent, space in zip(agents, spaces):
-            groups.setdefault(repr(space), []).append(agent)
-        if any(space != spaces[0] for space in spaces):
-            listed = "; ".join(f"{', '.join(map(repr, names))}: {space}" for space, names in groups.items())
-            raise UnsupportedSpaceError(
-                f"the agents of {type(env).__name__} have different {what} spaces ({listed}); pufferrs gives "
-                f"every agent one row of one layout: pad them to one space first, e.g. with SuperSuit's "
-                f"supersuit.{pad}(env), or run each group of agents as an env of its own"
-            )
-    return agents, env.observation_space(agents[0]), env.action_space(agents[0])
 
 
 def action_reader(action_layout: Layout, rows: np.ndarray) -> Callable[[], list[Any]]:

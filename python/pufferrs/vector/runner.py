@@ -3,12 +3,15 @@ Serial and in every worker process, so both backends write the same bytes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 
 from pufferrs._native import EnvBlock
 from pufferrs.spaces import Layout
-from pufferrs.vector.agents import ParallelBlock, TurnBlock, pettingzoo_kind
+from pufferrs.vector.agents import ParallelBlock, TurnBlock
+from pufferrs.vector.kinds import pettingzoo_kind
 
 
 class Runner:
@@ -20,10 +23,9 @@ class Runner:
     env's action from its action row (an int for a Discrete, a str for a
     string, a new array for the other leaves); PettingZoo envs, one row per
     agent, go through :mod:`pufferrs.vector.agents` with the same
-    interface. When a step ends an episode, the episode's last observation
-    goes into the env's row of ``final_observations`` before the env is
-    reset, and the reset's first observation into its row of
-    ``observations``."""
+    interface. Either way, what the outcomes mean for the rows (returns,
+    lengths, flags, final rows, the same-step autoreset) is the core's
+    ``episodes.rs``."""
 
     def __init__(
         self,
@@ -47,15 +49,21 @@ class Runner:
 
     @property
     def ended(self) -> tuple[int, ...]:
-        """The envs (positions in the block) whose episode ended in the last
+        """The rows (positions in the block) whose episode ended in the last
         step; empty, and false, when none did."""
         return self.block.ended
 
     def reset(self, seed: int | None) -> list[tuple[int, dict]]:
+        """Resets every env: ``(position, info)`` for the non-empty infos."""
         return self.block.reset(seed)
 
-    def step(self) -> list[tuple[int, dict]]:
-        return self.block.step()
+    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
+        """Steps every env on its action rows: ``(position, info)`` for the
+        non-empty infos, or with ``dense`` one info per row. ``actions``,
+        when given, is first written into the action rows (a batch as
+        ``send`` takes it); a batch that does not fit raises before any env
+        steps, with ``current_env`` None, and changes nothing."""
+        return self.block.step(actions, dense=dense)
 
     def close(self) -> None:
         for env in self.envs:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 from pufferrs.errors import WorkerError
 from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
@@ -29,11 +28,12 @@ class Serial(VectorEnv):
     raises surfaces as :class:`WorkerError` chained to the original.
 
     With one block (``batch_size == num_envs``, the default) ``send`` is
-    one Rust call that writes the actions into their rows, steps every env
-    and returns every info, and ``recv`` hands back the views it holds
-    already: on small observations the bookkeeping of batches would cost
-    more than the vector env's whole share of a step. Everything else
-    (async batches, the batch of a reset, misuse) takes the general path."""
+    one call of the block (``_step_all``, the base's hook) that writes the
+    actions into their rows, steps every env and returns every info, for
+    gymnasium and PettingZoo envs alike, and ``recv`` hands back every
+    row: on small observations the bookkeeping of batches would cost more
+    than the vector env's whole share of a step. Everything else (async
+    batches, the batch of a reset, misuse) takes the general path."""
 
     def __init__(
         self,
@@ -71,48 +71,27 @@ class Serial(VectorEnv):
             for env in envs:
                 env.close()
             raise
-        #: (worker, infos, its envs whose episode ended) of blocks reset or
+        #: (worker, infos, its rows whose episode ended) of blocks reset or
         #: stepped by the general path, in order.
         self._done: deque[tuple[int, list[tuple[int, dict]], tuple[int, ...]]] = deque()
-        #: The block of every env, when there is one (see the class docstring),
-        #: and the infos of its step that the next recv hands out.
-        whole = self.num_workers == 1 and self.possible_agents is None  # PettingZoo blocks step in Python
-        self._whole = self._runners[0].block if whole else None
-        self._stepped: list[dict] | None = None
+        #: The runner of every env, when there is one block (see the class
+        #: docstring).
+        self._whole = self._runners[0] if self.num_workers == 1 else None
         self._finalize_with(_close_runners, self._runners, self._pinned, self.buffers)
 
-    def send(self, actions: Any) -> None:
-        """See :meth:`VectorEnv.send`."""
-        block = self._whole
-        if block is None or not self._held or self._closed or self._broken is not None:
-            return super().send(actions)
+    def _step_all(self, actions: Any) -> tuple[list[dict], tuple[int, ...]] | None:
+        """See :meth:`VectorEnv._step_all`: one call of the one block."""
+        runner = self._whole
+        if runner is None:
+            return None
         try:
-            infos = block.step(actions, dense=True)
+            infos = runner.step(actions, dense=True)
         except Exception as exc:
-            if block.current_env is not None:
+            if runner.current_env is not None:
                 raise self._error(0, exc) from exc
-            infos = None  # the actions were refused before any env stepped: nothing changed
-        if infos is None:
-            return super().send(actions)  # which refuses them again, diagnosing the batch
-        self._stepped = infos
-        self._pending.add(0)
-        self._held = []
-        return None
-
-    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
-        """See :meth:`VectorEnv.recv`."""
-        infos = self._stepped
-        if infos is None or self._closed or self._broken is not None:
-            return super().recv()  # which also refuses misuse
-        self._stepped = None
-        self._pending.clear()
-        self._held, self._held_lo = [0], 0
-        # The block has not stepped since (only send steps it), and its
-        # positions are env ids.
-        for i in self._whole.ended:
-            infos[i] = self._ended_info(infos[i], i)
-        obs, rewards, terminals, truncations, env_ids, masks = self._full
-        return obs, rewards, terminals, truncations, infos, env_ids, masks
+            return None  # the actions were refused before any env stepped: nothing changed
+        # The block's positions are rows of the vector env: it is every env.
+        return infos, runner.ended
 
     def _error(self, worker: int, exc: Exception) -> WorkerError:
         env = self._runners[worker].current_env
@@ -121,36 +100,31 @@ class Serial(VectorEnv):
         return self._fail(error)
 
     def _reset(self, seed: int | None) -> None:
-        self._held, self._pending = [], set()
         self._done.clear()
-        self._stepped = None
         for w, runner in enumerate(self._runners):
             try:
                 infos = runner.reset(seed)
             except Exception as exc:
                 raise self._error(w, exc) from exc
-            self._pending.add(w)
             self._done.append((w, infos, ()))
 
     def _step(self, workers: list[int]) -> None:
         runners, done = self._runners, self._done
         for w in workers:
-            block = runners[w].block  # Runner.step, inlined
+            runner = runners[w]
             try:
-                infos = block.step()
+                infos = runner.step()
             except Exception as exc:
                 raise self._error(w, exc) from exc
-            done.append((w, infos, block.ended))
+            done.append((w, infos, runner.ended))
 
     def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
         done = self._done
         if count == 1:  # the synchronous case: one block, no lists to build
             w, infos, ended = done.popleft()
-            self._pending.discard(w)
             return [w], {w: infos} if infos else {}, bool(ended)
         taken = [done.popleft() for _ in range(count)]
         workers = [w for w, _, _ in taken]
-        self._pending.difference_update(workers)
         return workers, {w: infos for w, infos, _ in taken if infos}, any(ended for _, _, ended in taken)
 
     def _call(self, function: Callable[[gym.Env, Any], Any], args: list[Any]) -> list[Any]:
