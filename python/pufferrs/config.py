@@ -459,8 +459,8 @@ FAMILY_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # baselines add the whole 21x79 map, left out here: embedding and
     # convolving it cost four fifths of an update on a CPU. The message is
     # a string of bytes ended by a 0. A first layer of 64, as SB3's MLP:
-    # its matmuls were the largest share of an update left (128 wide, a
-    # NetHack run was 0.78x SB3's steps/s; 64 wide, see the README).
+    # its matmuls were the largest share of an update left at 128 (the
+    # measurements are in docs/benchmarks.md).
     (
         "NetHack",
         dict(

@@ -1,7 +1,7 @@
 """``pufferrs demo``: a tour of flat rows on the reference nested space.
 
 The reference space is also the one tests and ``benches/`` measure on, so
-that the figures in the README, the benchmarks and the demo describe the
+that the figures in the docs' benchmarks page and the demo describe the
 same rows. Timings beside peers (gymnasium, a numpy structured-dtype
 packer) live in ``benches/bench_flatten.py``, not in the package.
 """

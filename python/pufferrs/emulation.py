@@ -26,8 +26,8 @@ class FlattenObservation(gymnasium.Wrapper):
     expect. ``SyncVectorEnv`` with same-step autoreset, for one, hands out
     the observation that ended an episode as ``final_obs`` after it has
     reset the env; a row reused across calls would hold the next episode's
-    first observation by then. A new row costs about 0.1 us more than
-    refilling one on a CartPole-sized row, 0.3 us on a 12.5 KB one.
+    first observation by then. A new row costs a small allocation more
+    than refilling one.
 
     Pass ``out`` to have every row written into that memory instead, e.g.
     one row of a shared rollout buffer (PufferLib's convention, no

@@ -79,13 +79,12 @@ class LSTMWrapper(nn.Module):
 
     **Rollout speed.** A single step can run through ``nn.LSTM`` (a
     length-1 sequence; cuDNN on a GPU) or through the ``LSTMCell`` kernel,
-    and which is faster depends on the device, batch, width and precision
-    (on an H100: the cell 45 µs against ``nn.LSTM``'s 305 µs at hidden 128,
-    batch 1024; ``nn.LSTM`` 145 µs against the cell's 414 µs at hidden
-    512, batch 4096 in strict float32). With ``eval_path="auto"``
+    and which is faster depends on the device, batch, width and precision:
+    on one GPU the cell wins at small widths and ``nn.LSTM`` at large ones
+    (``benches/bench_policy.py`` measures both). With ``eval_path="auto"``
     :meth:`forward_eval` times both the first time it sees a (device,
     dtype, batch size, grad mode, autocast) combination and keeps the faster
-    (about 20 ms of extra steps with device syncs, once; the choices are in
+    (a few dozen extra steps with device syncs, once; the choices are in
     :attr:`eval_path_choices`). Under
     ``torch.compile`` it uses the cell, which compiles without a graph
     break and whose gates inductor fuses. While a CUDA graph is being
@@ -213,8 +212,8 @@ class LSTMWrapper(nn.Module):
         path = self.eval_path
         if path == "auto":
             # Measured, not a fixed rule: which path is faster flips with
-            # width, batch, GPU and precision settings (figures in the class
-            # docstring), and measuring once per key (about 20 ms) costs less
+            # width, batch, GPU and precision settings (benches/bench_policy.py
+            # measures both), and measuring once per key (about 20 ms) costs less
             # than a wrong guess on every rollout step.
             if torch.compiler.is_compiling():
                 # Inductor fuses the cell's pointwise gates; nn.LSTM would
