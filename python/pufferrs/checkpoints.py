@@ -22,6 +22,7 @@ from torch import nn
 from pufferrs.config import Config, resolve_device
 from pufferrs.errors import CheckpointError, UntrustedCodeError
 from pufferrs.factories import check_env, make_policy, make_vecenv, named_code
+from pufferrs.normalize import RewardNormalizer
 
 __all__ = ["load_checkpoint", "policy_from_checkpoint", "save_checkpoint"]
 
@@ -33,7 +34,7 @@ def save_checkpoint(
     config: Config,
     update: int,
     global_step: int,
-    reward_normalizer: nn.Module | None = None,
+    reward_normalizer: RewardNormalizer | None = None,
 ) -> Path:
     """Writes the policy's ``state_dict`` (observation statistics included,
     for a normalised policy) with the config, progress and the reward

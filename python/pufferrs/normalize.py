@@ -31,9 +31,9 @@ pufferrs interface (``forward`` / ``forward_eval``, including
 normalise observations wraps the policy with.
 
 :class:`RewardNormalizer` scales rewards by the standard deviation of the
-discounted return, kept by an :class:`ObservationNormalizer` of shape
-``()`` (gymnasium's ``NormalizeReward``, SB3's ``VecNormalize``), one
-running return per row.
+discounted return (gymnasium's ``NormalizeReward``, SB3's
+``VecNormalize``), one running return per row. Both normalisers merge their
+statistics with :func:`merge_moments`.
 """
 
 from __future__ import annotations
@@ -45,9 +45,26 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NormalizedPolicy", "ObservationNormalizer", "RewardNormalizer"]
+__all__ = ["NormalizedPolicy", "ObservationNormalizer", "RewardNormalizer", "merge_moments"]
 
 _ACCUMULATORS = ("mean", "var", "count")
+
+
+def merge_moments(mean: Any, var: Any, count: Any, batch: Any) -> tuple[Any, Any, Any]:
+    """``(mean, var, count)`` of everything seen so far merged with the
+    non-empty ``batch`` (first axis), by the parallel form of Welford's
+    algorithm (Chan et al.): ``delta = mean_b - mean``, ``n = n_a + n_b``,
+    ``mean + delta * n_b / n``, ``M2 = M2_a + M2_b + delta^2 * n_a * n_b /
+    n``. Plain arithmetic, so that it runs on torch tensors (the
+    observation normaliser, on the policy's device) and on numpy arrays
+    (the reward normaliser, on the host) alike: one rule for both."""
+    n_b = batch.shape[0]
+    mean_b = batch.mean(0)
+    m2_b = ((batch - mean_b) ** 2).sum(0)
+    n = count + n_b
+    delta = mean_b - mean
+    m2 = var * count + m2_b + delta**2 * (count * n_b / n)
+    return mean + delta * (n_b / n), m2 / n, n
 
 
 class ObservationNormalizer(nn.Module):
@@ -115,20 +132,14 @@ class ObservationNormalizer(nn.Module):
         """
         self._check(x)
         batch = x.detach().reshape(-1, *self.shape).to(device=self.mean.device, dtype=torch.float64)
-        n_b = batch.shape[0]
-        if n_b == 0:
+        if batch.shape[0] == 0:
             return
-        mean_b = batch.mean(dim=0)
-        m2_b = (batch - mean_b).square().sum(dim=0)
-        n_a = self.count
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        m2 = self.var * n_a + m2_b + delta.square() * (n_a * n_b / n)
+        mean, var, count = merge_moments(self.mean, self.var, self.count, batch)
         # In place, so that anything holding these buffers (an optimizer's
         # view of the module, a captured CUDA graph) sees the new values.
-        self.mean.add_(delta * (n_b / n))
-        self.var.copy_(m2 / n)
-        self.count.copy_(n)
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.copy_(count)
         self._refresh()
 
     def forward(self, x: torch.Tensor, update: bool = False) -> torch.Tensor:
@@ -227,32 +238,41 @@ class NormalizedPolicy(nn.Module):
         return self.policy.decode_actions(hidden)
 
 
-class RewardNormalizer(nn.Module):
+class RewardNormalizer:
     """Rewards divided by a running estimate of the discounted return's
     standard deviation, then clipped to ``[-clip, clip]``.
 
     Every row (an env, or an agent's slot) keeps its own discounted return
     ``G = gamma * G + r``; each step merges the ``G`` of the rows that took
-    it into one running variance (:class:`ObservationNormalizer`'s
-    statistics, in ``self.returns``) and divides the rewards by its square
-    root. A row's ``G`` restarts at 0 after its episode ends, terminated or
-    truncated, so no return runs across an episode boundary. The mean is not
-    subtracted: the sign of a reward is kept, as gymnasium and SB3 do.
+    it into one running variance (:func:`merge_moments`, on the host in
+    float64: a few numpy operations a step) and divides the rewards by its
+    square root. A row's ``G`` restarts at 0 after its episode ends,
+    terminated or truncated, so no return runs across an episode boundary.
+    The mean is not subtracted: the sign of a reward is kept, as gymnasium
+    and SB3 do.
 
-    The statistics are in ``state_dict`` (float64 tensors, loadable with
-    ``weights_only=True``); the rows' running returns are not, a resumed run
-    starts them again at 0.
+    :meth:`state_dict` holds the statistics (float64 tensors, loadable with
+    ``weights_only=True``); the rows' running returns are not in it, a
+    resumed run starts them again at 0.
     """
 
     def __init__(self, rows: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8):
-        super().__init__()
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        self.gamma = float(gamma)
-        self.returns = ObservationNormalizer((), clip=clip, epsilon=epsilon)
+        if clip <= 0:
+            raise ValueError(f"clip must be positive, got {clip}")
+        self.gamma, self.clip, self.epsilon = float(gamma), float(clip), float(epsilon)
         self.running = np.zeros(rows, np.float64)
+        self.mean, self.var, self.count = np.float64(0), np.float64(1), np.float64(0)
 
-    def forward(self, rows: np.ndarray, rewards: np.ndarray, ended: np.ndarray, acted: np.ndarray) -> np.ndarray:
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: torch.tensor(getattr(self, name), dtype=torch.float64) for name in _ACCUMULATORS}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in _ACCUMULATORS:
+            setattr(self, name, np.float64(state[name].item()))
+
+    def __call__(self, rows: np.ndarray, rewards: np.ndarray, ended: np.ndarray, acted: np.ndarray) -> np.ndarray:
         """Normalised float32 rewards of the steps of ``rows`` that just
         ended with ``rewards`` and ``ended`` (terminal or truncated).
         ``acted`` marks the rows whose agent took the step (multi-agent
@@ -260,8 +280,9 @@ class RewardNormalizer(nn.Module):
         update the returns and the statistics."""
         rewards = np.asarray(rewards, np.float64)
         stepped = rows[acted]
-        self.running[stepped] = self.gamma * self.running[stepped] + rewards[acted]
-        self.returns.update(torch.from_numpy(self.running[stepped]))
+        if len(stepped):
+            self.running[stepped] = self.gamma * self.running[stepped] + rewards[acted]
+            self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, self.running[stepped])
         self.running[rows[ended]] = 0.0
-        scale = float(self.returns.scale)
-        return np.clip(rewards * scale, -self.returns.clip, self.returns.clip).astype(np.float32)
+        scale = 1 / np.sqrt(self.var + self.epsilon)
+        return np.clip(rewards * scale, -self.clip, self.clip).astype(np.float32)
