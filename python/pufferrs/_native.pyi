@@ -124,8 +124,9 @@ class EnvBlock:
         check_bounds: bool = False,
     ) -> EnvBlock: ...
     def reset(self, seed: int | None = None) -> list[tuple[int, dict[str, Any]]]: ...
-    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
-        """``(i, info)`` for the non-empty infos; every env's info when ``dense``."""
+    def step(self, actions: Any = None, *, dense: bool = False) -> Any:
+        """``(i, info)`` for the non-empty infos; with ``dense``, every env's
+        info and ``ended``."""
     @property
     def ended(self) -> tuple[int, ...]: ...
     @property

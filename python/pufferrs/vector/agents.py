@@ -2,7 +2,7 @@
 agent: what :class:`~pufferrs._native.EnvBlock` does for gymnasium envs,
 with the same interface (``reset(seed)``; ``step(actions=None, *,
 dense=False)``, which reads the actions from the rows, returning ``(row,
-info)`` pairs for the non-empty infos or every row's info; ``ended``;
+info)`` pairs for the non-empty infos, or every row's info and ``ended``;
 ``current_env``). The blocks call the envs, check that they keep the
 PettingZoo protocol and write the observations of the agents that act;
 what the outcomes mean for the rows (returns, lengths, flags, masks, final
@@ -195,11 +195,11 @@ def _merge_all(infos: dict[int, dict], agents: list[str], rows: list[int], env_i
             _merge(infos, row, info)
 
 
-def _infos(infos: dict[int, dict], n: int, dense: bool) -> list[Any]:
+def _infos(infos: dict[int, dict], n: int, dense: bool, ended: tuple[int, ...]) -> Any:
     """``(row, info)`` for the non-empty infos, in row order; with ``dense``
-    one info per row (a new dict for a row with none)."""
+    one info per row (a new dict for a row with none) and ``ended``."""
     if dense:
-        return [infos.get(row) or {} for row in range(n)] if infos else [{} for _ in range(n)]
+        return [infos.get(row) or {} for row in range(n)] if infos else [{} for _ in range(n)], ended
     return sorted(infos.items()) if infos else []
 
 
@@ -259,11 +259,11 @@ class ParallelBlock(_AgentRows):
         observations += _observations(env, obs, live, "reset()")
         _merge_all(infos, live, self.live_rows[e], env_infos)
 
-    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
+    def step(self, actions: Any = None, *, dense: bool = False) -> Any:
         """Steps every env with the actions in its agents' action rows
         (``actions`` first written there, all or nothing, when given);
         returns ``(row, info)`` for the non-empty infos, or with ``dense``
-        one info per row."""
+        one info per row and ``ended``."""
         if actions is not None:
             self._stage(actions)
         actions = self.read_actions()
@@ -291,8 +291,16 @@ class ParallelBlock(_AgentRows):
             self.current_env = self.first_env + e
             raise
         if rows:
-            self._write(rows, observations)
-        return _infos(infos, len(self.obs), dense)
+            try:
+                self._write(rows, observations)
+            except Exception:
+                # The envs stepped: an error now always names one (the
+                # first written when the write could not tell which), so
+                # that it never reads as actions refused before any step.
+                if self.current_env is None:
+                    self.current_env = self.first_env + rows[0] // self.A
+                raise
+        return _infos(infos, len(self.obs), dense, self.rows.ended)
 
     def _ends(
         self,
@@ -433,11 +441,11 @@ class TurnBlock(_AgentRows):
                 _merge(infos, row, info)
             self.rows.end(row, terminal, truncated, None if gone else env.observe(agent))
 
-    def step(self, actions: Any = None, *, dense: bool = False) -> list[Any]:
+    def step(self, actions: Any = None, *, dense: bool = False) -> Any:
         """Steps every env with the action in its mover's action row
         (``actions`` first written there, all or nothing, when given);
         returns ``(row, info)`` for the non-empty infos, or with ``dense``
-        one info per row."""
+        one info per row and ``ended``."""
         if actions is not None:
             self._stage(actions)
         actions = self.read_actions()
@@ -464,4 +472,4 @@ class TurnBlock(_AgentRows):
                 env.reset()
                 self._restart(e, env, infos)
         self.current_env = None
-        return _infos(infos, len(self.obs), dense)
+        return _infos(infos, len(self.obs), dense, self.rows.ended)

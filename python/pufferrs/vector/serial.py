@@ -85,13 +85,13 @@ class Serial(VectorEnv):
         if runner is None:
             return None
         try:
-            infos = runner.step(actions, dense=True)
+            # (infos, ended): the block's positions are the vector env's
+            # rows, since it holds every env.
+            return runner.step(actions, dense=True)
         except Exception as exc:
             if runner.current_env is not None:
                 raise self._error(0, exc) from exc
             return None  # the actions were refused before any env stepped: nothing changed
-        # The block's positions are rows of the vector env: it is every env.
-        return infos, runner.ended
 
     def _error(self, worker: int, exc: Exception) -> WorkerError:
         env = self._runners[worker].current_env

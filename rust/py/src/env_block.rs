@@ -279,8 +279,9 @@ impl EnvBlock {
     /// returns. An env whose episode ends has its last observation written
     /// to its final row, its episode's return and length recorded, and is
     /// reset: its row holds the next episode's first observation. Returns
-    /// `(i, info)` for the non-empty infos, or with `dense` every env's
-    /// info in order (a new dict for one that is empty and not a dict).
+    /// `(i, info)` for the non-empty infos, or with `dense` a pair: every
+    /// env's info in order (a new dict for one that is empty and not a
+    /// dict) and `ended` (what Serial's one-call step hands its base).
     ///
     /// `actions`, when given, is first written into the action rows (a
     /// batch as `Layout.flatten_batch` takes it); a batch that does not
@@ -292,7 +293,7 @@ impl EnvBlock {
         py: Python<'py>,
         actions: Option<&Bound<'py, PyAny>>,
         dense: bool,
-    ) -> PyResult<Bound<'py, PyList>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.current_env = None;
         if let Some(actions) = actions {
             self.stage_actions(py, actions)?;
@@ -327,7 +328,10 @@ impl EnvBlock {
             }
         }
         self.current_env = None;
-        Ok(infos)
+        if dense {
+            return Ok((infos, self.ended(py)?).into_pyobject(py)?.into_any());
+        }
+        Ok(infos.into_any())
     }
 
     /// The envs (positions in the block, as in the infos) whose episode
