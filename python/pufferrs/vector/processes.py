@@ -321,24 +321,34 @@ class Multiprocessing(VectorEnv):
             self.close()
             raise
 
+    # The base keeps which workers are in flight (`_pending`) and which are
+    # held; these hooks read that and leave it to the base to update.
+
     def _reset(self, seed: int | None) -> None:
         if self._pending:
             # Results of steps in flight are dropped; their errors are not.
-            self._receive(len(self._pending))
-        self._held = []
+            self._collect(set(self._pending))
         for w, conn in enumerate(self._conns):
             try:
                 conn.send(seed)
             except OSError as exc:
                 raise self._dead(w) from exc
-        all_workers = list(range(self.num_workers))
-        self.buffers.request(all_workers, RolloutBuffers.RESET)
-        self._pending = set(all_workers)
+        self.buffers.request(list(range(self.num_workers)), RolloutBuffers.RESET)
 
     def _step(self, workers: list[int]) -> None:
         self.buffers.request(workers, RolloutBuffers.STEP)
 
     def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
+        return self._collect(set(self._pending), count)
+
+    def _collect(
+        self, waiting: set[int], count: int | None = None
+    ) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
+        """The first ``count`` (default: all) of the workers ``waiting`` for
+        to answer (a set of the caller's, emptied as they do), as
+        ``_receive`` returns them. A worker that failed, died or let the
+        timeout pass is a :class:`WorkerError`."""
+        count = len(waiting) if count is None else count
         buffers, status = self.buffers, self.buffers.status
         deadline = time.monotonic() + self.timeout
         taken: list[int] = []
@@ -347,7 +357,7 @@ class Multiprocessing(VectorEnv):
         ended = False
         while True:
             for w in new:
-                self._pending.discard(w)
+                waiting.discard(w)
                 flags = status(w)
                 if flags:
                     if flags & RolloutBuffers.ERROR:
@@ -361,17 +371,17 @@ class Multiprocessing(VectorEnv):
             taken += new
             if len(taken) == count:
                 return taken, payloads, ended
-            for w in sorted(self._pending):
+            for w in sorted(waiting):
                 if self._processes[w].exitcode is not None:
                     raise self._dead(w)
             left = deadline - time.monotonic()
             if left <= 0:
-                waiting = ", ".join(f"worker {w} ({self._envs_of(w)})" for w in sorted(self._pending))
+                names = ", ".join(f"worker {w} ({self._envs_of(w)})" for w in sorted(waiting))
                 error = WorkerTimeoutError(
-                    f"recv() timed out after {self.timeout:g} s waiting for {waiting}; "
+                    f"recv() timed out after {self.timeout:g} s waiting for {names}; "
                     "raise the vector env's timeout if its envs are this slow"
                 )
-                error.worker = min(self._pending) if self._pending else None
+                error.worker = min(waiting) if waiting else None
                 raise self._fail(error)
             new = buffers.wait_completed(count - len(taken), min(POLL_INTERVAL, left))
 
@@ -386,8 +396,7 @@ class Multiprocessing(VectorEnv):
             except OSError as exc:
                 raise self._dead(w) from exc
         self.buffers.request(workers, RolloutBuffers.CALL)
-        self._pending = set(workers)
-        _, payloads, _ = self._receive(self.num_workers)
+        _, payloads, _ = self._collect(set(workers))
         results = []
         for w in workers:
             for _, result in payloads[w]:

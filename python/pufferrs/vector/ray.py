@@ -286,14 +286,14 @@ class Ray(VectorEnv):
 
     def _reset(self, seed: int | None) -> None:
         # Results of steps in flight are dropped: each actor runs its calls
-        # in order, so its reset comes after them.
-        self._held = []
+        # in order, so its reset comes after them. (The base keeps which
+        # workers are in flight and held; `_inflight` is this backend's own
+        # record of the same, with the requests.)
         self._inflight.clear()
         self._owner_of.clear()
         per = self.envs_per_worker
         for w, actor in enumerate(self._actors):
             self._request(w, actor.reset.remote(None if seed is None else seed + w * per))
-        self._pending = set(range(self.num_workers))
 
     def _step(self, workers: list[int]) -> None:
         actions, rows = self._arrays["actions"], self._rows_per_worker
@@ -307,15 +307,15 @@ class Ray(VectorEnv):
     def _receive(self, count: int) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
         import ray
 
-        refs = [self._inflight[w] for w in sorted(self._pending)]
+        refs = [self._inflight[w] for w in sorted(self._inflight)]
         ready, _ = ray.wait(refs, num_returns=count, timeout=self.timeout)
         if len(ready) < count:
-            waiting = ", ".join(self._actor_name(w) for w in sorted(self._pending))
+            waiting = ", ".join(self._actor_name(w) for w in sorted(self._inflight))
             error = WorkerTimeoutError(
                 f"recv() timed out after {self.timeout:g} s waiting for {waiting}; "
                 "raise the vector env's timeout if its envs are this slow"
             )
-            error.worker = min(self._pending)
+            error.worker = min(self._inflight)
             raise self._fail(error)
         workers = [self._owner_of.pop(ref) for ref in ready]
         try:
@@ -331,7 +331,6 @@ class Ray(VectorEnv):
         ended = False
         for w, (packed, extras) in zip(workers, results):
             del self._inflight[w]
-            self._pending.discard(w)
             for here, answered in zip(self._unpack[w], self._packing.parts(packed)):
                 here[...] = answered
             if extras:
