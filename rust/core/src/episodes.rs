@@ -30,7 +30,66 @@
 //! - A row that does not act is zero with its mask False.
 //!
 //! Nothing here knows Python: the shared arrays come in as slices of the
-//! block's rows ([`Rows`]).
+//! block's rows ([`Rows`]). An env written in Rust steps into its rows the
+//! way the bindings' `EnvBlock` does for gymnasium envs:
+//!
+//! ```
+//! use pufferrs_core::episodes::{Episodes, Rows};
+//!
+//! /// Counts to 3, one byte of observation, reward 1 a step.
+//! struct Counter(u8);
+//! impl Counter {
+//!     fn reset(&mut self) -> u8 { self.0 = 0; 0 }
+//!     fn step(&mut self) -> (u8, f64, bool) { self.0 += 1; (self.0, 1.0, self.0 == 3) }
+//! }
+//!
+//! let (mut obs, mut last) = ([0u8; 2], [0u8; 2]);
+//! let (mut rewards, mut terminals, mut truncations, mut masks) = ([0f32; 2], [0u8; 2], [0u8; 2], [0u8; 2]);
+//! let (mut returns, mut lengths) = ([0f64; 2], [0i64; 2]);
+//! let mut rows = Rows {
+//!     row_bytes: 1,
+//!     observations: &mut obs,
+//!     final_observations: &mut last,
+//!     rewards: &mut rewards,
+//!     terminals: &mut terminals,
+//!     truncations: &mut truncations,
+//!     masks: &mut masks,
+//!     episode_returns: &mut returns,
+//!     episode_lengths: &mut lengths,
+//! };
+//! let mut envs = [Counter(0), Counter(0)];
+//! let mut episodes = Episodes::new(2, 1);
+//! let start = |episodes: &mut Episodes, rows: &mut Rows, i: usize, first: u8| {
+//!     episodes.start_episode(i, rows);
+//!     episodes.join(i);
+//!     episodes.set_acting(i, true, rows);
+//!     rows.observation(i)[0] = first;
+//! };
+//! episodes.begin_reset(&mut rows);
+//! for (i, env) in envs.iter_mut().enumerate() {
+//!     let first = env.reset();
+//!     start(&mut episodes, &mut rows, i, first);
+//! }
+//! episodes.end_reset();
+//! for _ in 0..3 {
+//!     episodes.begin_step(&mut rows);
+//!     for (i, env) in envs.iter_mut().enumerate() {
+//!         let (next, reward, terminal) = env.step();
+//!         episodes.reward(i, reward, &mut rows);
+//!         if terminal {
+//!             // The final row first, then the same-step reset.
+//!             episodes.end(i, true, false, &mut rows, |row| Ok::<_, ()>(row[0] = next)).unwrap();
+//!             let first = env.reset();
+//!             start(&mut episodes, &mut rows, i, first);
+//!         } else {
+//!             rows.observation(i)[0] = next;
+//!         }
+//!     }
+//! }
+//! assert_eq!(episodes.ended(), &[0, 1]);
+//! assert_eq!((rows.episode_returns[0], rows.episode_lengths[0], rows.final_observations[0]), (3.0, 3, 3));
+//! assert_eq!((rows.observations[0], rows.terminals[0], rows.masks[0]), (0, 1, 1));
+//! ```
 
 use std::ops::Range;
 
