@@ -193,17 +193,11 @@ def test_sampled_actions_are_stored_unclipped_and_sent_clipped() -> None:
 
 
 @pytest.mark.parametrize(
-    "env", ["HalfCheetah-v5", "InvertedPendulum-v5", "LunarLander-v3", "Acrobot-v1", "MountainCarContinuous-v0"]
+    "env", ["HalfCheetah-v5", "InvertedPendulum-v5", "LunarLander-v3", "Acrobot-v1", "Pendulum-v1"]
 )
 def test_control_envs_get_the_vector_control_settings(env: str) -> None:
     config = Config.for_env(env)
     assert {key: getattr(config, key) for key in VECTOR_CONTROL} == VECTOR_CONTROL
-
-
-def test_pendulum_adds_its_own_discount_to_the_family_preset() -> None:
-    config = Config.for_env("Pendulum-v1")
-    assert (config.gamma, config.learning_rate, config.num_envs) == (0.9, 1e-3, 4)
-    assert config.normalize_rewards and config.update_epochs == VECTOR_CONTROL["update_epochs"]
 
 
 def test_cartpole_keeps_its_own_preset() -> None:

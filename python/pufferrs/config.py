@@ -280,11 +280,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         ent_coef=0.0,
         hidden_size=128,
     ),
-    # On top of the vector-control preset, the RL Zoo's discount and
-    # learning rate: a swing-up is rewarded within a few steps, and with
-    # gamma 0.99 the returns' noise drowns that. Greedy return -201 after
-    # 200k steps (seed 0).
-    "Pendulum-v1": dict(gamma=0.9, learning_rate=1e-3, num_envs=4, batch_size=4096, total_steps=200_000),
     # The cue must survive 5 blank steps: only the LSTM solves it, in
     # about 40k steps.
     "pufferrs/Memory-v0": dict(
