@@ -217,17 +217,21 @@ def test_a_module_whose_own_import_is_missing_names_it(tmp_path: Path, monkeypat
 # eval --video refuses before it plays
 
 
-@pytest.fixture
-def cartpole_checkpoint(tmp_path: Path) -> Path:
-    config = Config.for_env("CartPole-v1", num_envs=1, batch_size=64, minibatch_size=32, hidden_size=8)
+def untrained_checkpoint(env: str, path: Path) -> Path:
+    """A checkpoint of a fresh, small policy for ``env`` at ``path``."""
+    config = Config.for_env(env, num_envs=1, batch_size=64, minibatch_size=32, hidden_size=8)
     probe = make_vecenv(config, num_envs=1, backend="serial")
     try:
         policy = make_policy(probe, config)
     finally:
         probe.close()
-    path = tmp_path / "model.pt"
     torch.save({"state_dict": policy.state_dict(), "config": dataclasses.asdict(config)}, path)
     return path
+
+
+@pytest.fixture
+def cartpole_checkpoint(tmp_path: Path) -> Path:
+    return untrained_checkpoint("CartPole-v1", tmp_path / "model.pt")
 
 
 def test_eval_video_without_moviepy_refuses_before_the_episodes(
@@ -247,14 +251,7 @@ def test_eval_video_without_moviepy_refuses_before_the_episodes(
 def test_eval_video_of_an_env_without_frames_refuses_before_the_episodes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    config = Config.for_env("pufferrs/Memory-v0", num_envs=1, batch_size=64, minibatch_size=32, hidden_size=8)
-    probe = make_vecenv(config, num_envs=1, backend="serial")
-    try:
-        policy = make_policy(probe, config)
-    finally:
-        probe.close()
-    path = tmp_path / "model.pt"
-    torch.save({"state_dict": policy.state_dict(), "config": dataclasses.asdict(config)}, path)
+    path = untrained_checkpoint("pufferrs/Memory-v0", tmp_path / "model.pt")
     monkeypatch.setattr(pufferrs.evaluation, "evaluate", lambda *a, **k: pytest.fail("episodes played"))
     pytest.importorskip("moviepy")
     code, _, err = cli(capsys, "eval", str(path), "--video", str(tmp_path / "v"))
