@@ -42,14 +42,14 @@ class Runner:
         kind = pettingzoo_kind(envs[0])
         block = EnvBlock if kind is None else ParallelBlock if kind == "parallel" else TurnBlock
         self.block = block(envs, first_env, arrays, layout, action_layout, check_bounds)
-        #: ``reset(seed)``: resets every env; ``(position, info)`` for the
-        #: non-empty infos. ``step(actions=None, *, dense=False)``: steps
-        #: every env on its action rows; ``(position, info)`` for the
-        #: non-empty infos, or with ``dense`` one info per row and the rows
-        #: that ended (``ended``), as ``VectorEnv._step_all`` returns them. ``actions``,
+        #: ``reset(seed)`` resets every env: ``(position, info)`` for the
+        #: non-empty infos. ``step(actions=None, *, dense=False)`` steps
+        #: every env on its action rows: ``(position, info)`` for the
+        #: non-empty infos, or with ``dense`` every row's info and the rows
+        #: that ended (what ``VectorEnv._step_all`` returns). ``actions``,
         #: when given, is first written into the action rows (a batch as
         #: ``send`` takes it); a batch that does not fit raises before any
-        #: env steps, with ``current_env`` None, and changes nothing. They
+        #: env steps, with ``current_env`` None, and changes nothing. Both
         #: are the block's own methods, not methods that call them: a frame
         #: per call is a measurable share of Serial's step on small envs.
         self.reset: Callable[..., list[Any]] = self.block.reset

@@ -51,7 +51,6 @@ class Serial(VectorEnv):
         check_arguments(num_envs, None, batch_size, seed)
         env_kwargs = env_kwargs or {}
         envs = [creator(*env_args, **env_kwargs) for creator in env_creators]
-        self._envs = envs
         try:
             # Serial runs blocks of `batch_size` envs: one "worker" per block.
             self._setup(checked_env(envs[0]), num_envs, None, batch_size, seed, check_bounds)
