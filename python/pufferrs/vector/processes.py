@@ -344,10 +344,11 @@ class Multiprocessing(VectorEnv):
     def _collect(
         self, waiting: set[int], count: int | None = None
     ) -> tuple[list[int], dict[int, list[tuple[int, dict]]], bool]:
-        """The first ``count`` (default: all) of the workers ``waiting`` for
-        to answer (a set of the caller's, emptied as they do), as
-        ``_receive`` returns them. A worker that failed, died or let the
-        timeout pass is a :class:`WorkerError`."""
+        """Waits for the first ``count`` (default: all) of the workers in
+        ``waiting`` to answer and returns them as ``_receive`` does.
+        ``waiting`` is the caller's own set: each worker that answers is
+        taken out of it. A worker that fails, dies or lets the timeout pass
+        is a :class:`WorkerError`."""
         count = len(waiting) if count is None else count
         buffers, status = self.buffers, self.buffers.status
         deadline = time.monotonic() + self.timeout

@@ -36,6 +36,9 @@ class Packing:
     then the truncation flags. The one owner of these offsets: the actor
     packs through ``parts`` and the driver unpacks through it."""
 
+    #: The vector env's arrays that the parts fill, in ``parts``' order.
+    ARRAYS = ("observations", "rewards", "terminals", "truncations")
+
     def __init__(self, rows: int, row_bytes: int) -> None:
         self.rows, self.row_bytes = rows, row_bytes
         #: Bytes of an answer: per row, its observation, a float32 reward
@@ -181,9 +184,6 @@ class Ray(VectorEnv):
     error. Envs and their creators travel by Ray's pickling
     (cloudpickle): lambdas are fine."""
 
-    #: The arrays an actor's answer fills, in the order of `Packing.parts`.
-    _PACKED = ("observations", "rewards", "terminals", "truncations")
-
     def __init__(
         self,
         env_creators: list[Callable[..., gym.Env]],
@@ -259,7 +259,7 @@ class Ray(VectorEnv):
         rows = self._rows_per_worker
         self._packing = Packing(rows, self.layout.row_bytes)
         self._unpack = [
-            tuple(self._arrays[name][w * rows : (w + 1) * rows] for name in self._PACKED)
+            tuple(self._arrays[name][w * rows : (w + 1) * rows] for name in Packing.ARRAYS)
             for w in range(self.num_workers)
         ]
 
