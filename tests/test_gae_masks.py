@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pufferrs import RowError
-from pufferrs.advantages import compute_advantages
+from pufferrs.advantages import compute_advantages, fold_later_outcomes
 
 
 def folded_reference(case: dict) -> np.ndarray:
@@ -159,3 +159,42 @@ def test_bad_masks_are_refused_with_their_name() -> None:
         compute_advantages(*args, masks=np.ones((2, 2), bool))
     with pytest.raises(RowError, match="masks: expected a 2-d numpy array of bool"):
         compute_advantages(*args, masks=np.ones((2, 3), np.float32))
+
+
+@settings(max_examples=100)
+@given(st.data())
+def test_outcomes_folded_after_the_rollout_equal_masked_steps_inside_it(data: st.DataObject) -> None:
+    # A row whose agent waits, masked, past the rollout's last step gets
+    # those steps' outcomes folded into its last stored step
+    # (fold_later_outcomes, what the trainer does); GAE must then give what
+    # it gives when the same steps are inside the rollout, masked. One rule.
+    n = data.draw(st.integers(1, 3))
+    horizon = data.draw(st.integers(1, 5))
+    extra = data.draw(st.integers(1, 3))
+    floats = st.floats(-10, 10, width=32)
+    shape = (n, horizon + extra)
+    values = np.array(data.draw(st.lists(floats, min_size=n * shape[1], max_size=n * shape[1])), np.float32)
+    rewards = np.array(data.draw(st.lists(floats, min_size=n * shape[1], max_size=n * shape[1])), np.float32)
+    flags = st.lists(st.booleans(), min_size=n * shape[1], max_size=n * shape[1])
+    terminals = np.array(data.draw(flags), bool).reshape(shape)
+    truncations = np.array(data.draw(flags), bool).reshape(shape) & ~terminals
+    # No flag inside the tail but maybe on its last step (an episode ending
+    # while the agent waits ends the wait).
+    terminals[:, horizon:-1] = truncations[:, horizon:-1] = False
+    masks = np.ones(shape, bool)
+    masks[:, horizon:] = False
+    values, rewards = values.reshape(shape), rewards.reshape(shape)
+    bootstrap = np.array(data.draw(st.lists(floats, min_size=n, max_size=n)), np.float32)
+    gamma, lam = data.draw(st.floats(0, 1)), data.draw(st.floats(0, 1))
+
+    inside = compute_advantages(values, bootstrap, rewards, terminals, truncations, gamma, lam, masks=masks)
+
+    stored = [np.ascontiguousarray(x[:, :horizon]) for x in (rewards, terminals, truncations)]
+    rows = np.repeat(np.arange(n), extra)
+    steps = np.full(n * extra, horizon - 1)
+    later = tuple(x[:, horizon:].reshape(-1) for x in (rewards, terminals, truncations))
+    fold_later_outcomes(*stored, rows, steps, later)
+    folded = compute_advantages(
+        values[:, :horizon].copy(), bootstrap, *stored, gamma, lam, masks=masks[:, :horizon].copy()
+    )
+    np.testing.assert_allclose(folded, inside[:, :horizon], rtol=1e-5, atol=1e-4)

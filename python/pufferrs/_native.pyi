@@ -9,6 +9,16 @@ import numpy.typing as npt
 #: How deep Dicts and Tuples may nest in a space that has a layout.
 MAX_DEPTH: int
 
+def fold_outcomes_into(
+    rewards: npt.NDArray[np.float32],
+    terminals: npt.NDArray[np.bool_],
+    truncations: npt.NDArray[np.bool_],
+    rows: npt.NDArray[np.int64],
+    steps: npt.NDArray[np.int64],
+    later_rewards: npt.NDArray[np.float32],
+    later_terminals: npt.NDArray[np.bool_],
+    later_truncations: npt.NDArray[np.bool_],
+) -> None: ...
 def format_path(root: str, path: tuple[str | int, ...]) -> str: ...
 def gae(
     values: npt.NDArray[np.float32],

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pufferrs._native import gae
+from pufferrs._native import fold_outcomes_into, gae
 from pufferrs.errors import RowError
 
-__all__ = ["compute_advantages"]
+__all__ = ["compute_advantages", "fold_later_outcomes"]
 
 #: Tensor dtypes with no numpy equivalent (``Tensor.numpy()`` raises TypeError).
 _NOT_NUMPY = frozenset(
@@ -79,6 +79,32 @@ def compute_advantages(
     out = torch.empty(tuple(values.shape), dtype=torch.float32, pin_memory=device.type == "cuda")
     gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], out=out.numpy(), masks=arrays[6])
     return out.to(device, non_blocking=True)
+
+
+def fold_later_outcomes(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    truncations: np.ndarray,
+    rows: np.ndarray,
+    steps: np.ndarray,
+    later: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Folds outcomes ``later`` (rewards, terminals, truncations) that
+    arrive after their step was stored into steps ``(rows[k], steps[k])``
+    of the host arrays ``(N, T)``, in place, by the rule
+    :func:`compute_advantages` folds a masked step into the row's last
+    acting step with (the kernel's one rule: rewards add, flags stick)."""
+    later_rewards, later_terminals, later_truncations = later
+    fold_outcomes_into(
+        rewards,
+        terminals,
+        truncations,
+        np.asarray(rows, np.int64),
+        np.asarray(steps, np.int64),
+        np.asarray(later_rewards, np.float32),
+        np.asarray(later_terminals, bool),
+        np.asarray(later_truncations, bool),
+    )
 
 
 def _on_host(name: str, x: Any, staged: set[torch.device]) -> Any:

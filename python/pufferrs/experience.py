@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from pufferrs.actions import ActionAdapter
+from pufferrs.advantages import fold_later_outcomes
 
 __all__ = ["Experience", "FinalObservations", "ReceivedBatch", "StepWeights", "row_index", "step_index"]
 
@@ -161,13 +162,13 @@ class Experience:
     ) -> None:
         """Stores the outcomes (reward and flags) of the steps ``(rows[k],
         steps[k])``. Where ``fold`` is True the outcome is that of a later
-        masked step of the row, which GAE folds into the stored one:
-        rewards add up, flags stick."""
+        masked step of the row, folded into the stored one by GAE's rule
+        (:func:`~pufferrs.advantages.fold_later_outcomes`)."""
         if fold.any():
-            at = rows[fold], steps[fold]
-            self.host_rewards[at] += rewards[fold]
-            self.host_terminals[at] |= terminals[fold]
-            self.host_truncations[at] |= truncations[fold]
+            later = rewards[fold], terminals[fold], truncations[fold]
+            fold_later_outcomes(
+                self.host_rewards, self.host_terminals, self.host_truncations, rows[fold], steps[fold], later
+            )
             fresh = ~fold
             rows, steps = rows[fresh], steps[fresh]
             rewards, terminals, truncations = rewards[fresh], terminals[fresh], truncations[fresh]

@@ -112,10 +112,22 @@ impl<'a, T: Copy> MatrixMut<'a, T> {
         Self::new(name, data, 0, shape, [shape[1] as isize, 1])
     }
 
-    fn set(&mut self, i: usize, t: usize, value: T) {
+    fn index(&self, i: usize, t: usize) -> usize {
         // In range by `check_extent`, as in `Matrix::at`.
-        let index = self.origin as isize + i as isize * self.strides[0] + t as isize * self.strides[1];
-        self.data[index as usize] = value;
+        (self.origin as isize + i as isize * self.strides[0] + t as isize * self.strides[1]) as usize
+    }
+
+    fn at(&self, i: usize, t: usize) -> T {
+        self.data[self.index(i, t)]
+    }
+
+    fn set(&mut self, i: usize, t: usize, value: T) {
+        let index = self.index(i, t);
+        self.data[index] = value;
+    }
+
+    pub fn shape(&self) -> [usize; 2] {
+        self.shape
     }
 }
 
@@ -225,6 +237,53 @@ pub fn advantages(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMu
             out.set(i, t, next_advantage as f32);
             next_value = value;
         }
+    }
+    Ok(())
+}
+
+/// One rollout's stored outcomes, writable: `(envs, steps)` rewards and
+/// flags (bytes, nonzero for true).
+#[derive(Debug)]
+pub struct StoredOutcomes<'a> {
+    pub rewards: MatrixMut<'a, f32>,
+    pub terminals: MatrixMut<'a, u8>,
+    pub truncations: MatrixMut<'a, u8>,
+}
+
+/// Folds outcomes that arrive after the step that owns them was stored
+/// into that step, by the rule `advantages` folds a masked step into the
+/// row's last acting step (`Outcome::then`): the trainer's rows that have
+/// stored a whole rollout and wait, masked, for their agent's turn hand
+/// their masked steps' outcomes to their last stored step this way.
+/// `later[k]` (reward, terminal, truncated) goes to step `cells[k]`.
+pub fn fold_outcomes(
+    stored: &mut StoredOutcomes<'_>,
+    cells: &[(usize, usize)],
+    later: &[(f32, bool, bool)],
+) -> Result<()> {
+    let shape = stored.rewards.shape;
+    if stored.terminals.shape != shape || stored.truncations.shape != shape {
+        return Err(Error::Row(format!(
+            "terminals and truncations: expected shape {shape:?} to match rewards, got {:?} and {:?}",
+            stored.terminals.shape, stored.truncations.shape
+        )));
+    }
+    if cells.len() != later.len() {
+        return Err(Error::Row(format!("{} steps for {} outcomes", cells.len(), later.len())));
+    }
+    if let Some(&(i, t)) = cells.iter().find(|&&(i, t)| i >= shape[0] || t >= shape[1]) {
+        return Err(Error::Row(format!("step ({i}, {t}) is outside the ({}, {}) steps", shape[0], shape[1])));
+    }
+    for (&(i, t), &(reward, terminal, truncated)) in cells.iter().zip(later) {
+        let own = Outcome {
+            reward: stored.rewards.at(i, t) as f64,
+            terminal: stored.terminals.at(i, t) != 0,
+            truncated_at: (stored.truncations.at(i, t) != 0).then_some(t),
+        };
+        let folded = own.then(Outcome { reward: reward as f64, terminal, truncated_at: truncated.then_some(t) });
+        stored.rewards.set(i, t, folded.reward as f32);
+        stored.terminals.set(i, t, folded.terminal as u8);
+        stored.truncations.set(i, t, folded.truncated_at.is_some() as u8);
     }
     Ok(())
 }
@@ -426,6 +485,37 @@ mod tests {
         // An end at the first step cuts it from the second.
         assert_eq!(run_one([1, 0], [0, 0]), [-1.0, 49.0]);
         assert_eq!(run_one([0, 0], [1, 0]), [4.0, 49.0]);
+    }
+
+    #[test]
+    fn later_outcomes_fold_into_their_stored_step_as_masked_steps_do() {
+        let (mut rewards, mut terminals, mut truncations) =
+            (vec![1.0f32, 2.0, 3.0, 4.0], vec![0u8, 0, 0, 0], vec![0u8, 0, 1, 0]);
+        let mut stored = StoredOutcomes {
+            rewards: MatrixMut::c_order("rewards", &mut rewards, [2, 2]).unwrap(),
+            terminals: MatrixMut::c_order("terminals", &mut terminals, [2, 2]).unwrap(),
+            truncations: MatrixMut::c_order("truncations", &mut truncations, [2, 2]).unwrap(),
+        };
+        // Two outcomes for row 0's last step (a reward, then a loss that
+        // ends the episode), one for row 1's first (a truncation stays).
+        let cells = [(0, 1), (0, 1), (1, 0)];
+        fold_outcomes(&mut stored, &cells, &[(0.5, false, false), (-1.0, true, false), (0.25, false, false)]).unwrap();
+        assert_eq!(rewards, [1.0, 1.5, 3.25, 4.0]);
+        assert_eq!(terminals, [0, 1, 0, 0]);
+        assert_eq!(truncations, [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn folding_outside_the_steps_is_refused_and_changes_nothing() {
+        let (mut rewards, mut terminals, mut truncations) = (vec![1.0f32; 4], vec![0u8; 4], vec![0u8; 4]);
+        let mut stored = StoredOutcomes {
+            rewards: MatrixMut::c_order("rewards", &mut rewards, [2, 2]).unwrap(),
+            terminals: MatrixMut::c_order("terminals", &mut terminals, [2, 2]).unwrap(),
+            truncations: MatrixMut::c_order("truncations", &mut truncations, [2, 2]).unwrap(),
+        };
+        let err = fold_outcomes(&mut stored, &[(0, 0), (2, 0)], &[(1.0, false, false); 2]).unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        assert_eq!(rewards, [1.0; 4]);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! GAE over numpy arrays: every argument is checked and viewed, without a
 //! copy, as the core's strided matrix, then one core call fills `out`.
 
-use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use pufferrs_core::dtype::DType;
 use pufferrs_core::error::Error;
-use pufferrs_core::gae::{Matrix, MatrixMut, Steps, advantages};
+use pufferrs_core::gae::{Matrix, MatrixMut, Steps, StoredOutcomes, advantages, fold_outcomes};
 
 use crate::errors::{Raise, type_name};
 use crate::numpy_arrays::{descr, dtype_of, is_writeable, zeros};
@@ -150,4 +150,79 @@ pub fn gae<'py>(
     let mut target = MatrixMut::new("out", data, out_span.origin, out_span.shape, out_span.strides).raise()?;
     advantages(&steps, gamma, gae_lambda, &mut target).raise()?;
     Ok(out)
+}
+
+/// A writable matrix over `span`, whose array `obj` was checked to be
+/// writeable and to share no memory with the other arrays of the call.
+fn matrix_mut<'a, T: Copy>(name: &str, span: &Span) -> Result<MatrixMut<'a, T>, Error> {
+    // SAFETY: as in `matrix`; the caller checked that the array is
+    // writeable and disjoint from every other array it views, so this is
+    // the only reference to these elements while it is used.
+    let data = unsafe { std::slice::from_raw_parts_mut(span.start as *mut T, span.len) };
+    MatrixMut::new(name, data, span.origin, span.shape, span.strides)
+}
+
+/// Folds outcomes that arrive after their step was stored into that step
+/// of the `(N, T)` `rewards`, `terminals` and `truncations`, in place, by
+/// the rule GAE folds masked steps with (see the core's `fold_outcomes`):
+/// `later_rewards[k]`, `later_terminals[k]` and `later_truncations[k]` go
+/// to step `(rows[k], steps[k])`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn fold_outcomes_into<'py>(
+    rewards: &Bound<'py, PyAny>,
+    terminals: &Bound<'py, PyAny>,
+    truncations: &Bound<'py, PyAny>,
+    rows: PyReadonlyArray1<'py, i64>,
+    steps: PyReadonlyArray1<'py, i64>,
+    later_rewards: PyReadonlyArray1<'py, f32>,
+    later_terminals: PyReadonlyArray1<'py, bool>,
+    later_truncations: PyReadonlyArray1<'py, bool>,
+) -> PyResult<()> {
+    let arrays = [
+        ("rewards", rewards, DType::F32),
+        ("terminals", terminals, DType::Bool),
+        ("truncations", truncations, DType::Bool),
+    ];
+    let mut spans = Vec::with_capacity(3);
+    for &(name, obj, dtype) in &arrays {
+        let span = span(name, obj, dtype, 2).raise()?;
+        if !obj.cast::<PyUntypedArray>().is_ok_and(|o| is_writeable(o)) {
+            return Err(Error::Row(format!("{name}: the array is read-only"))).raise();
+        }
+        let bytes = span.bytes(dtype.itemsize());
+        for (other, &(other_name, _, other_dtype)) in spans.iter().zip(&arrays) {
+            let theirs = Span::bytes(other, other_dtype.itemsize());
+            if !bytes.is_empty() && bytes.start < theirs.end && theirs.start < bytes.end {
+                return Err(Error::Row(format!("{name}: overlaps the memory of {other_name}"))).raise();
+            }
+        }
+        spans.push(span);
+    }
+    let index = |name: &str, values: &PyReadonlyArray1<'py, i64>| -> Result<Vec<usize>, Error> {
+        values
+            .as_array()
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| Error::Row(format!("{name}: expected indices, got {v}"))))
+            .collect()
+    };
+    let cells: Vec<(usize, usize)> =
+        index("rows", &rows).raise()?.into_iter().zip(index("steps", &steps).raise()?).collect();
+    let later: Vec<(f32, bool, bool)> = later_rewards
+        .as_array()
+        .iter()
+        .zip(later_terminals.as_array().iter())
+        .zip(later_truncations.as_array().iter())
+        .map(|((&r, &term), &trunc)| (r, term, trunc))
+        .collect();
+    let lengths = [rows.len(), steps.len(), later_rewards.len(), later_terminals.len(), later_truncations.len()];
+    if lengths.iter().any(|&n| n != lengths[0]) {
+        return Err(Error::Row("rows, steps and the later outcomes must have one length".into())).raise();
+    }
+    let mut stored = StoredOutcomes {
+        rewards: matrix_mut("rewards", &spans[0]).raise()?,
+        terminals: matrix_mut("terminals", &spans[1]).raise()?,
+        truncations: matrix_mut("truncations", &spans[2]).raise()?,
+    };
+    fold_outcomes(&mut stored, &cells, &later).raise()
 }

@@ -30,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<episode_rows::EpisodeRows>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
+    m.add_function(wrap_pyfunction!(gae::fold_outcomes_into, m)?)?;
     m.add("MAX_DEPTH", pufferrs_core::layout::MAX_DEPTH)?;
     Ok(())
 }
