@@ -19,10 +19,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pufferrs.config import PRESETS, VECTOR_CONTROL, Config, ConfigError
+from pufferrs.config import Config, ConfigError
 from pufferrs.diagnostics import LearningCheck
 from pufferrs.encoders import Auto
 from pufferrs.normalize import RewardNormalizer
+from pufferrs.presets import PRESETS, VECTOR_CONTROL
 from pufferrs.progress import PlainProgress
 from pufferrs.train import Trainer, apply_process_settings, evaluate, load_checkpoint, policy_from_checkpoint
 

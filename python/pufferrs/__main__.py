@@ -43,8 +43,8 @@ examples:
   pufferrs train pufferrs.multiagent_envs.Rendezvous   # a ParallelEnv class, by its dotted path
   pufferrs eval runs/<name>/model.pt
 
-presets by env family (pufferrs.config.FAMILY_PRESETS), then by env
-(pufferrs.config.PRESETS), applied before the options given:
+presets by env family (pufferrs.presets.FAMILY_PRESETS), then by env
+(pufferrs.presets.PRESETS), applied before the options given:
 """
 
 
@@ -57,7 +57,7 @@ def _flag(name: str, value: Any = None) -> str:
 
 
 def _presets_text() -> str:
-    from pufferrs.config import FAMILY_PRESETS, PRESETS
+    from pufferrs.presets import FAMILY_PRESETS, PRESETS
 
     def flags(preset: dict[str, Any]) -> str:
         return " ".join(_flag(k, f"'{json.dumps(v)}'" if isinstance(v, dict) else v) for k, v in preset.items())
@@ -185,9 +185,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pufferrs.config import apply_process_settings, describe_presets
+    from pufferrs.config import apply_process_settings
     from pufferrs.factories import describe_policy
     from pufferrs.ppo import Trainer
+    from pufferrs.presets import describe_presets
     from pufferrs.progress import print_summary, progress_display
 
     config = _config_from_args(args)

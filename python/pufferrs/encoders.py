@@ -40,7 +40,7 @@ third of the updates it took flattened.
 
 ``none`` leaves a leaf out of the encoding. Spaces cannot always say what
 they hold (MiniGrid declares its grid of codes as a 0..255 image): a
-family preset (:data:`pufferrs.config.FAMILY_PRESETS`) or the user
+family preset (:data:`pufferrs.presets.FAMILY_PRESETS`) or the user
 (``--encoders '{"image": "codes"}'``) names the encoder of a leaf by its
 path, keys joined with ``/`` (``inv/items``; ``""`` for a plain Box).
 """

@@ -39,10 +39,11 @@ from torch import nn
 
 import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium
 from pufferrs import vector
-from pufferrs.config import HIGHWAY_PREFIXES, Config
+from pufferrs.config import Config
 from pufferrs.errors import ConfigError
 from pufferrs.models import Convolutional, Default, LSTMWrapper, ProcgenResnet
 from pufferrs.normalize import NormalizedPolicy
+from pufferrs.presets import HIGHWAY_PREFIXES
 from pufferrs.wrappers import DropObservations, GoalSuccess, StringObservations, atari
 
 __all__ = [

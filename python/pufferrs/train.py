@@ -11,8 +11,8 @@ or from the shell: ``pufferrs train CartPole-v1`` (see ``pufferrs train --help``
 
 Where each part lives:
 
-- :mod:`pufferrs.config`: :class:`Config`, :data:`PRESETS`, validation,
-  the process-wide settings;
+- :mod:`pufferrs.config`: :class:`Config`, validation, the process-wide
+  settings; :mod:`pufferrs.presets`: the per-env and per-family presets;
 - :mod:`pufferrs.ppo`: the algorithm, top to bottom (experience, GAE,
   rollout, update, the training loop);
 - :mod:`pufferrs.run_directory`, :mod:`pufferrs.checkpoints` and
@@ -25,11 +25,12 @@ Where each part lives:
 
 from pufferrs.actions import greedy_action
 from pufferrs.checkpoints import load_checkpoint, policy_from_checkpoint
-from pufferrs.config import PRESETS, Config, apply_process_settings, resolve_device, seed_everything
+from pufferrs.config import Config, apply_process_settings, resolve_device, seed_everything
 from pufferrs.errors import ConfigError
 from pufferrs.evaluation import evaluate, evaluate_checkpoint
 from pufferrs.factories import EnvCreator, make_policy, make_vecenv
 from pufferrs.ppo import Trainer
+from pufferrs.presets import PRESETS
 from pufferrs.run_directory import plot_metrics
 
 __all__ = [
