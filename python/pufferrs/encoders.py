@@ -421,8 +421,7 @@ class Auto(Policy):
             raise ValueError(f"encoders name leaves the observation does not have: {unknown} (it has {sorted(known)})")
         chosen = []
         self.summary: list[str] = []
-        for path, leaf_space, dtype, shape in leaves:
-            kind = overrides.get(leaf_key(path), choose_encoder(leaf_space))
+        for (path, leaf_space, dtype, shape), kind in zip(leaves, kinds):
             name = format_path("obs", path)
             if kind == "none" or math.prod(shape) == 0:
                 self.summary.append(f"{name}: left out")
