@@ -31,6 +31,7 @@ SMOKE_ARGS: dict[str, str] = {
     "bench_learning.py": (
         "--envs CartPole-v1 --seeds 1 --steps-scale 0.001 --results {tmp}/learning.json --run-root {tmp}/runs"
     ),
+    "bench_learning_speed.py": "--envs CartPole-v1 --steps 2048 --rounds 1",
     "bench_train.py": "--num-envs 2 --workers 2 --updates 1 --repeats 1",
     "bench_policy.py": "--device cpu --hidden 16 --batch 8 --repeats 1 --repeat-seconds 0.01 --threads 1",
     "bench_multiagent_learning.py": "--smoke",

@@ -1,0 +1,69 @@
+"""Training steps/s of ``pufferrs train ENV`` with no flags against
+Stable-Baselines3's ``PPO("MlpPolicy")`` defaults, back to back in one
+process, rounds alternating, so that both see the same machine.
+
+    python benches/bench_learning_speed.py [--envs InvertedPendulum-v5 ...] [--steps 20480] [--rounds 2]
+
+Both sides run one torch thread on the CPU with the same number of envs
+(pufferrs's preset) and the same rollout of 2,048 steps (SB3's ``n_steps``
+is ``2048 / num_envs``); everything else is each library's default. Each
+round trains pufferrs, then SB3, for ``--steps`` env steps and prints the
+steps/s of both and their ratio; pufferrs's time split (env, inference,
+learn) says where its time goes. ``benches/bench_learning.py`` measures
+what the same runs learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from pufferrs.train import Config, Trainer, apply_process_settings
+
+ENVS = ("CartPole-v1", "Acrobot-v1", "InvertedPendulum-v5", "Pendulum-v1", "HalfCheetah-v5", "LunarLander-v3")
+
+
+def pufferrs_sps(env_id: str, steps: int) -> tuple[float, dict[str, float]]:
+    config = Config.for_env(env_id, total_steps=steps, device="cpu", torch_threads=1)
+    apply_process_settings(config)
+    with Trainer(config) as trainer:
+        summary = trainer.train()
+    return summary["global_step"] / summary["seconds"], dict(trainer.timers)
+
+
+def sb3_sps(env_id: str, steps: int) -> float:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    num_envs = Config.for_env(env_id).num_envs
+    model = PPO(
+        "MlpPolicy", make_vec_env(env_id, n_envs=num_envs, seed=0), n_steps=2048 // num_envs, seed=0, device="cpu"
+    )
+    start = time.perf_counter()
+    model.learn(steps)
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(ENVS))
+    parser.add_argument("--steps", type=int, default=20_480, help="env steps per run")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    print("| env | round | pufferrs steps/s | SB3 steps/s | ratio | pufferrs env / inference / learn s |")
+    print("|---|---:|---:|---:|---:|---|")
+    for env_id in args.envs:
+        for round_ in range(args.rounds):
+            ours, timers = pufferrs_sps(env_id, args.steps)
+            theirs = sb3_sps(env_id, args.steps)
+            split = " / ".join(f"{timers[k]:.1f}" for k in ("env", "inference", "learn"))
+            print(f"| {env_id} | {round_} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x | {split} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
