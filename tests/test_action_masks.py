@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Normal
 
+from pufferrs.acting import Actor
 from pufferrs.encoders import Auto
 from pufferrs.models import Default, LSTMWrapper
 from pufferrs.normalize import NormalizedPolicy
@@ -178,3 +179,36 @@ def test_an_action_mask_below_the_top_level_is_an_ordinary_leaf() -> None:
     space = gs.Dict(inner=gs.Dict(action_mask=gs.Box(0, 1, (3,), np.int8)))
     env = types.SimpleNamespace(single_observation_space=space, single_action_space=gs.Discrete(5))
     assert Default(env).action_mask_layout is None
+
+
+class _IgnoresTheMask(torch.nn.Module):
+    """A policy of the user's own that never reads the action_mask leaf."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward_eval(self, observations: torch.Tensor, state: object = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(len(observations), self.n), torch.zeros(len(observations))
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_a_built_in_policy_is_masked_once_by_itself(name: str) -> None:
+    env = masked_env(gs.Discrete(6), 6)
+    actor = Actor(POLICIES[name](env), env)
+    rows, _ = masked_rows(env, 8, 0)
+    assert actor.mask(rows) is None  # the policy's forward masks: no second unflatten
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_actor_masks_a_policy_that_does_not(seed: int) -> None:
+    env = masked_env(gs.Discrete(6), 6)
+    policy = _IgnoresTheMask(6)
+    actor = Actor(policy, env)
+    rows, masks = masked_rows(env, 64, seed)
+    legal = allowed(torch.as_tensor(masks))
+    logits, _ = policy.forward_eval(rows)
+    action, _, _ = actor.sample(logits, rows)
+    assert legal.gather(1, action.unsqueeze(1)).all()
+    assert legal.gather(1, actor.greedy(logits, rows).unsqueeze(1)).all()
