@@ -189,7 +189,7 @@ def test_halfcheetah_terms_add_up_to_the_return() -> None:
     to the episode's return; reward_forward is x_velocity at every step, so
     x_velocity's episode mean is reward_forward / length."""
     pytest.importorskip("mujoco")
-    from pufferrs.train import Config, Trainer
+    from pufferrs.train import Config, Trainer, evaluate
 
     config = Config.for_env(
         "HalfCheetah-v5",
@@ -211,6 +211,11 @@ def test_halfcheetah_terms_add_up_to_the_return() -> None:
         assert total == pytest.approx(m["env/episode_return"], rel=1e-4, abs=1e-3)
         assert m["env/x_velocity"] * 40 == pytest.approx(m["env/reward_forward"], rel=1e-6, abs=1e-6)
         assert "env/x_position" in m
+    # Evaluation makes an episode's numbers by the same rules.
+    result = evaluate(trainer.policy, config, episodes=3)
+    total = result["mean_reward_forward"] + result["mean_reward_ctrl"]
+    assert total == pytest.approx(result["mean_return"], rel=1e-4, abs=1e-3)
+    assert result["mean_x_velocity"] * 40 == pytest.approx(result["mean_reward_forward"], rel=1e-6, abs=1e-6)
 
 
 def test_summary_mean_return_counts_every_episode() -> None:

@@ -243,7 +243,8 @@ class EpisodeStats:
     per row it sums the ``sum``/``mean`` keys of the steps of the row's
     running episode (a present agent's steps, or the step that ends its
     episode), and at the episode's end makes the episode's numbers by the
-    rules; :meth:`take` averages them over the update's episodes.
+    rules, which :meth:`add` also returns (evaluation keeps each one);
+    :meth:`take` averages them over the update's episodes.
     """
 
     def __init__(self, env_id: str = "", info_metrics: str | None = None):
@@ -269,9 +270,12 @@ class EpisodeStats:
             self.rules[key] = rule
         return rule
 
-    def add(self, infos: Sequence[dict], row_ids: np.ndarray, ended: np.ndarray, masks: np.ndarray) -> None:
+    def add(
+        self, infos: Sequence[dict], row_ids: np.ndarray, ended: np.ndarray, masks: np.ndarray
+    ) -> list[tuple[int, dict[str, float]]]:
         """One ``recv``'s infos, rows ``row_ids``; ``ended`` is
-        ``terminals | truncations``, ``masks`` the present agents."""
+        ``terminals | truncations``, ``masks`` the present agents. Returns
+        ``(row, numbers)`` of each episode that ended."""
         # Most infos are empty dicts: count them in C, and look at no row
         # when every non-empty one is an episode's end.
         ends = ended.nonzero()[0].tolist() if ended.any() else []
@@ -281,8 +285,7 @@ class EpisodeStats:
             for k, info in enumerate(infos):
                 if info and present[k] and not done[k] and not skip.issuperset(info):
                     self._step(self.running.setdefault(rows[k], {}), info, "")
-        for k in ends:
-            self._end(int(row_ids[k]), infos[k])
+        episodes = [(int(row_ids[k]), self._end(int(row_ids[k]), infos[k])) for k in ends]
         if ends:
             # A multi-agent env's summary is on its first row, whose own
             # agent may have ended before (or may be running still).
@@ -291,6 +294,7 @@ class EpisodeStats:
                     for key in ENV_EPISODE:
                         if key in info:
                             self.values[key].append(float(info[key]))
+        return episodes
 
     def _step(self, running: dict[str, list[float]], info: dict, prefix: str) -> None:
         """Adds one step's ``sum``/``mean`` values of ``info`` to ``running``."""
@@ -317,23 +321,28 @@ class EpisodeStats:
                     acc[0] += number
                     acc[1] += 1
 
-    def _end(self, row: int, info: dict) -> None:
+    def _end(self, row: int, info: dict) -> dict[str, float]:
         """The episode of ``row`` ended with ``info``: its numbers by the
-        rules; the row's next episode starts from nothing."""
+        rules, kept for :meth:`take` and returned; the row's next episode
+        starts from nothing."""
         running = self.running.pop(row, {})
         numbers = _numbers(info)
+        episode: dict[str, float] = {}
         for key in numbers.keys() | running.keys():
             rule = self.rule(key)
             if rule == NONE:
                 continue
             if rule == LAST:
                 if key in numbers:
-                    self.values[key].append(numbers[key])
+                    episode[key] = numbers[key]
                 continue
             total, steps = running.get(key, (0.0, 0))
             if key in numbers:
                 total, steps = total + numbers[key], steps + 1
-            self.values[key].append(total if rule == SUM else total / steps)
+            episode[key] = total if rule == SUM else total / steps
+        for key, value in episode.items():
+            self.values[key].append(value)
+        return episode
 
     def take(self) -> dict[str, float | int]:
         """The update's metrics, and a fresh start for the next update:

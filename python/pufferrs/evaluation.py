@@ -20,7 +20,7 @@ from pufferrs.acting import Actor
 from pufferrs.actions import ActionAdapter
 from pufferrs.checkpoints import policy_from_checkpoint
 from pufferrs.config import Config, ConfigError, resolve_device
-from pufferrs.episodes import episode_numbers
+from pufferrs.episodes import EpisodeStats
 from pufferrs.factories import EnvCreator, is_recurrent, make_vecenv
 
 __all__ = ["check_video", "evaluate", "evaluate_checkpoint", "record_video"]
@@ -158,7 +158,12 @@ def _play(
     state: dict[str, Any] = {}
     try:
         actor = Actor(policy, vecenv)
-        obs, _ = vecenv.reset(seed=seed)
+        # An episode's numbers as in training: per-step reward terms summed,
+        # readings averaged, counters dropped (pufferrs.episodes).
+        stats = EpisodeStats(config.env, config.info_metrics)
+        everyone = np.ones(rows, bool)
+        obs, infos = vecenv.reset(seed=seed)
+        stats.add(infos, np.arange(rows), np.zeros(rows, bool), everyone)
         starts = np.ones(rows, bool)
         while min(len(r) for r in results) < per_env:
             obs_t = torch.from_numpy(obs).to(device)
@@ -168,9 +173,9 @@ def _play(
             action = actor.greedy(logits, obs_t) if greedy else actor.sample(logits, obs_t)[0]
             obs, _, terminals, truncations, infos = vecenv.step(actions(action))
             starts = terminals | truncations
-            for i in np.flatnonzero(starts).tolist():
+            for i, numbers in stats.add(infos, np.arange(rows), starts, everyone):
                 if len(results[i]) < per_env:
-                    results[i].append(episode_numbers(infos[i]))
+                    results[i].append(numbers)
     finally:
         vecenv.close()
     # Round-robin over envs, so that the first `episodes` mix all envs.
