@@ -25,7 +25,7 @@ import pufferrs.vector
 from pufferrs import BuffersError, Layout, UnsupportedSpaceError, WorkerError
 from pufferrs._native import RolloutBuffers
 from pufferrs.multiagent_envs import Rendezvous
-from pufferrs.vector.base import checked_env
+from pufferrs.vector.arguments import checked_env
 
 #: Random numbers that pick every action: row r's k-th action comes from
 #: TABLE[r, k], so a row's actions do not depend on how batches interleave.

@@ -25,7 +25,7 @@ from gymnasium.vector.utils import batch_space
 from pufferrs.compat.backend import make_backend
 from pufferrs.compat.observations import Observations
 from pufferrs.errors import PufferError
-from pufferrs.vector.base import checked_seed
+from pufferrs.vector.arguments import checked_seed
 
 __all__ = ["GymnasiumVectorEnv"]
 

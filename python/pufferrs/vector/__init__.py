@@ -95,7 +95,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pufferrs.errors import BuffersError
-from pufferrs.vector.base import check_arguments
+from pufferrs.vector.arguments import check_arguments
 from pufferrs.vector.processes import Multiprocessing
 from pufferrs.vector.ray import Ray
 from pufferrs.vector.serial import Serial

@@ -19,7 +19,8 @@ import gymnasium as gym
 from pufferrs._native import RolloutBuffers
 from pufferrs.errors import SharedMemoryError, WorkerError, WorkerTimeoutError
 from pufferrs.spaces import Layout
-from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
+from pufferrs.vector.arguments import check_arguments, checked_env
+from pufferrs.vector.base import VectorEnv, unpin
 from pufferrs.vector.runner import Runner
 
 #: between checks for a dead parent while a worker waits for commands.

@@ -24,7 +24,8 @@ import numpy as np
 import pufferrs.vector
 from pufferrs._native import RolloutBuffers
 from pufferrs.errors import WorkerError, WorkerTimeoutError
-from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
+from pufferrs.vector.arguments import check_arguments, checked_env
+from pufferrs.vector.base import VectorEnv, unpin
 
 #: Seconds ``close()`` gives actors to close their envs before killing them.
 CLOSE_GRACE = 5.0

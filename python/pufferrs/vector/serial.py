@@ -9,7 +9,8 @@ from typing import Any
 import gymnasium as gym
 
 from pufferrs.errors import WorkerError
-from pufferrs.vector.base import VectorEnv, check_arguments, checked_env, unpin
+from pufferrs.vector.arguments import check_arguments, checked_env
+from pufferrs.vector.base import VectorEnv, unpin
 from pufferrs.vector.runner import Runner
 
 
