@@ -161,9 +161,9 @@ def _play(
         # An episode's numbers as in training: per-step reward terms summed,
         # readings averaged, counters dropped (pufferrs.episodes).
         stats = EpisodeStats(config.env, config.info_metrics)
-        everyone = np.ones(rows, bool)
+        row_ids, everyone = np.arange(rows), np.ones(rows, bool)
         obs, infos = vecenv.reset(seed=seed)
-        stats.add(infos, np.arange(rows), np.zeros(rows, bool), everyone)
+        stats.add(infos, row_ids, np.zeros(rows, bool), everyone)
         starts = np.ones(rows, bool)
         while min(len(r) for r in results) < per_env:
             obs_t = torch.from_numpy(obs).to(device)
@@ -173,7 +173,7 @@ def _play(
             action = actor.greedy(logits, obs_t) if greedy else actor.sample(logits, obs_t)[0]
             obs, _, terminals, truncations, infos = vecenv.step(actions(action))
             starts = terminals | truncations
-            for i, numbers in stats.add(infos, np.arange(rows), starts, everyone):
+            for i, numbers in stats.add(infos, row_ids, starts, everyone):
                 if len(results[i]) < per_env:
                     results[i].append(numbers)
     finally:

@@ -155,8 +155,6 @@ class Trainer:
         self.to_device = HostToDevice(self.device, vecenv)
 
         self.progress = RowProgress(n, config.horizon)
-        # The row's agent acts in the step in flight (none before the reset).
-        self.acting = np.zeros(n, bool)
         self.reward_normalizer = (
             RewardNormalizer(n, config.gamma, clip=config.reward_clip) if config.normalize_rewards else None
         )
@@ -184,8 +182,7 @@ class Trainer:
         masks = np.asarray(masks, bool)
         ended = terminals | truncations
         if self.reward_normalizer is not None:
-            rewards = self.reward_normalizer(row_ids, rewards, ended, self.acting[row_ids] | ended)
-        self.acting[row_ids] = masks
+            rewards = self.reward_normalizer(row_ids, rewards, ended, self.progress.acting[row_ids] | ended)
 
         positions, rows, steps, fold = self.progress.outcomes(row_ids)
         if positions is not None:

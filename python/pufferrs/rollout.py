@@ -38,7 +38,9 @@ class RowProgress:
       (or its episode ended, and needs none); the rollout is done when
       every row is complete;
     - ``new_episode[r]``: ``r``'s next acting step starts an episode (its
-      LSTM state is zeroed there); it survives masked steps.
+      LSTM state is zeroed there); it survives masked steps;
+    - ``acting[r]``: ``r``'s agent takes the step in flight (none before
+      the first reset), so the outcome the next ``recv`` brings is its own.
     """
 
     def __init__(self, rows: int, horizon: int):
@@ -49,6 +51,7 @@ class RowProgress:
         self.open = np.zeros(rows, bool)
         self.folding = np.zeros(rows, bool)
         self.new_episode = np.ones(rows, bool)
+        self.acting = np.zeros(rows, bool)
 
     def start(self) -> None:
         """A new rollout: nothing stored. The steps in flight from the last
@@ -81,6 +84,7 @@ class RowProgress:
         in a new one, maybe after masked steps (same-step autoreset makes
         that this very step)."""
         self.open[row_ids[ended]] = False
+        self.acting[row_ids] = masks
         episode = ended | self.new_episode[row_ids]
         self.new_episode[row_ids] = episode & ~masks
         return episode & masks
