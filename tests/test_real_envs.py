@@ -23,7 +23,7 @@ from pufferrs import Layout
 from pufferrs.__main__ import main
 from pufferrs.config import Config
 from pufferrs.encoders import Auto, choose_encoder
-from pufferrs.episodes import episode_numbers
+from pufferrs.episodes import EpisodeStats
 from pufferrs.errors import ConfigError, SpaceError, WorkerError
 from pufferrs.evaluation import evaluate, record_video
 from pufferrs.factories import EnvCreator, check_env, describe_policy, env_modules, make_policy, make_vecenv
@@ -279,7 +279,8 @@ def test_info_metrics_rules() -> None:
         "final_obs": np.zeros(4, np.float32),
         "final_info": {"crashed": True, "speed": 20.0},
     }
-    assert episode_numbers(info) == {"crashed": 1.0, "speed": 20.0, "rewards/collision": 0.5, "rewards/lane": 1.0}
+    [(_, numbers)] = EpisodeStats("highway-fast-v0").add([info], np.array([0]), np.array([True]), np.array([True]))
+    assert numbers == {"crashed": 1.0, "speed": 20.0, "rewards/collision": 0.5, "rewards/lane": 1.0}
 
 
 def test_minigrid_learns_with_its_mission(tmp_path: Path) -> None:

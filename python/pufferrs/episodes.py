@@ -42,8 +42,6 @@ __all__ = [
     "EpisodeStats",
     "Family",
     "default_rule",
-    "ended_episode_numbers",
-    "episode_numbers",
     "family_of",
     "parse_info_metrics",
     "shown_metrics",
@@ -84,25 +82,6 @@ READINGS = frozenset(
 )
 
 
-def episode_numbers(info: dict, prefix: str = "") -> dict[str, float]:
-    """What the info of the step that ends an episode says about it, to be
-    averaged over an update's episodes:
-
-    - numbers (Python or numpy scalars, 0-d arrays) as they are
-      (``episode_return``, ``episode_length``, e.g. ``score``);
-    - booleans as 0 or 1, so that their mean is a rate (``success``,
-      highway-env's ``crashed``);
-    - nested dicts flattened, their keys joined with ``/``
-      (``rewards/collision_reward``, Crafter's ``achievements/...``);
-    - left out: :data:`COUNTERS`, :data:`ENDED_EPISODE`, and whatever is not
-      a single number (strings, arrays, tuples).
-
-    This is one step's view (evaluation uses it); training applies the
-    rules of :class:`EpisodeStats` over the episode's steps.
-    """
-    return {k: v for k, v in _numbers(info, prefix).items() if k.rpartition("/")[2] not in COUNTERS}
-
-
 def _number(value: Any) -> float | None:
     """``value`` as a float when it is one number (a bool counts as 0 or 1)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -125,22 +104,6 @@ def _numbers(info: dict, prefix: str = "") -> dict[str, float]:
         number = _number(value)
         if number is not None:
             out[prefix + key] = number
-    return out
-
-
-def ended_episode_numbers(infos: list[dict], ended: np.ndarray) -> list[tuple[str, float]]:
-    """The episode statistics of one ``recv`` by the last step's info alone:
-    :func:`episode_numbers` of the rows whose episode (the agent's own)
-    ended, and ``env_episode_*`` wherever the env's episode ended.
-    :class:`EpisodeStats` is what the trainer uses."""
-    out: list[tuple[str, float]] = []
-    if not ended.any():  # an env's episode ends with some of its agents'
-        return out
-    for k, info in enumerate(infos):
-        if ended[k]:
-            out.extend(episode_numbers(info).items())
-        elif ENV_EPISODE[0] in info:
-            out.extend((key, float(info[key])) for key in ENV_EPISODE if key in info)
     return out
 
 
