@@ -26,8 +26,8 @@ from pufferrs.train import Config, Trainer, apply_process_settings
 ENVS = ("CartPole-v1", "Acrobot-v1", "InvertedPendulum-v5", "Pendulum-v1", "HalfCheetah-v5", "LunarLander-v3")
 
 
-def pufferrs_sps(env_id: str, steps: int) -> tuple[float, dict[str, float]]:
-    config = Config.for_env(env_id, total_steps=steps, device="cpu", torch_threads=1)
+def pufferrs_sps(env_id: str, steps: int, compile: bool = False) -> tuple[float, dict[str, float]]:
+    config = Config.for_env(env_id, total_steps=steps, device="cpu", torch_threads=1, compile=compile)
     apply_process_settings(config)
     with Trainer(config) as trainer:
         summary = trainer.train()
@@ -52,17 +52,24 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS))
     parser.add_argument("--steps", type=int, default=20_480, help="env steps per run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time pufferrs with --compile (its update compiled)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    print("| env | round | pufferrs steps/s | SB3 steps/s | ratio | pufferrs env / inference / learn s |")
-    print("|---|---:|---:|---:|---:|---|")
+    variants = [False, True] if args.compile else [False]
+    print("| env | round | pufferrs | pufferrs steps/s | SB3 steps/s | ratio | pufferrs env / inference / learn s |")
+    print("|---|---:|---|---:|---:|---:|---|")
     for env_id in args.envs:
         for round_ in range(args.rounds):
-            ours, timers = pufferrs_sps(env_id, args.steps)
+            ours = [pufferrs_sps(env_id, args.steps, compile) for compile in variants]
             theirs = sb3_sps(env_id, args.steps)
-            split = " / ".join(f"{timers[k]:.1f}" for k in ("env", "inference", "learn"))
-            print(f"| {env_id} | {round_} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x | {split} |", flush=True)
+            for compile, (sps, timers) in zip(variants, ours):
+                split = " / ".join(f"{timers[k]:.1f}" for k in ("env", "inference", "learn"))
+                name = "--compile" if compile else "defaults"
+                row = f"| {env_id} | {round_} | {name} | {sps:,.0f} | {theirs:,.0f} | {sps / theirs:.2f}x | {split} |"
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -454,12 +454,15 @@ def test_normalizing_byte_rows_is_refused() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_policy_trains() -> None:
+@pytest.mark.parametrize("env", ["CartPole-v1", "pufferrs/Memory-v0"], ids=["mlp", "lstm"])
+def test_compiled_policy_trains(env: str) -> None:
     # Warnings are errors here, so a silent fallback to eager would fail.
-    with Trainer(small("CartPole-v1", compile=True, total_steps=128)) as trainer:
+    with Trainer(small(env, compile=True, total_steps=256)) as trainer:
         summary = trainer.train()
-        assert trainer.forward_eval.worked and trainer.forward.worked
-    assert summary["global_step"] == 128
+        compiled = [trainer.forward] if trainer.recurrent else [trainer.minibatch_loss, trainer.clip_and_step]
+        assert all(fn.worked for fn in [trainer.forward_eval, *compiled])
+    assert summary["global_step"] == 256
+    assert all(np.isfinite(row["losses/policy_loss"]) for row in trainer.metrics)
 
 
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
