@@ -126,6 +126,47 @@ impl Rows<'_> {
     }
 }
 
+impl<'a> Rows<'a> {
+    /// The first `rows` rows and the rest, each a block's rows of its own:
+    /// parts of a block stepped on different threads each get theirs.
+    pub fn split_at(self, rows: usize) -> (Rows<'a>, Rows<'a>) {
+        let bytes = rows * self.row_bytes;
+        let (observations, other_observations) = self.observations.split_at_mut(bytes);
+        let (final_observations, other_finals) = self.final_observations.split_at_mut(bytes);
+        let (rewards, other_rewards) = self.rewards.split_at_mut(rows);
+        let (terminals, other_terminals) = self.terminals.split_at_mut(rows);
+        let (truncations, other_truncations) = self.truncations.split_at_mut(rows);
+        let (masks, other_masks) = self.masks.split_at_mut(rows);
+        let (episode_returns, other_returns) = self.episode_returns.split_at_mut(rows);
+        let (episode_lengths, other_lengths) = self.episode_lengths.split_at_mut(rows);
+        let row_bytes = self.row_bytes;
+        (
+            Rows {
+                row_bytes,
+                observations,
+                final_observations,
+                rewards,
+                terminals,
+                truncations,
+                masks,
+                episode_returns,
+                episode_lengths,
+            },
+            Rows {
+                row_bytes,
+                observations: other_observations,
+                final_observations: other_finals,
+                rewards: other_rewards,
+                terminals: other_terminals,
+                truncations: other_truncations,
+                masks: other_masks,
+                episode_returns: other_returns,
+                episode_lengths: other_lengths,
+            },
+        )
+    }
+}
+
 /// Where a row stands in its env's episode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -323,6 +364,20 @@ impl Episodes {
         self.roles[row] = Role::Ended;
         self.set_acting(row, false, rows);
         Ok(())
+    }
+
+    /// [`Episodes::end`] for a caller that has already written `row`'s last
+    /// observation into its observation row (an env written in Rust writes
+    /// straight into its rows, not knowing the step ends its episode): that
+    /// row becomes its final row.
+    pub fn end_observed(&mut self, row: usize, terminal: bool, truncated: bool, rows: &mut Rows<'_>) {
+        if self.roles[row] != Role::Playing {
+            return;
+        }
+        let bytes = rows.bytes(row);
+        rows.final_observations[bytes.clone()].copy_from_slice(&rows.observations[bytes]);
+        let written: Result<(), std::convert::Infallible> = self.end(row, terminal, truncated, rows, |_| Ok(()));
+        let Ok(()) = written;
     }
 
     /// What env `env`'s episode adds up to once its rows have ended: the

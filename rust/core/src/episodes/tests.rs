@@ -332,3 +332,44 @@ mod reference {
         }
     }
 }
+
+#[test]
+fn end_observed_makes_the_observation_row_the_final_row() {
+    let mut arrays = Arrays::new(2, 2);
+    let mut rows = arrays.rows();
+    let mut episodes = Episodes::new(2, 1);
+    episodes.begin_reset(&mut rows);
+    for env in 0..2 {
+        episodes.start_episode(env, &mut rows);
+        episodes.join(env);
+        episodes.set_acting(env, true, &mut rows);
+    }
+    episodes.end_reset();
+    episodes.begin_step(&mut rows);
+    rows.observation(1).copy_from_slice(&[3, 4]);
+    episodes.reward(1, 2.5, &mut rows);
+    episodes.end_observed(1, false, true, &mut rows);
+    assert_eq!(rows.final_observation(1), &[3, 4]);
+    assert_eq!(rows.observation(1), &[0, 0]);
+    assert_eq!(
+        (rows.terminals[1], rows.truncations[1], rows.episode_returns[1], rows.episode_lengths[1]),
+        (0, 1, 2.5, 1)
+    );
+    assert_eq!(episodes.ended(), &[1]);
+    // A row that does not play is left alone.
+    rows.observation(1).copy_from_slice(&[5, 6]);
+    episodes.end_observed(1, true, false, &mut rows);
+    assert_eq!(rows.final_observation(1), &[3, 4]);
+}
+
+#[test]
+fn split_rows_are_the_two_parts_of_the_block() {
+    let mut arrays = Arrays::new(3, 2);
+    let (mut first, mut rest) = arrays.rows().split_at(1);
+    first.observation(0).copy_from_slice(&[1, 1]);
+    rest.observation(1).copy_from_slice(&[2, 2]);
+    rest.rewards[0] = 4.0;
+    assert_eq!((first.rewards.len(), rest.masks.len(), rest.observations.len()), (1, 2, 4));
+    assert_eq!(arrays.observations, [1, 1, 7, 7, 2, 2]);
+    assert_eq!(arrays.rewards, [9.0, 4.0, 9.0]);
+}
