@@ -142,6 +142,57 @@ class EnvBlock:
     @property
     def current_env(self) -> int | None: ...
 
+class NativeEnv:
+    """One env written in Rust (``pufferrs-envs``) of the built-in kind
+    ``id``, until a :class:`NativeBlock` takes it; see ``pufferrs.native``."""
+
+    def __new__(cls, id: str) -> NativeEnv: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def possible_agents(self) -> list[str] | None: ...
+    def observation_description(self) -> dict[str, Any]:
+        """One agent's observation space, as ``pufferrs.spaces.describe``
+        describes a gymnasium space."""
+    def action_description(self) -> dict[str, Any]: ...
+    @property
+    def available(self) -> bool:
+        """Whether the env is still here, not taken by a block."""
+
+class NativeBlock:
+    """Native envs of one kind stepped into rows ``first_env * agents ..``
+    of a vector env's buffers in one call, with the GIL released, over
+    ``threads`` threads; the interface of :class:`EnvBlock`."""
+
+    def __new__(
+        cls,
+        envs: list[NativeEnv],
+        first_env: int,
+        arrays: dict[str, npt.NDArray[Any]],
+        layout: Layout,
+        action_layout: Layout,
+        check_bounds: bool = False,
+        threads: int | None = None,
+    ) -> NativeBlock: ...
+    @property
+    def threads(self) -> int: ...
+    def reset(self, seed: int | None = None) -> list[tuple[int, dict[str, Any]]]: ...
+    def step(self, actions: Any = None, *, dense: bool = False) -> Any:
+        """``(row, info)`` for the non-empty infos (the summaries of
+        multi-agent envs whose episode ended); with ``dense``, every row's
+        info and ``ended``."""
+    @property
+    def ended(self) -> tuple[int, ...]: ...
+    @property
+    def current_env(self) -> int | None: ...
+
+def native_env_ids() -> list[str]:
+    """The ids of the built-in envs written in Rust."""
+
+def cartpole_dynamics(state: list[float], action: int) -> tuple[list[float], bool]:
+    """The built-in CartPole's transition (gymnasium ``CartPole-v1``'s):
+    ``(next state, terminated)``."""
+
 class EpisodeRows:
     """The episode bookkeeping (``rust/core/src/episodes.rs``) of a block
     of PettingZoo envs, ``agents`` rows per env, from env ``first_env`` of

@@ -11,7 +11,18 @@ Importing this module registers them with gymnasium:
   needs several leaves read correctly. A policy that unflattens rows wrong
   cannot learn it.
 
-Both put ``success`` (and ``Nested`` also ``score``) into the info of an
+And envs written in Rust (:mod:`pufferrs.native`), which pufferrs's
+vector envs step natively, with no Python per env:
+
+- ``pufferrs/CartPole-rs``: gymnasium ``CartPole-v1``'s dynamics (500
+  steps at most).
+- ``pufferrs/Nested-rs``: four questions about the leaves of a nested
+  observation (an image, a grid of codes, a ``Tuple`` and a string).
+- ``pufferrs/Rendezvous-rs``: the multi-agent :class:`Rendezvous
+  <pufferrs.multiagent_envs.Rendezvous>` game with action masks; agents
+  leave early.
+
+``Memory`` and ``Nested`` put ``success`` (and ``Nested`` also ``score``) into the info of an
 episode's last step, which the trainer (:mod:`pufferrs.ppo`) reports per update.
 """
 
@@ -22,6 +33,8 @@ from typing import Any
 import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
+
+from pufferrs.native import NATIVE_ENVS
 
 __all__ = ["Memory", "Nested"]
 
@@ -160,6 +173,18 @@ def _register() -> None:
     for env_id, entry_point in (("pufferrs/Memory-v0", Memory), ("pufferrs/Nested-v0", Nested)):
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry_point)
+    for env_id in NATIVE_ENVS:
+        if env_id not in gym.registry:
+            # Unwrapped, so that vector envs find the Rust env to step: the
+            # env checks its own actions, keeps its own order and limits
+            # its own episodes.
+            gym.register(
+                env_id,
+                entry_point="pufferrs.native:NativeEnv",
+                kwargs={"env_id": env_id},
+                disable_env_checker=True,
+                order_enforce=False,
+            )
 
 
 _register()

@@ -1,5 +1,5 @@
-"""What kind of env a creator made (gymnasium, or PettingZoo parallel or
-AEC) and the spaces of one of its rows.
+"""What kind of env a creator made (gymnasium, native, or PettingZoo
+parallel or AEC) and the spaces of one of its rows.
 
 Its own module so that the backends (``base``) and the PettingZoo blocks
 (``agents``) both ask it, and neither imports the other. PettingZoo is
@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 
 from pufferrs.errors import UnsupportedSpaceError
+from pufferrs.native import NativeEnv
 
 
 def pettingzoo_kind(env: Any) -> str | None:
@@ -30,11 +31,24 @@ def pettingzoo_kind(env: Any) -> str | None:
     return None
 
 
+def native_envs(envs: list[Any]) -> list[Any] | None:
+    """The Rust envs (``NativeEnv.handle``) of ``envs`` when every one is a
+    native env as its creator made it (not wrapped), so that a block can
+    step them natively; None otherwise (a wrapped native env steps through
+    its Python ``step``)."""
+    if all(type(env) is NativeEnv for env in envs):
+        return [env.handle for env in envs]
+    return None
+
+
 def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
     """``(possible_agents, observation space, action space)`` of one agent;
     ``possible_agents`` is None for a gymnasium env. Every agent of a
     PettingZoo env must have the same spaces, since all rows share one
     layout: agents that differ raise :class:`UnsupportedSpaceError`."""
+    if isinstance(env, NativeEnv) and env.possible_agents is not None:
+        # Declared in Rust with one space for every agent.
+        return list(env.possible_agents), env.observation_space, env.action_space
     if pettingzoo_kind(env) is None:
         return None, env.observation_space, env.action_space
     agents = list(env.possible_agents)

@@ -96,6 +96,7 @@ def _worker_main(
     action_layout: Layout,
     first_env: int,
     check_bounds: bool,
+    threads: int,
     conn: multiprocessing.connection.Connection,
 ) -> None:
     """A worker: makes its envs, then serves requests until told to close,
@@ -110,7 +111,7 @@ def _worker_main(
     try:
         envs = [creator(*env_args, **env_kwargs) for creator in creators]
         arrays = {name: buffers.array(name) for name in VectorEnv._ARRAYS}
-        runner = Runner(envs, first_env, arrays, layout, action_layout, check_bounds=check_bounds)
+        runner = Runner(envs, first_env, arrays, layout, action_layout, check_bounds=check_bounds, threads=threads)
     except Exception:
         startup_error = f"making its envs raised:\n{traceback.format_exc()}"
     STEP, RESET, CALL, CLOSE = RolloutBuffers.STEP, RolloutBuffers.RESET, RolloutBuffers.CALL, RolloutBuffers.CLOSE
@@ -239,7 +240,9 @@ class Multiprocessing(VectorEnv):
     worker that raises or dies ends ``recv`` with :class:`WorkerError`
     carrying its traceback or exit code, within ``POLL_INTERVAL`` of its
     death. ``start_method`` is a multiprocessing start method (default: the
-    platform's)."""
+    platform's). ``threads`` is how many threads each worker steps its
+    envs written in Rust with (:mod:`pufferrs.native`; default 1: the
+    workers are the parallelism)."""
 
     def __init__(
         self,
@@ -253,6 +256,7 @@ class Multiprocessing(VectorEnv):
         timeout: float = 60.0,
         start_method: str | None = None,
         check_bounds: bool = False,
+        threads: int = 1,
     ) -> None:
         if platform.system() != "Linux":
             # The region workers share is a memfd and their waits are futexes.
@@ -309,6 +313,7 @@ class Multiprocessing(VectorEnv):
                         self.action_layout,
                         w * per,
                         self.check_bounds,
+                        threads,
                         child_end,
                     ),
                     daemon=True,

@@ -9,10 +9,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pufferrs._native import EnvBlock
+from pufferrs._native import EnvBlock, NativeBlock
 from pufferrs.spaces import Layout
 from pufferrs.vector.agents import ParallelBlock, TurnBlock
-from pufferrs.vector.kinds import pettingzoo_kind
+from pufferrs.vector.kinds import native_envs, pettingzoo_kind
 
 
 class Runner:
@@ -26,7 +26,10 @@ class Runner:
     agent, go through :mod:`pufferrs.vector.agents` with the same
     interface. Either way, what the outcomes mean for the rows (returns,
     lengths, flags, final rows, the same-step autoreset) is the core's
-    ``episodes.rs``."""
+    ``episodes.rs``. Envs written in Rust (:class:`pufferrs.native.NativeEnv`)
+    step in a :class:`~pufferrs._native.NativeBlock` instead: every env in
+    one call with the GIL released, over ``threads`` threads (default:
+    the machine's cores), with no Python per env."""
 
     def __init__(
         self,
@@ -36,12 +39,17 @@ class Runner:
         layout: Layout,
         action_layout: Layout,
         check_bounds: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.envs = envs
         self.first_env = first_env
-        kind = pettingzoo_kind(envs[0])
-        block = EnvBlock if kind is None else ParallelBlock if kind == "parallel" else TurnBlock
-        self.block = block(envs, first_env, arrays, layout, action_layout, check_bounds)
+        native = native_envs(envs)
+        if native is not None:
+            self.block = NativeBlock(native, first_env, arrays, layout, action_layout, check_bounds, threads)
+        else:
+            kind = pettingzoo_kind(envs[0])
+            block = EnvBlock if kind is None else ParallelBlock if kind == "parallel" else TurnBlock
+            self.block = block(envs, first_env, arrays, layout, action_layout, check_bounds)
         #: ``reset(seed)`` resets every env: ``(position, info)`` for the
         #: non-empty infos. ``step(actions=None, *, dense=False)`` steps
         #: every env on its action rows: ``(position, info)`` for the

@@ -34,7 +34,10 @@ class Serial(VectorEnv):
     gymnasium and PettingZoo envs alike, and ``recv`` hands back every
     row: on small observations the bookkeeping of batches would cost more
     than the vector env's whole share of a step. Everything else (async
-    batches, the batch of a reset, misuse) takes the general path."""
+    batches, the batch of a reset, misuse) takes the general path.
+
+    Envs written in Rust (:mod:`pufferrs.native`) step each block in one
+    call over ``threads`` threads (default: the machine's cores)."""
 
     def __init__(
         self,
@@ -46,6 +49,7 @@ class Serial(VectorEnv):
         batch_size: int | None = None,
         seed: int = 0,
         check_bounds: bool = False,
+        threads: int | None = None,
         **ignored: Any,
     ) -> None:
         num_envs = len(env_creators) if num_envs is None else num_envs
@@ -64,6 +68,7 @@ class Serial(VectorEnv):
                     self.layout,
                     self.action_layout,
                     check_bounds=self.check_bounds,
+                    threads=threads,
                 )
                 for w in range(self.num_workers)
             ]

@@ -74,7 +74,7 @@ impl CartPole {
 
     /// The kind of env `pufferrs/CartPole-rs` makes.
     pub fn kind() -> Result<EnvKind> {
-        let high = [X_THRESHOLD * 2.0, f32::MAX as f64, THETA_THRESHOLD * 2.0, f32::MAX as f64];
+        let high = [X_THRESHOLD * 2.0, f64::INFINITY, THETA_THRESHOLD * 2.0, f64::INFINITY];
         let low = high.map(|h| -h);
         // gymnasium's bounds are float32: the same values once rounded.
         let (low, high) = (low.map(|v| v as f32 as f64), high.map(|v| v as f32 as f64));

@@ -63,9 +63,29 @@ use pufferrs_core::error::Result;
 /// The ids of the built-in envs.
 pub const BUILT_IN: [&str; 3] = [cartpole::ID, nested::ID, rendezvous::ID];
 
-/// The built-in env `id`, if there is one.
+/// An env that panics at its third step: not a built-in env to train
+/// (no registry lists it), but the way to check, from Python, that a
+/// panic in an env reaches the user as an error naming the env.
+pub const PANICS: &str = "pufferrs/Panics-rs";
+
+struct Panics(u32);
+
+impl Env for Panics {
+    fn reset(&mut self, _: Option<u64>, _: &mut [u8]) {
+        self.0 = 0;
+    }
+
+    fn step(&mut self, _: &[u8], _: &mut [u8]) -> Step {
+        self.0 += 1;
+        assert!(self.0 < 3, "Panics-rs panics at step {}, as it should", self.0);
+        Step { reward: 0.0, terminated: false, truncated: false }
+    }
+}
+
+/// The built-in env `id` (or [`PANICS`]), if there is one.
 pub fn kind(id: &str) -> Option<Result<EnvKind>> {
     match id {
+        PANICS => Some(EnvKind::single(PANICS, spaces::discrete(2), spaces::discrete(2), |_| Ok(Panics(0)))),
         cartpole::ID => Some(cartpole::CartPole::kind()),
         nested::ID => Some(nested::Nested::kind()),
         rendezvous::ID => Some(rendezvous::Rendezvous::kind()),

@@ -3,7 +3,8 @@
 //!
 //! Modules depend one way: the classes (`layout`, `buffers`, and
 //! `env_block` and `episode_rows`, which step envs' outcomes into rows
-//! through `rows`) and `gae` use `flatten` (and `store`, its second step),
+//! through `rows`, and `native`, which steps envs written in Rust into
+//! them) and `gae` use `flatten` (and `store`, its second step),
 //! `unflatten` and `spec`, which use `tree`, `numpy_arrays` and `errors`.
 
 mod buffers;
@@ -13,6 +14,7 @@ mod errors;
 mod flatten;
 mod gae;
 mod layout;
+mod native;
 mod numpy_arrays;
 mod rows;
 mod spec;
@@ -28,6 +30,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffers::PyRolloutBuffers>()?;
     m.add_class::<env_block::EnvBlock>()?;
     m.add_class::<episode_rows::EpisodeRows>()?;
+    m.add_class::<native::NativeEnv>()?;
+    m.add_class::<native::NativeBlock>()?;
+    m.add_function(wrap_pyfunction!(native::native_env_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(native::cartpole_dynamics, m)?)?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     m.add_function(wrap_pyfunction!(gae::fold_outcomes_into, m)?)?;

@@ -85,7 +85,7 @@ impl Cells {
 
     /// The address of the first cell, checked to be followed by the others
     /// with no gap (one span) and aligned for `T`.
-    fn span<T>(&self, name: &str) -> PyResult<*mut T> {
+    pub(crate) fn span<T>(&self, name: &str) -> PyResult<*mut T> {
         let first = self.starts.first().copied().unwrap_or(std::ptr::null_mut());
         let contiguous = self.starts.iter().enumerate().all(|(i, &start)| start == first.wrapping_add(i * self.bytes));
         if self.starts.is_empty() || !contiguous || (first as usize) % std::mem::align_of::<T>() != 0 {

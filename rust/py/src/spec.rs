@@ -95,3 +95,68 @@ fn values(list: &Bound<'_, PyAny>) -> PyResult<Vec<Value>> {
         })
         .collect()
 }
+
+/// The description of `space` that `parse` reads back (and that
+/// `pufferrs.native` turns into a gymnasium space): how a space declared
+/// in Rust reaches Python.
+pub fn describe<'py>(py: Python<'py>, space: &Space) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::types::PyDict;
+    let spec = PyDict::new(py);
+    let numbers = |values: &[Value]| -> PyResult<Vec<Bound<'py, PyAny>>> {
+        values
+            .iter()
+            .map(|value| match value {
+                Value::Int(v) => Ok(v.into_pyobject(py)?.into_any()),
+                Value::Float(v) => Ok(v.into_pyobject(py)?.into_any()),
+            })
+            .collect()
+    };
+    match space {
+        Space::Box { dtype, shape, low, high } => {
+            spec.set_item("kind", "Box")?;
+            spec.set_item("dtype", dtype.name())?;
+            spec.set_item("shape", pyo3::types::PyTuple::new(py, shape)?)?;
+            spec.set_item("low", numbers(low)?)?;
+            spec.set_item("high", numbers(high)?)?;
+        }
+        Space::Discrete { dtype, n, start } => {
+            spec.set_item("kind", "Discrete")?;
+            spec.set_item("dtype", dtype.name())?;
+            spec.set_item("n", n)?;
+            spec.set_item("start", start)?;
+        }
+        Space::MultiDiscrete { dtype, shape, nvec, start } => {
+            spec.set_item("kind", "MultiDiscrete")?;
+            spec.set_item("dtype", dtype.name())?;
+            spec.set_item("shape", pyo3::types::PyTuple::new(py, shape)?)?;
+            spec.set_item("nvec", nvec)?;
+            spec.set_item("start", start)?;
+        }
+        Space::MultiBinary { dtype, shape } => {
+            spec.set_item("kind", "MultiBinary")?;
+            spec.set_item("dtype", dtype.name())?;
+            spec.set_item("shape", pyo3::types::PyTuple::new(py, shape)?)?;
+        }
+        Space::Text { charset, min_length, max_length } => {
+            spec.set_item("kind", "Text")?;
+            spec.set_item("charset", charset.iter().collect::<String>())?;
+            spec.set_item("min_length", min_length)?;
+            spec.set_item("max_length", max_length)?;
+        }
+        Space::Dict(items) => {
+            spec.set_item("kind", "Dict")?;
+            let items =
+                items.iter().map(|(key, sub)| Ok((key.as_str(), describe(py, sub)?))).collect::<PyResult<Vec<_>>>()?;
+            spec.set_item("items", items)?;
+        }
+        Space::Tuple(items) => {
+            spec.set_item("kind", "Tuple")?;
+            spec.set_item("items", items.iter().map(|sub| describe(py, sub)).collect::<PyResult<Vec<_>>>()?)?;
+        }
+        Space::Unsupported(reason) => {
+            spec.set_item("kind", "Unsupported")?;
+            spec.set_item("reason", reason)?;
+        }
+    }
+    Ok(spec.into_any())
+}
