@@ -19,6 +19,7 @@ from pufferrs import _native
 from pufferrs.errors import BuffersError, ConfigError, WorkerError
 from pufferrs.native import NATIVE_ENVS, NativeEnv
 from pufferrs.spaces import Layout
+from pufferrs.vector.arguments import checked_env
 
 CARTPOLE, NESTED, RENDEZVOUS = "pufferrs/CartPole-rs", "pufferrs/Nested-rs", "pufferrs/Rendezvous-rs"
 
@@ -195,3 +196,11 @@ def test_a_block_refuses_envs_it_cannot_step() -> None:
     arrays = {name: buffers.array(name) for name in pv.Serial._ARRAYS}
     with pytest.raises(BuffersError, match="observation layout .* is not the one pufferrs/CartPole-rs was built for"):
         _native.NativeBlock([NativeEnv(CARTPOLE).handle], 0, arrays, other, Layout(gym.spaces.Discrete(2)))
+
+
+def test_the_ray_backend_refuses_a_multi_agent_native_env() -> None:
+    """Ray's actors answer one row per env; the check Ray's backend makes
+    of its probe env (``checked_env``) refuses an env of several agents."""
+    with pytest.raises(TypeError, match=r"the Ray backend runs envs of one agent only, got NativeEnv\('pufferrs/"):
+        checked_env(NativeEnv(RENDEZVOUS), backend="Ray")
+    assert checked_env(NativeEnv(CARTPOLE), backend="Ray").env_id == CARTPOLE

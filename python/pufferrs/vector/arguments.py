@@ -82,6 +82,13 @@ def checked_env(env: Any, backend: str | None = None) -> Any:
     """``env`` if it is a gymnasium env or a PettingZoo env (unless
     ``backend`` names a backend that runs gymnasium envs only)."""
     if isinstance(env, gym.Env):
+        if backend is not None and getattr(env, "possible_agents", None) is not None:
+            # A multi-agent env written in Rust (pufferrs.native): one row per agent.
+            env.close()
+            raise TypeError(
+                f"the {backend} backend runs envs of one agent only, got {env!r} with agents "
+                f"{env.possible_agents}: use backend='serial' or 'multiprocessing'"
+            )
         return env
     if pettingzoo_kind(env) is None:
         raise TypeError(
