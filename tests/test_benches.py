@@ -36,6 +36,7 @@ SMOKE_ARGS: dict[str, str] = {
     "bench_policy.py": "--device cpu --hidden 16 --batch 8 --repeats 1 --repeat-seconds 0.01 --threads 1",
     "bench_multiagent_learning.py": "--smoke",
     "bench_flatten.py": "--quick",
+    "bench_native.py": "--quick",
     "bench_vector.py": "--num-envs 2 --workers 2 --repeats 1 --seconds 0.01",
     "bench_gae.py": "--repeats 1 --seconds 0.01",
     "bench_multiagent.py": "--kaz-envs 2 --rendezvous-envs 2 --repeats 1 --seconds 0.05",

@@ -29,7 +29,7 @@ class Runner:
     ``episodes.rs``. Envs written in Rust (:class:`pufferrs.native.NativeEnv`)
     step in a :class:`~pufferrs._native.NativeBlock` instead: every env in
     one call with the GIL released, over ``threads`` threads (default:
-    the machine's cores), with no Python per env."""
+    the machine's cores, at least 32 envs a thread), with no Python per env."""
 
     def __init__(
         self,

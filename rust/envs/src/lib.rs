@@ -54,7 +54,7 @@ pub mod rendezvous;
 mod slots;
 pub mod spaces;
 
-pub use block::{Block, EnvFailure, Finished};
+pub use block::{Block, EnvFailure, Finished, MIN_ENVS_PER_THREAD};
 pub use env::{Actions, Agents, Env, EnvKind, MultiAgentEnv, Status, Step};
 pub use slots::{Binding, Element, Slot, TextSlot};
 

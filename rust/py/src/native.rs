@@ -178,8 +178,8 @@ impl NativeBlock {
 impl NativeBlock {
     /// `envs` (native envs of one kind, each taken out of its `NativeEnv`)
     /// writing into the arrays of a vector env's buffers, as `EnvBlock`;
-    /// `threads` (default: the machine's cores) step parts of the block at
-    /// once. The layouts must be the ones the kind's envs were bound to.
+    /// `threads` step parts of the block at once (default: the machine's
+    /// cores, at least 32 envs a thread: `Block::default_threads`). The layouts must be the ones the kind's envs were bound to.
     #[new]
     #[pyo3(signature = (envs, first_env, arrays, layout, action_layout, check_bounds = false, threads = None))]
     fn new(
@@ -228,7 +228,7 @@ impl NativeBlock {
             .raise()?;
         let (n, agents) = (taken.len(), kind.agents_per_env());
         let action_bytes = binding.action_layout().row_bytes;
-        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let threads = threads.unwrap_or_else(|| Block::default_threads(n));
         let block = Block::new(taken, agents, action_bytes, threads).map_err(PyRuntimeError::new_err)?;
         let rows = BlockRows::new(arrays, first_env * agents, n * agents, binding.observation_layout().row_bytes)?;
         let actions = Cells::new(arrays, "actions", DType::U8, action_bytes, first_env * agents, n * agents)?;
