@@ -201,11 +201,24 @@ impl EnvKind {
                 reason: "a multi-agent env needs agents".into(),
             });
         }
+        EnvKind::multi_of(id, Some(agents), observation_space, action_space, make)
+    }
+
+    /// Envs stepped as multi-agent envs (one agent slot when `agents` is
+    /// None: a single-agent env to its users), such as those of another
+    /// crate, whose envs come through its table.
+    pub(crate) fn multi_of<E: MultiAgentEnv + 'static>(
+        id: &str,
+        agents: Option<Vec<String>>,
+        observation_space: Space,
+        action_space: Space,
+        make: impl Fn(&Binding) -> Result<E> + Send + Sync + 'static,
+    ) -> Result<EnvKind> {
         let binding = Binding::new(&observation_space, &action_space)?;
         let make = move |binding: &Binding| Ok(Box::new(make(binding)?) as Box<dyn MultiAgentEnv>);
         Ok(EnvKind {
             id: id.to_owned(),
-            agents: Some(agents),
+            agents,
             observation_space,
             action_space,
             binding: Arc::new(binding),

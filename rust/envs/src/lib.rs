@@ -46,6 +46,7 @@
 //! assert_eq!((rewards, masks), ([1.0, 1.0], [1, 1]));
 //! ```
 
+pub mod abi;
 mod block;
 pub mod cartpole;
 mod env;
@@ -82,8 +83,34 @@ impl Env for Panics {
     }
 }
 
-/// The built-in env `id` (or [`PANICS`]), if there is one.
+/// The kinds of env loaded from other crates ([`abi::load`], then
+/// [`register`]), by id.
+static LOADED: std::sync::Mutex<Vec<EnvKind>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes `kind` (loaded from another crate) what [`kind`] finds under its
+/// id, in place of one loaded before under the same id (a module loaded
+/// again); a built-in id is refused.
+pub fn register(kind: EnvKind) -> std::result::Result<(), String> {
+    if BUILT_IN.contains(&kind.id()) || kind.id() == PANICS {
+        return Err(format!("{} is a built-in env of pufferrs: give the crate's env another id", kind.id()));
+    }
+    let mut loaded = LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loaded.retain(|other| other.id() != kind.id());
+    loaded.push(kind);
+    Ok(())
+}
+
+/// The ids of the envs loaded from other crates.
+pub fn loaded() -> Vec<String> {
+    LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|kind| kind.id().to_owned()).collect()
+}
+
+/// The env `id`: a built-in one (or [`PANICS`]), or one loaded from
+/// another crate; None if there is none.
 pub fn kind(id: &str) -> Option<Result<EnvKind>> {
+    if let Some(kind) = LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().find(|k| k.id() == id) {
+        return Some(Ok(kind.clone()));
+    }
     match id {
         PANICS => Some(EnvKind::single(PANICS, spaces::discrete(2), spaces::discrete(2), |_| Ok(Panics(0)))),
         cartpole::ID => Some(cartpole::CartPole::kind()),

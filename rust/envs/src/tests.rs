@@ -226,3 +226,90 @@ fn a_panic_in_an_env_is_that_envs_failure() {
     let failure = block.step(arrays.rows(), &[0; 32]).unwrap_err();
     assert_eq!(failure, EnvFailure { env: 2, message: "the env broke at step 3".into() });
 }
+
+/// The spaces of whichever of `kinds` `json` describes (this crate reads
+/// no JSON; pufferrs's Python side does).
+fn spaces_of(kinds: &[EnvKind], json: &str) -> std::result::Result<abi::Spaces, String> {
+    kinds
+        .iter()
+        .find(|kind| json.contains(&abi::space_json(kind.observation_space())))
+        .map(|kind| {
+            let agents = kind.agents().map(<[String]>::to_vec);
+            (kind.observation_space().clone(), kind.action_space().clone(), agents)
+        })
+        .ok_or_else(|| format!("no kind has the spaces {json}"))
+}
+
+#[test]
+fn envs_through_the_abi_step_the_same_bytes_as_in_process() {
+    let originals = [kind(nested::ID).unwrap().unwrap(), kind(rendezvous::ID).unwrap().unwrap()];
+    let tables = abi::export(originals.to_vec());
+    // SAFETY: tables `export` made, 'static.
+    let loaded = unsafe { abi::load(tables, |json| spaces_of(&originals, json)) }.unwrap();
+    for (original, foreign) in originals.iter().zip(&loaded) {
+        assert_eq!((foreign.id(), foreign.agents()), (original.id(), original.agents()));
+        let width = original.binding().action_layout().row_bytes / 8;
+        let rows = 5 * original.agents_per_env();
+        let runs: Vec<_> = [original, foreign]
+            .into_iter()
+            .map(|kind| {
+                let (mut block, mut arrays) = block_of(kind, 5, 2);
+                block.reset(Some(3), arrays.rows()).unwrap();
+                let mut seen = vec![arrays.snapshot()];
+                for step in 0..100 {
+                    block.step(arrays.rows(), &actions(step, rows, width, 4)).unwrap();
+                    seen.push(arrays.snapshot());
+                }
+                seen
+            })
+            .collect();
+        assert!(runs[0] == runs[1], "{}: through the ABI differs", original.id());
+    }
+}
+
+#[test]
+fn loading_refuses_another_abi_version_or_layout_saying_what_differs() {
+    let cartpole = kind(cartpole::ID).unwrap().unwrap();
+    let tables = abi::export(vec![cartpole.clone()]);
+    let other = abi::EnvTables {
+        abi_version: abi::ABI_VERSION + 1,
+        tables_size: tables.tables_size,
+        table_size: tables.table_size,
+        count: tables.count,
+        tables: tables.tables,
+        version: tables.version,
+    };
+    // SAFETY: a table whose pointers are `export`'s, 'static.
+    let error = unsafe { abi::load(&other, |_| unreachable!("nothing is read past the version")) }.unwrap_err();
+    assert!(error.starts_with("the crate was built for pufferrs's env ABI version 2; this pufferrs loads version 1"));
+    let smaller = abi::EnvTables { abi_version: abi::ABI_VERSION, table_size: tables.table_size - 8, ..other };
+    // SAFETY: as above.
+    let error = unsafe { abi::load(&smaller, |_| unreachable!()) }.unwrap_err();
+    assert!(error.starts_with("the crate's tables are 32 and 80 bytes, this pufferrs's 32 and 88"), "{error}");
+    // Spaces that lay out otherwise than the crate's rows.
+    let nested = kind(nested::ID).unwrap().unwrap();
+    // SAFETY: as above.
+    let error = unsafe {
+        abi::load(tables, |_| spaces_of(std::slice::from_ref(&nested), &abi::space_json(nested.observation_space())))
+    }
+    .unwrap_err();
+    assert!(
+        error.starts_with("pufferrs/CartPole-rs: the crate (pufferrs-envs 0.1.0) was built for rows of 16 and 8 bytes"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_panic_across_the_abi_is_the_envs_failure() {
+    let panics = kind(PANICS).unwrap().unwrap();
+    let tables = abi::export(vec![panics.clone()]);
+    // SAFETY: tables `export` made, 'static.
+    let loaded = unsafe { abi::load(tables, |_| Ok((spaces::discrete(2), spaces::discrete(2), None))) }.unwrap();
+    let (mut block, mut arrays) = block_of(&loaded[0], 2, 1);
+    block.reset(None, arrays.rows()).unwrap();
+    for _ in 0..2 {
+        block.step(arrays.rows(), &[0; 16]).unwrap();
+    }
+    let failure = block.step(arrays.rows(), &[0; 16]).unwrap_err();
+    assert_eq!(failure, EnvFailure { env: 0, message: "Panics-rs panics at step 3, as it should".into() });
+}
