@@ -189,6 +189,12 @@ class NativeBlock:
 def native_env_ids() -> list[str]:
     """The ids of the built-in envs written in Rust."""
 
+ENV_ABI_VERSION: int
+
+def load_envs(capsule: Any, parse: Any) -> list[str]:
+    """Loads a crate's envs from its ``pufferrs_envs`` capsule (checking
+    ABI version, sizes and layouts); ``parse`` reads their spaces' JSON."""
+
 def cartpole_dynamics(state: list[float], action: int) -> tuple[list[float], bool]:
     """The built-in CartPole's transition (gymnasium ``CartPole-v1``'s):
     ``(next state, terminated)``."""

@@ -12,10 +12,17 @@ returns one, unwrapped), so ``pufferrs train pufferrs/CartPole-rs`` runs it.
 A single-agent native env also steps on its own, through ``reset`` and
 ``step`` as any gymnasium env (a block of one env over rows of its own):
 for wrappers, checks and evaluation, not for speed. A multi-agent one
-steps in a vector env only, one row per agent."""
+steps in a vector env only, one row per agent.
+
+Envs of your own crate: build it with maturin into an extension module
+that exports ``pufferrs_envs`` (``pufferrs_envs::abi::export``), and call
+:func:`register` on that module when your package is imported; see the
+template in ``examples/native_game`` and docs/native-envs.md."""
 
 from __future__ import annotations
 
+import json
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
@@ -23,12 +30,38 @@ import gymnasium.spaces as gs
 import numpy as np
 
 from pufferrs import _native
-from pufferrs.errors import PufferError, UnsupportedSpaceError
+from pufferrs.errors import ConfigError, PufferError, UnsupportedSpaceError
 
-__all__ = ["NATIVE_ENVS", "NativeEnv", "space"]
+__all__ = ["NATIVE_ENVS", "NativeEnv", "register", "space"]
 
 #: The ids of the built-in native envs.
 NATIVE_ENVS: tuple[str, ...] = tuple(_native.native_env_ids())
+
+
+def register(module: ModuleType) -> list[str]:
+    """Loads the envs of a crate of envs written in Rust from its extension
+    module (its ``pufferrs_envs`` capsule), checking that it was built for
+    this pufferrs (ABI version, sizes, the layout of every space), and
+    registers each with gymnasium under its id, unwrapped like the
+    built-ins: ``gymnasium.make(id)`` and ``pufferrs train package:id``
+    make it. Returns the ids. Loading a module again replaces its envs."""
+    capsule = getattr(module, "pufferrs_envs", None)
+    if capsule is None:
+        raise ConfigError(
+            f"module {module.__name__} has no pufferrs_envs: a crate of envs puts the capsule that "
+            f"pufferrs_envs::abi::export makes there"
+        )
+    ids = _native.load_envs(capsule, json.loads)
+    for env_id in ids:
+        if env_id not in gym.registry:
+            gym.register(
+                env_id,
+                entry_point="pufferrs.native:NativeEnv",
+                kwargs={"env_id": env_id},
+                disable_env_checker=True,
+                order_enforce=False,
+            )
+    return ids
 
 
 def space(description: dict[str, Any]) -> gs.Space:

@@ -57,6 +57,9 @@ pub mod spaces;
 
 pub use block::{Block, EnvFailure, Finished, MIN_ENVS_PER_THREAD};
 pub use env::{Actions, Agents, Env, EnvKind, MultiAgentEnv, Status, Step};
+/// The core this crate builds on (its `Space`, `Layout` and errors), for crates
+/// of envs to name the same version.
+pub use pufferrs_core;
 pub use slots::{Binding, Element, Slot, TextSlot};
 
 use pufferrs_core::error::Result;

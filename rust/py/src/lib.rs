@@ -34,6 +34,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<native::NativeBlock>()?;
     m.add_function(wrap_pyfunction!(native::native_env_ids, m)?)?;
     m.add_function(wrap_pyfunction!(native::cartpole_dynamics, m)?)?;
+    m.add_function(wrap_pyfunction!(native::load_envs, m)?)?;
+    m.add("ENV_ABI_VERSION", pufferrs_envs::abi::ABI_VERSION)?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     m.add_function(wrap_pyfunction!(gae::fold_outcomes_into, m)?)?;

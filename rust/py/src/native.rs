@@ -84,6 +84,44 @@ pub fn native_env_ids() -> Vec<&'static str> {
     pufferrs_envs::BUILT_IN.to_vec()
 }
 
+/// Loads the envs of another crate from `capsule` (its module's
+/// `pufferrs_envs`, a capsule named `pufferrs_envs.tables`; see
+/// `pufferrs_envs::abi`), checking its ABI version, sizes and layouts,
+/// and makes them what `NativeEnv(id)` finds. `parse` reads a table's
+/// spaces JSON (Python's `json.loads`). Returns the ids.
+#[pyfunction]
+pub fn load_envs(capsule: &Bound<'_, PyAny>, parse: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let name = pufferrs_envs::abi::CAPSULE_NAME;
+    // SAFETY: `PyCapsule_IsValid` accepts any object and checks that it is
+    // a capsule of that name with a pointer.
+    if unsafe { pyo3::ffi::PyCapsule_IsValid(capsule.as_ptr(), name.as_ptr()) } == 0 {
+        return Err(ConfigError::new_err(format!(
+            "expected a capsule named {:?} (a crate's `pufferrs_envs`, made with pufferrs_envs::abi::export), got {}",
+            name,
+            crate::errors::type_name(capsule)
+        )));
+    }
+    // SAFETY: checked valid just above; the pointer is the crate's static
+    // tables, which live as long as its module, loaded for good.
+    let tables = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), name.as_ptr()) };
+    let read = |json: &str| -> Result<pufferrs_envs::abi::Spaces, String> {
+        let spaces = parse.call1((json,)).map_err(|e| e.to_string())?;
+        let field = |key: &str| spaces.get_item(key).map_err(|e| format!("{key}: {e}"));
+        let agents: Option<Vec<String>> = field("agents")?.extract().map_err(|e| format!("agents: {e}"))?;
+        Ok((crate::spec::parse(&field("observation")?), crate::spec::parse(&field("action")?), agents))
+    };
+    // SAFETY: a capsule of that name holds what `abi::export` made.
+    let kinds = unsafe { pufferrs_envs::abi::load(tables.cast(), read) }.map_err(ConfigError::new_err)?;
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let id = kind.id().to_owned();
+            pufferrs_envs::register(kind).map_err(ConfigError::new_err)?;
+            Ok(id)
+        })
+        .collect()
+}
+
 /// The built-in CartPole's transition from `state` (`x, x_dot, theta,
 /// theta_dot`, float64) with `action`: `(next state, terminated)`. It is
 /// gymnasium `CartPole-v1`'s, which tests check it against.

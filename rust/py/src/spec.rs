@@ -59,7 +59,9 @@ fn read(spec: &Bound<'_, PyAny>, depth: usize) -> PyResult<Space> {
         "Dict" => {
             let mut items = Vec::new();
             for item in field("items")?.try_iter()? {
-                let (key, sub): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+                // A pair: a tuple from `describe`, a list from JSON.
+                let item = item?;
+                let (key, sub) = (item.get_item(0)?, item.get_item(1)?);
                 let Ok(key) = key.cast::<PyString>() else {
                     let repr = key.repr().map(|r| r.to_string()).unwrap_or_else(|_| type_name(&key));
                     return Ok(Space::Unsupported(format!("Dict keys must be str, got {repr}")));
