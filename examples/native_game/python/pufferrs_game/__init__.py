@@ -3,7 +3,6 @@ package registers ``Catch-v0`` with gymnasium, so that
 ``pufferrs train pufferrs_game:Catch-v0`` trains it."""
 
 import pufferrs.native
-
 from pufferrs_game import _envs
 
 #: The ids this package registers.
