@@ -15,12 +15,18 @@ Every configuration takes turns in short rounds (``--seconds`` each,
 of them alike; the figure is the median over rounds, and ratios are to
 ``SyncVectorEnv`` and to rlox in the same run.
 
-Part 2 (``--train-steps``, 0 to skip), ``pufferrs train`` with CartPole-v1's
+Part 2, agent steps per second of the multi-agent ``pufferrs/Rendezvous-rs``
+against pufferrs's Python ``Rendezvous`` (the same game, without action
+masks), both on Serial with ``--agent-envs`` envs of 3 agents, random
+actions; agent steps count the rows that acted.
+
+Part 3 (``--train-steps``, 0 to skip), ``pufferrs train`` with CartPole-v1's
 settings on CartPole-v1 and on the native CartPole: env steps per second,
 the trainer's time split (env, inference, learning) and the mean return of
 the last updates at the same env steps.
 
-    python benches/bench_native.py [--sizes 8 128 1024] [--repeats 15] [--seconds 0.2] [--train-steps 100000]
+    python benches/bench_native.py [--sizes 8 128 1024] [--repeats 15] [--seconds 0.2] [--agent-envs 32]
+        [--train-steps 100000]
     python benches/bench_native.py --quick
 """
 
@@ -159,6 +165,42 @@ def bench_stepping(args: argparse.Namespace) -> None:
             print(f"Multiprocessing, native: {args.workers} workers / 1 worker = {two / one:.2f}")
 
 
+def bench_agents(args: argparse.Namespace) -> None:
+    from pufferrs.multiagent_envs import Rendezvous
+
+    rng = np.random.default_rng(0)
+    found = {
+        "pufferrs Serial, Rendezvous-rs (native)": lambda: gym.make("pufferrs/Rendezvous-rs"),
+        "pufferrs Serial, Rendezvous (Python)": Rendezvous,
+    }
+    envs = {label: pv.make(make, num_envs=args.agent_envs, threads=1) for label, make in found.items()}
+    rates: dict[str, list[float]] = {label: [] for label in found}
+    try:
+        for vecenv in envs.values():
+            vecenv.reset(seed=0)
+        actions = [rng.integers(0, 4, args.agent_envs * 3) for _ in range(64)]
+        for _ in range(args.repeats):
+            for label, vecenv in envs.items():
+                agent_steps, k = 0, 0
+                start = time.perf_counter()
+                while time.perf_counter() - start < args.seconds:
+                    masks = vecenv.buffers.array("masks")
+                    agent_steps += int(masks.sum())
+                    vecenv.step(actions[k % 64])
+                    k += 1
+                rates[label].append(agent_steps / (time.perf_counter() - start))
+    finally:
+        for vecenv in envs.values():
+            vecenv.close()
+    medians = {label: statistics.median(r) for label, r in rates.items()}
+    python = medians["pufferrs Serial, Rendezvous (Python)"]
+    print(
+        f"\n{args.agent_envs} envs of 3 agents, random actions: agent steps/s (median of {args.repeats}), load {load()}"
+    )
+    for label, rate in medians.items():
+        print(f"{label:46} {rate:12,.0f} {rate / python:8.1f}x")
+
+
 def bench_training(args: argparse.Namespace) -> None:
     import torch
 
@@ -190,12 +232,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=0.2)
+    parser.add_argument("--agent-envs", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="smallest settings: a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.repeats, args.seconds, args.train_steps = [8], 1, 0.01, 4096
+        args.sizes, args.repeats, args.seconds, args.train_steps, args.agent_envs = [8], 1, 0.01, 4096, 4
     bench_stepping(args)
+    bench_agents(args)
     if args.train_steps:
         bench_training(args)
 
