@@ -6,6 +6,8 @@ pufferrs train [ENV] [options]   PPO on a gymnasium or PettingZoo env (default: 
                                  display and a run directory holding the config,
                                  metrics.jsonl, learning_curve.png and checkpoints
 pufferrs eval CHECKPOINT         play a trained policy, print its episode returns
+pufferrs sweep [ENV] --trials K  search hyperparameters with Optuna; the best config
+                                 is written as a file that train --config takes
 pufferrs demo                    a tour of the reference nested space: its layout,
                                  a flatten/unflatten round trip, the time per call
 """
@@ -41,6 +43,9 @@ examples:
   pufferrs train my_pkg:MyEnv-v0 --encoders '{"grid": "codes"}'
   pufferrs train classic/connect_four-v3          # PettingZoo: a row per agent, illegal moves masked
   pufferrs train pufferrs.multiagent_envs.Rendezvous   # a ParallelEnv class, by its dotted path
+  pufferrs train CartPole-v1 --track tensorboard,wandb --eval-interval 10
+  pufferrs train --resume runs/<name>            # continue a stopped run where it left off
+  pufferrs train --config my.toml --seed 3       # settings from a file (TOML, YAML, a run's config.json)
   pufferrs eval runs/<name>/model.pt
 
 presets by env family (pufferrs.presets.FAMILY_PRESETS), then by env
@@ -152,15 +157,37 @@ def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
     return sections
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
+def _options_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields typed on the command line (``env`` aside)."""
     from pufferrs.config import Config
 
-    overrides = {
+    return {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(Config)
         if f.name != "env" and getattr(args, f.name) is not None
     }
-    config = Config.for_env(args.env, **overrides)
+
+
+def _file_settings(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """``(env, other fields)`` of ``--config FILE`` (nothing without one)."""
+    from pufferrs.config_files import read_config_file
+
+    values = read_config_file(args.config) if args.config else {}
+    return values.pop("env", None), values
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    """The defaults, the env's presets, ``--config FILE``, then the options
+    typed; the run directory defaults to runs/NAME."""
+    from pufferrs.config import Config
+
+    file_env, file_values = _file_settings(args)
+    config = Config.for_env(args.env or file_env, **{**file_values, **_options_given(args)})
+    _name_run_dir(config, args)
+    return config
+
+
+def _name_run_dir(config: Config, args: argparse.Namespace) -> None:
     if config.run_dir is None:
         name = args.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', config.env)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path("runs") / name
@@ -169,7 +196,32 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             suffix += 1
             run_dir = Path("runs") / f"{name}-{suffix}"
         config.run_dir = str(run_dir)
-    return config
+
+
+def _resumed_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any], Path]:
+    """``(config, checkpoint, its path)`` of ``--resume``: the checkpoint's
+    config, then ``--config FILE``, then the options typed (``--total-steps``
+    to train longer, ...). The run continues in the checkpoint's run
+    directory unless ``--run-dir`` or ``--name`` says otherwise. Code the
+    checkpoint names runs only as ``pufferrs eval`` allows it."""
+    from pufferrs.checkpoints import load_checkpoint
+    from pufferrs.errors import CheckpointError
+    from pufferrs.resume import find_checkpoint, run_directory_of
+
+    path = find_checkpoint(args.resume)
+    file_env, file_values = _file_settings(args)
+    env = args.env or file_env
+    checkpoint, config = load_checkpoint(
+        path, "cpu", env=env, imports=args.imports, trust_code=args.trust_checkpoint_code
+    )
+    trained_on = checkpoint["config"]["env"]
+    if env is not None and env != trained_on:
+        raise CheckpointError(f"{str(path)!r} was trained on {trained_on}, not {env}: resume it on {trained_on}")
+    config = dataclasses.replace(config, **{**file_values, **_options_given(args)})
+    if args.run_dir is None:
+        config.run_dir = None if args.name else str(run_directory_of(path))
+    _name_run_dir(config, args)
+    return config, checkpoint, path
 
 
 # ---------------------------------------------------------------------------
@@ -190,8 +242,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pufferrs.ppo import Trainer
     from pufferrs.presets import describe_presets
     from pufferrs.progress import print_summary, progress_display
+    from pufferrs.tracking import check_trackers
 
-    config = _config_from_args(args)
+    checkpoint = None
+    if args.resume:
+        config, checkpoint, path = _resumed_config(args)
+    else:
+        config = _config_from_args(args)
+    if args.print_config:
+        config.validate()
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return 0
+    check_trackers(config)
     # SIGTERM (a scheduler's stop, `kill`) ends the run as Ctrl-C does: the
     # trainer saves model.pt and the learning curve on the way out.
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -199,6 +261,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     # before the policy is built. The trainer validates the config.
     apply_process_settings(config)
     with Trainer(config) as trainer:
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint)
+            print(f"resuming {path} after update {trainer.update} ({trainer.global_step:,} steps)", flush=True)
         print(
             f"pufferrs train {config.env}: {config.num_updates} updates of {config.batch_size} steps on "
             f"{trainer.device} ({config.backend}, {config.num_envs} envs, "
@@ -210,6 +275,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         with progress_display(config, plain=args.plain) as progress:
             summary = trainer.train(progress)
     print_summary(summary)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pufferrs.sweep import load_space, run_sweep, trial_table
+
+    space = load_space(args.space)
+    base = _config_from_args(args)
+    directory = Path(args.dir) if args.dir else Path("sweeps") / Path(base.run_dir).name
+    print(
+        f"pufferrs sweep {base.env}: {args.trials} trials of {base.num_updates} updates, {args.parallel} at a time, "
+        f"over {', '.join(space)} -> {directory}",
+        flush=True,
+    )
+    study, best = run_sweep(
+        base, directory, args.trials, args.parallel, space, objective=args.objective, target=args.target_return
+    )
+    print(trial_table(study, space, args.target_return))
+    if best is None:
+        print("no trial completed: no best config")
+        return 1
+    print(f"best: trial {study.best_trial.number}, objective {study.best_value:.4g} -> {best}")
+    print(f"train it: pufferrs train --config {best}")
     return 0
 
 
@@ -264,6 +352,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(section: Any) -> None:
+    """``--config`` and ``--name``, which train and sweep share."""
+    section.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a TOML, YAML or JSON file (a run's config.json), applied after the env's presets and "
+        "before the options given",
+    )
+    section.add_argument("--name", help="run name: the run directory is runs/NAME (default: env and time)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pufferrs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -288,9 +387,58 @@ def build_parser() -> argparse.ArgumentParser:
         "PettingZoo id (classic/connect_four-v3) or dotted path to a PettingZoo env",
     )
     sections = _add_config_options(train)
-    sections["run"].add_argument("--name", help="run name: the run directory is runs/NAME (default: env and time)")
+    _add_run_options(sections["run"])
+    sections["run"].add_argument(
+        "--resume",
+        metavar="RUN_DIR|CHECKPOINT",
+        help="continue a run: its directory (from its latest checkpoint) or a checkpoint file; options given "
+        "change its config (--total-steps to train longer)",
+    )
+    sections["run"].add_argument(
+        "--trust-checkpoint-code",
+        action="store_true",
+        help="with --resume: import and call whatever code the checkpoint's config names (see pufferrs eval)",
+    )
+    sections["run"].add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
     train.add_argument("--plain", action="store_true", help="plain log lines even on a terminal")
     train.set_defaults(run=cmd_train)
+
+    sw = commands.add_parser(
+        "sweep",
+        usage="%(prog)s [ENV] --trials K [options]",
+        help="search hyperparameters with Optuna (TPE, median pruning); writes the best config as a file",
+        description="Train --trials configs drawn by Optuna's TPE sampler from the search space (pufferrs.config."
+        "SEARCH_SPACE, or --space FILE) on top of the env's presets, --config and the options given; trials "
+        "whose return falls below the median are stopped early. The study is kept in DIR/study.db (the same "
+        "command continues a stopped sweep); at the end a table of trials is printed and the best config is "
+        "written to DIR/best_config.yaml, for pufferrs train --config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sw.add_argument("env", nargs="?", metavar="ENV", help="the env to tune on (default: pufferrs/Memory-v0)")
+    search = sw.add_argument_group("sweep")
+    search.add_argument("--trials", type=int, required=True, help="trials in the study when the sweep ends")
+    search.add_argument("--parallel", type=int, default=1, help="trials run at once, in processes (default: 1)")
+    search.add_argument(
+        "--space",
+        metavar="FILE",
+        help="the search space as TOML, YAML or JSON: a table per field, replacing the declared one",
+    )
+    search.add_argument("--dir", metavar="DIR", help="the sweep's directory (default: sweeps/NAME)")
+    search.add_argument(
+        "--objective",
+        choices=("auc", "final"),
+        default="auc",
+        help="what a trial maximises: the mean return over all updates (auc, the default: learning fast counts) "
+        "or over the last 5 (final)",
+    )
+    search.add_argument(
+        "--target-return", type=float, metavar="RETURN", help="also report the env steps each trial took to reach it"
+    )
+    sweep_sections = _add_config_options(sw)
+    _add_run_options(sweep_sections["run"])
+    sw.set_defaults(run=cmd_sweep)
 
     ev = commands.add_parser(
         "eval",

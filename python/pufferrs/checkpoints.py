@@ -1,8 +1,10 @@
 """Checkpoints: writing them, and reading them back without running code.
 
 A checkpoint is a ``{"state_dict", "config", "update", "global_step",
-"optimizer", "reward_normalizer"}`` dict saved with :func:`torch.save`; it
-loads with ``torch.load(..., weights_only=True)``, and the code a
+"optimizer", "reward_normalizer", ...}`` dict saved with :func:`torch.save`
+(:meth:`pufferrs.ppo.Trainer.state_dict` and the config; what resuming
+needs is described in :mod:`pufferrs.resume`); it loads with
+``torch.load(..., weights_only=True)``, and the code a
 checkpoint's config names to make its env runs only when the person
 loading it names it too or trusts the file (:func:`load_checkpoint`).
 """
@@ -22,37 +24,19 @@ from torch import nn
 from pufferrs.config import Config, resolve_device
 from pufferrs.errors import CheckpointError, UntrustedCodeError
 from pufferrs.factories import check_env, make_policy, make_vecenv, named_code
-from pufferrs.normalize import RewardNormalizer
 
 __all__ = ["load_checkpoint", "policy_from_checkpoint", "save_checkpoint"]
 
 
-def save_checkpoint(
-    path: str | Path,
-    policy: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: Config,
-    update: int,
-    global_step: int,
-    reward_normalizer: RewardNormalizer | None = None,
-) -> Path:
-    """Writes the policy's ``state_dict`` (observation statistics included,
-    for a normalised policy) with the config, progress and the reward
-    normaliser's statistics."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], config: Config) -> Path:
+    """Writes a trainer's ``state`` (:meth:`pufferrs.ppo.Trainer.state_dict`:
+    the policy's ``state_dict`` under ``state_dict``, observation statistics
+    included for a normalised policy, the optimizer, the reward normaliser's
+    statistics, the progress and random generators) with the config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(
-        {
-            "state_dict": policy.state_dict(),
-            "config": dataclasses.asdict(config),
-            "update": update,
-            "global_step": global_step,
-            "optimizer": optimizer.state_dict(),
-            "reward_normalizer": None if reward_normalizer is None else reward_normalizer.state_dict(),
-        },
-        tmp,
-    )
+    torch.save({**state, "config": dataclasses.asdict(config)}, tmp)
     os.replace(tmp, path)  # never a half-written checkpoint under the real name
     return path
 

@@ -31,6 +31,8 @@ from pufferrs.presets import PRESETS, family_preset
 __all__ = [
     "BACKENDS",
     "POLICIES",
+    "SEARCH_SPACE",
+    "TRACKERS",
     "Config",
     "ConfigError",
     "apply_process_settings",
@@ -40,15 +42,26 @@ __all__ = [
 
 BACKENDS = ("serial", "multiprocessing", "ray")
 
+#: What ``--track`` names (comma-separated), and W&B's modes.
+TRACKERS = ("tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+
 #: The policies ``--policy`` names (any case): ``auto`` is
 #: :class:`pufferrs.encoders.Auto`, the others pufferrs.models' classes.
 POLICIES = ("auto", "default", "convolutional", "procgen")
 
 
-def _option(default: Any, help: str, group: str = "PPO", choices: tuple[str, ...] | None = None) -> Any:
+def _option(
+    default: Any,
+    help: str,
+    group: str = "PPO",
+    choices: tuple[str, ...] | None = None,
+    search: dict[str, Any] | None = None,
+) -> Any:
     """A config field with its command-line help, ``--help`` section and,
-    for a field with a few possible values, those values."""
-    metadata = {"help": help, "group": group, "choices": choices}
+    for a field with a few possible values, those values; ``search`` is the
+    range ``pufferrs sweep`` draws the field from (:data:`SEARCH_SPACE`)."""
+    metadata = {"help": help, "group": group, "choices": choices, "search": search}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -109,7 +122,12 @@ class Config:
         "policy",
     )
     lstm: bool = _option(False, "an LSTM between the encoder and the action/value heads", "policy")
-    hidden_size: int = _option(64, "width of the encoder (and of the LSTM)", "policy")
+    hidden_size: int = _option(
+        64,
+        "width of the encoder (and of the LSTM)",
+        "policy",
+        search={"type": "categorical", "choices": [32, 64, 128, 256]},
+    )
     separate_value: bool | None = _option(
         None,
         "the automatic policy's value gets a network of its own (default: for vector observations without an LSTM; "
@@ -132,17 +150,21 @@ class Config:
 
     total_steps: int = _option(200_000, "env steps to train for")
     batch_size: int = _option(2048, "env steps per update (num_envs * horizon)")
-    minibatch_size: int = _option(512, "steps per gradient step")
+    minibatch_size: int = _option(
+        512, "steps per gradient step", search={"type": "categorical", "choices": [64, 128, 256, 512, 1024]}
+    )
     bptt_horizon: int = _option(16, "steps per training segment, the LSTM's backprop-through-time length")
-    update_epochs: int = _option(4, "passes over the batch per update")
-    learning_rate: float = _option(2.5e-4, "Adam learning rate")
+    update_epochs: int = _option(4, "passes over the batch per update", search={"type": "int", "low": 1, "high": 10})
+    learning_rate: float = _option(
+        2.5e-4, "Adam learning rate", search={"type": "float", "low": 1e-5, "high": 1e-2, "log": True}
+    )
     anneal_lr: bool = _option(True, "decay the learning rate linearly to 0")
-    gamma: float = _option(0.99, "discount factor")
-    gae_lambda: float = _option(0.95, "GAE lambda")
-    clip_coef: float = _option(0.2, "PPO policy ratio clip")
+    gamma: float = _option(0.99, "discount factor", search={"type": "float", "low": 0.9, "high": 0.9999})
+    gae_lambda: float = _option(0.95, "GAE lambda", search={"type": "float", "low": 0.8, "high": 1.0})
+    clip_coef: float = _option(0.2, "PPO policy ratio clip", search={"type": "float", "low": 0.1, "high": 0.4})
     vf_clip_coef: float = _option(0.2, "clip values to this distance from the rollout's (0: no value clipping)")
     vf_coef: float = _option(0.5, "value loss coefficient")
-    ent_coef: float = _option(0.01, "entropy bonus coefficient")
+    ent_coef: float = _option(0.01, "entropy bonus coefficient", search={"type": "float", "low": 0.0, "high": 0.05})
     max_grad_norm: float = _option(0.5, "gradient norm clip")
     norm_adv: bool = _option(True, "normalise advantages per minibatch")
 
@@ -158,6 +180,31 @@ class Config:
     checkpoint_minutes: float = _option(5.0, "also save a checkpoint after N minutes without one (0: never)", "run")
     run_dir: str | None = _option(
         None, "where checkpoints, metrics and plots go (no files when None; the CLI's default: runs/NAME)", "run"
+    )
+
+    eval_interval: int = _option(
+        0,
+        "every N updates, play eval_episodes greedy episodes on envs of their own and log eval/return; the best "
+        "policy so far is kept as best.pt (0: never)",
+        "evaluation",
+    )
+    eval_episodes: int = _option(10, "episodes each evaluation plays", "evaluation")
+
+    track: str | None = _option(
+        None,
+        "also log every metric to tensorboard, wandb or both (tensorboard,wandb), in the run directory; "
+        "needs pip install pufferrs[track]",
+        "tracking",
+    )
+    wandb_project: str = _option("pufferrs", "W&B project", "tracking")
+    wandb_entity: str | None = _option(None, "W&B entity (team or user; default: yours)", "tracking")
+    wandb_group: str | None = _option(None, "W&B group of runs", "tracking")
+    wandb_tags: str | None = _option(None, "W&B tags, comma-separated", "tracking")
+    wandb_mode: str | None = _option(
+        None,
+        "W&B mode: online, offline (no network; `wandb sync` later) or disabled (default: WANDB_MODE, else online)",
+        "tracking",
+        WANDB_MODES,
     )
 
     @classmethod
@@ -181,6 +228,11 @@ class Config:
     def horizon(self) -> int:
         """Steps each env stores per update."""
         return self.batch_size // self.num_envs
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers ``track`` names, in order, without repeats."""
+        return list(dict.fromkeys(t.strip().lower() for t in (self.track or "").split(",") if t.strip()))
 
     @property
     def num_updates(self) -> int:
@@ -254,7 +306,27 @@ class Config:
             raise ConfigError(f"checkpoint_interval must be non-negative, got {self.checkpoint_interval}")
         if not isinstance(self.env_kwargs, dict):
             raise ConfigError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
+        if not isinstance(self.eval_interval, int) or self.eval_interval < 0:
+            raise ConfigError(f"eval_interval must be a non-negative integer, got {self.eval_interval!r}")
+        if not isinstance(self.eval_episodes, int) or self.eval_episodes < 1:
+            raise ConfigError(f"eval_episodes must be a positive integer, got {self.eval_episodes!r}")
+        unknown = sorted(set(self.trackers) - set(TRACKERS))
+        if unknown:
+            raise ConfigError(f"track: unknown tracker {', '.join(unknown)} (known: {', '.join(TRACKERS)})")
+        if self.trackers and self.run_dir is None:
+            raise ConfigError("track needs a run_dir: the trackers write their logs there")
+        if self.wandb_mode is not None and self.wandb_mode not in WANDB_MODES:
+            raise ConfigError(f"wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}")
         resolve_device(self.device)
+
+
+#: The ranges ``pufferrs sweep`` draws settings from, declared with the
+#: fields above (their ``search`` metadata): ``{field: {"type": "float",
+#: "low", "high", "log"} | {"type": "int", "low", "high", "log"} |
+#: {"type": "categorical", "choices": [...]}}``.
+SEARCH_SPACE: dict[str, dict[str, Any]] = {
+    f.name: dict(f.metadata["search"]) for f in dataclasses.fields(Config) if f.metadata.get("search")
+}
 
 
 def resolve_device(device: str) -> torch.device:

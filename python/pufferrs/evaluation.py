@@ -1,6 +1,7 @@
 """Playing a trained policy: :func:`evaluate` (returns and episode
 statistics over a number of episodes, greedy or sampled),
-:func:`evaluate_checkpoint` and :func:`record_video`. Actions are drawn as
+:func:`evaluate_checkpoint`, :func:`record_video`, and evaluation during
+training (:class:`PeriodicEvaluation`). Actions are drawn as
 in training, through :class:`pufferrs.acting.Actor`."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pufferrs.config import Config, ConfigError, resolve_device
 from pufferrs.episodes import EpisodeStats
 from pufferrs.factories import EnvCreator, is_recurrent, make_vecenv
 
-__all__ = ["check_video", "evaluate", "evaluate_checkpoint", "record_video"]
+__all__ = ["PeriodicEvaluation", "check_video", "evaluate", "evaluate_checkpoint", "record_video"]
 
 
 def evaluate(
@@ -48,6 +49,28 @@ def evaluate(
     """
     _check_episodes(episodes)
     return _play(policy, config, episodes, greedy, torch.device(device), seed, num_envs)
+
+
+class PeriodicEvaluation:
+    """Evaluation during training: every ``config.eval_interval`` updates,
+    ``config.eval_episodes`` greedy episodes (:func:`evaluate`, on envs of
+    their own, seeded ``config.seed + 1000`` every time so that successive
+    policies meet the same episodes). Returns the metrics to add to the
+    update's row: ``eval/return``, ``eval/length`` and ``eval/KEY`` for
+    every other episode metric (``success``, ...); nothing between
+    evaluations. Greedy play draws nothing from torch's generator, so a
+    run with evaluations trains as one without."""
+
+    def __init__(self, config: Config, device: str | torch.device = "cpu"):
+        self.config, self.device = config, torch.device(device)
+
+    def __call__(self, policy: nn.Module, update: int) -> dict[str, float]:
+        if not self.config.eval_interval or update % self.config.eval_interval:
+            return {}
+        result = evaluate(policy, self.config, episodes=self.config.eval_episodes, greedy=True, device=self.device)
+        metrics = {"eval/return": result["mean_return"], "eval/length": float(np.mean(result["lengths"]))}
+        metrics.update({f"eval/{k[5:]}": v for k, v in result.items() if k.startswith("mean_") and k != "mean_return"})
+        return metrics
 
 
 def evaluate_checkpoint(

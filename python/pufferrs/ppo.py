@@ -71,7 +71,8 @@ from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.diagnostics import LearningCheck
 from pufferrs.episodes import EpisodeStats
-from pufferrs.errors import ConfigError
+from pufferrs.errors import CheckpointError, ConfigError
+from pufferrs.evaluation import PeriodicEvaluation
 from pufferrs.experience import (
     Experience,
     FinalObservations,
@@ -81,6 +82,14 @@ from pufferrs.experience import (
 )
 from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.normalize import RewardNormalizer
+from pufferrs.resume import (
+    check_policy_fits,
+    check_spaces_fit,
+    describe_spaces,
+    resumed_env_seed,
+    rng_state,
+    set_rng_state,
+)
 from pufferrs.rollout import RowProgress
 from pufferrs.run_directory import RunDirectory, summarize
 
@@ -176,6 +185,9 @@ class Trainer:
         self.learning_check = LearningCheck(config)
         self.update = 0
         self.global_step = 0
+        self.elapsed = 0.0  # seconds of training, across resumptions
+        self.env_seed = config.seed  # what the envs are reset with when the first rollout starts
+        self.evaluation = PeriodicEvaluation(config, self.device) if config.eval_interval else None
         self.timers = dict.fromkeys(("env", "inference", "learn"), 0.0)
         self.metrics: list[dict[str, Any]] = []
         self.run_dir = Path(config.run_dir) if config.run_dir else None
@@ -269,7 +281,7 @@ class Trainer:
     def rollout(self) -> None:
         """Fills the experience buffer: ``horizon`` steps of every env."""
         if not self._started:
-            self.vecenv.async_reset(self.config.seed)
+            self.vecenv.async_reset(self.env_seed)
             self._started = True
         self.progress.start()
         # The final observations of a rollout that stopped half-way are not this one's.
@@ -432,8 +444,12 @@ class Trainer:
         """Runs ``config.num_updates`` updates, calling ``on_update(metrics)``
         after each; returns a summary. Writes the run directory if set."""
         config = self.config
-        run = RunDirectory(self.run_dir, config, self.save_checkpoint) if self.run_dir is not None else None
-        started = time.perf_counter()
+        run = None
+        if self.run_dir is not None:
+            # A trainer that has updates behind it (load_state_dict) continues its run's files.
+            run = RunDirectory(self.run_dir, config, self.save_checkpoint, continue_at=self.update)
+            self.metrics = run.metrics
+        started = time.perf_counter() - self.elapsed
         try:
             while self.update < config.num_updates:
                 self.update += 1
@@ -442,7 +458,10 @@ class Trainer:
                     self.optimizer.param_groups[0]["lr"] = frac * config.learning_rate
                 self.rollout()
                 losses = self.learn()
-                row = self._metrics(losses, time.perf_counter() - started)
+                self.elapsed = time.perf_counter() - started
+                row = self._metrics(losses, self.elapsed)
+                if self.evaluation is not None:
+                    row.update(self.evaluation(self.policy, self.update))
                 warning = self.learning_check(row)
                 if warning is not None:
                     row["warning"] = warning
@@ -457,10 +476,11 @@ class Trainer:
             self.update = self.metrics[-1]["update"] if self.metrics else 0
             self._finish(run, time.perf_counter() - started)
             raise
+        else:
+            return self._finish(run, time.perf_counter() - started)
         finally:
             if run is not None:
                 run.close()
-        return self._finish(run, time.perf_counter() - started)
 
     def _metrics(self, losses: dict[str, float], elapsed: float) -> dict[str, Any]:
         """The update's row of ``metrics.jsonl``."""
@@ -481,11 +501,60 @@ class Trainer:
         return run.finish(summary, self.metrics) if run is not None else summary
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Writes the policy's ``state_dict`` with the config and progress
-        (see :func:`~pufferrs.checkpoints.save_checkpoint`)."""
-        return save_checkpoint(
-            path, self.policy, self.optimizer, self.config, self.update, self.global_step, self.reward_normalizer
-        )
+        """Writes :meth:`state_dict` with the config
+        (:func:`~pufferrs.checkpoints.save_checkpoint`)."""
+        return save_checkpoint(path, self.state_dict(), self.config)
+
+    # -- resuming (pufferrs.resume) -----------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What continuing this run needs, as tensors and plain data: the
+        policy (``state_dict``), the optimizer, the reward normaliser's
+        statistics, the progress (which places the learning-rate
+        schedule), the random generators' states and the env's spaces."""
+        return {
+            "state_dict": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "reward_normalizer": None if self.reward_normalizer is None else self.reward_normalizer.state_dict(),
+            "update": self.update,
+            "global_step": self.global_step,
+            "elapsed": self.elapsed,
+            "timers": dict(self.timers),
+            "rng": rng_state(),
+            "spaces": describe_spaces(self.vecenv),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from a :meth:`state_dict` (a checkpoint): the next
+        :meth:`train` runs the updates after ``state["update"]`` and appends
+        to the run directory. The envs are reset when the next rollout
+        starts, with seeds past the ones used so far
+        (:func:`~pufferrs.resume.resumed_env_seed`). Call it before
+        training; the random generators are set last, so that nothing in
+        between draws from them. Raises :class:`CheckpointError` when the
+        checkpoint's env or policy differ from this trainer's."""
+        if self._started:
+            raise ConfigError("load_state_dict continues a run: call it before the trainer has stepped its envs")
+        check_spaces_fit(state.get("spaces"), self.vecenv)
+        check_policy_fits(state["state_dict"], self.policy)
+        stored_rewards = state.get("reward_normalizer")
+        if (stored_rewards is None) != (self.reward_normalizer is None):
+            had = "normalised" if stored_rewards is not None else "did not normalise"
+            raise CheckpointError(f"the checkpoint's run {had} rewards: resume with the same normalize_rewards")
+        self.policy.load_state_dict(state["state_dict"])
+        if "optimizer" in state:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"the checkpoint's optimizer state does not fit this policy: {exc}") from None
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.load_state_dict(stored_rewards)
+        self.update, self.global_step = int(state["update"]), int(state["global_step"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self.timers.update(state.get("timers", {}))
+        self.env_seed = resumed_env_seed(self.config.seed, self.update, self.config.num_envs)
+        if "rng" in state:
+            set_rng_state(state["rng"])
 
     def close(self) -> None:
         self.vecenv.close()

@@ -1,6 +1,7 @@
 """What a training run leaves behind in its directory: ``config.json``,
-``metrics.jsonl``, checkpoints, ``learning_curve.png`` and
-``summary.json`` (:class:`RunDirectory`), the end-of-run summary
+``metrics.jsonl``, checkpoints (``best.pt`` too, with evaluations),
+``learning_curve.png``, ``summary.json`` and the trackers' logs
+(:class:`RunDirectory`), the end-of-run summary
 (:func:`summarize`) and the learning-curve plot (:func:`plot_metrics`)."""
 
 from __future__ import annotations
@@ -21,23 +22,50 @@ class RunDirectory:
     """The files of a run in ``path``: ``config.json`` from the start, one
     ``metrics.jsonl`` row per update, ``checkpoints/update_NNNNNN.pt`` every
     ``checkpoint_interval`` updates and after ``checkpoint_minutes`` of wall
-    time without one (a run killed outright loses at most that much), and
-    at the end (or when stopped by Ctrl-C or SIGTERM) ``model.pt``,
+    time without one (a run killed outright loses at most that much),
+    ``best.pt`` whenever an evaluation (``eval/return``) beats the best so
+    far, and at the end (or when stopped by Ctrl-C or SIGTERM) ``model.pt``,
     ``learning_curve.png`` and ``summary.json``. ``save`` writes a
-    checkpoint to the path it is given."""
+    checkpoint to the path it is given. The trackers ``config.track`` names
+    (:mod:`pufferrs.tracking`) get every row and the summary.
 
-    def __init__(self, path: str | Path, config: Config, save: Callable[[Path], Path]):
+    ``continue_at`` (a resumed run's update count) keeps the rows of
+    ``metrics.jsonl`` up to that update, drops those after it (written
+    after the checkpoint by a run that was then killed), and appends; the
+    kept rows are :attr:`metrics`, so that the curve and the summary cover
+    the whole run."""
+
+    def __init__(self, path: str | Path, config: Config, save: Callable[[Path], Path], continue_at: int = 0):
+        from pufferrs.tracking import make_trackers
+
         self.path, self.config, self.save = Path(path), config, save
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        self.metrics_file = open(self.path / "metrics.jsonl", "w")  # noqa: SIM115 - closed by close()
+        self.metrics: list[dict[str, Any]] = []
+        metrics_path = self.path / "metrics.jsonl"
+        if continue_at and metrics_path.exists():
+            rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+            self.metrics = [row for row in rows if row["update"] <= continue_at]
+        with open(metrics_path, "w") as kept:
+            kept.writelines(json.dumps(row) + "\n" for row in self.metrics)
+        evaluated = [row["eval/return"] for row in self.metrics if row.get("eval/return") is not None]
+        self.best_eval = max(evaluated) if evaluated else None
+        self.trackers = make_trackers(config, self.path)
+        self.metrics_file = open(metrics_path, "a")  # noqa: SIM115 - closed by close()
         self.last_save = time.monotonic()
 
     def record(self, row: dict[str, Any]) -> None:
         """Appends an update's metrics; saves a checkpoint when one is due
-        (the last update's is ``model.pt``, written by :meth:`finish`)."""
+        (the last update's is ``model.pt``, written by :meth:`finish`) and
+        ``best.pt`` when the update's evaluation is the best so far."""
         self.metrics_file.write(json.dumps(row) + "\n")
         self.metrics_file.flush()
+        for tracker in self.trackers:
+            tracker.record(row)
+        evaluated = row.get("eval/return")
+        if evaluated is not None and (self.best_eval is None or evaluated > self.best_eval):
+            self.best_eval = evaluated
+            self.save(self.path / "best.pt")
         update, interval, minutes = row["update"], self.config.checkpoint_interval, self.config.checkpoint_minutes
         due = interval and update % interval == 0
         late = minutes and time.monotonic() - self.last_save >= 60 * minutes
@@ -50,14 +78,21 @@ class RunDirectory:
         returns ``summary`` with their paths added."""
         summary["checkpoint"] = str(self.save(self.path / "model.pt"))
         summary["metrics"] = str(self.path / "metrics.jsonl")
+        if self.best_eval is not None:
+            summary["best_eval_return"] = self.best_eval
+            summary["best_checkpoint"] = str(self.path / "best.pt")
         if metrics:
             plot = plot_metrics(metrics, self.path / "learning_curve.png", title=self.config.env)
             summary["plot"] = str(plot)
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for tracker in self.trackers:
+            tracker.finish(summary)
         return summary
 
     def close(self) -> None:
         self.metrics_file.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def summarize(
