@@ -65,7 +65,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             try:
                 values = yaml.safe_load(text)
             except yaml.YAMLError as exc:
-                raise ValueError(str(exc)) from None
+                # One line: the problem and where, without PyYAML's excerpt.
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                raise ValueError(f"{getattr(exc, 'problem', None) or exc}{where}") from None
         else:
             values = json.loads(text)
     except ValueError as exc:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors

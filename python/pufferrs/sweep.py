@@ -39,6 +39,8 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,9 @@ def _optuna() -> Any:
         import optuna
     except ImportError:
         raise ConfigError("pufferrs sweep needs optuna: pip install pufferrs[sweep]") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A failed trial's error is in the table (and a line as it ends), not
+    # a traceback in the log.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
 
@@ -172,12 +176,20 @@ class _Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at update {row['update']} with return {ret:.3g}")
 
+        started = time.monotonic()
         try:
             apply_process_settings(config)
             with Trainer(config) as trainer:
                 summary = trainer.train(on_update)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
+            raise
+        except optuna.TrialPruned as exc:
+            print(f"trial {trial.number}: {exc} ({time.monotonic() - started:.0f} s)", flush=True)
+            raise
+        except PufferError as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            print(f"trial {trial.number}: failed: {exc}", flush=True)
             raise
         finally:
             returns = [m["env/episode_return"] for m in metrics if m.get("env/episode_return") is not None]
@@ -187,14 +199,21 @@ class _Objective:
                 trial.set_user_attr("steps_to_target", steps_to(metrics, self.target))
         if self.objective == "final":
             value = summary.get("mean_return_last_5_updates")
-            return -math.inf if value is None else float(value)
-        return float(sum(returns) / len(returns)) if returns else -math.inf
+            value = -math.inf if value is None else float(value)
+        else:
+            value = float(sum(returns) / len(returns)) if returns else -math.inf
+        print(f"trial {trial.number}: objective {value:.4g} ({time.monotonic() - started:.0f} s)", flush=True)
+        return value
 
 
 def _study(optuna: Any, directory: Path, seed: int, trials: int, num_updates: int) -> Any:
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{(directory / 'study.db').resolve()}", heartbeat_interval=30, grace_period=120
-    )
+    with warnings.catch_warnings():
+        # Heartbeats are marked experimental; they are what fails a trial
+        # whose process was killed, so that a resumed sweep runs it again.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{(directory / 'study.db').resolve()}", heartbeat_interval=30, grace_period=120
+        )
     startup = startup_trials(trials)
     return optuna.create_study(
         study_name=STUDY,
@@ -317,7 +336,13 @@ def trial_table(study: Any, space: dict[str, dict[str, Any]], target: float | No
         row += [_cell(t.params.get(n)) for n in names]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += [
+        f"trial {t.number}: {t.user_attrs['error']}"
+        for t in study.get_trials(deepcopy=False)
+        if "error" in t.user_attrs
+    ]
+    return "\n".join(lines)
 
 
 def _cell(value: Any, none: str = "") -> str:
