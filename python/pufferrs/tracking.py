@@ -55,7 +55,9 @@ def check_trackers(config: Config) -> None:
         try:
             importlib.import_module(MODULES[name])
         except ImportError:
-            raise ConfigError(f"--track {name} needs the {MODULES[name]} package: pip install pufferrs[track]") from None
+            raise ConfigError(
+                f"--track {name} needs the {MODULES[name]} package: pip install pufferrs[track]"
+            ) from None
 
 
 def make_trackers(config: Config, run_dir: Path) -> list[Tracker]:
