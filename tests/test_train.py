@@ -539,8 +539,10 @@ def test_cli_help(capsys: pytest.CaptureFixture) -> None:
     assert code == 0
     for option in ("--num-envs", "--total-steps", "--device", "--lstm", "--no-lstm", "--backend", "--env-batch-size"):
         assert option in out
+    for option in ("--resume", "--config", "--print-config", "--track", "--wandb-mode", "--eval-interval"):
+        assert option in out
     code, out, _ = cli(capsys, "--help")
-    assert code == 0 and all(c in out for c in ("train", "eval", "demo"))
+    assert code == 0 and all(c in out for c in ("train", "eval", "sweep", "demo"))
 
 
 def test_cli_tiny_run_then_eval(tmp_path: Path) -> None:

@@ -47,8 +47,12 @@ The run's plumbing lives elsewhere: settings in :mod:`pufferrs.config`, the
 env and policy in :mod:`pufferrs.factories`, where each row stands in the
 rollout in :mod:`pufferrs.rollout`, drawing actions (and who masks them) in
 :mod:`pufferrs.acting`, the run's files in :mod:`pufferrs.run_directory`
-and checkpoints in :mod:`pufferrs.checkpoints`. Evaluation
-(:mod:`pufferrs.evaluation`) and the command line sit on top.
+(which feeds the trackers of :mod:`pufferrs.tracking`), checkpoints in
+:mod:`pufferrs.checkpoints` and what resuming needs besides in
+:mod:`pufferrs.resume` (:meth:`Trainer.state_dict` and
+:meth:`Trainer.load_state_dict`). Evaluation (:mod:`pufferrs.evaluation`,
+also every ``eval_interval`` updates), sweeps (:mod:`pufferrs.sweep`) and
+the command line sit on top.
 """
 
 from __future__ import annotations
