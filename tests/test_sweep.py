@@ -6,6 +6,7 @@ best config written as a file that ``pufferrs train --config`` takes."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_cli_sweep_in_parallel_with_a_space_file(
         "--minibatch-size",
         "64",
         "--total-steps",
-        "256",
+        "128",
         "--hidden-size",
         "16",
     ]
@@ -125,11 +126,11 @@ def test_cli_sweep_in_parallel_with_a_space_file(
         ["sweep", "CartPole-v1", "--trials", "2", "--parallel", "2", "--space", "space.toml", "--dir", "sw", *args]
     )
     out = capsys.readouterr().out
-    assert code == 0
-    table = out[out.index("trial     state") :].splitlines()
+    assert code == 0, out
+    table = out[re.search(r"^ *trial +state", out, re.M).start() :].splitlines()
     assert table[0].split() == ["trial", "state", "objective", "updates", "last", "return", "learning_rate"]
     assert [line.split()[:2] for line in table[1:3]] == [["0", "complete"], ["1", "complete"]]
     assert "train it: pufferrs train --config sw/best_config.yaml" in out
     code = main(["train", "--config", "sw/best_config.yaml", "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert code == 0 and printed["env"] == "CartPole-v1" and printed["total_steps"] == 256
+    assert code == 0 and printed["env"] == "CartPole-v1" and printed["total_steps"] == 128

@@ -273,7 +273,6 @@ def run_sweep(
         raise ConfigError(f"trials and parallel must be positive, got {trials} and {parallel}")
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    base = dataclasses.replace(base, run_dir=None)
     base.validate()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
