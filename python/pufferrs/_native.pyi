@@ -229,3 +229,36 @@ class EpisodeRows:
     def summary(self, env: int) -> tuple[float, int]: ...
     @property
     def ended(self) -> tuple[int, ...]: ...
+
+class InplaceRows:
+    """The episode bookkeeping (``rust/core/src/episodes.rs``) of ``rows``
+    rows from ``first_row`` of the buffers' arrays, stepped all at once by
+    one env object whose observations are already in the rows; each row is
+    an episode of its own. ``next_step``: ended rows are masked for one
+    step and restart at the next (gymnasium's NEXT_STEP autoreset), else
+    they restart in the step. See ``pufferrs.vector.inplace``."""
+
+    def __new__(
+        cls,
+        rows: int,
+        first_row: int,
+        arrays: dict[str, npt.NDArray[Any]],
+        layout: Layout,
+        next_step: bool,
+        check_bounds: bool = False,
+    ) -> InplaceRows: ...
+    def reset(self, masks: npt.NDArray[np.bool_] | None = None) -> None: ...
+    def step(
+        self,
+        rewards: npt.NDArray[Any],
+        terminals: npt.NDArray[np.bool_],
+        truncations: npt.NDArray[np.bool_],
+        masks: npt.NDArray[np.bool_] | None = None,
+        final_observations: Any = None,
+    ) -> None: ...
+    @property
+    def ended(self) -> tuple[int, ...]: ...
+    @property
+    def waiting(self) -> list[int]: ...
+    @property
+    def row_bytes(self) -> int: ...

@@ -13,7 +13,7 @@ import numpy as np
 
 from pufferrs._native import RolloutBuffers, format_path
 from pufferrs.errors import ConfigError
-from pufferrs.vector.kinds import pettingzoo_kind
+from pufferrs.vector.kinds import inplace_kind, pettingzoo_kind
 
 __all__ = ["check_arguments", "checked_env", "checked_seed", "wrong_batch"]
 
@@ -79,9 +79,12 @@ def wrong_batch(
 
 
 def checked_env(env: Any, backend: str | None = None) -> Any:
-    """``env`` if it is a gymnasium env or a PettingZoo env (unless
-    ``backend`` names a backend that runs gymnasium envs only)."""
-    if isinstance(env, gym.Env):
+    """``env`` if it is a gymnasium env, a PettingZoo env or an env that
+    steps several rows at once (a gymnasium vector env, EnvPool's, or
+    PufferLib's in-place contract), unless ``backend`` names a backend that
+    runs gymnasium envs only."""
+    inplace = inplace_kind(env)
+    if isinstance(env, gym.Env) and inplace is None:
         if backend is not None and getattr(env, "possible_agents", None) is not None:
             # A multi-agent env written in Rust (pufferrs.native): one row per agent.
             env.close()
@@ -90,14 +93,16 @@ def checked_env(env: Any, backend: str | None = None) -> Any:
                 f"{env.possible_agents}: use backend='serial' or 'multiprocessing'"
             )
         return env
-    if pettingzoo_kind(env) is None:
+    if pettingzoo_kind(env) is None and inplace is None:
         raise TypeError(
-            f"env_creator must return a gymnasium.Env or a PettingZoo ParallelEnv or AECEnv, got {type(env).__name__}"
+            f"env_creator must return a gymnasium.Env, a gymnasium.vector.VectorEnv, a PettingZoo ParallelEnv or "
+            f"AECEnv, or an env of PufferLib's in-place contract; got {type(env).__name__}"
         )
     if backend is not None:
         env.close()
+        what = "the PettingZoo env" if inplace is None else "the env of several rows"
         raise TypeError(
-            f"the {backend} backend runs gymnasium envs only, got the PettingZoo env {type(env).__name__}: "
+            f"the {backend} backend runs gymnasium envs only, got {what} {type(env).__name__}: "
             "use backend='serial' or 'multiprocessing'"
         )
     return env

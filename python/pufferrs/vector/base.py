@@ -16,7 +16,7 @@ from pufferrs._native import RolloutBuffers
 from pufferrs.errors import PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
 from pufferrs.vector.arguments import checked_seed, wrong_batch
-from pufferrs.vector.kinds import agent_spaces
+from pufferrs.vector.kinds import agent_spaces, rows_per_env
 
 #: The vector envs open in this process, for the fork handler below.
 _OPEN: weakref.WeakSet[VectorEnv] = weakref.WeakSet()
@@ -63,11 +63,12 @@ class VectorEnv:
         """Builds the buffers (whose plan checks every count: see
         ``RolloutBuffers``) and the views over them. ``num_workers=None``
         runs the envs in this process, one batch at a time. A PettingZoo
-        env takes one row per agent: the spaces are those of one agent."""
+        env takes one row per agent, a vector env one per sub-env: the
+        spaces are those of one row."""
         self.check_bounds = bool(check_bounds)
         #: The agent of each row of an env (slot order); None for gymnasium envs.
         self.possible_agents, observation_space, action_space = agent_spaces(probe)
-        agents = 1 if self.possible_agents is None else len(self.possible_agents)
+        agents = rows_per_env(probe)
         self.layout = Layout(observation_space, name="obs")
         self.action_layout = Layout(action_space, name="action")
         self.buffers = RolloutBuffers(

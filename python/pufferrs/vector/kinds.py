@@ -1,5 +1,7 @@
-"""What kind of env a creator made (gymnasium, native, or PettingZoo
-parallel or AEC) and the spaces of one of its rows.
+"""What kind of env a creator made (gymnasium, native, PettingZoo parallel
+or AEC, or an env that steps several rows at once: a gymnasium vector env,
+EnvPool's included, or a PufferLib-style in-place env), how many rows it
+takes and the spaces of one of its rows.
 
 Its own module so that the backends (``base``) and the PettingZoo blocks
 (``agents``) both ask it, and neither imports the other. PettingZoo is
@@ -41,14 +43,60 @@ def native_envs(envs: list[Any]) -> list[Any] | None:
     return None
 
 
+def inplace_kind(env: Any) -> str | None:
+    """``"vector"`` for a ``gymnasium.vector.VectorEnv`` (EnvPool's envs
+    are one, and gymnasium envs too: the vector kind wins), ``"puffer"``
+    for an env of PufferLib's in-place contract (``num_agents``,
+    ``single_observation_space``, ``single_action_space`` and the arrays
+    ``observations``, ``actions``, ``rewards``, ``terminals``,
+    ``truncations``, ``masks``), None for anything else.
+    :mod:`pufferrs.vector.inplace` steps both."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return "vector"
+    if isinstance(env, gym.Env):
+        return None
+    if all(hasattr(env, name) for name in PUFFER_ATTRIBUTES):
+        return "puffer"
+    return None
+
+
+#: What an env of PufferLib's in-place contract has.
+PUFFER_ATTRIBUTES = (
+    "num_agents",
+    "single_observation_space",
+    "single_action_space",
+    "observations",
+    "actions",
+    "rewards",
+    "terminals",
+    "truncations",
+    "masks",
+)
+
+
+def rows_per_env(env: Any) -> int:
+    """The rows one env takes: its agents (PettingZoo, native, PufferLib),
+    its sub-envs (a vector env), else one."""
+    kind = inplace_kind(env)
+    if kind == "vector":
+        return int(env.num_envs)
+    if kind == "puffer":
+        return int(env.num_agents)
+    agents = agent_spaces(env)[0]
+    return 1 if agents is None else len(agents)
+
+
 def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
     """``(possible_agents, observation space, action space)`` of one agent;
-    ``possible_agents`` is None for a gymnasium env. Every agent of a
+    ``possible_agents`` is None for a gymnasium env and for envs that
+    step several rows at once (whose rows are not named agents). Every agent of a
     PettingZoo env must have the same spaces, since all rows share one
     layout: agents that differ raise :class:`UnsupportedSpaceError`."""
     if isinstance(env, NativeEnv) and env.possible_agents is not None:
         # Declared in Rust with one space for every agent.
         return list(env.possible_agents), env.observation_space, env.action_space
+    if inplace_kind(env) is not None:
+        return None, env.single_observation_space, env.single_action_space
     if pettingzoo_kind(env) is None:
         return None, env.observation_space, env.action_space
     agents = list(env.possible_agents)

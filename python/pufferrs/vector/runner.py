@@ -12,7 +12,8 @@ import numpy as np
 from pufferrs._native import EnvBlock, NativeBlock
 from pufferrs.spaces import Layout
 from pufferrs.vector.agents import ParallelBlock, TurnBlock
-from pufferrs.vector.kinds import native_envs, pettingzoo_kind
+from pufferrs.vector.inplace import PufferBlock, VectorBlock
+from pufferrs.vector.kinds import inplace_kind, native_envs, pettingzoo_kind
 
 
 class Runner:
@@ -23,8 +24,9 @@ class Runner:
     (:class:`~pufferrs._native.EnvBlock`), one call per batch, reading each
     env's action from its action row (an int for a Discrete, a str for a
     string, a new array for the other leaves); PettingZoo envs, one row per
-    agent, go through :mod:`pufferrs.vector.agents` with the same
-    interface. Either way, what the outcomes mean for the rows (returns,
+    agent, go through :mod:`pufferrs.vector.agents`, and envs that step
+    all their rows at once through :mod:`pufferrs.vector.inplace`, with the
+    same interface. Either way, what the outcomes mean for the rows (returns,
     lengths, flags, final rows, the same-step autoreset) is the core's
     ``episodes.rs``. Envs written in Rust (:class:`pufferrs.native.NativeEnv`)
     step in a :class:`~pufferrs._native.NativeBlock` instead: every env in
@@ -47,8 +49,10 @@ class Runner:
         if native is not None:
             self.block = NativeBlock(native, first_env, arrays, layout, action_layout, check_bounds, threads)
         else:
-            kind = pettingzoo_kind(envs[0])
-            block = EnvBlock if kind is None else ParallelBlock if kind == "parallel" else TurnBlock
+            kind = inplace_kind(envs[0]) or pettingzoo_kind(envs[0])
+            block = {None: EnvBlock, "parallel": ParallelBlock, "aec": TurnBlock, "vector": VectorBlock}.get(
+                kind, PufferBlock
+            )
             self.block = block(envs, first_env, arrays, layout, action_layout, check_bounds)
         #: ``reset(seed)`` resets every env: ``(position, info)`` for the
         #: non-empty infos. ``step(actions=None, *, dense=False)`` steps

@@ -13,6 +13,7 @@ mod episode_rows;
 mod errors;
 mod flatten;
 mod gae;
+mod inplace_rows;
 mod layout;
 mod native;
 mod numpy_arrays;
@@ -36,6 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(native::cartpole_dynamics, m)?)?;
     m.add_function(wrap_pyfunction!(native::load_envs, m)?)?;
     m.add("ENV_ABI_VERSION", pufferrs_envs::abi::ABI_VERSION)?;
+    m.add_class::<inplace_rows::InplaceRows>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     m.add_function(wrap_pyfunction!(gae::fold_outcomes_into, m)?)?;
