@@ -33,6 +33,7 @@ __all__ = [
     "POLICIES",
     "SEARCH_SPACE",
     "TRACKERS",
+    "VECTORIZATIONS",
     "Config",
     "ConfigError",
     "apply_process_settings",
@@ -45,6 +46,11 @@ BACKENDS = ("serial", "multiprocessing", "ray")
 #: What ``--track`` names (comma-separated), and W&B's modes.
 TRACKERS = ("tensorboard", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
+
+#: How the envs of a run are made (``--vectorization``): one gymnasium env
+#: each, or one vector env per worker of the backend (gymnasium's vector
+#: entry point, or EnvPool) stepping ``num_envs / workers`` envs at once.
+VECTORIZATIONS = ("none", "vector_entry_point", "envpool")
 
 #: The policies ``--policy`` names (any case): ``auto`` is
 #: :class:`pufferrs.encoders.Auto`, the others pufferrs.models' classes.
@@ -78,6 +84,14 @@ class Config:
     )
     backend: str = _option("serial", "vector env backend", "vector env", BACKENDS)
     num_envs: int = _option(16, "envs stepped in parallel", "vector env")
+    vectorization: str = _option(
+        "none",
+        "none: one gymnasium env per env; vector_entry_point: gymnasium.make_vec(env, n, "
+        "vectorization_mode='vector_entry_point') per worker; envpool: envpool.make(env, env_type='gymnasium', "
+        "num_envs=n) per worker, stepped by EnvPool's threads (n: num_envs / workers)",
+        "vector env",
+        VECTORIZATIONS,
+    )
     num_workers: int | None = _option(
         None,
         "worker processes (multiprocessing; default: the most that divide num_envs, up to one per core)",
@@ -263,6 +277,8 @@ class Config:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.vectorization not in VECTORIZATIONS:
+            raise ConfigError(f"vectorization must be one of {VECTORIZATIONS}, got {self.vectorization!r}")
         if self.batch_size % self.num_envs:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of num_envs ({self.num_envs})")
         if self.lstm and self.horizon % self.bptt_horizon:

@@ -44,6 +44,7 @@ from pufferrs.errors import ConfigError
 from pufferrs.models import Convolutional, Default, LSTMWrapper, ProcgenResnet
 from pufferrs.normalize import NormalizedPolicy
 from pufferrs.presets import HIGHWAY_PREFIXES
+from pufferrs.vector.vector_envs import VectorEnvCreator, vector_env_count
 from pufferrs.wrappers import DropObservations, GoalSuccess, StringObservations, atari
 
 __all__ = [
@@ -307,7 +308,20 @@ def env_creator(config: Config, training: bool = True) -> EnvCreator | PettingZo
 def check_env(config: Config) -> None:
     """Raises :class:`ConfigError` when ``config.env`` is neither a
     registered env that ``gymnasium.make`` can build with
-    ``config.env_kwargs`` nor a PettingZoo module that builds with them."""
+    ``config.env_kwargs`` nor a PettingZoo module that builds with them
+    (nor, with ``config.vectorization``, a vector env of one env)."""
+    if config.vectorization != "none":
+        _import_env_modules(config.env, config.imports)
+        try:
+            VectorEnvCreator(config.vectorization, config.env, 1, config.seed, config.env_kwargs)().close()
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to build is the user's env or arguments
+            raise ConfigError(
+                f"{config.env} ({config.vectorization}) with {config.env_kwargs or {}} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        return
     if pettingzoo_maker(config.env) is not None:
         try:
             env_creator(config)().close()
@@ -343,6 +357,8 @@ def make_vecenv(
     life and clipped rewards)."""
     num_envs = config.num_envs if num_envs is None else num_envs
     backend = config.backend if backend is None else backend
+    if config.vectorization != "none":
+        return _make_vectorized(config, num_envs, backend, env_batch_size, config.seed if seed is None else seed)
     try:
         return vector.make(
             env_creator(config, training),
@@ -353,6 +369,30 @@ def make_vecenv(
             seed=config.seed if seed is None else seed,
         )
     except (ValueError, TypeError) as exc:  # sizes that do not divide, bad spaces
+        raise ConfigError(str(exc)) from exc
+
+
+def _make_vectorized(config: Config, num_envs: int, backend: str, env_batch_size: int | None, seed: int) -> Any:
+    """``num_envs`` envs as vector envs of several rows (one per worker,
+    or per batch on Serial): see :mod:`pufferrs.vector.vector_envs`."""
+    workers = config.num_workers if backend == "multiprocessing" else None
+    count = vector_env_count(num_envs, backend, workers, env_batch_size)
+    size = num_envs // count
+    _import_env_modules(config.env, config.imports)
+    creators = [
+        VectorEnvCreator(config.vectorization, config.env, size, seed + e * size, config.env_kwargs)
+        for e in range(count)
+    ]
+    try:
+        return vector.make(
+            creators,
+            num_envs=count,
+            backend=backend,
+            num_workers=count if backend == "multiprocessing" else None,
+            batch_size=env_batch_size // size if env_batch_size else None,
+            seed=seed,
+        )
+    except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
 
 

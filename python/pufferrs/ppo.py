@@ -96,6 +96,7 @@ from pufferrs.resume import (
 )
 from pufferrs.rollout import RowProgress
 from pufferrs.run_directory import RunDirectory, summarize
+from pufferrs.vector.vector_envs import on_pufferrs
 
 __all__ = ["Experience", "Trainer", "compute_advantages"]
 
@@ -122,10 +123,14 @@ class Trainer:
         if vecenv is None:
             check_env(config)
             vecenv = make_vecenv(config, env_batch_size=config.env_batch_size)
-        self.vecenv = vecenv
+        # A gymnasium vector env (EnvPool's) or PufferLib-style env made
+        # elsewhere runs as the one env of a Serial vector env.
+        vecenv = self.vecenv = on_pufferrs(vecenv, config.seed)
         try:
-            if vecenv.num_envs != config.num_envs:
-                raise ConfigError(f"the vector env has {vecenv.num_envs} envs, the config {config.num_envs}")
+            # Rows that are not agents (sub-envs of vector envs) count as envs.
+            envs = vecenv.num_agents if getattr(vecenv, "possible_agents", ()) is None else vecenv.num_envs
+            if envs != config.num_envs:
+                raise ConfigError(f"the vector env has {envs} envs, the config {config.num_envs}")
             self.actions = ActionAdapter(vecenv.single_action_space)
             self.policy = (policy if policy is not None else make_policy(vecenv, config)).to(self.device)
             self.recurrent = is_recurrent(self.policy)

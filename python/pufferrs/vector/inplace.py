@@ -59,12 +59,19 @@ def _autoreset_mode(env: Any) -> str:
     return mode.name if isinstance(mode, gym.vector.AutoresetMode) else str(mode).upper()
 
 
+#: Keys a vector env's infos carry that are not the step's: gymnasium's
+#: final observations and infos (pufferrs's own ``final_obs`` and
+#: ``final_info`` hold them), and which env a row is (EnvPool's ``env_id``
+#: and ``players``), which the row says already.
+_NOT_INFO = frozenset({"final_obs", "final_info", "env_id", "players"})
+
+
 def _row_info(info: dict, row: int) -> dict:
     """Row ``row``'s part of a vector env's ``info`` (arrays over its
     sub-envs, a key present where its ``_key`` mask says)."""
     out: dict[str, Any] = {}
     for key, value in info.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
+        if key.startswith("_") or key in _NOT_INFO:
             continue
         mask = info.get(f"_{key}")
         if mask is not None and not mask[row]:
