@@ -23,4 +23,10 @@ def make_backend(adapter: str, creators: Sequence[Callable[[], Any]], backend: s
             f"{adapter} adapts gymnasium envs, one row per env; these are PettingZoo envs of agents "
             f"{envs.possible_agents}: use pufferrs.vector.make, which gives each agent a row"
         )
+    if envs.agents_per_env != 1:
+        envs.close()
+        raise TypeError(
+            f"{adapter} adapts gymnasium envs, one row per env; these envs take {envs.agents_per_env} rows each "
+            f"(vector envs, or envs of PufferLib's in-place contract): use pufferrs.vector.make"
+        )
     return envs

@@ -165,14 +165,20 @@ class VectorBlock(_Rows):
                     f"asynchronous batches instead (batch_size of pufferrs.vector.make)"
                 )
         self.same_step = mode == "SAME_STEP"
+        self.seeded_at_make = [any(c.__module__.startswith("envpool.") for c in type(env).__mro__) for env in envs]
         super().__init__(envs, *args, next_step=not self.same_step)
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         for e, env in enumerate(self.envs):
             self.current_env = self.first_env + e
             # Sub-env j of env e seeded with seed + its row, where the env
-            # seeds its sub-envs one apart (SyncVectorEnv, EnvPool).
-            obs, _ = env.reset(seed=None if seed is None else seed + (self.first_env + e) * self.A)
+            # seeds its sub-envs one apart (SyncVectorEnv). EnvPool seeds
+            # its envs when it is made and warns that a reset's seed does
+            # nothing: it gets none.
+            if seed is None or self.seeded_at_make[e]:
+                obs, _ = env.reset()
+            else:
+                obs, _ = env.reset(seed=seed + (self.first_env + e) * self.A)
             self.layout.flatten_batch(obs, out=self.obs_rows[e], check_bounds=self.check_bounds)
             self.rows[e].reset()
         self._ended = ()
