@@ -37,6 +37,7 @@ SMOKE_ARGS: dict[str, str] = {
     "bench_multiagent_learning.py": "--smoke",
     "bench_flatten.py": "--quick",
     "bench_native.py": "--quick",
+    "bench_inplace.py": "--quick",
     "bench_vector.py": "--num-envs 2 --workers 2 --repeats 1 --seconds 0.01",
     "bench_gae.py": "--repeats 1 --seconds 0.01",
     "bench_multiagent.py": "--kaz-envs 2 --rendezvous-envs 2 --repeats 1 --seconds 0.05",

@@ -335,3 +335,58 @@ def test_adapters_refuse_envs_of_several_rows() -> None:
 
     with pytest.raises(TypeError, match="take 3 rows each"):
         GymnasiumVectorEnv([lambda: cartpole_vec(3)] * 2, backend="serial", autoreset_mode="SameStep")
+
+
+@st.composite
+def one_leaf_batches(draw: Any) -> tuple[gs.Space, np.ndarray]:
+    """A one-leaf space and a batch for it, in range or not, of its dtype
+    or another."""
+    kind = draw(st.sampled_from(["box", "discrete", "multidiscrete", "multibinary"]))
+    n = draw(st.integers(0, 6))
+    if kind == "box":
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.int16, np.uint8]))
+        shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        space: gs.Space = gs.Box(0, 10, shape, dtype)
+        batch_dtype = draw(st.sampled_from([dtype, np.float32]))
+        values = draw(st.sampled_from([0, 5, 11] if batch_dtype == np.uint8 else [-1, 0, 5, 11]))
+        batch = np.full((n, *shape), values, batch_dtype)
+        return space, batch
+    if kind == "discrete":
+        space = gs.Discrete(draw(st.integers(1, 5)), start=draw(st.integers(-3, 3)))
+        shape: tuple[int, ...] = ()
+    elif kind == "multidiscrete":
+        space = gs.MultiDiscrete(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+        shape = space.shape
+    else:
+        space = gs.MultiBinary(draw(st.integers(1, 3)))
+        shape = space.shape
+    size = n * int(np.prod(shape))
+    dtype = draw(st.sampled_from([space.dtype, np.int32, np.int8]))
+    low = 0 if np.dtype(dtype).kind == "u" else -4
+    values = draw(st.lists(st.integers(low, 6), min_size=size, max_size=size))
+    return space, np.array(values, dtype).reshape(n, *shape)
+
+
+@given(one_leaf_batches(), st.booleans())
+def test_store_exact_stores_what_flatten_batch_stores_or_nothing(case: tuple, check_bounds: bool) -> None:
+    from pufferrs import Layout
+    from pufferrs._native import store_exact
+
+    space, batch = case
+    layout = Layout(space)
+    expected = np.full((len(batch), layout.row_bytes), 7, np.uint8)
+    try:
+        layout.flatten_batch(batch, out=expected, check_bounds=check_bounds)
+        fits = True
+    except (ValueError, TypeError):
+        fits = False
+    out = np.full_like(expected, 7)
+    stored = store_exact(layout, batch, out, check_bounds)
+    if stored:
+        assert fits
+        np.testing.assert_array_equal(out, expected)
+    else:
+        np.testing.assert_array_equal(out, np.full_like(expected, 7))
+    # The exact case of a value that fits is never left to the slow path.
+    if fits and batch.dtype == space.dtype and space.dtype != bool:
+        assert stored

@@ -230,6 +230,11 @@ class EpisodeRows:
     @property
     def ended(self) -> tuple[int, ...]: ...
 
+def store_exact(layout: Layout, values: Any, out: npt.NDArray[np.uint8], check_bounds: bool = False) -> bool:
+    """Stores ``values`` into the rows of ``out`` when it is exactly the
+    array of ``layout``'s one leaf, batched, and passes the leaf's checks;
+    False, having written nothing, otherwise (``flatten_batch`` then)."""
+
 class InplaceRows:
     """The episode bookkeeping (``rust/core/src/episodes.rs``) of ``rows``
     rows from ``first_row`` of the buffers' arrays, stepped all at once by

@@ -95,8 +95,8 @@ def checked_env(env: Any, backend: str | None = None) -> Any:
         return env
     if pettingzoo_kind(env) is None and inplace is None:
         raise TypeError(
-            f"env_creator must return a gymnasium.Env, a gymnasium.vector.VectorEnv, a PettingZoo ParallelEnv or "
-            f"AECEnv, or an env of PufferLib's in-place contract; got {type(env).__name__}"
+            f"env_creator must return a gymnasium.vector.VectorEnv, an env of PufferLib's in-place contract, a "
+            f"gymnasium.Env or a PettingZoo ParallelEnv or AECEnv, got {type(env).__name__}"
         )
     if backend is not None:
         env.close()

@@ -11,6 +11,7 @@ mod buffers;
 mod env_block;
 mod episode_rows;
 mod errors;
+mod exact_rows;
 mod flatten;
 mod gae;
 mod inplace_rows;
@@ -39,6 +40,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_ABI_VERSION", pufferrs_envs::abi::ABI_VERSION)?;
     m.add_class::<inplace_rows::InplaceRows>()?;
     m.add_function(wrap_pyfunction!(layout::format_path, m)?)?;
+    m.add_function(wrap_pyfunction!(exact_rows::store_exact, m)?)?;
     m.add_function(wrap_pyfunction!(gae::gae, m)?)?;
     m.add_function(wrap_pyfunction!(gae::fold_outcomes_into, m)?)?;
     m.add("MAX_DEPTH", pufferrs_core::layout::MAX_DEPTH)?;
