@@ -2,10 +2,11 @@
 //! come in, core calls run, Python objects go out.
 //!
 //! Modules depend one way: the classes (`layout`, `buffers`, and
-//! `env_block` and `episode_rows`, which step envs' outcomes into rows
-//! through `rows`, and `native`, which steps envs written in Rust into
-//! them) and `gae` use `flatten` (and `store`, its second step),
-//! `unflatten` and `spec`, which use `tree`, `numpy_arrays` and `errors`.
+//! `env_block`, `episode_rows` and `inplace_rows`, which step envs'
+//! outcomes into rows through `rows`, and `native`, which steps envs
+//! written in Rust into them), `gae` and `exact_rows` use `flatten` (and
+//! `store`, its second step), `unflatten` and `spec`, which use `tree`,
+//! `numpy_arrays` and `errors`.
 
 mod buffers;
 mod env_block;
