@@ -266,6 +266,57 @@ def test_pufferlib_env_writes_into_the_shared_rows() -> None:
         assert ended > 10
 
 
+class Captured(Counters):
+    """Takes the arrays of ``buf`` when it is made and writes only those,
+    as a PufferLib C binding holds their addresses: it runs on pufferrs's
+    rows only when made with ``buf=``."""
+
+    def __init__(self, num_agents: int = 3, buf: Any = None) -> None:
+        super().__init__(num_agents)
+        if buf is not None:
+            for name, array in buf.items():
+                setattr(self, name, array)
+        self.captured = (self.observations, self.rewards, self.terminals, self.masks)
+
+    def _observe(self) -> None:
+        observations, _, _, masks = self.captured
+        observations[:, 0] = self.count
+        observations[:, 1] = self.limit
+        masks[:] = True
+        masks[0] = self.count[0] % 3 != 2
+
+    def step(self, actions: np.ndarray) -> tuple:
+        _, rewards, terminals, masks = self.captured
+        self.count += 1
+        rewards[:] = actions
+        terminals[:] = self.count >= self.limit
+        self.count[terminals] = 0
+        self.limit[terminals] = self.rng.integers(3, 8, int(terminals.sum()))
+        self._observe()
+        return self.captured[0], rewards, terminals, self.truncations, []
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_pufferlib_env_is_made_with_buf_on_the_rows(backend: str) -> None:
+    rng = np.random.default_rng(4)
+    actions = rng.integers(0, 3, (30, 6))
+    results = {}
+    for env_class in (Counters, Captured):
+        with pufferrs.vector.make(env_class, num_envs=2, backend=backend, seed=9) as envs:
+            envs.reset()
+            steps = []
+            for step_actions in actions:
+                envs.send(step_actions)
+                obs, rewards, terminals, _, infos, _, masks = envs.recv()
+                returns = [info.get("episode_return") for info in infos]
+                steps.append((obs.copy(), rewards.copy(), terminals.copy(), masks.copy(), returns))
+            results[env_class] = steps
+    for a, b in zip(results[Counters], results[Captured]):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    assert sum(r is not None for step in results[Captured] for r in step[4]) > 5
+
+
 def test_pufferlib_env_that_does_not_write_in_place_is_refused() -> None:
     with pufferrs.vector.make(CopiesOut, num_envs=1) as envs:
         with pytest.raises(WorkerError, match="must write them in place"):
@@ -390,3 +441,16 @@ def test_store_exact_stores_what_flatten_batch_stores_or_nothing(case: tuple, ch
     # The exact case of a value that fits is never left to the slow path.
     if fits and batch.dtype == space.dtype and space.dtype != bool:
         assert stored
+
+
+def test_a_pufferlib_env_made_elsewhere_runs_on_the_rows() -> None:
+    from pufferrs.vector.vector_envs import on_pufferrs
+
+    env = Counters(4)
+    with on_pufferrs(env, seed=3) as envs:
+        obs, _ = envs.reset()
+        assert envs.call_envs(lambda e, _: e is env) == [True]
+        assert np.shares_memory(env.observations, obs) and obs.shape == (4, 2)
+        envs.step(np.ones(4, np.int64))
+        np.testing.assert_array_equal(env.actions, np.ones(4))
+        assert (obs[1:, 0] == 1).all()  # the env's counts, in the rows

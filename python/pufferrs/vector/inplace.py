@@ -50,7 +50,7 @@ import numpy as np
 from pufferrs._native import InplaceRows, store_exact
 from pufferrs.errors import EnvProtocolError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
-from pufferrs.vector.kinds import rows_per_env
+from pufferrs.vector.kinds import inplace_kind, rows_per_env
 
 
 def _autoreset_mode(env: Any) -> str:
@@ -96,6 +96,53 @@ def _row_info(info: dict, row: int) -> dict:
             continue  # not one value per sub-env: nothing of this row's
         out[key] = item.item() if isinstance(item, np.generic) else item
     return out
+
+
+def puffer_buffers(
+    arrays: dict[str, np.ndarray], first_row: int, rows: int, layout: Layout, action_layout: Layout
+) -> dict:
+    """The ``buf`` a PufferLib-style env of ``rows`` agents is made with:
+    views of its observation and action rows of the shared buffers, and
+    arrays of its own for its rewards, flags and masks, which the core's
+    bookkeeping reads after each step and writes into the shared rows."""
+    span = slice(first_row, first_row + rows)
+    return {
+        "observations": layout.unflatten(arrays["observations"][span]),
+        "actions": action_layout.unflatten(arrays["actions"][span]),
+        "rewards": np.zeros(rows, np.float32),
+        "terminals": np.zeros(rows, bool),
+        "truncations": np.zeros(rows, bool),
+        "masks": np.ones(rows, bool),
+    }
+
+
+def made_on_rows(
+    envs: list[Any],
+    creators: list[Any],
+    env_args: tuple,
+    env_kwargs: dict,
+    first_env: int,
+    arrays: dict[str, np.ndarray],
+    layout: Layout,
+    action_layout: Layout,
+) -> list[Any]:
+    """``envs`` as they are, unless they are of PufferLib's in-place
+    contract: those are closed and made again by their creators with
+    ``buf=`` (:func:`puffer_buffers`), as PufferLib's vector envs make
+    them, so that an env that hands its arrays to native code when it is
+    made (a C binding) steps straight in the shared rows. Backends call
+    this once the buffers exist, with the envs they made to learn the
+    spaces."""
+    if not envs or inplace_kind(envs[0]) != "puffer":
+        return envs
+    A = rows_per_env(envs[0])
+    made = []
+    for e, (env, creator) in enumerate(zip(envs, creators)):
+        buf = puffer_buffers(arrays, (first_env + e) * A, A, layout, action_layout)
+        made.append(creator(*env_args, buf=buf, **env_kwargs))
+        if made[-1] is not env:  # (the trainer's own env comes back as it was)
+            env.close()
+    return made
 
 
 class _Rows:
@@ -228,18 +275,19 @@ class VectorBlock(_Rows):
 
 
 class PufferBlock(_Rows):
-    """A block of envs of PufferLib's in-place contract: each env's
-    ``observations`` and ``actions`` are rebound to views of its rows of
-    the shared buffers (what PufferLib's ``set_buffers`` does with
-    ``buf``), so that it reads its actions and writes its observations
-    there; its ``rewards``, ``terminals``, ``truncations`` and ``masks``
-    are arrays of its own, which the core's bookkeeping reads after each
-    step and writes into the shared rows (with returns, lengths and the
-    zeros of masked rows).
-
-    An env that took its arrays' addresses when it was made (a C binding
-    handed ``buf`` at construction) never sees the rebound arrays: it is
-    refused at its first reset, when its rows stay as they were."""
+    """A block of envs of PufferLib's in-place contract, made with ``buf=``
+    (:func:`made_on_rows`): each env's ``observations`` and ``actions`` are
+    views of its rows of the shared buffers, so that it reads its actions
+    and writes its observations there; its ``rewards``, ``terminals``,
+    ``truncations`` and ``masks`` are arrays of its own, which the core's
+    bookkeeping reads after each step and writes into the shared rows (with
+    returns, lengths and the zeros of masked rows). An env made without
+    ``buf`` (one handed to the trainer) has its arrays rebound to the same,
+    as PufferLib's ``set_buffers`` binds ``buf``: that serves an env that
+    writes through its attributes, not one that handed its first arrays'
+    addresses to native code when it was made (a C binding), which only
+    pufferrs's own ``buf=`` reaches (give pufferrs its creator). A reset
+    that returns observations that are not in the env's rows is refused."""
 
     def __init__(self, envs: list[Any], *args: Any) -> None:
         super().__init__(envs, *args, next_step=False)
@@ -253,12 +301,17 @@ class PufferBlock(_Rows):
                 f"space (as PufferLib's do), got {space}"
             )
         for e, env in enumerate(envs):
-            env.observations = layout.unflatten(self.obs_rows[e])
-            env.actions = self.actions[e]
-            env.rewards = np.zeros(A, np.float32)
-            env.terminals = np.zeros(A, bool)
-            env.truncations = np.zeros(A, bool)
-            env.masks = np.ones(A, bool)
+            if np.shares_memory(np.asarray(env.observations), self.obs_rows[e]):
+                continue  # made with buf= (made_on_rows): its arrays are the rows' and its own
+            # Made without buf: rebound, as PufferLib's set_buffers binds buf.
+            for name, array in puffer_buffers(
+                {"observations": self.obs_rows[e], "actions": self.action_rows[e * A : (e + 1) * A]},
+                0,
+                A,
+                layout,
+                self.action_layout,
+            ).items():
+                setattr(env, name, array)
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         infos: dict[int, dict] = {}

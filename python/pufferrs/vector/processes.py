@@ -21,6 +21,7 @@ from pufferrs.errors import SharedMemoryError, WorkerError, WorkerTimeoutError
 from pufferrs.spaces import Layout
 from pufferrs.vector.arguments import check_arguments, checked_env
 from pufferrs.vector.base import VectorEnv, unpin
+from pufferrs.vector.inplace import made_on_rows
 from pufferrs.vector.runner import Runner
 
 #: between checks for a dead parent while a worker waits for commands.
@@ -111,6 +112,7 @@ def _worker_main(
     try:
         envs = [creator(*env_args, **env_kwargs) for creator in creators]
         arrays = {name: buffers.array(name) for name in VectorEnv._ARRAYS}
+        envs = made_on_rows(envs, creators, env_args, env_kwargs, first_env, arrays, layout, action_layout)
         runner = Runner(envs, first_env, arrays, layout, action_layout, check_bounds=check_bounds, threads=threads)
     except Exception:
         startup_error = f"making its envs raised:\n{traceback.format_exc()}"

@@ -11,6 +11,7 @@ import gymnasium as gym
 from pufferrs.errors import WorkerError
 from pufferrs.vector.arguments import check_arguments, checked_env
 from pufferrs.vector.base import VectorEnv, unpin
+from pufferrs.vector.inplace import made_on_rows
 from pufferrs.vector.runner import Runner
 
 
@@ -60,6 +61,9 @@ class Serial(VectorEnv):
         try:
             # Serial runs blocks of `batch_size` envs: one "worker" per block.
             self._setup(checked_env(envs[0]), num_envs, None, batch_size, seed, check_bounds)
+            envs[:] = made_on_rows(
+                envs, env_creators, env_args, env_kwargs, 0, self._arrays, self.layout, self.action_layout
+            )
             size = self.batch_size
             self._runners = [
                 Runner(

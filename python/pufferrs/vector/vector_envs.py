@@ -92,4 +92,16 @@ def on_pufferrs(env: Any, seed: int = 0) -> Any:
             f"the trainer runs a pufferrs vector env (pufferrs.vector.make), a gymnasium vector env (EnvPool's "
             f"included) or an env of PufferLib's in-place contract; got {type(env).__name__}"
         )
-    return Serial([lambda: env], num_envs=1, seed=seed)
+    return Serial([_Given(env)], num_envs=1, seed=seed)
+
+
+class _Given:
+    """The creator of an env made elsewhere: it returns that env, and a
+    ``buf`` it is given changes nothing (the env's arrays are rebound to
+    the rows instead: see :class:`~pufferrs.vector.inplace.PufferBlock`)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def __call__(self, *args: Any, buf: Any = None, **kwargs: Any) -> Any:
+        return self.env
