@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pufferrs.envs  # noqa: F401 - registers pufferrs/Nested-v0
 import pufferrs.vector
+from pufferrs import Layout
 from pufferrs.config import Config
 from pufferrs.errors import ConfigError, UnsupportedSpaceError, WorkerError
 from pufferrs.vector.arguments import checked_env
@@ -44,7 +46,10 @@ def by_hand(make: Any, num_envs: int, size: int, seed: int | None, actions: np.n
     (step, row) the episodes that ended: return, length, last observation,
     flags. ``seed`` None: the envs are seeded when made (EnvPool)."""
     rows = num_envs * size
-    obs_rows = np.zeros((len(actions), rows, 4), np.float32)
+    probe = make()
+    layout = Layout(probe.single_observation_space)
+    probe.close()
+    obs_rows = np.zeros((len(actions), rows, layout.row_bytes), np.uint8)
     masks = np.ones((len(actions), rows), bool)
     ends: dict[tuple[int, int], tuple] = {}
     for e in range(num_envs):
@@ -58,15 +63,16 @@ def by_hand(make: Any, num_envs: int, size: int, seed: int | None, actions: np.n
             returns += np.where(waiting, 0.0, rewards.astype(np.float64))
             lengths += ~waiting
             done = terminals | truncations
+            flat = layout.flatten_batch(obs).view(np.uint8)
             for j in np.flatnonzero(done):
-                last = obs[j] if next_step else info["final_obs"][j]
-                ends[(t, e * size + j)] = (returns[j], lengths[j], np.array(last), terminals[j], truncations[j])
+                last = flat[j] if next_step else layout.flatten(info["final_obs"][j]).view(np.uint8)
+                ends[(t, e * size + j)] = (returns[j], lengths[j], last.copy(), terminals[j], truncations[j])
             returns[done], lengths[done] = 0.0, 0
             if next_step:
-                obs = np.where(done[:, None], 0.0, obs).astype(np.float32)
+                flat[done] = 0
                 masks[t, span] = ~done
                 waiting = done
-            obs_rows[t, span] = obs
+            obs_rows[t, span] = flat
         env.close()
     return {"obs": obs_rows, "masks": masks, "ends": ends}
 
@@ -80,7 +86,7 @@ def check_against_hand(envs: Any, expected: dict, actions: np.ndarray) -> int:
         envs.send(step_actions)
         obs, rewards, terminals, truncations, infos, row_ids, masks = envs.recv()
         np.testing.assert_array_equal(row_ids, np.arange(len(step_actions)))
-        np.testing.assert_array_equal(obs, expected["obs"][t], err_msg=f"step {t}")
+        np.testing.assert_array_equal(obs.view(np.uint8), expected["obs"][t], err_msg=f"step {t}")
         np.testing.assert_array_equal(masks, expected["masks"][t], err_msg=f"step {t}")
         for row, info in enumerate(infos):
             end = expected["ends"].get((t, row))
@@ -91,7 +97,7 @@ def check_against_hand(envs: Any, expected: dict, actions: np.ndarray) -> int:
             episode_return, length, last, terminal, truncated = end
             assert info["episode_return"] == episode_return, (t, row)
             assert info["episode_length"] == length, (t, row)
-            np.testing.assert_array_equal(info["final_obs"], last)
+            np.testing.assert_array_equal(info["final_obs"].view(np.uint8), last)
             assert (terminals[row], truncations[row]) == (terminal, truncated)
             seen += 1
     return seen
@@ -131,7 +137,7 @@ def test_multiprocessing_and_async_batches_equal_serial() -> None:
                 obs, _, _, _, _, row_ids, masks = envs.recv()
                 np.testing.assert_array_equal(row_ids, np.arange(e * 4, e * 4 + 4))
                 if t:
-                    np.testing.assert_array_equal(obs, expected["obs"][t - 1][row_ids])
+                    np.testing.assert_array_equal(obs.view(np.uint8), expected["obs"][t - 1][row_ids])
                 envs.send(actions[t][row_ids])
         envs.recv()
 
@@ -143,6 +149,23 @@ def test_same_step_vector_env_keeps_its_final_observations() -> None:
     with pufferrs.vector.make(make, num_envs=2, seed=11) as envs:
         assert check_against_hand(envs, expected, actions) >= 6
     assert expected["masks"].all()
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_nested_observations_of_a_vector_env(mode: str) -> None:
+    """A SyncVectorEnv of pufferrs/Nested-v0 (a Dict of an image, a
+    vector, a nested Dict and a Tuple): batches of nested observations go
+    into the rows, and final rows are the last observations, in both
+    autoreset modes."""
+    make = functools.partial(
+        gym.make_vec, "pufferrs/Nested-v0", 3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}
+    )
+    space = make().single_action_space
+    space.seed(0)
+    actions = np.stack([np.stack([space.sample() for _ in range(6)]) for _ in range(40)])
+    expected = by_hand(make, 2, 3, 5, actions, next_step=mode == "NextStep")
+    with pufferrs.vector.make(make, num_envs=2, seed=5) as envs:
+        assert check_against_hand(envs, expected, actions) >= 6
 
 
 def test_vector_env_that_resets_nothing_itself_is_refused() -> None:
