@@ -365,6 +365,15 @@ def test_trainer_and_vectorization_option() -> None:
     config.num_workers = 3
     with pytest.raises(ConfigError, match="do not split into 3"):
         make_vecenv(config)
+    config.backend = "ray"
+    with pytest.raises(ConfigError, match="serial and multiprocessing backends, not 'ray'"):
+        make_vecenv(config)
+    from pufferrs.factories import check_env
+
+    with pytest.raises(ConfigError, match="doesn't have a vector entry point"):
+        check_env(Config(env="pufferrs/Memory-v0", vectorization="vector_entry_point"))
+    with pytest.raises(ConfigError, match="vectorization must be one of"):
+        Config(env="CartPole-v1", vectorization="async").validate()
 
 
 def _envpool() -> Any:
