@@ -357,6 +357,10 @@ def test_trainer_and_vectorization_option() -> None:
     assert summary["updates"] == 2 and summary["env/episodes"] > 0
     with pytest.raises(ConfigError, match="gymnasium vector env"):
         Trainer(config, object())
+    # A PufferLib-style env counts as one env of 3 agents, as PettingZoo's do.
+    puffer = Config(env="Counters", num_envs=1, batch_size=64, minibatch_size=32, total_steps=64)
+    summary = Trainer(puffer, Counters()).train()
+    assert summary["updates"] == 1 and summary["env/episodes"] > 0
     config.vectorization, config.backend, config.num_workers = "vector_entry_point", "multiprocessing", 2
     from pufferrs.factories import make_vecenv
 

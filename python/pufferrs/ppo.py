@@ -127,7 +127,7 @@ class Trainer:
         # elsewhere runs as the one env of a Serial vector env.
         vecenv = self.vecenv = on_pufferrs(vecenv, config.seed)
         try:
-            # Rows that are not agents (sub-envs of vector envs) count as envs.
+            # Rows that are not agents (a vector env's sub-envs) count as envs.
             envs = vecenv.num_agents if getattr(vecenv, "possible_agents", ()) is None else vecenv.num_envs
             if envs != config.num_envs:
                 raise ConfigError(f"the vector env has {envs} envs, the config {config.num_envs}")

@@ -88,15 +88,20 @@ def rows_per_env(env: Any) -> int:
 
 def agent_spaces(env: Any) -> tuple[list[str] | None, Any, Any]:
     """``(possible_agents, observation space, action space)`` of one agent;
-    ``possible_agents`` is None for a gymnasium env and for envs that
-    step several rows at once (whose rows are not named agents). Every agent of a
+    ``possible_agents`` is None for a gymnasium env and for a vector env
+    (whose rows are envs), ``[0, 1, ..]`` for a PufferLib-style env. Every agent of a
     PettingZoo env must have the same spaces, since all rows share one
     layout: agents that differ raise :class:`UnsupportedSpaceError`."""
     if isinstance(env, NativeEnv) and env.possible_agents is not None:
         # Declared in Rust with one space for every agent.
         return list(env.possible_agents), env.observation_space, env.action_space
-    if inplace_kind(env) is not None:
+    kind = inplace_kind(env)
+    if kind == "vector":
         return None, env.single_observation_space, env.single_action_space
+    if kind == "puffer":
+        # PufferLib's agents are numbered (its agent_ids): a run counts
+        # these envs, not their agents, as a PettingZoo env's.
+        return list(range(int(env.num_agents))), env.single_observation_space, env.single_action_space
     if pettingzoo_kind(env) is None:
         return None, env.observation_space, env.action_space
     agents = list(env.possible_agents)
