@@ -35,6 +35,7 @@ SMOKE_ARGS: dict[str, str] = {
     "bench_train.py": "--num-envs 2 --workers 2 --updates 1 --repeats 1",
     "bench_policy.py": "--device cpu --hidden 16 --batch 8 --repeats 1 --repeat-seconds 0.01 --threads 1",
     "bench_multiagent_learning.py": "--smoke",
+    "bench_distributed.py": "--quick",
     "bench_flatten.py": "--quick",
     "bench_native.py": "--quick",
     "bench_inplace.py": "--quick",

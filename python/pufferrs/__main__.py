@@ -237,6 +237,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from pufferrs import distributed
     from pufferrs.config import apply_process_settings
     from pufferrs.factories import describe_policy
     from pufferrs.ppo import Trainer
@@ -260,13 +261,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     # This process is the run's: its threads, seeds and cuDNN flags are set
     # before the policy is built. The trainer validates the config.
     apply_process_settings(config)
-    with Trainer(config) as trainer:
-        if checkpoint is not None:
+    # Under torchrun: this rank joins the others (pufferrs.distributed);
+    # rank 0 alone speaks and writes. Otherwise nothing changes.
+    with distributed.session(config) as ranks, Trainer(config) as trainer:
+        if checkpoint is not None:  # every rank loads it
             trainer.load_state_dict(checkpoint)
+        if not ranks.is_main:
+            trainer.train()
+            return 0
+        if checkpoint is not None:
             print(f"resuming {path} after update {trainer.update} ({trainer.global_step:,} steps)", flush=True)
+        ranked = f", {ranks.size} ranks" if ranks.distributed else ""
         print(
             f"pufferrs train {config.env}: {config.num_updates} updates of {config.batch_size} steps on "
-            f"{trainer.device} ({config.backend}, {config.num_envs} envs, "
+            f"{trainer.device} ({config.backend}, {config.num_envs} envs{ranked}, "
             f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
             flush=True,
         )

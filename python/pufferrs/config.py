@@ -195,6 +195,12 @@ class Config:
     run_dir: str | None = _option(
         None, "where checkpoints, metrics and plots go (no files when None; the CLI's default: runs/NAME)", "run"
     )
+    dist_timeout: float = _option(
+        600.0,
+        "under torchrun: seconds a rank waits for the others in a collective before it stops with an error "
+        "(pufferrs.distributed)",
+        "run",
+    )
 
     eval_interval: int = _option(
         0,
@@ -316,6 +322,8 @@ class Config:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not math.isfinite(self.log_std_init):
             raise ConfigError(f"log_std_init must be finite, got {self.log_std_init!r}")
+        if not self.dist_timeout > 0:
+            raise ConfigError(f"dist_timeout must be positive, got {self.dist_timeout!r}")
         if not self.checkpoint_minutes >= 0:
             raise ConfigError(f"checkpoint_minutes must be non-negative, got {self.checkpoint_minutes!r}")
         if self.checkpoint_interval < 0:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NormalizedPolicy", "ObservationNormalizer", "RewardNormalizer", "merge_moments"]
+__all__ = ["NormalizedPolicy", "ObservationNormalizer", "RewardNormalizer", "combine_moments", "merge_moments"]
 
 _ACCUMULATORS = ("mean", "var", "count")
 
@@ -58,9 +58,14 @@ def merge_moments(mean: Any, var: Any, count: Any, batch: Any) -> tuple[Any, Any
     n``. Plain arithmetic, so that it runs on torch tensors (the
     observation normaliser, on the policy's device) and on numpy arrays
     (the reward normaliser, on the host) alike: one rule for both."""
-    n_b = batch.shape[0]
     mean_b = batch.mean(0)
-    m2_b = ((batch - mean_b) ** 2).sum(0)
+    return combine_moments(mean, var, count, mean_b, ((batch - mean_b) ** 2).sum(0), batch.shape[0])
+
+
+def combine_moments(mean: Any, var: Any, count: Any, mean_b: Any, m2_b: Any, n_b: Any) -> tuple[Any, Any, Any]:
+    """The merge of :func:`merge_moments` from a batch's mean, sum of
+    squared deviations and (non-zero) count, however they were computed
+    (summed across the ranks of a distributed run, for one)."""
     n = count + n_b
     delta = mean_b - mean
     m2 = var * count + m2_b + delta**2 * (count * n_b / n)
@@ -119,7 +124,7 @@ class ObservationNormalizer(nn.Module):
             self.scale.copy_((self.var + self.epsilon).rsqrt())
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Merges observations ``x`` ``(..., *shape)`` into the statistics.
 
         Every leading axis counts as a batch axis. The batch's mean and sum
@@ -128,13 +133,23 @@ class ObservationNormalizer(nn.Module):
         ``delta = mean_b - mean``, ``n = n_a + n_b``,
         ``mean += delta * n_b / n``,
         ``M2 = M2_a + M2_b + delta^2 * n_a * n_b / n``. An empty batch
-        changes nothing.
+        changes nothing. ``across`` sums a float64 tensor over the ranks of a
+        distributed run (:mod:`pufferrs.distributed`): the batch is then
+        every rank's ``x`` together.
         """
         self._check(x)
         batch = x.detach().reshape(-1, *self.shape).to(device=self.mean.device, dtype=torch.float64)
-        if batch.shape[0] == 0:
+        if across is not None:
+            n_b = across(torch.tensor(float(batch.shape[0]), dtype=torch.float64, device=batch.device))
+            if n_b.item() == 0:
+                return
+            mean_b = across(batch.sum(0)) / n_b
+            m2_b = across(((batch - mean_b) ** 2).sum(0))
+            mean, var, count = combine_moments(self.mean, self.var, self.count, mean_b, m2_b, n_b)
+        elif batch.shape[0] == 0:
             return
-        mean, var, count = merge_moments(self.mean, self.var, self.count, batch)
+        else:
+            mean, var, count = merge_moments(self.mean, self.var, self.count, batch)
         # In place, so that anything holding these buffers (an optimizer's
         # view of the module, a captured CUDA graph) sees the new values.
         self.mean.copy_(mean)

@@ -67,6 +67,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pufferrs import distributed
 from pufferrs.acting import Actor
 from pufferrs.actions import ActionAdapter
 from pufferrs.advantages import compute_advantages
@@ -119,18 +120,24 @@ class Trainer:
         self.config = config
         # Before any env is made: it checks config.info_metrics.
         self.episode_stats = EpisodeStats(config.env, config.info_metrics)
-        self.device = resolve_device(config.device)
+        # Under torchrun, this rank's share of the envs, seeds and batches
+        # (pufferrs.distributed); in one process, the config itself.
+        self.ranks = distributed.current()
+        share = self.ranks.share(config)
+        self.ranks.check_same(config)
+        self.env_offset = share.seed - config.seed  # this rank's first env among the run's
+        self.device = self.ranks.device(resolve_device(config.device))
         if vecenv is None:
             check_env(config)
-            vecenv = make_vecenv(config, env_batch_size=config.env_batch_size)
+            vecenv = make_vecenv(share, env_batch_size=share.env_batch_size)
         # A gymnasium vector env (EnvPool's) or PufferLib-style env made
         # elsewhere runs as the one env of a Serial vector env.
-        vecenv = self.vecenv = on_pufferrs(vecenv, config.seed)
+        vecenv = self.vecenv = on_pufferrs(vecenv, share.seed)
         try:
             # Rows that are not agents (a vector env's sub-envs) count as envs.
             envs = vecenv.num_agents if getattr(vecenv, "possible_agents", ()) is None else vecenv.num_envs
-            if envs != config.num_envs:
-                raise ConfigError(f"the vector env has {envs} envs, the config {config.num_envs}")
+            if envs != share.num_envs:
+                raise ConfigError(f"the vector env has {envs} envs, the config {share.num_envs}")
             self.actions = ActionAdapter(vecenv.single_action_space)
             self.policy = (policy if policy is not None else make_policy(vecenv, config)).to(self.device)
             self.recurrent = is_recurrent(self.policy)
@@ -143,6 +150,7 @@ class Trainer:
             if config.normalize_observations and self.normalizer is None:
                 raise ConfigError("normalize_observations needs a policy with a normalizer (pufferrs.normalize)")
             self.actor = Actor(self.policy, vecenv)
+            self.ranks.broadcast_module(self.policy)
         except BaseException:
             vecenv.close()
             raise
@@ -192,11 +200,14 @@ class Trainer:
         self.finals = FinalObservations(self.to_device)
 
         self.learning_check = LearningCheck(config)
+        # The minibatch shuffle's generator: torch's own in one process.
+        self.shuffle = self.ranks.shuffle(config.seed)
         self.update = 0
         self.global_step = 0
         self.elapsed = 0.0  # seconds of training, across resumptions
-        self.env_seed = config.seed  # what the envs are reset with when the first rollout starts
-        self.evaluation = PeriodicEvaluation(config, self.device) if config.eval_interval else None
+        self.env_seed = share.seed  # what the envs are reset with when the first rollout starts
+        evaluates = config.eval_interval and self.ranks.is_main  # under torchrun, rank 0's job
+        self.evaluation = PeriodicEvaluation(config, self.device) if evaluates else None
         self.timers = dict.fromkeys(("env", "inference", "learn"), 0.0)
         self.metrics: list[dict[str, Any]] = []
         self.run_dir = Path(config.run_dir) if config.run_dir else None
@@ -303,7 +314,7 @@ class Trainer:
         start = time.perf_counter()
         self.finals.value(self.experience, self.forward_eval)
         self.timers["inference"] += time.perf_counter() - start
-        self.global_step += int(self.experience.host_masks.sum())  # agent steps
+        self.global_step += self.ranks.total(int(self.experience.host_masks.sum()))  # agent steps, every rank's
 
     # -- learning -----------------------------------------------------------
 
@@ -415,20 +426,23 @@ class Trainer:
         stored = {"logprobs": exp.logprobs, "values": exp.values, "advantages": advantages, "returns": returns}
         flat = {k: v.reshape(count, length) for k, v in stored.items()}
         weights = None if acted is None else acted.reshape(count, length)
+        # A minibatch's StepWeights (statistics across ranks under torchrun).
+        minibatch = self.ranks.minibatches(flat["advantages"], weights)
         # As many minibatches as for one agent, each holding every row's steps.
         per_minibatch = count // (config.batch_size // config.minibatch_size)
         totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         steps = 0
         for _ in range(config.update_epochs):
-            order = torch.randperm(count).to(self.device)
+            order = torch.randperm(count, generator=self.shuffle).to(self.device)
             for index in order.split(per_minibatch):
                 old_logprobs, old_values, adv, ret = (
                     flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")
                 )
-                steps_of = StepWeights(None if weights is None else weights[index].reshape(-1))
+                steps_of = minibatch(index)
                 loss, stats = self.minibatch_loss(index, old_logprobs, old_values, adv, ret, steps_of)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self.ranks.average_gradients(self.parameters)
                 self.clip_and_step()
 
                 for key, value in stats.items():
@@ -437,7 +451,8 @@ class Trainer:
         if self.normalizer is not None:
             # After the epochs that learn from this rollout, so that the
             # rollout and its training passes normalised alike.
-            self.normalizer.update(exp.obs if acted is None else exp.obs[exp.masks.to(self.device)])
+            obs = exp.obs if acted is None else exp.obs[exp.masks.to(self.device)]
+            self.ranks.update_normalizer(self.normalizer, obs)
         # One read back to the host per update, not one per minibatch.
         losses = {k: v.item() / steps for k, v in totals.items()}
         with torch.no_grad():
@@ -445,7 +460,7 @@ class Trainer:
             var = ret.var()
             losses["explained_variance"] = float("nan") if var == 0 else (1 - (ret - val).var() / var).item()
         self.timers["learn"] += time.perf_counter() - start
-        return losses
+        return self.ranks.mean_metrics(losses)
 
     # -- the loop -------------------------------------------------------------
 
@@ -454,7 +469,7 @@ class Trainer:
         after each; returns a summary. Writes the run directory if set."""
         config = self.config
         run = None
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.ranks.is_main:
             # A trainer that has updates behind it (load_state_dict) continues its run's files.
             run = RunDirectory(self.run_dir, config, self.save_checkpoint, continue_at=self.update)
             self.metrics = run.metrics
@@ -479,6 +494,7 @@ class Trainer:
                     run.record(row)
                 if on_update is not None:
                     on_update(row)
+                self.ranks.check_stop()  # a signal to any rank stops every rank here
         except KeyboardInterrupt:
             # Stopped by hand: what was learned so far is still saved, counted
             # in the updates that finished (the one under way did not).
@@ -500,7 +516,7 @@ class Trainer:
             "sps": self.global_step / elapsed if elapsed > 0 else 0.0,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
         }
-        row.update(self.episode_stats.take())
+        row.update(self.ranks.episode_metrics(self.episode_stats))
         row.update({f"losses/{k}": v for k, v in losses.items()})
         row.update({f"perf/{k}": round(v, 4) for k, v in self.timers.items()})
         return row
@@ -561,9 +577,11 @@ class Trainer:
         self.update, self.global_step = int(state["update"]), int(state["global_step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         self.timers.update(state.get("timers", {}))
-        self.env_seed = resumed_env_seed(self.config.seed, self.update, self.config.num_envs)
+        self.env_seed = resumed_env_seed(self.config.seed, self.update, self.config.num_envs) + self.env_offset
         if "rng" in state:
             set_rng_state(state["rng"])
+        # Under torchrun, the checkpoint holds rank 0's generators: the others draw anew.
+        self.shuffle = self.ranks.resumed(self.config.seed, self.update)
 
     def close(self) -> None:
         self.vecenv.close()
