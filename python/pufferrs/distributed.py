@@ -264,7 +264,7 @@ class Ranks:
         :class:`~pufferrs.experience.StepWeights` of a minibatch's segment
         ``index``. Across ranks, the advantages and weights of every rank
         are gathered here, once per update, and each minibatch's are those
-        at the same positions on every rank (:attr:`shuffle`), so that the
+        at the same positions on every rank (:meth:`shuffle`), so that the
         minibatches' statistics cost no further collective."""
         if self.size == 1:
             return lambda index: StepWeights(None if weights is None else weights[index].reshape(-1))
