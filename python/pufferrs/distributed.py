@@ -54,7 +54,7 @@ What each rank owns and what is synchronised:
   ranks meet at a barrier and all exit as a stopped run does.
 - **Failures.** A collective that fails (another rank died, or did not
   answer within ``Config.dist_timeout`` seconds) raises
-  :class:`DistributedError`, which ``pufferrs train`` reports in one line;
+  :class:`~pufferrs.errors.DistributedError`, which ``pufferrs train`` reports in one line;
   ``torchrun`` also stops the remaining ranks when one exits with an error.
 """
 
@@ -76,7 +76,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pufferrs.errors import ConfigError, PufferError
+from pufferrs.errors import ConfigError, DistributedError
 from pufferrs.experience import StepWeights
 
 if TYPE_CHECKING:
@@ -86,7 +86,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SINGLE",
-    "DistributedError",
     "RankStepWeights",
     "Ranks",
     "current",
@@ -98,11 +97,6 @@ __all__ = [
 
 #: The config fields that are the run's totals, split evenly over the ranks.
 SPLIT_FIELDS = ("num_envs", "batch_size", "minibatch_size", "env_batch_size", "num_workers")
-
-
-class DistributedError(PufferError, RuntimeError):
-    """A collective between the ranks of a ``torchrun`` run failed: another
-    rank stopped (its own output says why) or did not answer in time."""
 
 
 class Ranks:

@@ -64,6 +64,11 @@ class EnvProtocolError(PufferError, RuntimeError):
     what the env did. A worker reports it inside a :class:`WorkerError`."""
 
 
+class DistributedError(PufferError, RuntimeError):
+    """A collective between the ranks of a ``torchrun`` run failed: another
+    rank stopped (its own output says why) or did not answer in time."""
+
+
 class CheckpointError(ConfigError):
     """A file that is not a pufferrs checkpoint (it does not load as plain
     tensors and data, or lacks the policy's weights and config), or one
