@@ -65,10 +65,29 @@ def compute_advantages(
     ``gamma`` and ``gae_lambda`` must lie in [0, 1]: the kernel refuses
     others (NaN included) with :class:`~pufferrs.SpaceError`.
     """
-    device = values.device if isinstance(values, torch.Tensor) else None
+    given = (values, bootstrap, rewards, terminals, truncations, final_values, masks)
+    if isinstance(values, torch.Tensor):
+        try:
+            # The trainer's case, on the CPU: numpy views of the tensors,
+            # no copy. A tensor on a GPU, of a dtype numpy lacks or needing
+            # grad refuses (TypeError, RuntimeError), as does anything that
+            # is no tensor (AttributeError): the general path takes those.
+            arrays = [x if x is None else x.numpy() for x in given]
+        except (AttributeError, TypeError, RuntimeError):
+            return _general(values.device, given, gamma, gae_lambda)
+        return torch.from_numpy(gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], masks=arrays[6]))
+    if all(x is None or type(x) is np.ndarray for x in given):
+        return gae(*given[:5], gamma, gae_lambda, final_values=final_values, masks=masks)
+    return _general(None, given, gamma, gae_lambda)
+
+
+def _general(device: torch.device | None, given: tuple[Any, ...], gamma: float, gae_lambda: float) -> Any:
+    """:func:`compute_advantages` of any arguments (the fast paths there
+    take numpy arrays alone and CPU tensors alone): tensors on a GPU,
+    tensors that need grad, mixtures of tensors, arrays and sequences;
+    ``device`` is ``values``' (None: a numpy result)."""
     staged: set[torch.device] = set()
     names = ("values", "bootstrap", "rewards", "terminals", "truncations", "final_values", "masks")
-    given = (values, bootstrap, rewards, terminals, truncations, final_values, masks)
     arrays = [_on_host(name, x, staged) if x is not None else None for name, x in zip(names, given)]
     for source in staged:
         # The copies into page-locked memory were asynchronous.
@@ -76,7 +95,9 @@ def compute_advantages(
     arrays = [x.numpy() if isinstance(x, torch.Tensor) else x for x in arrays]
     if device is None:
         return gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], masks=arrays[6])
-    out = torch.empty(tuple(values.shape), dtype=torch.float32, pin_memory=device.type == "cuda")
+    if device.type == "cpu":
+        return torch.from_numpy(gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], masks=arrays[6]))
+    out = torch.empty(tuple(given[0].shape), dtype=torch.float32, pin_memory=device.type == "cuda")
     gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], out=out.numpy(), masks=arrays[6])
     return out.to(device, non_blocking=True)
 

@@ -1,7 +1,7 @@
 //! GAE over numpy arrays: every argument is checked and viewed, without a
 //! copy, as the core's strided matrix, then one core call fills `out`.
 
-use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use pufferrs_core::dtype::DType;
@@ -9,7 +9,7 @@ use pufferrs_core::error::Error;
 use pufferrs_core::gae::{Matrix, MatrixMut, Steps, StoredOutcomes, advantages, fold_outcomes};
 
 use crate::errors::{Raise, type_name};
-use crate::numpy_arrays::{descr, dtype_of, is_writeable, zeros};
+use crate::numpy_arrays::{dtype_of, is_writeable};
 
 /// Where an array's elements lie: the lowest one's address, how many
 /// elements from there its strides reach, and element `(0, 0)`'s index.
@@ -122,7 +122,10 @@ pub fn gae<'py>(
         .raise()?;
     let out = match out.filter(|o| !o.is_none()) {
         Some(out) => out.clone(),
-        None => zeros(py, &descr(py, DType::F32)?, &spans[0].shape)?.into_any(),
+        // SAFETY: numpy allocates the elements, uninitialised: the kernel
+        // writes every one of them before the array is returned, and an
+        // error drops the array unread.
+        None => unsafe { PyArray2::<f32>::new(py, spans[0].shape, false) }.into_any(),
     };
     let out_span = span("out", &out, DType::F32, 2).raise()?;
     if !out.cast::<PyUntypedArray>().is_ok_and(|o| is_writeable(o)) {

@@ -269,3 +269,80 @@ fn matrices_outside_their_data_and_mismatched_shapes_are_refused() {
         Err(Error::Row("rewards: expected shape (2, 3) to match values, got (2, 2)".into()))
     );
 }
+
+/// The kernel without masks against the masked one with every step
+/// acting, bit for bit: shapes across blocks of rows and chunks of steps,
+/// dense episode ends, each layout (env-major, time-major, reversed
+/// steps), values that overflow to infinity or are NaN.
+fn unmasked_equals_masked(envs: usize, horizon: usize, seed: u64, finals: bool, layout: u8, gamma: f64, lambda: f64) {
+    let c = case(envs, horizon, seed);
+    let n = envs * horizon;
+    let shape = [envs, horizon];
+    // Element (i, t) of an env-major buffer, stored in `layout`.
+    let (store, strides, origin): (Box<dyn Fn(usize) -> usize>, [isize; 2], usize) = match layout {
+        0 => (Box::new(|k| k), [horizon as isize, 1], 0),
+        1 => (Box::new(move |k| (k % horizon) * envs + k / horizon), [1, envs as isize], 0),
+        _ => {
+            (Box::new(move |k| k / horizon * horizon + horizon - 1 - k % horizon), [horizon as isize, -1], horizon - 1)
+        }
+    };
+    let relayout = |a: &[f32]| {
+        let mut b = vec![0.0f32; n];
+        (0..n).for_each(|k| b[store(k)] = a[k]);
+        b
+    };
+    let relayout_flags = |a: &[u8]| {
+        let mut b = vec![0u8; n];
+        (0..n).for_each(|k| b[store(k)] = a[k]);
+        b
+    };
+    let mut values = c.values.clone();
+    if n > 2 {
+        (values[n / 2], values[n / 3]) = (f32::MAX, f32::NAN);
+    }
+    let (values, rewards, finals_data) = (relayout(&values), relayout(&c.rewards), relayout(&c.finals));
+    let (terminals, truncations) = (relayout_flags(&c.terminals), relayout_flags(&c.truncations));
+    let all_act = vec![1u8; n];
+    let origin = if envs == 0 { 0 } else { origin };
+    let m = |name, data| Matrix::new(name, data, origin, shape, strides).unwrap();
+    let run = |masks: Option<Matrix<'_, u8>>| {
+        let steps = Steps {
+            values: m("values", &values),
+            rewards: m("rewards", &rewards),
+            terminals: Matrix::new("terminals", &terminals, origin, shape, strides).unwrap(),
+            truncations: Matrix::new("truncations", &truncations, origin, shape, strides).unwrap(),
+            final_values: finals.then(|| m("final_values", &finals_data)),
+            bootstrap: Matrix::c_order("bootstrap", &c.bootstrap, [envs, 1]).unwrap(),
+            masks,
+        };
+        let mut out = vec![0.5f32; n];
+        let mut target = MatrixMut::new("out", &mut out, origin, shape, strides).unwrap();
+        advantages(&steps, gamma, lambda, &mut target).unwrap();
+        out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    let masks = Matrix::new("masks", &all_act, origin, shape, strides).unwrap();
+    assert_eq!(run(None), run(Some(masks)), "{envs} x {horizon}, layout {layout}");
+}
+
+proptest! {
+    #[test]
+    fn without_masks_equals_every_step_acting_bit_for_bit(
+        envs in 0usize..20, horizon in 0usize..200, seed: u64, finals: bool, layout in 0u8..3,
+        gamma in 0.0f64..=1.0, lambda in 0.0f64..=1.0,
+    ) {
+        unmasked_equals_masked(envs, horizon, seed, finals, layout, gamma, lambda);
+    }
+}
+
+#[test]
+fn without_masks_equals_every_step_acting_at_the_bounds() {
+    // Rows across a block and its remainder, steps across chunks, the
+    // discounts' bounds.
+    for (envs, horizon) in [(1, 1), (8, 64), (9, 65), (17, 129), (3, 200)] {
+        for layout in 0..3 {
+            for (gamma, lambda) in [(0.0, 0.0), (1.0, 1.0), (0.99, 0.95)] {
+                unmasked_equals_masked(envs, horizon, 3, true, layout, gamma, lambda);
+            }
+        }
+    }
+}
