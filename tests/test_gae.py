@@ -129,6 +129,56 @@ def test_torch_tensors_give_a_tensor(case: dict) -> None:
     assert_close(got.numpy(), expected_of(case))
 
 
+@settings(max_examples=30, deadline=None)
+@given(cases(), st.lists(st.booleans(), min_size=6, max_size=6), st.booleans())
+def test_mixtures_of_arrays_tensors_and_lists_and_tensors_needing_grad(
+    case: dict, as_tensor: list[bool], grad: bool
+) -> None:
+    # The trainer passes CPU tensors and host arrays side by side; tensors
+    # that need grad and nested lists (of flags) take the general path. Whatever the
+    # mixture, the same advantages, as a tensor exactly when values is one.
+    names = ("values", "bootstrap", "rewards", "terminals", "truncations", "final_values")
+    given = {}
+    for name, tensor in zip(names, as_tensor):
+        x = case[name]
+        if x is not None and tensor:
+            x = torch.from_numpy(x)
+            if grad and x.dtype == torch.float32:
+                x = x.clone().requires_grad_()
+        elif name == "terminals":
+            x = x.tolist()
+        given[name] = x
+    got = compute_advantages(
+        *(given[k] for k in names[:5]), case["gamma"], case["gae_lambda"], final_values=given["final_values"]
+    )
+    assert isinstance(got, torch.Tensor) == as_tensor[0]
+    assert not (isinstance(got, torch.Tensor) and got.requires_grad)
+    assert_close(np.asarray(got.numpy() if isinstance(got, torch.Tensor) else got), expected_of(case))
+
+
+@pytest.mark.parametrize("p_end", [0.01, 0.3])
+def test_shapes_across_the_kernels_blocks_of_rows_and_steps(p_end: float) -> None:
+    # The kernel takes 8 rows and 64 steps at a time: 19 x 150 has a block
+    # of 3 rows and a chunk of 22 steps left over, in each layout.
+    rng = np.random.default_rng(7)
+    n, t = 19, 150
+    case = {
+        "values": rng.normal(size=(n, t)).astype(np.float32),
+        "bootstrap": rng.normal(size=n).astype(np.float32),
+        "rewards": rng.normal(size=(n, t)).astype(np.float32),
+        "terminals": rng.random((n, t)) < p_end,
+        "truncations": rng.random((n, t)) < p_end,
+        "final_values": rng.normal(size=(n, t)).astype(np.float32),
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+    }
+    expected = expected_of(case)
+    assert_close(call(case), expected)
+    assert_close(call(case, torch.from_numpy).numpy(), expected)
+    assert_close(call(case, lambda a: np.ascontiguousarray(a.T).T), expected)
+    assert_close(call(case, lambda a: np.ascontiguousarray(a[..., ::-1])[..., ::-1]), expected)
+
+
 def test_boundary_cases_by_hand() -> None:
     # One env, three steps; values 2, rewards 1, final values 10, bootstrap
     # 100; gamma 0.5, lambda 1.

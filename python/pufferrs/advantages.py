@@ -49,7 +49,7 @@ def compute_advantages(
     ``bootstrap`` ``(N,)`` is the value of the observation after each env's
     last step. A terminal step has no future. A truncated step (not
     terminal) ends its episode too, but its future is worth the value of
-    the episode's final observation, ``final_values[i, t]`` (read only at
+    the episode's final observation, ``final_values[i, t]`` (used only at
     truncated steps); without ``final_values`` a truncated step's own value
     stands in for it, which biases every time-limited env's values (the
     vector envs hand out ``final_obs`` so that it need not). No advantage
@@ -66,26 +66,22 @@ def compute_advantages(
     others (NaN included) with :class:`~pufferrs.SpaceError`.
     """
     given = (values, bootstrap, rewards, terminals, truncations, final_values, masks)
-    if isinstance(values, torch.Tensor):
-        try:
-            # The trainer's case, on the CPU: numpy views of the tensors,
-            # no copy. A tensor on a GPU, of a dtype numpy lacks or needing
-            # grad refuses (TypeError, RuntimeError), as does anything that
-            # is no tensor (AttributeError): the general path takes those.
-            arrays = [x if x is None else x.numpy() for x in given]
-        except (AttributeError, TypeError, RuntimeError):
-            return _general(values.device, given, gamma, gae_lambda)
-        return torch.from_numpy(gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], masks=arrays[6]))
-    if all(x is None or type(x) is np.ndarray for x in given):
-        return gae(*given[:5], gamma, gae_lambda, final_values=final_values, masks=masks)
-    return _general(None, given, gamma, gae_lambda)
+    try:
+        # The trainer's case: numpy arrays as they are and CPU tensors as
+        # numpy views, no copy. A tensor on a GPU, of a dtype numpy lacks or
+        # needing grad refuses (TypeError, RuntimeError), as does anything
+        # else (AttributeError): the general path takes those.
+        arrays = [x if x is None or type(x) is np.ndarray else x.numpy() for x in given]
+    except (AttributeError, TypeError, RuntimeError):
+        return _general(values.device if isinstance(values, torch.Tensor) else None, given, gamma, gae_lambda)
+    out = gae(*arrays[:5], gamma, gae_lambda, final_values=arrays[5], masks=arrays[6])
+    return torch.from_numpy(out) if isinstance(values, torch.Tensor) else out
 
 
 def _general(device: torch.device | None, given: tuple[Any, ...], gamma: float, gae_lambda: float) -> Any:
-    """:func:`compute_advantages` of any arguments (the fast paths there
-    take numpy arrays alone and CPU tensors alone): tensors on a GPU,
-    tensors that need grad, mixtures of tensors, arrays and sequences;
-    ``device`` is ``values``' (None: a numpy result)."""
+    """:func:`compute_advantages` of any arguments (its fast path takes
+    numpy arrays and CPU tensors): tensors on a GPU or that need grad, and
+    sequences; ``device`` is ``values``' (None: a numpy result)."""
     staged: set[torch.device] = set()
     names = ("values", "bootstrap", "rewards", "terminals", "truncations", "final_values", "masks")
     arrays = [_on_host(name, x, staged) if x is not None else None for name, x in zip(names, given)]

@@ -167,7 +167,7 @@ pub struct Steps<'a> {
     pub rewards: Matrix<'a, f32>,
     pub terminals: Matrix<'a, u8>,
     pub truncations: Matrix<'a, u8>,
-    /// `V(final observation)` of each truncated step; read only where a
+    /// `V(final observation)` of each truncated step; used only where a
     /// step is truncated and not terminal. None: no final observations are
     /// known, and a truncated step's own value stands in for its future.
     pub final_values: Option<Matrix<'a, f32>>,
