@@ -278,13 +278,17 @@ fn unmasked_equals_masked(envs: usize, horizon: usize, seed: u64, finals: bool, 
     let c = case(envs, horizon, seed);
     let n = envs * horizon;
     let shape = [envs, horizon];
-    // Element (i, t) of an env-major buffer, stored in `layout`.
-    let (store, strides, origin): (Box<dyn Fn(usize) -> usize>, [isize; 2], usize) = match layout {
-        0 => (Box::new(|k| k), [horizon as isize, 1], 0),
-        1 => (Box::new(move |k| (k % horizon) * envs + k / horizon), [1, envs as isize], 0),
-        _ => {
-            (Box::new(move |k| k / horizon * horizon + horizon - 1 - k % horizon), [horizon as isize, -1], horizon - 1)
-        }
+    // Where element k = i * horizon + t of an env-major buffer is stored in
+    // `layout`, and the strides and origin that read it back.
+    let store = |k: usize| match layout {
+        0 => k,
+        1 => (k % horizon) * envs + k / horizon,
+        _ => k / horizon * horizon + horizon - 1 - k % horizon,
+    };
+    let (strides, origin) = match layout {
+        0 => ([horizon as isize, 1], 0),
+        1 => ([1, envs as isize], 0),
+        _ => ([horizon as isize, -1], horizon.saturating_sub(1)),
     };
     let relayout = |a: &[f32]| {
         let mut b = vec![0.0f32; n];
