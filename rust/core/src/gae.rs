@@ -256,8 +256,6 @@ const CHUNK: usize = 64;
 fn unmasked(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMut<'_, f32>) {
     let [envs, horizon] = out.shape;
     let decay = gamma * lambda;
-    // Lanes past the last row keep these: a zero delta that never goes on,
-    // computed and never written.
     let mut delta = [[0.0f64; CHUNK]; LANES];
     let mut goes_on = [[0u64; CHUNK]; LANES];
     let mut results = [[0.0f32; CHUNK]; LANES];
@@ -297,20 +295,56 @@ fn unmasked(steps: &Steps<'_>, gamma: f64, lambda: f64, out: &mut MatrixMut<'_, 
                 chunk.deltas(after[lane], gamma, &mut delta[lane][..len], &mut goes_on[lane][..len]);
                 after[lane] = values[0] as f64;
             }
-            for t in (0..len).rev() {
-                for lane in 0..LANES {
-                    // Zero where the episode ends, as the masked kernel sets it.
-                    let carried = f64::from_bits(advantage[lane].to_bits() & goes_on[lane][t]);
-                    advantage[lane] = delta[lane][t] + decay * carried;
-                    results[lane][t] = advantage[lane] as f32;
-                }
-            }
+            // As many lanes as rows: a lone row does one row's work.
+            let recurse = match rows {
+                1 => recurse::<1>,
+                2 => recurse::<2>,
+                3 => recurse::<3>,
+                4 => recurse::<4>,
+                5 => recurse::<5>,
+                6 => recurse::<6>,
+                7 => recurse::<7>,
+                _ => recurse::<LANES>,
+            };
+            recurse(len, decay, &delta, &goes_on, &mut advantage, &mut results);
             for (lane, result) in results.iter().enumerate().take(rows) {
                 out.write_run(first + lane, start, &result[..len]);
             }
             end = start;
         }
     }
+}
+
+/// The recursion over the first `len` steps of the first `L` lanes, back
+/// from the last step, carrying each lane's `advantage` on.
+fn recurse<const L: usize>(
+    len: usize,
+    decay: f64,
+    delta: &[[f64; CHUNK]; LANES],
+    goes_on: &[[u64; CHUNK]; LANES],
+    advantage: &mut [f64; LANES],
+    results: &mut [[f32; CHUNK]; LANES],
+) {
+    // A local copy stays in registers: the chain from one step to the
+    // next goes through no memory.
+    let mut carry = [0.0f64; L];
+    carry.copy_from_slice(&advantage[..L]);
+    for t in (0..len.min(CHUNK)).rev() {
+        for lane in 0..L {
+            // Zero where the episode ends, as the masked kernel sets it. By
+            // the bits, lanes go in vector registers; a lone lane is scalar
+            // code, where the bits would cross to the integer registers and
+            // back on the chain from step to step (half the speed).
+            let carried = if L == 1 {
+                if goes_on[lane][t] != 0 { carry[lane] } else { 0.0 }
+            } else {
+                f64::from_bits(carry[lane].to_bits() & goes_on[lane][t])
+            };
+            carry[lane] = delta[lane][t] + decay * carried;
+            results[lane][t] = carry[lane] as f32;
+        }
+    }
+    advantage[..L].copy_from_slice(&carry);
 }
 
 /// Copies of one row's chunk of each input, for rows whose steps are not
