@@ -34,7 +34,7 @@ import gymnasium as gym
 import gymnasium.spaces as gs
 import numpy as np
 
-from pufferrs.native import NATIVE_ENVS
+from pufferrs.native import NATIVE_ENVS, register_ids
 
 __all__ = ["Memory", "Nested"]
 
@@ -173,18 +173,7 @@ def _register() -> None:
     for env_id, entry_point in (("pufferrs/Memory-v0", Memory), ("pufferrs/Nested-v0", Nested)):
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry_point)
-    for env_id in NATIVE_ENVS:
-        if env_id not in gym.registry:
-            # Unwrapped, so that vector envs find the Rust env to step: the
-            # env checks its own actions, keeps its own order and limits
-            # its own episodes.
-            gym.register(
-                env_id,
-                entry_point="pufferrs.native:NativeEnv",
-                kwargs={"env_id": env_id},
-                disable_env_checker=True,
-                order_enforce=False,
-            )
+    register_ids(NATIVE_ENVS)
 
 
 _register()

@@ -32,7 +32,7 @@ import numpy as np
 from pufferrs import _native
 from pufferrs.errors import ConfigError, PufferError, UnsupportedSpaceError
 
-__all__ = ["NATIVE_ENVS", "NativeEnv", "register", "space"]
+__all__ = ["NATIVE_ENVS", "NativeEnv", "register", "register_ids", "space"]
 
 #: The ids of the built-in native envs.
 NATIVE_ENVS: tuple[str, ...] = tuple(_native.native_env_ids())
@@ -52,6 +52,15 @@ def register(module: ModuleType) -> list[str]:
             f"pufferrs_envs::abi::export makes there"
         )
     ids = _native.load_envs(capsule, json.loads)
+    register_ids(ids)
+    return ids
+
+
+def register_ids(ids: list[str] | tuple[str, ...]) -> None:
+    """Registers native env ids with gymnasium (those not registered yet).
+    Unwrapped, so that vector envs find the Rust env to step: the env
+    checks its own actions, keeps its own order and limits its own
+    episodes."""
     for env_id in ids:
         if env_id not in gym.registry:
             gym.register(
@@ -61,7 +70,6 @@ def register(module: ModuleType) -> list[str]:
                 disable_env_checker=True,
                 order_enforce=False,
             )
-    return ids
 
 
 def space(description: dict[str, Any]) -> gs.Space:
