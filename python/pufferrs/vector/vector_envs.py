@@ -76,7 +76,8 @@ def _usable_cpus() -> int:
 
 
 def on_pufferrs(env: Any, seed: int = 0) -> Any:
-    """``env`` if it is a pufferrs vector env already; a gymnasium vector
+    """``env`` if it is a pufferrs vector env already (or speaks its
+    protocol: ``async_reset``, ``send``, ``recv``); a gymnasium vector
     env (EnvPool's included) or an env of PufferLib's in-place contract as
     the one env of a :class:`~pufferrs.vector.Serial` vector env, a row per
     sub-env or agent, stepped by its own means (EnvPool: its threads);
@@ -87,12 +88,16 @@ def on_pufferrs(env: Any, seed: int = 0) -> Any:
 
     if isinstance(env, VectorEnv):
         return env
-    if inplace_kind(env) is None:
-        raise ConfigError(
-            f"the trainer runs a pufferrs vector env (pufferrs.vector.make), a gymnasium vector env (EnvPool's "
-            f"included) or an env of PufferLib's in-place contract; got {type(env).__name__}"
-        )
-    return Serial([_Given(env)], num_envs=1, seed=seed)
+    if inplace_kind(env) is not None:
+        return Serial([_Given(env)], num_envs=1, seed=seed)
+    if all(hasattr(env, name) for name in ("async_reset", "send", "recv")):
+        # Speaks the pufferrs vector env's protocol: a wrapper of one, or an
+        # adapter of another library's vector env.
+        return env
+    raise ConfigError(
+        f"the trainer runs a pufferrs vector env (pufferrs.vector.make), a gymnasium vector env (EnvPool's "
+        f"included) or an env of PufferLib's in-place contract; got {type(env).__name__}"
+    )
 
 
 class _Given:
