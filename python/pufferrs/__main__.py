@@ -18,20 +18,18 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import signal
 import sys
-import time
-import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pufferrs import __version__
+from pufferrs import __version__, cli_config
+from pufferrs.cli_config import MAX_SEED  # noqa: F401 - the largest seed the command takes, for tests and users
 
 if TYPE_CHECKING:
-    from pufferrs.config import Config
+    pass
 
 EPILOG_TRAIN = """\
 examples:
@@ -51,177 +49,6 @@ examples:
 presets by env family (pufferrs.presets.FAMILY_PRESETS), then by env
 (pufferrs.presets.PRESETS), applied before the options given:
 """
-
-
-def _flag(name: str, value: Any = None) -> str:
-    """The option that sets a Config field: ``--num-envs 8``, ``--no-lstm``."""
-    flag = name.replace("_", "-")
-    if isinstance(value, bool):
-        return f"--{'' if value else 'no-'}{flag}"
-    return f"--{flag}" if value is None else f"--{flag} {value}"
-
-
-def _presets_text() -> str:
-    from pufferrs.presets import FAMILY_PRESETS, PRESETS
-
-    def flags(preset: dict[str, Any]) -> str:
-        return " ".join(_flag(k, f"'{json.dumps(v)}'" if isinstance(v, dict) else v) for k, v in preset.items())
-
-    # Families that share one preset (gymnasium's control envs) on one line.
-    grouped: dict[str, list[str]] = {}
-    for prefix, preset in FAMILY_PRESETS:
-        grouped.setdefault(flags(preset), []).append(f"{prefix}*")
-    families = [(", ".join(prefixes), preset) for preset, prefixes in grouped.items()]
-    presets = [*families, *((env, flags(preset)) for env, preset in PRESETS.items())]
-    return "\n".join(f"  {env}: {shown}" for env, shown in presets)
-
-
-# ---------------------------------------------------------------------------
-# train: options from the Config dataclass
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"delay\": 8}}', got {text!r}")
-    return value
-
-
-#: Seeds the command takes: non-negative, and below 2**63, so that a seed
-#: is stored and passed exactly as a signed 64-bit integer everywhere it
-#: goes (``torch.manual_seed`` takes up to 2**64 - 1; numpy's int64).
-MAX_SEED = 2**63 - 1
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**63 - 1, got {text}")
-    return value
-
-
-def _encoders(text: str) -> dict:
-    """``--encoders``: a JSON object of leaf keys to encoder names, checked
-    here so that a bad name is an argument error and not a traceback."""
-    from pufferrs.encoders import check_encoders
-
-    value = _json_object(text)
-    try:
-        check_encoders(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-#: Options whose values need more checking than their annotation's type.
-_OPTION_TYPES = {"seed": _seed, "encoders": _encoders}
-
-
-def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """One option per Config field but ``env`` (the positional), in the
-    ``--help`` section its metadata names, typed by its annotation: a bool
-    is ``--x/--no-x``, a dict is JSON, ``int | None`` takes an int.
-    Defaults are None, so that only what the user typed overrides the env's
-    preset; the help shows Config's own default. Returns the sections."""
-    from pufferrs.config import Config
-
-    defaults, types = Config(), typing.get_type_hints(Config)
-    sections: dict[str, Any] = {}
-    for f in dataclasses.fields(Config):
-        if f.name == "env":
-            continue
-        group = f.metadata["group"]
-        if group not in sections:
-            sections[group] = parser.add_argument_group(group)
-        default, choices = getattr(defaults, f.name), f.metadata["choices"]
-        help_text = f.metadata["help"]
-        if default is not None:
-            help_text += f" (default: {json.dumps(default) if isinstance(default, dict) else default})"
-        # `int | None` is parsed as an int: None is the default, not typed.
-        kind = next(t for t in typing.get_args(types[f.name]) or (types[f.name],) if t is not type(None))
-        option, section = _flag(f.name), sections[group]
-        if kind is bool:
-            section.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
-        elif kind is dict:
-            section.add_argument(option, type=_OPTION_TYPES.get(f.name, _json_object), metavar="JSON", help=help_text)
-        else:
-            metavar = None if choices else f.name.upper()
-            kind = _OPTION_TYPES.get(f.name, kind)
-            section.add_argument(option, type=kind, choices=choices, metavar=metavar, help=help_text)
-    return sections
-
-
-def _options_given(args: argparse.Namespace) -> dict[str, Any]:
-    """The Config fields typed on the command line (``env`` aside)."""
-    from pufferrs.config import Config
-
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(Config)
-        if f.name != "env" and getattr(args, f.name) is not None
-    }
-
-
-def _file_settings(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
-    """``(env, other fields)`` of ``--config FILE`` (nothing without one)."""
-    from pufferrs.config_files import read_config_file
-
-    values = read_config_file(args.config) if args.config else {}
-    return values.pop("env", None), values
-
-
-def _config_from_args(args: argparse.Namespace) -> Config:
-    """The defaults, the env's presets, ``--config FILE``, then the options
-    typed; the run directory defaults to runs/NAME."""
-    from pufferrs.config import Config
-
-    file_env, file_values = _file_settings(args)
-    config = Config.for_env(args.env or file_env, **{**file_values, **_options_given(args)})
-    _name_run_dir(config, args)
-    return config
-
-
-def _name_run_dir(config: Config, args: argparse.Namespace) -> None:
-    if config.run_dir is None:
-        name = args.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', config.env)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path("runs") / name
-        suffix = 1
-        while run_dir.exists():  # two runs in the same second keep apart
-            suffix += 1
-            run_dir = Path("runs") / f"{name}-{suffix}"
-        config.run_dir = str(run_dir)
-
-
-def _resumed_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any], Path]:
-    """``(config, checkpoint, its path)`` of ``--resume``: the checkpoint's
-    config, then ``--config FILE``, then the options typed (``--total-steps``
-    to train longer, ...). The run continues in the checkpoint's run
-    directory unless ``--run-dir`` or ``--name`` says otherwise. Code the
-    checkpoint names runs only as ``pufferrs eval`` allows it."""
-    from pufferrs.checkpoints import load_checkpoint
-    from pufferrs.errors import CheckpointError
-    from pufferrs.resume import find_checkpoint, run_directory_of
-
-    path = find_checkpoint(args.resume)
-    file_env, file_values = _file_settings(args)
-    env = args.env or file_env
-    checkpoint, config = load_checkpoint(
-        path, "cpu", env=env, imports=args.imports, trust_code=args.trust_checkpoint_code
-    )
-    trained_on = checkpoint["config"]["env"]
-    if env is not None and env != trained_on:
-        raise CheckpointError(f"{str(path)!r} was trained on {trained_on}, not {env}: resume it on {trained_on}")
-    config = dataclasses.replace(config, **{**file_values, **_options_given(args)})
-    if args.run_dir is None:
-        config.run_dir = None if args.name else str(run_directory_of(path))
-    _name_run_dir(config, args)
-    return config, checkpoint, path
 
 
 # ---------------------------------------------------------------------------
@@ -247,9 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     checkpoint = None
     if args.resume:
-        config, checkpoint, path = _resumed_config(args)
+        config, checkpoint, path = cli_config.resumed_config(args)
     else:
-        config = _config_from_args(args)
+        config = cli_config.config_from_args(args)
     if args.print_config:
         config.validate()
         print(json.dumps(dataclasses.asdict(config), indent=2))
@@ -290,7 +117,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from pufferrs.sweep import load_space, run_sweep, trial_table
 
     space = load_space(args.space)
-    base = _config_from_args(args)
+    base = cli_config.config_from_args(args)
     directory = Path(args.dir) if args.dir else Path("sweeps") / Path(base.run_dir).name
     print(
         f"pufferrs sweep {base.env}: {args.trials} trials of {base.num_updates} updates, {args.parallel} at a time, "
@@ -384,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a policy with PPO",
         description="Train a policy with PPO on a gymnasium or PettingZoo env.\nOptions left out take the env's preset "
         "(listed at the end), then the defaults shown.",
-        epilog=EPILOG_TRAIN + _presets_text(),
+        epilog=EPILOG_TRAIN + cli_config.presets_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument(
@@ -394,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="gymnasium env id (default: pufferrs/Memory-v0; also pufferrs/Nested-v0, CartPole-v1, ...), "
         "PettingZoo id (classic/connect_four-v3) or dotted path to a PettingZoo env",
     )
-    sections = _add_config_options(train)
+    sections = cli_config.add_config_options(train)
     _add_run_options(sections["run"])
     sections["run"].add_argument(
         "--resume",
@@ -444,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--target-return", type=float, metavar="RETURN", help="also report the env steps each trial took to reach it"
     )
-    sweep_sections = _add_config_options(sw)
+    sweep_sections = cli_config.add_config_options(sw)
     _add_run_options(sweep_sections["run"])
     sw.set_defaults(run=cmd_sweep)
 
@@ -465,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rgb_array frames, and moviepy)",
     )
     ev.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
-    ev.add_argument("--seed", type=_seed, default=None, help="env seed (default: the training seed + 1000)")
+    ev.add_argument(
+        "--seed", type=cli_config.seed_argument, default=None, help="env seed (default: the training seed + 1000)"
+    )
     trust = ev.add_argument_group(
         "code the checkpoint names",
         "A checkpoint's env may need code to be made: a dotted path to a function, module:EnvId, modules to "
