@@ -43,9 +43,11 @@ Choices where gymnasium and PufferLib differ:
   step returns the first observation of the next episode with the reward,
   terminal and truncation of the last step (PufferLib's and gymnasium's
   ``SAME_STEP`` mode). The reset's own info is dropped.
-- ``infos`` is a list with one dict per row of the batch, in ``row_ids``
-  order. Most are empty; the dict of a step that ended an episode holds the
-  env's info of that step plus ``episode_return`` (float),
+- ``infos`` is one dict per row of the batch, in ``row_ids`` order: an
+  :class:`~pufferrs.vector.infos.Infos`, a sequence that reads, compares,
+  assigns and pickles as a list and makes each row's dict when it is
+  first read (``list(infos)`` is a real list). Most are empty; the dict
+  of a step that ended an episode holds the env's info of that step plus ``episode_return`` (float),
   ``episode_length`` (int), ``final_obs`` and ``final_info`` (gymnasium's
   names): the episode's last observation, as a row like those of ``obs``,
   and the env's info of that step. Workers write the last observation

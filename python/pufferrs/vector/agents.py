@@ -197,9 +197,11 @@ def _merge_all(infos: dict[int, dict], agents: list[str], rows: list[int], env_i
 
 def _infos(infos: dict[int, dict], n: int, dense: bool, ended: tuple[int, ...]) -> Any:
     """``(row, info)`` for the non-empty infos, in row order; with ``dense``
-    one info per row (a new dict for a row with none) and ``ended``."""
+    those infos by row and ``ended`` (``VectorEnv._step_all``'s result:
+    its :class:`~pufferrs.vector.infos.Infos` makes the empty ones when
+    they are read)."""
     if dense:
-        return [infos.get(row) or {} for row in range(n)] if infos else [{} for _ in range(n)], ended
+        return infos, ended
     return sorted(infos.items()) if infos else []
 
 

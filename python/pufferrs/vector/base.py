@@ -16,6 +16,7 @@ from pufferrs._native import RolloutBuffers, store_exact
 from pufferrs.errors import PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
 from pufferrs.vector.arguments import checked_seed, wrong_batch
+from pufferrs.vector.infos import Infos
 from pufferrs.vector.kinds import agent_spaces, rows_per_env
 
 #: The vector envs open in this process, for the fork handler below.
@@ -121,12 +122,12 @@ class VectorEnv:
             )
             self._batch_actions = batch["actions"]
         self._blocks: dict[int, tuple] = {}
-        self._batch_range = range(batch_rows)
         self._action_blocks: dict[int, np.ndarray] = {}
         self._pending: set[int] = set()  # workers asked to reset or step, not yet received
         self._held: list[int] = []  # workers received, waiting for actions, in env order
         self._held_lo: int | None = None  # their first row when they are consecutive
-        self._stepped: tuple[list[dict], Sequence[int]] | None = None  # what _step_all returned, for recv
+        # What _step_all returned, for recv.
+        self._stepped: tuple[list[dict] | dict[int, dict], Sequence[int]] | None = None
         self._first_reset = True
         self._pinned: list[int] = []  # addresses registered with CUDA
         self._closed = False
@@ -136,14 +137,14 @@ class VectorEnv:
 
     # -- the public API --
 
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, list[dict]]:
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, Infos]:
         """Resets every env (env ``i`` with ``seed + i``) and returns the
         observations and infos of the first batch."""
         self.async_reset(seed)
         obs, _, _, _, infos, _, _ = self.recv()
         return obs, infos
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Sends ``actions`` to the envs of the last batch and returns the
         next batch: ``(obs, rewards, terminals, truncations, infos)``."""
         self.send(actions)
@@ -231,28 +232,39 @@ class VectorEnv:
         self._pending.update(held)
         self._held = []
 
-    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict], np.ndarray, np.ndarray]:
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray, np.ndarray]:
         """Waits for the next batch of ``batch_size`` envs and returns
         ``(obs, rewards, terminals, truncations, infos, row_ids, masks)``,
         one entry per row: per env, or per agent slot of a PettingZoo env.
 
         With ``batch_size < num_envs`` these are the first workers to finish;
         ``row_ids`` says which rows they hold (the env ids of gymnasium envs),
-        and ``send`` acts on them."""
+        and ``send`` acts on them. ``infos`` is an :class:`Infos`: a
+        sequence that makes each row's dict when it is read."""
         if self._closed or self._broken is not None:
             self._check_open()
         stepped = self._stepped
         if stepped is not None:
             # The batch `_step_all` stepped (send left no batch held): every
-            # row. Inline: a call here is a measurable share of Serial's
-            # step on small envs.
-            infos, ended = stepped
+            # row, its positions the rows themselves. Inline: a call here is
+            # a measurable share of Serial's step on small envs.
+            given, ended = stepped
             self._stepped = None
             self._pending.clear()
             self._held, self._held_lo = [0], 0
-            for row in ended:
-                infos[row] = self._ended_info(infos[row], row)
             obs, rewards, terminals, truncations, row_ids, masks = self._full
+            if ended:
+                arrays = self._arrays
+                infos = Infos(
+                    self._batch_rows,
+                    given,
+                    ended,
+                    arrays["episode_returns"].copy(),
+                    arrays["episode_lengths"].copy(),
+                    self._final_observations,
+                )
+            else:
+                infos = Infos(self._batch_rows, given)
             return obs, rewards, terminals, truncations, infos, row_ids, masks
         if self._held:
             raise PufferError("recv() called twice without send(): act on the batch you hold first")
@@ -270,35 +282,35 @@ class VectorEnv:
             self.buffers.gather(workers)
             obs, rewards, terminals, truncations, masks = self._gathered
             row_ids = np.concatenate([np.arange(w * per, (w + 1) * per) for w in workers])
+            span: Any = row_ids
         else:
             block = self._blocks.get(lo) or self._block(lo)
             obs, rewards, terminals, truncations, row_ids, masks = block
-        infos: list[dict] = [{} for _ in self._batch_range]
+            span = slice(lo, lo + self._batch_rows)
+        given: dict[int, dict] = {}
         if payloads:
             for position, worker in enumerate(workers):
                 for i, info in payloads.get(worker, ()):
-                    infos[position * per + i] = info
+                    given[position * per + i] = info
         if ended:
-            # (`nonzero` and `item`: a third of the time of flatnonzero and
-            # indexing, on the path every episode end takes.)
-            for k in (terminals | truncations).nonzero()[0].tolist():
-                infos[k] = self._ended_info(infos[k], row_ids.item(k))
+            # The rows' returns and lengths as they are now (the next step
+            # rewrites them), for the infos of the rows that ended, which
+            # are made when read (see `Infos`).
+            arrays = self._arrays
+            infos = Infos(
+                self._batch_rows,
+                given,
+                (terminals | truncations).nonzero()[0].tolist(),
+                arrays["episode_returns"][span].copy(),
+                arrays["episode_lengths"][span].copy(),
+                self._final_observations,
+                row_ids,
+            )
+        else:
+            infos = Infos(self._batch_rows, given)
         # `row_ids` is what PufferLib calls `env_ids`: a row per env, or per
         # agent of a PettingZoo env.
         return obs, rewards, terminals, truncations, infos, row_ids, masks
-
-    def _ended_info(self, info: dict, row: int) -> dict:
-        """The info of a step that ended row ``row``'s episode (its env's,
-        or its agent's): the step's own, with the episode's return and
-        length, its last observation (a view of ``final_observations[row]``)
-        and the step's info as ``final_info``."""
-        return {
-            **info,
-            "episode_return": self._arrays["episode_returns"].item(row),
-            "episode_length": self._arrays["episode_lengths"].item(row),
-            "final_obs": self._final_observations[row],
-            "final_info": info,
-        }
 
     def pin_memory(self) -> None:
         """Page-locks the observation rows (and the gather area) for CUDA
@@ -423,11 +435,12 @@ class VectorEnv:
     def _shutdown(self) -> None:
         raise NotImplementedError
 
-    def _step_all(self, actions: Any) -> tuple[list[dict], Sequence[int]] | None:
+    def _step_all(self, actions: Any) -> tuple[list[dict] | dict[int, dict], Sequence[int]] | None:
         """A backend whose one batch is every env (one worker), stepped in
         one call, writes ``actions`` into the action rows (all or nothing),
-        steps every env and returns one info per row and the rows whose
-        episode ended; ``recv`` then hands out every row. None (the
+        steps every env and returns the infos (a list of one per row, or
+        the non-empty ones by row) and the rows whose episode ended;
+        ``recv`` then hands out every row. None (the
         default) takes the general path, as does a backend that refused the
         actions having changed nothing: ``send`` then diagnoses them."""
         return None

@@ -193,11 +193,14 @@ class _Rows:
         _store(self.action_layout, actions, self.action_rows, self.check_bounds)
 
     def _finish(self, infos: dict[int, dict], ended: list[int], dense: bool) -> Any:
+        """What ``step`` returns: ``(row, info)`` for the non-empty infos,
+        or with ``dense`` those infos by row and the rows that ended (what
+        ``VectorEnv._step_all`` returns: its :class:`Infos` makes the empty
+        ones when they are read)."""
         self.current_env = None
         self._ended = tuple(ended)
         if dense:
-            rows = len(self.envs) * self.A
-            return [infos.get(row) or {} for row in range(rows)] if infos else [{} for _ in range(rows)], self._ended
+            return infos, self._ended
         return sorted(infos.items()) if infos else []
 
 
@@ -262,15 +265,16 @@ class VectorBlock(_Rows):
             final = info.get("final_obs") if self.same_step else None
             rows = self.rows[e]
             rows.step(np.asarray(rewards), np.asarray(terminals, bool), np.asarray(truncations, bool), None, final)
-            if rows.ended:
+            done = rows.ended
+            if done:
+                base = e * A
+                ended += [base + row for row in done] if base else done
                 step_info = info.get("final_info", info) if self.same_step else info
-                for row in rows.ended:
-                    position = e * A + row
-                    ended.append(position)
-                    if step_info:
+                if step_info:
+                    for row in done:
                         row_info = _row_info(step_info, row)
                         if row_info:
-                            infos[position] = row_info
+                            infos[base + row] = row_info
         return self._finish(infos, ended, dense)
 
 
@@ -346,7 +350,9 @@ class PufferBlock(_Rows):
             result = env.step(env.actions)
             rows = self.rows[e]
             rows.step(env.rewards, env.terminals, env.truncations, env.masks, None)
-            ended += [e * A + row for row in rows.ended]
+            done = rows.ended
+            if done:
+                ended += [e * A + row for row in done] if e else done
             self._info(infos, e, result[4] if isinstance(result, tuple) and len(result) == 5 else None)
         return self._finish(infos, ended, dense)
 

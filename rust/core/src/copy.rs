@@ -204,10 +204,35 @@ impl<'a> Strided<'a> {
             unsafe { std::ptr::copy(self.data, out.as_mut_ptr(), out.len()) };
             return;
         }
-        let mut chunks = out.chunks_exact_mut(itemsize);
+        // One copy of a fixed size per element for the usual item sizes: a
+        // copy of a size known only at run time is a call per element,
+        // several times slower (a transposed batch of observations, as
+        // gymnasium's numpy vector envs return them, takes this path).
+        match itemsize {
+            1 => self.copy_elements::<1>(out),
+            2 => self.copy_elements::<2>(out),
+            4 => self.copy_elements::<4>(out),
+            8 => self.copy_elements::<8>(out),
+            _ => {
+                let mut chunks = out.chunks_exact_mut(itemsize);
+                self.for_each_offset(|offset| {
+                    let chunk = chunks.next().expect("one chunk per element");
+                    chunk.copy_from_slice(self.element(offset));
+                });
+            }
+        }
+    }
+
+    /// `copy_to` for an item size of `N` bytes.
+    fn copy_elements<const N: usize>(&self, out: &mut [u8]) {
+        debug_assert_eq!(self.dtype.itemsize(), N);
+        let mut chunks = out.chunks_exact_mut(N);
         self.for_each_offset(|offset| {
-            let chunk = chunks.next().expect("one chunk per element");
-            chunk.copy_from_slice(self.element(offset));
+            let chunk: &mut [u8; N] = chunks.next().expect("one chunk per element").try_into().expect("N bytes");
+            // SAFETY: as in `element`: `offset` addresses an element inside
+            // the array, readable for `N` (its itemsize) bytes; unaligned
+            // reads are allowed for any address.
+            *chunk = unsafe { std::ptr::read_unaligned(self.data.offset(offset).cast::<[u8; N]>()) };
         });
     }
 
@@ -261,6 +286,26 @@ mod tests {
         let b = unsafe { Strided::new(src.as_ptr(), DType::I32, &[6], &[0]) };
         b.copy_to(&mut out);
         assert_eq!(ints(&out), [1; 6]);
+    }
+
+    #[test]
+    fn transposed_copies_match_element_by_element_for_every_item_size() {
+        // A 3x5 array of each item size, copied transposed (5x3): element
+        // (i, j) of the copy is element (j, i) of the source.
+        for (dtype, itemsize) in [(DType::U8, 1), (DType::I16, 2), (DType::F32, 4), (DType::F64, 8)] {
+            let src: Vec<u8> = (0..15 * itemsize).map(|b| b as u8).collect();
+            let strides = [itemsize as isize, 5 * itemsize as isize];
+            // SAFETY: the transpose of the 3x5 array in `src`, which outlives it.
+            let t = unsafe { Strided::new(src.as_ptr(), dtype, &[5, 3], &strides) };
+            let mut out = vec![0u8; src.len()];
+            t.copy_to(&mut out);
+            for i in 0..5 {
+                for j in 0..3 {
+                    let got = &out[(i * 3 + j) * itemsize..][..itemsize];
+                    assert_eq!(got, &src[(j * 5 + i) * itemsize..][..itemsize], "{dtype:?} ({i}, {j})");
+                }
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use pufferrs_core::error::Error;
 use crate::errors::{Raise, type_name};
 use crate::layout::PyLayout;
 use crate::rows::{BlockRows, RowWriter};
+use pufferrs_core::episodes::Rows;
 
 #[pyclass(module = "pufferrs._native", name = "InplaceRows")]
 pub struct InplaceRows {
@@ -46,7 +47,10 @@ pub struct InplaceRows {
 /// `values` as one f64 per row: a 1-d numpy array of float32 or float64.
 fn floats(name: &str, values: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>> {
     let got = if let Ok(array) = values.extract::<PyReadonlyArray1<'_, f32>>() {
-        array.as_array().iter().map(|&v| v as f64).collect::<Vec<_>>()
+        match array.as_slice() {
+            Ok(slice) => slice.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            Err(_) => array.as_array().iter().map(|&v| v as f64).collect(),
+        }
     } else if let Ok(array) = values.extract::<PyReadonlyArray1<'_, f64>>() {
         array.as_array().to_vec()
     } else {
@@ -89,21 +93,18 @@ fn counted<T>(name: &str, values: Vec<T>, n: usize) -> PyResult<Vec<T>> {
     Ok(values)
 }
 
-impl InplaceRows {
-    /// `row` starts an episode (its env just reset it), acting or not; the
-    /// observation already in its row stays when it acts (the core zeroes
-    /// a row that does not act, and one that restarts).
-    fn restart(&mut self, row: usize, acting: bool) {
-        let mut rows = self.rows.rows();
-        if acting {
-            self.saved.copy_from_slice(rows.observation(row));
-        }
-        self.episodes.start_episode(row, &mut rows);
-        self.episodes.join(row);
-        self.episodes.set_acting(row, acting, &mut rows);
-        if acting {
-            rows.observation(row).copy_from_slice(&self.saved);
-        }
+/// `row` starts an episode (its env just reset it), acting or not; the
+/// observation already in its row stays when it acts (the core zeroes a
+/// row that does not act, and one that restarts). `saved` holds it meanwhile.
+fn restart(episodes: &mut Episodes, saved: &mut [u8], rows: &mut Rows<'_>, row: usize, acting: bool) {
+    if acting {
+        saved.copy_from_slice(rows.observation(row));
+    }
+    episodes.start_episode(row, rows);
+    episodes.join(row);
+    episodes.set_acting(row, acting, rows);
+    if acting {
+        rows.observation(row).copy_from_slice(saved);
     }
 }
 
@@ -141,9 +142,10 @@ impl InplaceRows {
     fn reset(&mut self, masks: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let n = self.episodes.rows();
         let masks = masks.map(|m| flags("masks", m, n)).transpose()?;
-        self.episodes.begin_reset(&mut self.rows.rows());
+        let mut rows = self.rows.rows();
+        self.episodes.begin_reset(&mut rows);
         for row in 0..n {
-            self.restart(row, masks.as_ref().is_none_or(|m| m[row]));
+            restart(&mut self.episodes, &mut self.saved, &mut rows, row, masks.as_ref().is_none_or(|m| m[row]));
         }
         self.episodes.end_reset();
         Ok(())
@@ -179,16 +181,17 @@ impl InplaceRows {
         } else {
             Vec::new()
         };
-        self.episodes.begin_step(&mut self.rows.rows());
+        // One view of the rows for the whole step: made once, not per row.
+        let mut rows = self.rows.rows();
+        self.episodes.begin_step(&mut rows);
         for (row, &reward) in rewards.iter().enumerate() {
-            self.episodes.reward(row, reward, &mut self.rows.rows());
+            self.episodes.reward(row, reward, &mut rows);
         }
         for row in 0..n {
             let (terminal, truncated) = (terminals[row], truncations[row]);
             if !(terminal || truncated) || self.episodes.role(row) != Role::Playing {
                 continue;
             }
-            let mut rows = self.rows.rows();
             self.saved.copy_from_slice(rows.observation(row));
             if self.next_step {
                 let last = &self.saved;
@@ -221,10 +224,9 @@ impl InplaceRows {
             }
         }
         for &row in &waiting {
-            self.restart(row, acting(row));
+            restart(&mut self.episodes, &mut self.saved, &mut rows, row, acting(row));
         }
         if let Some(masks) = &masks {
-            let mut rows = self.rows.rows();
             for (row, &mask) in masks.iter().enumerate() {
                 if self.episodes.role(row) == Role::Playing && self.episodes.is_acting(row) != mask {
                     self.episodes.set_acting(row, mask, &mut rows);
