@@ -190,15 +190,16 @@ class _Rows:
         into the block's action rows, all or nothing: a batch that does
         not fit raises before any env steps, with ``current_env`` None."""
         self.current_env = None
-        _store(self.action_layout, actions, self.action_rows, self.check_bounds)
+        if not store_exact(self.action_layout, actions, self.action_rows, self.check_bounds):
+            self.action_layout.flatten_batch(actions, out=self.action_rows, check_bounds=self.check_bounds)
 
-    def _finish(self, infos: dict[int, dict], ended: list[int], dense: bool) -> Any:
+    def _finish(self, infos: dict[int, dict], ended: list[int] | tuple[int, ...], dense: bool) -> Any:
         """What ``step`` returns: ``(row, info)`` for the non-empty infos,
         or with ``dense`` those infos by row and the rows that ended (what
         ``VectorEnv._step_all`` returns: its :class:`Infos` makes the empty
         ones when they are read)."""
         self.current_env = None
-        self._ended = tuple(ended)
+        self._ended = tuple(ended)  # (a tuple already is itself)
         if dense:
             return infos, self._ended
         return sorted(infos.items()) if infos else []
@@ -226,6 +227,13 @@ class VectorBlock(_Rows):
         self.same_step = mode == "SAME_STEP"
         self.seeded_at_make = [any(c.__module__.startswith("envpool.") for c in type(env).__mro__) for env in envs]
         super().__init__(envs, *args, next_step=not self.same_step)
+        #: What ``step`` needs of each env, in one tuple: its id, the env,
+        #: its actions, its observation rows, its bookkeeping, its first
+        #: position in the block.
+        self._per_env = [
+            (self.first_env + e, env, self.actions[e], self.obs_rows[e], self.rows[e], e * self.A)
+            for e, env in enumerate(envs)
+        ]
 
     def reset(self, seed: int | None = None) -> list[tuple[int, dict]]:
         for e, env in enumerate(self.envs):
@@ -250,26 +258,27 @@ class VectorBlock(_Rows):
         if actions is not None:
             self._stage(actions)
         infos: dict[int, dict] = {}
-        ended: list[int] = []
-        layout, check_bounds, A = self.layout, self.check_bounds, self.A
-        for e, env in enumerate(self.envs):
-            self.current_env = self.first_env + e
-            result = env.step(self.actions[e])
+        ended: tuple[int, ...] = ()
+        layout, check_bounds, same_step = self.layout, self.check_bounds, self.same_step
+        # (Written out, not through helpers: with a thousand rows stepped in
+        # 80 us, every call here is a share of pufferrs's cost per batch.)
+        for env_id, env, env_actions, obs_rows, rows, base in self._per_env:
+            self.current_env = env_id
+            result = env.step(env_actions)
             if not isinstance(result, tuple) or len(result) != 5:
                 raise EnvProtocolError(
                     f"{type(env).__name__}.step() must return (obs, rewards, terminations, truncations, infos), "
                     f"got {type(result).__name__}"
                 )
             obs, rewards, terminals, truncations, info = result
-            _store(layout, obs, self.obs_rows[e], check_bounds)
-            final = info.get("final_obs") if self.same_step else None
-            rows = self.rows[e]
+            if not store_exact(layout, obs, obs_rows, check_bounds):
+                layout.flatten_batch(obs, out=obs_rows, check_bounds=check_bounds)
+            final = info.get("final_obs") if same_step else None
             rows.step(np.asarray(rewards), np.asarray(terminals, bool), np.asarray(truncations, bool), None, final)
             done = rows.ended
             if done:
-                base = e * A
-                ended += [base + row for row in done] if base else done
-                step_info = info.get("final_info", info) if self.same_step else info
+                ended += tuple(base + row for row in done) if base else done
+                step_info = info.get("final_info", info) if same_step else info
                 if step_info:
                     for row in done:
                         row_info = _row_info(step_info, row)

@@ -226,6 +226,26 @@ impl<'a> Strided<'a> {
     /// `copy_to` for an item size of `N` bytes.
     fn copy_elements<const N: usize>(&self, out: &mut [u8]) {
         debug_assert_eq!(self.dtype.itemsize(), N);
+        if let ([rows, cols], [down, across]) = (self.shape, self.strides) {
+            // A 2-d array (a transpose, as gymnasium's numpy vector envs
+            // return their observations, or a strided view) in two plain
+            // loops: each row of `out` gathers one element of every column,
+            // the columns read as parallel streams.
+            let (cols, down, across) = (*cols, *down, *across);
+            for (row, out_row) in out.chunks_exact_mut(cols * N).take(*rows).enumerate() {
+                let mut offset = row as isize * down;
+                for item in out_row.chunks_exact_mut(N) {
+                    let item: &mut [u8; N] = item.try_into().expect("N bytes");
+                    // SAFETY: (row, col) is inside the shape, so `offset`
+                    // (row * down + col * across) addresses one of the
+                    // array's elements, readable for `N` bytes by `new`'s
+                    // contract; unaligned reads are allowed anywhere.
+                    *item = unsafe { std::ptr::read_unaligned(self.data.offset(offset).cast::<[u8; N]>()) };
+                    offset += across;
+                }
+            }
+            return;
+        }
         let mut chunks = out.chunks_exact_mut(N);
         self.for_each_offset(|offset| {
             let chunk: &mut [u8; N] = chunks.next().expect("one chunk per element").try_into().expect("N bytes");
@@ -303,6 +323,18 @@ mod tests {
                 for j in 0..3 {
                     let got = &out[(i * 3 + j) * itemsize..][..itemsize];
                     assert_eq!(got, &src[(j * 5 + i) * itemsize..][..itemsize], "{dtype:?} ({i}, {j})");
+                }
+            }
+            // The same transpose read backwards along both axes, from the last element.
+            let back = [-(itemsize as isize), -5 * itemsize as isize];
+            // SAFETY: every element it addresses is one of `src`'s, which outlives it.
+            let r = unsafe { Strided::new(src.as_ptr().add(14 * itemsize), dtype, &[5, 3], &back) };
+            r.copy_to(&mut out);
+            for i in 0..5 {
+                for j in 0..3 {
+                    let got = &out[(i * 3 + j) * itemsize..][..itemsize];
+                    let want = ((2 - j) * 5 + 4 - i) * itemsize;
+                    assert_eq!(got, &src[want..][..itemsize], "{dtype:?} reversed ({i}, {j})");
                 }
             }
         }

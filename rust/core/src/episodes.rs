@@ -336,6 +336,19 @@ impl Episodes {
         true
     }
 
+    /// [`Episodes::reward`] for every row at once, `rewards[row]` each (a
+    /// block that steps all its rows in one call): one pass without a
+    /// branch per row.
+    pub fn rewards<T: Copy + Into<f64>>(&mut self, rewards: &[T], rows: &mut Rows<'_>) {
+        assert_eq!(rewards.len(), self.roles.len(), "one reward per row");
+        let taken = self.returns.iter_mut().zip(rows.rewards.iter_mut()).zip(self.roles.iter().zip(rewards));
+        for ((sum, out), (&role, &reward)) in taken {
+            let (playing, reward) = (role == Role::Playing, reward.into());
+            *sum = if playing { *sum + reward } else { *sum };
+            *out = if playing { reward as f32 } else { *out };
+        }
+    }
+
     /// `row`'s episode ends at this step (see the module docs for a row
     /// with neither flag). `write_final` first writes its final row (its
     /// last observation, or zeros): when it fails, nothing changes. A row

@@ -175,32 +175,35 @@ impl InplaceRows {
         let truncations = flags("truncations", truncations, n)?;
         let masks = masks.map(|m| flags("masks", m, n)).transpose()?;
         let acting = |row: usize| masks.as_ref().is_none_or(|m| m[row]);
-        // Rows that ended at the last step and that the env resets now.
-        let waiting: Vec<usize> = if self.next_step {
-            (0..n).filter(|&row| self.episodes.role(row) == Role::Ended).collect()
-        } else {
-            Vec::new()
-        };
+        // Rows that ended at the last step and that the env resets now:
+        // with next-step restarts, exactly those the last step ended (every
+        // row that ends waits one step, and a step restarts every waiting row).
+        let waiting: Vec<usize> = if self.next_step { self.episodes.ended().to_vec() } else { Vec::new() };
+        debug_assert_eq!(
+            waiting,
+            if self.next_step {
+                (0..n).filter(|&row| self.episodes.role(row) == Role::Ended).collect()
+            } else {
+                Vec::new()
+            }
+        );
         // One view of the rows for the whole step: made once, not per row.
         let mut rows = self.rows.rows();
         self.episodes.begin_step(&mut rows);
-        for (row, &reward) in rewards.iter().enumerate() {
-            self.episodes.reward(row, reward, &mut rows);
-        }
-        for row in 0..n {
+        self.episodes.rewards(&rewards, &mut rows);
+        // The rows with a flag, found in one pass over the two arrays.
+        let flagged: Vec<usize> = (0..n).filter(|&row| terminals[row] | truncations[row]).collect();
+        for row in flagged {
             let (terminal, truncated) = (terminals[row], truncations[row]);
-            if !(terminal || truncated) || self.episodes.role(row) != Role::Playing {
+            if self.episodes.role(row) != Role::Playing {
+                continue;
+            }
+            if self.next_step {
+                // The row holds the episode's last observation: its final row.
+                self.episodes.end_observed(row, terminal, truncated, &mut rows);
                 continue;
             }
             self.saved.copy_from_slice(rows.observation(row));
-            if self.next_step {
-                let last = &self.saved;
-                self.episodes.end(row, terminal, truncated, &mut rows, |out| {
-                    out.copy_from_slice(last);
-                    Ok::<_, PyErr>(())
-                })?;
-                continue;
-            }
             let last = match final_observations {
                 Some(all) => Some(all.get_item(row)?).filter(|obs| !obs.is_none()),
                 None => None,

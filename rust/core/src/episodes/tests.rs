@@ -373,3 +373,41 @@ fn split_rows_are_the_two_parts_of_the_block() {
     assert_eq!(arrays.observations, [1, 1, 7, 7, 2, 2]);
     assert_eq!(arrays.rewards, [9.0, 4.0, 9.0]);
 }
+
+#[test]
+fn rewards_of_every_row_are_the_rows_rewards_one_by_one() {
+    // Rows out, playing and ended, with float32 and float64 rewards: the
+    // bulk call leaves the rows and the running returns as one call per row.
+    let setup = || {
+        let (mut episodes, mut arrays) = (Episodes::new(1, 4), Arrays::new(4, 1));
+        episodes.begin_reset(&mut arrays.rows());
+        episodes.start_episode(0, &mut arrays.rows());
+        for row in [0, 1, 3] {
+            episodes.join(row);
+            episodes.set_acting(row, true, &mut arrays.rows());
+        }
+        episodes.end_reset();
+        episodes.begin_step(&mut arrays.rows());
+        episodes.end(3, true, false, &mut arrays.rows(), ok).unwrap();
+        episodes.begin_step(&mut arrays.rows());
+        (episodes, arrays)
+    };
+    let rewards32 = [0.1f32, -2.5, 7.0, 1e30];
+    let (mut one, mut one_arrays) = setup();
+    for (row, &r) in rewards32.iter().enumerate() {
+        one.reward(row, r as f64, &mut one_arrays.rows());
+    }
+    let (mut bulk, mut bulk_arrays) = setup();
+    bulk.rewards(&rewards32, &mut bulk_arrays.rows());
+    assert_eq!(bulk_arrays.rewards, one_arrays.rewards);
+    assert_eq!(bulk_arrays.rewards, [0.1, -2.5, 0.0, 0.0]);
+    let running = |e: &Episodes| (0..4).map(|row| e.running(row)).collect::<Vec<_>>();
+    assert_eq!(running(&bulk), running(&one));
+    let rewards64 = [0.25f64, 1e300, -3.0, 4.0];
+    bulk.rewards(&rewards64, &mut bulk_arrays.rows());
+    for (row, &r) in rewards64.iter().enumerate() {
+        one.reward(row, r, &mut one_arrays.rows());
+    }
+    assert_eq!(bulk_arrays.rewards, one_arrays.rewards);
+    assert_eq!(running(&bulk), running(&one));
+}
