@@ -179,8 +179,9 @@ class NativeBlock:
     def reset(self, seed: int | None = None) -> list[tuple[int, dict[str, Any]]]: ...
     def step(self, actions: Any = None, *, dense: bool = False) -> Any:
         """``(row, info)`` for the non-empty infos (the summaries of
-        multi-agent envs whose episode ended); with ``dense``, every row's
-        info and ``ended``."""
+        multi-agent envs whose episode ended); with ``dense``, those infos
+        as a dict by row and ``ended`` (``VectorEnv.recv``'s ``Infos`` makes
+        the empty ones when read)."""
     @property
     def ended(self) -> tuple[int, ...]: ...
     @property
