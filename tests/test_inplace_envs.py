@@ -479,6 +479,24 @@ def test_store_exact_stores_what_flatten_batch_stores_or_nothing(case: tuple, ch
         assert stored
 
 
+@given(st.integers(1, 9), st.integers(1, 4), st.sampled_from(["reversed", "itself", "transposed"]))
+def test_store_exact_reads_a_source_in_the_rows_or_in_any_order_before_writing(n: int, width: int, source: str) -> None:
+    """A batch that is (a view of) the rows it is stored into, or a
+    transposed (Fortran-ordered) one, stores what a copy of it stores."""
+    from pufferrs import Layout
+    from pufferrs._native import store_exact
+
+    layout = Layout(gs.Box(-1e6, 1e6, (width,), np.float32))
+    values = np.arange(n * width, dtype=np.float32).reshape(n, width) * 1.5 - 3
+    out = np.empty((n, layout.row_bytes), np.uint8)
+    out.view(np.float32)[...] = values
+    rows = out.view(np.float32)
+    batch = {"reversed": rows[::-1], "itself": rows, "transposed": np.asfortranarray(values)}[source]
+    expected = np.array(batch)
+    assert store_exact(layout, batch, out, False)
+    np.testing.assert_array_equal(out.view(np.float32), expected)
+
+
 def test_a_pufferlib_env_made_elsewhere_runs_on_the_rows() -> None:
     from pufferrs.vector.vector_envs import on_pufferrs
 
