@@ -20,13 +20,20 @@ against pufferrs's Python ``Rendezvous`` (the same game, without action
 masks), both on Serial with ``--agent-envs`` envs of 3 agents, random
 actions; agent steps count the rows that acted.
 
+Part 2b, how Multiprocessing scales with native envs (``--scaling``,
+``ENV:N`` items): the same ``N`` envs on Serial with one thread (what
+stepping them costs in this process) and on Multiprocessing with one and
+two workers, interleaved; time per batch (median), two workers' speed
+over one worker's, and the parent's CPU time per batch with two workers
+(it waits by yielding its core: see ``rust/core/src/sync.rs``).
+
 Part 3 (``--train-steps``, 0 to skip), ``pufferrs train`` with CartPole-v1's
 settings on CartPole-v1 and on the native CartPole: env steps per second,
 the trainer's time split (env, inference, learning) and the mean return of
 the last updates at the same env steps.
 
     python benches/bench_native.py [--sizes 8 128 1024] [--repeats 15] [--seconds 0.2] [--agent-envs 32]
-        [--train-steps 100000]
+        [--train-steps 100000] [--scaling pufferrs/CartPole-rs:1024 pufferrs/Nested-rs:512 ...]
     python benches/bench_native.py --quick
 """
 
@@ -201,6 +208,50 @@ def bench_agents(args: argparse.Namespace) -> None:
         print(f"{label:46} {rate:12,.0f} {rate / python:8.1f}x")
 
 
+def bench_scaling(args: argparse.Namespace) -> None:
+    """Part 2b: see the module docstring."""
+    rng = np.random.default_rng(0)
+    print(f"\nMultiprocessing with native envs, 1 and 2 workers (median of {args.repeats} rounds), load {load()}")
+    print(f"{'':32} {'Serial 1 thread':>16} {'1 worker':>10} {'2 workers':>10} {'2 / 1':>6} {'parent CPU, 2':>14}")
+    for item in args.scaling:
+        env_id, _, count = item.rpartition(":")
+        num_envs = int(count)
+        configs = {
+            "serial": dict(threads=1),
+            "one": dict(backend="multiprocessing", num_workers=1),
+            "two": dict(backend="multiprocessing", num_workers=2),
+        }
+        made = {
+            name: pv.make(lambda: gym.make(env_id), num_envs=num_envs, seed=0, **kw) for name, kw in configs.items()
+        }
+        space = made["serial"].action_space
+        space.seed(int(rng.integers(1 << 31)))
+        actions = [space.sample() for _ in range(16)]
+        times: dict[str, list[float]] = {name: [] for name in made}
+        parent: list[float] = []
+        try:
+            for envs in made.values():
+                envs.reset(seed=0)
+            for _ in range(args.repeats):
+                for name, envs in made.items():
+                    batches, cpu, start = 0, time.process_time(), time.perf_counter()
+                    while time.perf_counter() - start < args.seconds:
+                        for a in actions:
+                            envs.step(a)
+                        batches += len(actions)
+                    times[name].append((time.perf_counter() - start) / batches)
+                    if name == "two":
+                        parent.append((time.process_time() - cpu) / batches)
+        finally:
+            for envs in made.values():
+                envs.close()
+        t = {name: statistics.median(v) * 1e6 for name, v in times.items()}
+        print(
+            f"{env_id + ', ' + str(num_envs) + ' envs':32} {t['serial']:13.1f} us {t['one']:7.1f} us {t['two']:7.1f} us "
+            f"{t['one'] / t['two']:5.2f}x {statistics.median(parent) * 1e6:11.1f} us"
+        )
+
+
 def bench_training(args: argparse.Namespace) -> None:
     import torch
 
@@ -234,12 +285,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.2)
     parser.add_argument("--agent-envs", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=100_000)
+    parser.add_argument(
+        "--scaling",
+        nargs="*",
+        default=[
+            f"{NATIVE}:128",
+            f"{NATIVE}:1024",
+            f"{NATIVE}:4096",
+            "pufferrs/Nested-rs:128",
+            "pufferrs/Nested-rs:512",
+        ],
+        help="ENV:N items for part 2b (none: skip it)",
+    )
     parser.add_argument("--quick", action="store_true", help="smallest settings: a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.repeats, args.seconds, args.train_steps, args.agent_envs = [8], 1, 0.01, 4096, 4
+        args.scaling = [f"{NATIVE}:8"]
     bench_stepping(args)
     bench_agents(args)
+    if args.scaling:
+        bench_scaling(args)
     if args.train_steps:
         bench_training(args)
 
