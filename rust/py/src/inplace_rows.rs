@@ -44,15 +44,21 @@ pub struct InplaceRows {
     saved: Vec<u8>,
 }
 
-/// `values` as one f64 per row: a 1-d numpy array of float32 or float64.
-fn floats(name: &str, values: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>> {
+/// One reward per row, in the dtype the env gave them.
+enum Floats {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// `values` as one float per row: a 1-d numpy array of float32 or float64,
+/// copied (the env may reuse its array) in its own dtype.
+fn floats(name: &str, values: &Bound<'_, PyAny>, n: usize) -> PyResult<Floats> {
     let got = if let Ok(array) = values.extract::<PyReadonlyArray1<'_, f32>>() {
-        match array.as_slice() {
-            Ok(slice) => slice.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-            Err(_) => array.as_array().iter().map(|&v| v as f64).collect(),
-        }
+        check_count(name, array.len(), n)?;
+        Floats::F32(array.as_array().to_vec())
     } else if let Ok(array) = values.extract::<PyReadonlyArray1<'_, f64>>() {
-        array.as_array().to_vec()
+        check_count(name, array.len(), n)?;
+        Floats::F64(array.as_array().to_vec())
     } else {
         return Err(Error::Mismatch {
             path: name.into(),
@@ -60,7 +66,7 @@ fn floats(name: &str, values: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<f64>>
         })
         .raise();
     };
-    counted(name, got, n)
+    Ok(got)
 }
 
 /// `values` as one bool per row: a 1-d numpy array of bool.
@@ -83,14 +89,19 @@ fn describe(values: &Bound<'_, PyAny>) -> String {
 }
 
 fn counted<T>(name: &str, values: Vec<T>, n: usize) -> PyResult<Vec<T>> {
-    if values.len() != n {
+    check_count(name, values.len(), n)?;
+    Ok(values)
+}
+
+fn check_count(name: &str, len: usize, n: usize) -> PyResult<()> {
+    if len != n {
         return Err(Error::Mismatch {
             path: name.into(),
-            reason: format!("expected one value per row ({n}), got {}", values.len()),
+            reason: format!("expected one value per row ({n}), got {len}"),
         })
         .raise();
     }
-    Ok(values)
+    Ok(())
 }
 
 /// `row` starts an episode (its env just reset it), acting or not; the
@@ -190,7 +201,10 @@ impl InplaceRows {
         // One view of the rows for the whole step: made once, not per row.
         let mut rows = self.rows.rows();
         self.episodes.begin_step(&mut rows);
-        self.episodes.rewards(&rewards, &mut rows);
+        match &rewards {
+            Floats::F32(values) => self.episodes.rewards(values, &mut rows),
+            Floats::F64(values) => self.episodes.rewards(values, &mut rows),
+        }
         // The rows with a flag, found in one pass over the two arrays.
         let flagged: Vec<usize> = (0..n).filter(|&row| terminals[row] | truncations[row]).collect();
         for row in flagged {
