@@ -95,6 +95,11 @@ def test_infos_compare_pickle_and_print_as_a_list() -> None:
         assert type(copied) is list and copied == [{}, {"a": 1}, {}]
     with pytest.raises(TypeError):
         hash(infos)
+    with pytest.raises(TypeError):
+        infos[1.0]  # type: ignore[index]  # as a list refuses it
+    assert infos[np.int64(1)] == {"a": 1}
+    copied = infos.copy()
+    assert type(copied) is list and copied == infos and copied[1] is infos[1]
 
 
 def test_ended_rows_keep_the_values_of_their_step_when_read_later() -> None:

@@ -19,6 +19,7 @@ made yet. ``list(infos)`` gives a real list."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
@@ -99,7 +100,7 @@ class Infos(Sequence):
         items = self._items
         if type(items) is list or isinstance(index, slice):
             return self._list()[index]
-        k = index.__index__()
+        k = operator.index(index)
         if k < 0:
             k += self._n
         if not 0 <= k < self._n:
@@ -116,7 +117,7 @@ class Infos(Sequence):
         if type(items) is list:
             items[index] = info
             return
-        k = index.__index__()
+        k = operator.index(index)
         if k < 0:
             k += self._n
         if not 0 <= k < self._n:
@@ -145,6 +146,10 @@ class Infos(Sequence):
 
     def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
         return self._list().index(value, start, self._n if stop is None else stop)
+
+    def copy(self) -> list[dict]:
+        """A shallow copy, as ``list.copy`` makes: a real list of the same dicts."""
+        return list(self._list())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Infos):
