@@ -25,7 +25,8 @@ Part 2b, how Multiprocessing scales with native envs (``--scaling``,
 stepping them costs in this process) and on Multiprocessing with one and
 two workers, interleaved; time per batch (median), two workers' speed
 over one worker's, and the parent's CPU time per batch with two workers
-(it waits by yielding its core: see ``rust/core/src/sync.rs``).
+(it waits by yielding its core: see ``rust/core/src/sync.rs``); then two
+workers pinned to one core each (``pin_workers=True``).
 
 Part 3 (``--train-steps``, 0 to skip), ``pufferrs train`` with CartPole-v1's
 settings on CartPole-v1 and on the native CartPole: env steps per second,
@@ -212,7 +213,10 @@ def bench_scaling(args: argparse.Namespace) -> None:
     """Part 2b: see the module docstring."""
     rng = np.random.default_rng(0)
     print(f"\nMultiprocessing with native envs, 1 and 2 workers (median of {args.repeats} rounds), load {load()}")
-    print(f"{'':32} {'Serial 1 thread':>16} {'1 worker':>10} {'2 workers':>10} {'2 / 1':>6} {'parent CPU, 2':>14}")
+    print(
+        f"{'':32} {'Serial 1 thread':>16} {'1 worker':>10} {'2 workers':>10} {'2 / 1':>6} {'parent CPU, 2':>14} "
+        f"{'2 pinned':>10} {'/ 1':>6}"
+    )
     for item in args.scaling:
         env_id, _, count = item.rpartition(":")
         num_envs = int(count)
@@ -220,6 +224,7 @@ def bench_scaling(args: argparse.Namespace) -> None:
             "serial": dict(threads=1),
             "one": dict(backend="multiprocessing", num_workers=1),
             "two": dict(backend="multiprocessing", num_workers=2),
+            "pinned": dict(backend="multiprocessing", num_workers=2, pin_workers=True),
         }
         made = {
             name: pv.make(lambda: gym.make(env_id), num_envs=num_envs, seed=0, **kw) for name, kw in configs.items()
@@ -248,7 +253,8 @@ def bench_scaling(args: argparse.Namespace) -> None:
         t = {name: statistics.median(v) * 1e6 for name, v in times.items()}
         print(
             f"{env_id + ', ' + str(num_envs) + ' envs':32} {t['serial']:13.1f} us {t['one']:7.1f} us {t['two']:7.1f} us "
-            f"{t['one'] / t['two']:5.2f}x {statistics.median(parent) * 1e6:11.1f} us"
+            f"{t['one'] / t['two']:5.2f}x {statistics.median(parent) * 1e6:11.1f} us "
+            f"{t['pinned']:7.1f} us {t['one'] / t['pinned']:5.2f}x"
         )
 
 

@@ -470,6 +470,21 @@ def test_worker_that_raises_sends_its_traceback(start_method: str | None) -> Non
     assert all(gone(pid) for pid in pids)
 
 
+def test_pinned_workers_each_run_on_one_cpu_of_the_parent() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    creator = functools.partial(gym.make, "CartPole-v1")
+    with pv.make(creator, num_envs=3, backend="multiprocessing", num_workers=3, pin_workers=True, seed=1) as envs:
+        pinned = [os.sched_getaffinity(p.pid) for p in envs._processes]
+        assert pinned == [{cpus[w % len(cpus)]} for w in range(3)]
+        envs.reset()
+        obs, *_ = envs.step(np.ones(3, np.int64))
+        with pv.make(creator, num_envs=3, backend="serial", seed=1) as serial:
+            serial.reset()
+            np.testing.assert_array_equal(obs, serial.step(np.ones(3, np.int64))[0])
+    with pv.make(creator, num_envs=2, backend="multiprocessing", num_workers=2) as envs:
+        assert all(os.sched_getaffinity(p.pid) == set(cpus) for p in envs._processes), "not pinned by default"
+
+
 def test_worker_that_dies_is_detected() -> None:
     envs = pv.make(faulty("exit"), num_envs=2, backend="multiprocessing", num_workers=2, timeout=30)
     with envs:

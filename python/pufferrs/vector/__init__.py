@@ -130,7 +130,8 @@ def make(
     ``num_envs``, and must be a multiple of the envs per worker: smaller
     batches make ``recv`` return the first workers that are ready
     (EnvPool-style). Other keyword arguments go to the backend
-    (``timeout``, ``start_method``).
+    (``timeout``, ``start_method``, ``threads``, ``pin_workers``: see
+    :class:`Multiprocessing`).
 
     Observations and actions are always checked for structure, shape,
     dtype and discrete ranges. ``check_bounds=True`` also checks ``Box``
