@@ -47,10 +47,10 @@ Choices where gymnasium and PufferLib differ:
   :class:`~pufferrs.vector.infos.Infos`, a sequence that reads, compares,
   assigns and pickles as a list and makes each row's dict when it is
   first read (``list(infos)`` is a real list). Most are empty; the dict
-  of a step that ended an episode holds the env's info of that step plus ``episode_return`` (float),
-  ``episode_length`` (int), ``final_obs`` and ``final_info`` (gymnasium's
-  names): the episode's last observation, as a row like those of ``obs``,
-  and the env's info of that step. Workers write the last observation
+  of a step that ended an episode holds the env's info of that step plus
+  ``episode_return`` (float), ``episode_length`` (int), ``final_obs`` and
+  ``final_info`` (gymnasium's names): the episode's last observation, as a
+  row like those of ``obs``, and the env's info of that step. Workers write the last observation
   into a per-env row of the shared memory before the reset, so nothing is
   pickled or piped; ``final_obs`` is a view of that row, valid until the
   env's next episode ends (at a later ``send`` at the earliest).
