@@ -239,17 +239,18 @@ class EpisodeStats:
         """One ``recv``'s infos, rows ``row_ids``; ``ended`` is
         ``terminals | truncations``, ``masks`` the present agents. Returns
         ``(row, numbers)`` of each episode that ended."""
-        # Most infos are empty dicts: count them in C, and look at no row
-        # when every non-empty one is an episode's end.
+        # Most infos are empty dicts: count them without reading them (in C
+        # for a list; `Infos.count` makes no empty row), and look at no row
+        # but the ends when every non-empty info is an episode's end.
         ends = ended.nonzero()[0].tolist() if ended.any() else []
-        filled = len(infos) - infos.count({})
-        if filled > sum(1 for k in ends if infos[k]):
+        others = len(infos) - infos.count({}) > sum(1 for k in ends if infos[k])
+        if others:
             done, present, rows, skip = ended.tolist(), masks.tolist(), row_ids.tolist(), self.skip
             for k, info in enumerate(infos):
                 if info and present[k] and not done[k] and not skip.issuperset(info):
                     self._step(self.running.setdefault(rows[k], {}), info, "")
         episodes = [(int(row_ids[k]), self._end(int(row_ids[k]), infos[k])) for k in ends]
-        if ends:
+        if ends and others:
             # A multi-agent env's summary is on its first row, whose own
             # agent may have ended before (or may be running still).
             for k, info in enumerate(infos):
