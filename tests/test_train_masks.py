@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pufferrs import vector
+from pufferrs.config import seed_everything
 from pufferrs.experience import StepWeights
 from pufferrs.train import Config, Trainer, evaluate
 
@@ -90,6 +91,7 @@ def test_the_mask_is_obeyed_and_learned(policy: str, lstm: bool) -> None:
     # Random legal choices pay about 0.3 a step; the illegal action the env
     # raises on would end the test.
     cfg = config(policy=policy, lstm=lstm)
+    seed_everything(cfg.seed)  # the initial policy too, as `pufferrs train` seeds it
     with Trainer(cfg) as trainer:
         trainer.train()
         returns = [m["env/episode_return"] for m in trainer.metrics if "env/episode_return" in m]
