@@ -457,13 +457,22 @@ def test_normalizing_byte_rows_is_refused() -> None:
 def test_compiled_policy_trains() -> None:
     # Warnings are errors here, so a silent fallback to eager would fail.
     # (An LSTM's compiled forward: tests/test_models.py.)
-    with Trainer(small("CartPole-v1", compile=True, total_steps=256)) as trainer:
-        summary = trainer.train()
+    from torch._dynamo.utils import counters
+
+    graphs: list[int] = []
+    config = small("CartPole-v1", compile=True, total_steps=256 * 6)
+    with Trainer(config) as trainer:
+        summary = trainer.train(lambda row: graphs.append(counters["stats"]["unique_graphs"]))
         assert all(fn.worked for fn in (trainer.minibatch_loss, trainer.clip_and_step))
         # On a CPU the rollout's forward stays eager (see Trainer.__init__).
         assert trainer.forward_eval == trainer.policy.forward_eval
-    assert summary["global_step"] == 256
+    assert summary["global_step"] == 256 * 6
     assert all(np.isfinite(row["losses/policy_loss"]) for row in trainer.metrics)
+    # The annealed learning rate changes at every update without compiling
+    # the optimizer's step again (a float rate recompiled it each update).
+    rates = [row["learning_rate"] for row in trainer.metrics]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == config.num_updates > 2
+    assert graphs[0] == graphs[-1], graphs
 
 
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
