@@ -481,7 +481,7 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPa
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(torch, "compile", lambda fn: broken)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: broken)
     double = CompiledOrEager(lambda x: 2 * x)
     with pytest.warns(RuntimeWarning, match="torch.compile failed, running eagerly: RuntimeError: no compiler"):
         assert double(3) == 6
