@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space
 
-from pufferrs._native import RolloutBuffers, store_exact
+from pufferrs._native import RolloutBuffers
 from pufferrs.errors import PufferError, RowError, SpaceError, WorkerError
 from pufferrs.spaces import Layout
 from pufferrs.vector.arguments import checked_seed, wrong_batch
@@ -185,10 +185,7 @@ class VectorEnv:
                     rows = self._action_blocks[lo] = self._arrays["actions"][lo : lo + self._batch_rows]
             else:
                 rows = self._batch_actions
-            # A batch that is exactly the one action leaf's array in one
-            # pass; anything else (and what does not fit) by flatten_batch.
-            if not store_exact(self.action_layout, actions, rows, self.check_bounds):
-                self.action_layout.flatten_batch(actions, out=rows, check_bounds=self.check_bounds)
+            self.action_layout.flatten_batch(actions, out=rows, check_bounds=self.check_bounds)
         except (RowError, SpaceError):
             # Diagnosed only on failure, to keep the hot path free of it:
             # a batch of the wrong size is the error to report first.

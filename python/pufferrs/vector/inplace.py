@@ -47,7 +47,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pufferrs._native import InplaceRows, store_exact
+from pufferrs._native import InplaceRows
 from pufferrs.errors import EnvProtocolError, UnsupportedSpaceError
 from pufferrs.spaces import Layout
 from pufferrs.vector.kinds import inplace_kind, rows_per_env
@@ -64,15 +64,6 @@ def _autoreset_mode(env: Any) -> str:
 #: ``final_info`` hold them), and which env a row is (EnvPool's ``env_id``
 #: and ``players``), which the row says already.
 _NOT_INFO = frozenset({"final_obs", "final_info", "env_id", "players"})
-
-
-def _store(layout: Layout, values: Any, rows: np.ndarray, check_bounds: bool) -> None:
-    """A batch into ``rows``, as ``layout.flatten_batch`` stores it: in one
-    pass when it is exactly the layout's one leaf (``store_exact``, whose
-    cost does not grow by a walk per row), else by ``flatten_batch``, which
-    also says what is wrong with a batch that does not fit."""
-    if not store_exact(layout, values, rows, check_bounds):
-        layout.flatten_batch(values, out=rows, check_bounds=check_bounds)
 
 
 def _row_info(info: dict, row: int) -> dict:
@@ -190,7 +181,7 @@ class _Rows:
         into the block's action rows, all or nothing: a batch that does
         not fit raises before any env steps, with ``current_env`` None."""
         self.current_env = None
-        _store(self.action_layout, actions, self.action_rows, self.check_bounds)
+        self.action_layout.flatten_batch(actions, out=self.action_rows, check_bounds=self.check_bounds)
 
     def _finish(self, infos: dict[int, dict], ended: list[int] | tuple[int, ...], dense: bool) -> Any:
         """What ``step`` returns: ``(row, info)`` for the non-empty infos,
@@ -245,7 +236,7 @@ class VectorBlock(_Rows):
                 obs, _ = env.reset()
             else:
                 obs, _ = env.reset(seed=seed + (self.first_env + e) * self.A)
-            _store(self.layout, obs, self.obs_rows[e], self.check_bounds)
+            self.layout.flatten_batch(obs, out=self.obs_rows[e], check_bounds=self.check_bounds)
             self.rows[e].reset()
         self._ended = ()
         self.current_env = None
@@ -270,7 +261,7 @@ class VectorBlock(_Rows):
                     f"got {type(result).__name__}"
                 )
             obs, rewards, terminals, truncations, info = result
-            _store(layout, obs, obs_rows, check_bounds)
+            layout.flatten_batch(obs, out=obs_rows, check_bounds=check_bounds)
             final = info.get("final_obs") if same_step else None
             rows.step(np.asarray(rewards), np.asarray(terminals, bool), np.asarray(truncations, bool), None, final)
             done = rows.ended

@@ -12,6 +12,7 @@ use pufferrs_core::layout::Layout;
 use pufferrs_core::names::{Key, format_path as path_string, format_shape};
 
 use crate::errors::{Raise, raise};
+use crate::exact_rows::store_exact;
 use crate::flatten::{Batch, Reader, resolve_batch};
 use crate::numpy_arrays::{descr, row_start, zeros};
 use crate::store::store;
@@ -194,38 +195,47 @@ impl PyLayout {
     /// structure whose leaves carry a leading batch axis (as gymnasium's
     /// vector envs return). Writes into `out` when given; its rows set the
     /// batch size.
+    ///
+    /// Into a given `out`, a batch that is exactly a one-leaf layout's
+    /// array goes in one pass (`store_exact`: the vector envs' actions and
+    /// in-place envs' observations, at every step), not by a walk per row.
     #[pyo3(signature = (obs, out = None, *, check_bounds = false))]
     fn flatten_batch<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         obs: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyUntypedArray>>,
         check_bounds: bool,
     ) -> PyResult<Bound<'py, PyUntypedArray>> {
+        if let Some(out) = out
+            && store_exact(slf, obs, out, check_bounds)
+        {
+            return Ok(out.clone());
+        }
+        let (this, py) = (slf.get(), slf.py());
         let out_rows = match out.map(|out| out.shape().first().copied()) {
             Some(None) => return Err(raise(Error::Row("out must have a leading batch axis, got a 0-d array".into()))),
             Some(rows) => rows,
             None => None,
         };
-        let (items, size) = resolve_batch(|index, batch| self.reader(index, batch), obs, out_rows).raise()?;
+        let (items, size) = resolve_batch(|index, batch| this.reader(index, batch), obs, out_rows).raise()?;
         let out = match out {
             Some(out) => {
-                if size > 1 && out.strides()[0].unsigned_abs() < self.layout.row_bytes {
+                if size > 1 && out.strides()[0].unsigned_abs() < this.layout.row_bytes {
                     return Err(raise(Error::Row("rows of out overlap".into())));
                 }
                 out.clone()
             }
-            None => zeros(py, self.flat_dtype.bind(py), &self.rows_shape(&[size]))?,
+            None => zeros(py, this.flat_dtype.bind(py), &this.rows_shape(&[size]))?,
         };
         let starts = (0..size)
-            .map(|b| row_start(&out, Some(b as i128), self.layout.row_bytes))
+            .map(|b| row_start(&out, Some(b as i128), this.layout.row_bytes))
             .collect::<Result<Vec<_>, _>>()
             .raise()?;
         // SAFETY: each start was checked by `row_start` and `out` keeps the
         // memory alive through the call; the rows do not overlap (checked
         // above for a caller's `out`; `zeros` lays them apart), and no Rust
         // reference to them exists.
-        unsafe { store(py, &self.layout, &items, &starts, check_bounds) }.raise()?;
+        unsafe { store(py, &this.layout, &items, &starts, check_bounds) }.raise()?;
         Ok(out)
     }
 

@@ -9,7 +9,6 @@
 
 use std::sync::Mutex;
 
-use numpy::PyUntypedArray;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
@@ -19,7 +18,6 @@ use pufferrs_core::error::Error;
 use pufferrs_envs::{Block, EnvFailure, EnvKind, MultiAgentEnv};
 
 use crate::errors::Raise;
-use crate::exact_rows::store_exact;
 use crate::layout::PyLayout;
 use crate::rows::{BlockRows, Cells};
 use crate::spec::describe;
@@ -326,18 +324,12 @@ impl NativeBlock {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.current_env = None;
         if let Some(actions) = actions {
-            // A batch that is exactly the action leaf's array in one pass
-            // (`store_exact`); anything else by `flatten_batch`, which also
-            // says what is wrong with a batch that does not fit.
-            let (layout, out) = (self.action_layout.bind(py), self.action_rows.bind(py));
-            let exact =
-                out.cast::<PyUntypedArray>().is_ok_and(|out| store_exact(layout, actions, out, self.check_bounds));
-            if !exact {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("out", out)?;
-                kwargs.set_item("check_bounds", self.check_bounds)?;
-                layout.call_method("flatten_batch", (actions,), Some(&kwargs))?;
-            }
+            // (One pass for a batch that is exactly the action leaf's
+            // array: see `Layout.flatten_batch`.)
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("out", self.action_rows.bind(py))?;
+            kwargs.set_item("check_bounds", self.check_bounds)?;
+            self.action_layout.bind(py).call_method("flatten_batch", (actions,), Some(&kwargs))?;
         }
         self.run(py, |block, rows, actions| block.step(rows, actions))?;
         let summaries = self.summaries(py)?;
