@@ -6,6 +6,7 @@ evaluates it, and turns bad arguments into messages."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -453,6 +454,51 @@ def test_normalizing_byte_rows_is_refused() -> None:
         Trainer(small("pufferrs/Nested-v0", normalize_observations=True))
 
 
+def learn_twice(trainer: Trainer, step: Any) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """``(losses, parameters after)`` of one update on the trainer's rollout
+    by its own gradient step, then again from the same start (policy,
+    Adam's state, minibatch order) by ``step``; the second pair is returned
+    after the first is checked to differ from the start."""
+    start = [copy.deepcopy(x.state_dict()) for x in (trainer.policy, trainer.optimizer)]
+    order = torch.get_rng_state()  # in one process the shuffle draws from torch's generator
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    first = trainer.learn(), {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    assert any(not torch.equal(before[k], first[1][k]) for k in before)
+    trainer.policy.load_state_dict(start[0])
+    trainer.optimizer.load_state_dict(start[1])
+    torch.set_rng_state(order)
+    trainer.gradient_step = step
+    return first, (trainer.learn(), dict(trainer.policy.state_dict()))
+
+
+def test_the_fused_gradient_step_takes_the_step_of_the_backward_one() -> None:
+    """torch.func's gradients (what a compiled update runs) move the policy
+    as autograd's backward does: the same update from the same start."""
+    config = small("Pendulum-v1", compile=False, update_epochs=2)
+    with Trainer(config) as trainer:
+        trainer.rollout()
+        (losses, backward), (fused_losses, fused) = learn_twice(trainer, trainer.fused_gradient_step)
+    for key in backward:
+        torch.testing.assert_close(fused[key], backward[key], rtol=1e-5, atol=1e-6)
+    assert fused_losses == pytest.approx(losses, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_compiled_update_is_the_eager_update() -> None:
+    """Compiled whole (loss, gradients, clip and Adam's step in one graph),
+    an update moves the policy as the eager one does, within float
+    reassociation; and every gradient step ran compiled."""
+    config = small("Pendulum-v1", compile=True, update_epochs=2)
+    with Trainer(config) as trainer:
+        trainer.rollout()
+        compiled_step = trainer.gradient_step
+        (losses, compiled), (eager_losses, eager) = learn_twice(trainer, compiled_step.fn)
+        assert compiled_step.worked and compiled_step.compiled is not None
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+    assert losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-5)
+
+
 @pytest.mark.slow
 def test_compiled_policy_trains() -> None:
     # Warnings are errors here, so a silent fallback to eager would fail.
@@ -463,7 +509,7 @@ def test_compiled_policy_trains() -> None:
     config = small("CartPole-v1", compile=True, total_steps=256 * 6)
     with Trainer(config) as trainer:
         summary = trainer.train(lambda row: graphs.append(counters["stats"]["unique_graphs"]))
-        assert all(fn.worked for fn in (trainer.minibatch_loss, trainer.clip_and_step))
+        assert trainer.gradient_step.worked
         # On a CPU the rollout's forward stays eager (see Trainer.__init__).
         assert trainer.forward_eval == trainer.policy.forward_eval
     assert summary["global_step"] == 256 * 6
@@ -476,7 +522,7 @@ def test_compiled_policy_trains() -> None:
 
 
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pufferrs.factories import CompiledOrEager
+    from pufferrs.compiling import CompiledOrEager
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no compiler here")
@@ -486,6 +532,35 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPa
     with pytest.warns(RuntimeWarning, match="torch.compile failed, running eagerly: RuntimeError: no compiler"):
         assert double(3) == 6
     assert double(4) == 8  # eager from now on, without another warning
+    # A compiled form's own eager twin is what runs instead of it.
+    twice = CompiledOrEager(lambda x: 2 * x, eager=lambda x: x + x)
+    with pytest.warns(RuntimeWarning):
+        assert twice("a") == "aa"
+
+
+@pytest.mark.parametrize(
+    "env, overrides, compiles, why",
+    [
+        ("HalfCheetah-v5", {}, True, "156,480 gradient steps of an MLP on a CPU"),
+        ("InvertedPendulum-v5", {"total_steps": 100_000}, True, "15,680 gradient steps"),
+        ("CartPole-v1", {}, False, "3,136 gradient steps do not pay"),
+        ("HalfCheetah-v5", {"device": "cuda"}, False, "eager on a GPU"),
+        ("HalfCheetah-v5", {"lstm": True}, False, "eager except for an MLP"),
+        ("CartPole-v1", {"compile": True}, True, "--compile"),
+        ("HalfCheetah-v5", {"compile": False}, False, "--no-compile"),
+    ],
+)
+def test_an_unset_compile_compiles_where_it_pays(env: str, overrides: dict, compiles: bool, why: str) -> None:
+    from pufferrs.compiling import compile_choice
+
+    config = Config.for_env(env, **overrides)
+    device = torch.device(config.device if config.device != "auto" else "cpu")
+    obs_dtype, obs_shape = np.dtype(np.float32), (17,)
+    chosen, reason = compile_choice(config, device, config.lstm, 1, obs_dtype, obs_shape)
+    assert chosen == compiles and why in reason, reason
+    if config.compile is None:  # images, byte rows and torchrun stay eager
+        for dtype, shape, ranks in ((np.uint8, (84, 84), 1), (np.uint8, (40,), 1), (np.float32, (17,), 2)):
+            assert compile_choice(config, device, False, ranks, np.dtype(dtype), shape)[0] is False
 
 
 @pytest.mark.gpu

@@ -105,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
             flush=True,
         )
-        for line in [*describe_presets(config.env), *describe_policy(trainer.policy)]:
+        compiled = f"update: {'compiled' if trainer.compiles else 'eager'} ({trainer.compile_reason})"
+        for line in [*describe_presets(config.env), *describe_policy(trainer.policy), compiled]:
             print(f"  {line}", flush=True)
         with progress_display(config, plain=args.plain) as progress:
             summary = trainer.train(progress)

@@ -50,7 +50,6 @@ from pufferrs.wrappers import DropObservations, GoalSuccess, StringObservations,
 __all__ = [
     "BUILT_IN_ENVS",
     "ENV_PACKAGES",
-    "CompiledOrEager",
     "EnvCreator",
     "PettingZooCreator",
     "check_env",
@@ -456,39 +455,3 @@ def is_recurrent(policy: nn.Module) -> bool:
     ``lstm_h``/``lstm_c``, ``(B, T)`` sequences in ``forward``), directly or
     through a wrapper that passes attributes on (``NormalizedPolicy``)."""
     return isinstance(policy, LSTMWrapper) or hasattr(policy, "lstm")
-
-
-class CompiledOrEager:
-    """``torch.compile(fn)``, falling back to ``fn`` with a warning when
-    compiling fails on the first call (no compiler, unsupported Python).
-    Errors after a successful first call are the model's and propagate.
-
-    Shapes are static (``dynamic=False``): a trainer calls with the same
-    few shapes for its whole run, and each trainer's code object is shared
-    with every other trainer of the process. By dynamo's default a
-    recompile for a new shape (another trainer's minibatch) makes the new
-    graph dynamic in that shape; in bench_learning_speed's one process the
-    later envs' compiled updates were then slower than eager
-    (HalfCheetah-v5's learning 22.6 s against 14.9), and static they are
-    faster (10.4 s against 16.4)."""
-
-    def __init__(self, fn: Callable[..., Any]):
-        self.fn = fn
-        self.compiled: Callable[..., Any] | None = torch.compile(fn, dynamic=False)
-        self.worked = False
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.compiled is None:
-            return self.fn(*args, **kwargs)
-        try:
-            out = self.compiled(*args, **kwargs)
-        except Exception as exc:
-            if self.worked:
-                raise
-            warnings.warn(
-                f"torch.compile failed, running eagerly: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2
-            )
-            self.compiled = None
-            return self.fn(*args, **kwargs)
-        self.worked = True
-        return out

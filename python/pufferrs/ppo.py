@@ -85,7 +85,8 @@ from pufferrs.experience import (
     StepWeights,
     row_index,
 )
-from pufferrs.factories import CompiledOrEager, check_env, is_recurrent, make_policy, make_vecenv
+from pufferrs.compiling import CompiledOrEager, compile_choice
+from pufferrs.factories import check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.normalize import RewardNormalizer
 from pufferrs.resume import (
     check_policy_fits,
@@ -156,36 +157,47 @@ class Trainer:
             raise
         # Listed once: the norm clip walks them at every gradient step.
         self.parameters = list(self.policy.parameters())
-        self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=1e-5, fused=True)
+        obs_space = vecenv.single_observation_space
+        self.obs_shape = tuple(obs_space.shape)
+        self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
+        self.compiles, self.compile_reason = compile_choice(
+            config, self.device, self.recurrent, self.ranks.size, obs_space.dtype, self.obs_shape
+        )
+        fused = self.compiles and not self.recurrent and self.ranks.size == 1
+        # Compiled, Adam's step is traced into the gradient step's graph;
+        # torch's fused kernel would be called eagerly between graphs.
+        self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=1e-5, fused=not fused)
         self.set_learning_rate(config.learning_rate)
         # The calls the loop makes, compiled separately: compiling the module
         # would compile only its `forward`, and the module stays plain for
         # the optimizer, state_dict and checkpoints. A feed-forward policy's
-        # update compiles whole: a minibatch's loss (policy forward,
-        # log-probabilities and PPO losses in one graph, so that its backward
-        # is one compiled graph too) and the clip with the optimizer's step.
-        # Small networks are bound by torch's cost per operation, which this
-        # removes (the update of the control presets' MLPs takes about half
-        # the time). An LSTM's training forward compiles alone: dynamo
+        # gradient step compiles whole (fused_gradient_step): small networks
+        # are bound by torch's cost per operation, which this removes (the
+        # control presets' update takes a third of the time). Under torchrun
+        # the loss and the clip with Adam's step compile apart, around the
+        # collective. An LSTM's training forward compiles alone: dynamo
         # cannot trace the weights its nn.LSTM shares with its cell. The
         # rollout's forward compiles on a GPU only: on a CPU its compiled
         # call was faster alone but made the rollout slower (HalfCheetah's
         # inference 2.8 s eager, 4.2 s compiled).
         self.forward_eval = self.policy.forward_eval
         self.forward = self.policy.forward
-        if config.compile:
+        # What fused_gradient_step differentiates: the loss as a function of
+        # tensors aliasing the parameters (Adam updates them in place).
+        self.loss_of_policy = _LossOfPolicy(self.policy, self.minibatch_loss)
+        self.parameter_tensors = {f"policy.{k}": p.detach() for k, p in self.policy.named_parameters()}
+        if self.compiles:
             if self.device.type != "cpu":
                 self.forward_eval = CompiledOrEager(self.policy.forward_eval)
-            if is_recurrent(self.policy):
+            if self.recurrent:
                 self.forward = CompiledOrEager(self.policy.forward)
+            elif fused:
+                self.gradient_step = CompiledOrEager(self.fused_gradient_step, eager=self.gradient_step)
             else:
                 self.minibatch_loss = CompiledOrEager(self.minibatch_loss)
                 self.clip_and_step = CompiledOrEager(self.clip_and_step)
 
         n = getattr(vecenv, "num_agents", vecenv.num_envs)
-        obs_space = vecenv.single_observation_space
-        self.obs_shape = tuple(obs_space.shape)
-        self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
         lstm_size = self.policy.hidden_size if self.recurrent else None
         self.experience = Experience(
             n, config.horizon, config.bptt_horizon, self.obs_shape, self.obs_dtype, self.actions, lstm_size, self.device
@@ -408,7 +420,7 @@ class Trainer:
         (two more graphs, about 0.6 s on Pendulum-v1)."""
         group = self.optimizer.param_groups[0]
         lr = group["lr"]
-        if not self.config.compile:
+        if not self.compiles:
             group["lr"] = value
         elif isinstance(lr, torch.Tensor) and lr.device == self.device:
             lr.fill_(value)
@@ -419,6 +431,44 @@ class Trainer:
         """The gradient-norm clip and the optimizer's step."""
         nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
+
+    def gradient_step(
+        self, index: torch.Tensor, flat: dict[str, torch.Tensor], steps_of: StepWeights
+    ) -> dict[str, torch.Tensor]:
+        """One gradient step on the minibatch of segments ``index`` (``flat``:
+        the update's per-step tensors, shaped ``(segments, length)``), by
+        autograd's backward; returns the loss statistics."""
+        loss, stats = self.minibatch_loss(index, *self.minibatch_of(flat, index), steps_of)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.ranks.average_gradients(self.parameters)
+        self.clip_and_step()
+        return stats
+
+    def fused_gradient_step(
+        self, index: torch.Tensor, flat: dict[str, torch.Tensor], steps_of: StepWeights
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`gradient_step` with the gradients from ``torch.func.grad``:
+        a function of tensors, without autograd's engine, so that
+        torch.compile takes the minibatch's gathers, the loss, its gradients,
+        the clip and Adam's step as one graph (Adam's own graph breaks aside).
+        One process only: no collective averages the gradients."""
+
+        def loss(parameters: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            batch = (index, *self.minibatch_of(flat, index), steps_of)
+            return torch.func.functional_call(self.loss_of_policy, parameters, batch)
+
+        grads, stats = torch.func.grad(loss, has_aux=True)(self.parameter_tensors)
+        for p, grad in zip(self.parameters, grads.values(), strict=True):
+            p.grad = grad
+        self.clip_and_step()
+        return stats
+
+    @staticmethod
+    def minibatch_of(flat: dict[str, torch.Tensor], index: torch.Tensor) -> list[torch.Tensor]:
+        """The stored ``logprobs, values, advantages, returns`` of the
+        segments ``index``, flat over their steps."""
+        return [flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")]
 
     def learn(self) -> dict[str, float]:
         """One PPO update on the experience buffer; returns the losses."""
@@ -454,16 +504,7 @@ class Trainer:
         for _ in range(config.update_epochs):
             order = torch.randperm(count, generator=self.shuffle).to(self.device)
             for index in order.split(per_minibatch):
-                old_logprobs, old_values, adv, ret = (
-                    flat[k][index].reshape(-1) for k in ("logprobs", "values", "advantages", "returns")
-                )
-                steps_of = minibatch(index)
-                loss, stats = self.minibatch_loss(index, old_logprobs, old_values, adv, ret, steps_of)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.ranks.average_gradients(self.parameters)
-                self.clip_and_step()
-
+                stats = self.gradient_step(index, flat, minibatch(index))
                 for key, value in stats.items():
                     totals[key] += value
                 steps += 1
@@ -613,3 +654,17 @@ class Trainer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _LossOfPolicy(nn.Module):
+    """A trainer's minibatch loss as a module whose one submodule is the
+    policy, for ``torch.func.functional_call``: the loss runs with the
+    policy's parameters swapped for the tensors being differentiated."""
+
+    def __init__(self, policy: nn.Module, loss: Callable[..., Any]):
+        super().__init__()
+        self.policy = policy
+        self.loss = loss
+
+    def forward(self, *batch: Any) -> Any:
+        return self.loss(*batch)
