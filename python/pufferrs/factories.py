@@ -29,12 +29,10 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-import torch
 from torch import nn
 
 import pufferrs.envs  # noqa: F401 - registers the built-in envs with gymnasium

@@ -72,6 +72,7 @@ from pufferrs.acting import Actor
 from pufferrs.actions import ActionAdapter
 from pufferrs.advantages import compute_advantages
 from pufferrs.checkpoints import save_checkpoint
+from pufferrs.compiling import CompiledOrEager, compile_choice
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.diagnostics import LearningCheck
@@ -85,7 +86,6 @@ from pufferrs.experience import (
     StepWeights,
     row_index,
 )
-from pufferrs.compiling import CompiledOrEager, compile_choice
 from pufferrs.factories import check_env, is_recurrent, make_policy, make_vecenv
 from pufferrs.normalize import RewardNormalizer
 from pufferrs.resume import (
