@@ -4,6 +4,7 @@ compiling fails (:class:`CompiledOrEager`)."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,18 @@ __all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "compile_choice"]
 #: compiled): it pays from about ten thousand steps on. The vector-control
 #: presets' runs take 15,000 to 47,000; CartPole-v1's preset takes 3,136.
 AUTO_COMPILE_STEPS = 10_000
+
+
+class _WithoutProfilerNote(logging.Filter):
+    """Drops dynamo's note that it leaves out a profiler range, which it
+    logs as a warning whenever it traces torch's own ``Optimizer.step``
+    (wrapped in one): about torch's code, not the user's, at every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Profiler record function")
+
+
+logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_WithoutProfilerNote())
 
 
 def compile_choice(
