@@ -55,14 +55,14 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS))
     parser.add_argument("--steps", type=int, help="env steps per run (default: the env's in bench_learning.py)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument(
-        "--compile", action="store_true", help="also time pufferrs with --compile and --no-compile"
-    )
+    parser.add_argument("--compile", action="store_true", help="also time pufferrs with --compile and --no-compile")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     variants = [None, False, True] if args.compile else [None]
-    print("| env | round | pufferrs | steps | pufferrs steps/s | SB3 steps/s | ratio | pufferrs env / inference / learn s |")
+    print(
+        "| env | round | pufferrs | steps | pufferrs steps/s | SB3 steps/s | ratio | pufferrs env / inference / learn s |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---|")
     for env_id in args.envs:
         for round_ in range(args.rounds):
