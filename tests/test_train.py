@@ -471,12 +471,19 @@ def learn_twice(trainer: Trainer, step: Any) -> tuple[dict[str, float], dict[str
     return first, (trainer.learn(), dict(trainer.policy.state_dict()))
 
 
-def test_the_fused_gradient_step_takes_the_step_of_the_backward_one() -> None:
+@pytest.mark.parametrize(
+    "env",
+    ["Pendulum-v1", "CartPole-v1", "pufferrs.multiagent_envs.Rendezvous"],
+    ids=["normal", "categorical", "masked"],
+)
+def test_the_fused_gradient_step_takes_the_step_of_the_backward_one(env: str) -> None:
     """torch.func's gradients (what a compiled update runs) move the policy
-    as autograd's backward does: the same update from the same start."""
-    config = small("Pendulum-v1", compile=False, update_epochs=2)
+    as autograd's backward does: the same update from the same start, for
+    continuous and discrete actions and for agents that do not always act."""
+    config = small(env, compile=False, update_epochs=2)
     with Trainer(config) as trainer:
         trainer.rollout()
+        assert trainer.experience.host_masks.all() == (env != "pufferrs.multiagent_envs.Rendezvous")
         (losses, backward), (fused_losses, fused) = learn_twice(trainer, trainer.fused_gradient_step)
     for key in backward:
         torch.testing.assert_close(fused[key], backward[key], rtol=1e-5, atol=1e-6)
@@ -484,35 +491,30 @@ def test_the_fused_gradient_step_takes_the_step_of_the_backward_one() -> None:
 
 
 @pytest.mark.slow
-def test_a_compiled_update_is_the_eager_update() -> None:
+def test_a_compiled_update_is_the_eager_update_and_trains() -> None:
     """Compiled whole (loss, gradients, clip and Adam's step in one graph),
     an update moves the policy as the eager one does, within float
-    reassociation; and every gradient step ran compiled."""
-    config = small("Pendulum-v1", compile=True, update_epochs=2)
+    reassociation; then training compiles nothing more (the annealed
+    learning rate included). Warnings are errors here, so a fallback to
+    eager would fail. (An LSTM's compiled forward: tests/test_models.py.)"""
+    from torch._dynamo.utils import counters
+
+    config = small("Pendulum-v1", compile=True, update_epochs=2, total_steps=128 * 6)
     with Trainer(config) as trainer:
         trainer.rollout()
         compiled_step = trainer.gradient_step
         (losses, compiled), (eager_losses, eager) = learn_twice(trainer, compiled_step.fn)
         assert compiled_step.worked and compiled_step.compiled is not None
-    for key in eager:
-        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
-    assert losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-5)
+        for key in eager:
+            torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+        assert losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-5)
 
-
-@pytest.mark.slow
-def test_compiled_policy_trains() -> None:
-    # Warnings are errors here, so a silent fallback to eager would fail.
-    # (An LSTM's compiled forward: tests/test_models.py.)
-    from torch._dynamo.utils import counters
-
-    graphs: list[int] = []
-    config = small("CartPole-v1", compile=True, total_steps=256 * 6)
-    with Trainer(config) as trainer:
+        trainer.gradient_step = compiled_step
+        graphs: list[int] = []
         summary = trainer.train(lambda row: graphs.append(counters["stats"]["unique_graphs"]))
-        assert trainer.gradient_step.worked
         # On a CPU the rollout's forward stays eager (see Trainer.__init__).
         assert trainer.forward_eval == trainer.policy.forward_eval
-    assert summary["global_step"] == 256 * 6
+    assert summary["global_step"] == 128 * 7  # the rollout above, then six updates'
     assert all(np.isfinite(row["losses/policy_loss"]) for row in trainer.metrics)
     # The annealed learning rate changes at every update without compiling
     # the optimizer's step again (a float rate recompiled it each update).
