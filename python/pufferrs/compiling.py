@@ -17,11 +17,14 @@ from pufferrs.config import Config
 __all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "compile_choice"]
 
 #: Gradient steps from which a run with ``compile`` unset compiles its
-#: update. Compiling costs seconds once (on a 2-core CPU 10-20 s with an
-#: empty cache, 3-6 s once inductor's cache holds the kernels) and saves about 0.9 ms per
-#: gradient step of the control presets' 64x64 MLPs (1.37 ms eager, 0.44 ms
-#: compiled): it pays from about ten thousand steps on. The vector-control
-#: presets' runs take 15,000 to 47,000; CartPole-v1's preset takes 3,136.
+#: update. Compiling costs seconds once per network shape (on a 2-core CPU
+#: 17-26 s with an empty cache, 4-6 s once inductor's cache holds the
+#: kernels) and saves about 1 ms per gradient step of the control presets'
+#: 64x64 MLPs (1.37 ms eager, 0.44 ms compiled): from an env's second run
+#: on it pays from a few thousand steps, its first run from about 25,000.
+#: The vector-control presets' runs take 31,360 (classic control) to
+#: 156,480 (MuJoCo, Box2D), issue 20's runs of 100,000 env steps 15,680;
+#: CartPole-v1's preset takes 3,136.
 AUTO_COMPILE_STEPS = 10_000
 
 
