@@ -58,7 +58,7 @@ def compile_choice(
     if recurrent or ranks > 1 or len(obs_shape) != 1 or not np.issubdtype(obs_dtype, np.floating):
         return False, "unset: eager except for an MLP on vector observations in one process"
     if steps < AUTO_COMPILE_STEPS:
-        return False, f"unset: {steps:,} gradient steps do not pay for compiling (from {AUTO_COMPILE_STEPS:,} on)"
+        return False, f"unset: {steps:,} gradient steps, fewer than the {AUTO_COMPILE_STEPS:,} that pay for compiling"
     return True, f"unset: {steps:,} gradient steps of an MLP on a CPU pay for compiling"
 
 
