@@ -1,6 +1,7 @@
 """Whether a trainer compiles its update (:func:`compile_choice`: ``compile``
-set, or the rule when it is unset) and how a call falls back to eager when
-compiling fails (:class:`CompiledOrEager`)."""
+set, or the rule when it is unset), the loss's gradients as a function of
+tensors that one graph can take (:class:`LossGradients`), and how a call
+falls back to eager when compiling fails (:class:`CompiledOrEager`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from pufferrs.config import Config
 
-__all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "compile_choice"]
+__all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "LossGradients", "compile_choice"]
 
 #: Gradient steps from which a run with ``compile`` unset compiles its
 #: update. Compiling costs seconds once per network shape (on a 2-core CPU
@@ -60,6 +62,40 @@ def compile_choice(
     if steps < AUTO_COMPILE_STEPS:
         return False, f"unset: {steps:,} gradient steps, fewer than the {AUTO_COMPILE_STEPS:,} that pay for compiling"
     return True, f"unset: {steps:,} gradient steps of an MLP on a CPU pay for compiling"
+
+
+class LossGradients:
+    """``loss(*batch) -> (loss, stats)``, a loss that runs ``policy``, as
+    ``(gradients, stats)``: the gradients with respect to the policy's
+    parameters, in ``policy.parameters()`` order, by ``torch.func.grad``. The
+    loss runs with the parameters swapped for tensors that alias them
+    (``torch.func.functional_call``; an optimizer updates them in place), so
+    the gradients are a function of tensors, not autograd's engine walking
+    a graph, and torch.compile takes them in the same graph as the loss."""
+
+    def __init__(self, policy: nn.Module, loss: Callable[..., Any]):
+        self.module = _Runs(policy, loss)
+        self.parameters = {f"policy.{k}": p.detach() for k, p in policy.named_parameters()}
+
+    def __call__(self, *batch: Any) -> tuple[list[torch.Tensor], Any]:
+        def loss(parameters: dict[str, torch.Tensor]) -> Any:
+            return torch.func.functional_call(self.module, parameters, batch)
+
+        grads, stats = torch.func.grad(loss, has_aux=True)(self.parameters)
+        return list(grads.values()), stats
+
+
+class _Runs(nn.Module):
+    """A loss as a module whose one submodule is the policy it runs, for
+    ``functional_call`` to swap that policy's parameters."""
+
+    def __init__(self, policy: nn.Module, loss: Callable[..., Any]):
+        super().__init__()
+        self.policy = policy
+        self.loss = loss
+
+    def forward(self, *batch: Any) -> Any:
+        return self.loss(*batch)
 
 
 class CompiledOrEager:

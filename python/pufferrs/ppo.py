@@ -72,7 +72,7 @@ from pufferrs.acting import Actor
 from pufferrs.actions import ActionAdapter
 from pufferrs.advantages import compute_advantages
 from pufferrs.checkpoints import save_checkpoint
-from pufferrs.compiling import CompiledOrEager, compile_choice
+from pufferrs.compiling import CompiledOrEager, LossGradients, compile_choice
 from pufferrs.config import Config, resolve_device
 from pufferrs.device import HostToDevice
 from pufferrs.diagnostics import LearningCheck
@@ -182,10 +182,7 @@ class Trainer:
         # inference 2.8 s eager, 4.2 s compiled).
         self.forward_eval = self.policy.forward_eval
         self.forward = self.policy.forward
-        # What fused_gradient_step differentiates: the loss as a function of
-        # tensors aliasing the parameters (Adam updates them in place).
-        self.loss_of_policy = _LossOfPolicy(self.policy, self.minibatch_loss)
-        self.parameter_tensors = {f"policy.{k}": p.detach() for k, p in self.policy.named_parameters()}
+        self.loss_gradients = LossGradients(self.policy, self.minibatch_loss)
         if self.compiles:
             if self.device.type != "cpu":
                 self.forward_eval = CompiledOrEager(self.policy.forward_eval)
@@ -448,18 +445,14 @@ class Trainer:
     def fused_gradient_step(
         self, index: torch.Tensor, flat: dict[str, torch.Tensor], steps_of: StepWeights
     ) -> dict[str, torch.Tensor]:
-        """:meth:`gradient_step` with the gradients from ``torch.func.grad``:
-        a function of tensors, without autograd's engine, so that
-        torch.compile takes the minibatch's gathers, the loss, its gradients,
-        the clip and Adam's step as one graph (Adam's own graph breaks aside).
-        One process only: no collective averages the gradients."""
-
-        def loss(parameters: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            batch = (index, *self.minibatch_of(flat, index), steps_of)
-            return torch.func.functional_call(self.loss_of_policy, parameters, batch)
-
-        grads, stats = torch.func.grad(loss, has_aux=True)(self.parameter_tensors)
-        for p, grad in zip(self.parameters, grads.values(), strict=True):
+        """:meth:`gradient_step` with the gradients from ``torch.func.grad``
+        (:class:`~pufferrs.compiling.LossGradients`), without autograd's
+        engine, so that torch.compile takes the minibatch's gathers, the
+        loss, its gradients, the clip and Adam's step as one graph (Adam's
+        own graph breaks aside). One process only: no collective averages
+        the gradients."""
+        grads, stats = self.loss_gradients(index, *self.minibatch_of(flat, index), steps_of)
+        for p, grad in zip(self.parameters, grads, strict=True):
             p.grad = grad
         self.clip_and_step()
         return stats
@@ -654,17 +647,3 @@ class Trainer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _LossOfPolicy(nn.Module):
-    """A trainer's minibatch loss as a module whose one submodule is the
-    policy, for ``torch.func.functional_call``: the loss runs with the
-    policy's parameters swapped for the tensors being differentiated."""
-
-    def __init__(self, policy: nn.Module, loss: Callable[..., Any]):
-        super().__init__()
-        self.policy = policy
-        self.loss = loss
-
-    def forward(self, *batch: Any) -> Any:
-        return self.loss(*batch)
