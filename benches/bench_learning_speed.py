@@ -66,7 +66,7 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|---:|---|")
     for env_id in args.envs:
         for round_ in range(args.rounds):
-            steps = args.steps or ENVS[env_id]
+            steps = args.steps or ENVS.get(env_id, 100_000)
             ours = [pufferrs_sps(env_id, steps, compile) for compile in variants]
             theirs = sb3_sps(env_id, steps)
             for compile, (sps, timers) in zip(variants, ours):

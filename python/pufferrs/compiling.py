@@ -65,13 +65,14 @@ def compile_choice(
 
 
 class LossGradients:
-    """``loss(*batch) -> (loss, stats)``, a loss that runs ``policy``, as
-    ``(gradients, stats)``: the gradients with respect to the policy's
-    parameters, in ``policy.parameters()`` order, by ``torch.func.grad``. The
-    loss runs with the parameters swapped for tensors that alias them
-    (``torch.func.functional_call``; an optimizer updates them in place), so
-    the gradients are a function of tensors, not autograd's engine walking
-    a graph, and torch.compile takes them in the same graph as the loss."""
+    """Called with a batch, ``(gradients, stats)`` of ``loss(*batch) ->
+    (loss, stats)``, a loss that runs ``policy``: the gradients with respect
+    to the policy's parameters (in ``policy.parameters()`` order) by
+    ``torch.func.grad``. The loss runs with the parameters swapped for
+    tensors that alias them (``torch.func.functional_call``; an optimizer
+    updates them in place), so the gradients are a function of tensors, not
+    autograd's engine walking a graph, and torch.compile takes them in the
+    same graph as the loss."""
 
     def __init__(self, policy: nn.Module, loss: Callable[..., Any]):
         self.module = _Runs(policy, loss)
