@@ -200,7 +200,7 @@ impl PyLayout {
     /// array goes in one pass (`store_exact`: the vector envs' actions and
     /// in-place envs' observations, at every step), not by a walk per row.
     #[pyo3(signature = (obs, out = None, *, check_bounds = false))]
-    fn flatten_batch<'py>(
+    pub(crate) fn flatten_batch<'py>(
         slf: &Bound<'py, Self>,
         obs: &Bound<'py, PyAny>,
         out: Option<&Bound<'py, PyUntypedArray>>,

@@ -9,6 +9,7 @@
 
 use std::sync::Mutex;
 
+use numpy::PyUntypedArray;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
@@ -140,7 +141,7 @@ pub struct NativeBlock {
     rows: BlockRows,
     actions: Cells,
     /// The block's action rows as a numpy array, for `flatten_batch`.
-    action_rows: Py<PyAny>,
+    action_rows: Py<PyUntypedArray>,
     action_layout: Py<PyLayout>,
     check_bounds: bool,
     first_env: usize,
@@ -273,7 +274,12 @@ impl NativeBlock {
         let py = arrays.py();
         let slice =
             pyo3::types::PySlice::new(py, (first_env * agents) as isize, ((first_env + n) * agents) as isize, 1);
-        let action_rows = arrays.get_item("actions")?.expect("Cells checked it").get_item(slice)?.unbind();
+        let action_rows = arrays
+            .get_item("actions")?
+            .expect("Cells checked it")
+            .get_item(slice)?
+            .cast_into::<PyUntypedArray>()?
+            .unbind();
         Ok(NativeBlock {
             block: Mutex::new(block),
             rows,
@@ -324,12 +330,11 @@ impl NativeBlock {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.current_env = None;
         if let Some(actions) = actions {
-            // (One pass for a batch that is exactly the action leaf's
-            // array: see `Layout.flatten_batch`.)
-            let kwargs = PyDict::new(py);
-            kwargs.set_item("out", self.action_rows.bind(py))?;
-            kwargs.set_item("check_bounds", self.check_bounds)?;
-            self.action_layout.bind(py).call_method("flatten_batch", (actions,), Some(&kwargs))?;
+            // Called in Rust, not through Python's method call (one pass for
+            // a batch that is exactly the action leaf's array: see
+            // `Layout.flatten_batch`).
+            let out = self.action_rows.bind(py);
+            PyLayout::flatten_batch(self.action_layout.bind(py), actions, Some(out), self.check_bounds)?;
         }
         self.run(py, |block, rows, actions| block.step(rows, actions))?;
         let summaries = self.summaries(py)?;
