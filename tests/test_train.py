@@ -561,12 +561,11 @@ def test_an_unset_compile_compiles_where_it_pays(env: str, overrides: dict, comp
 
     config = Config.for_env(env, **overrides)
     device = torch.device(config.device if config.device != "auto" else "cpu")
-    obs_dtype, obs_shape = np.dtype(np.float32), (17,)
-    chosen, reason = compile_choice(config, device, config.lstm, 1, obs_dtype, obs_shape)
+    chosen, reason = compile_choice(config, device, config.lstm, 1, gym.spaces.Box(-1, 1, (17,), np.float32))
     assert chosen == compiles and why in reason, reason
     if config.compile is None:  # images, byte rows and torchrun stay eager
         for dtype, shape, ranks in ((np.uint8, (84, 84), 1), (np.uint8, (40,), 1), (np.float32, (17,), 2)):
-            assert compile_choice(config, device, False, ranks, np.dtype(dtype), shape)[0] is False
+            assert compile_choice(config, device, False, ranks, gym.spaces.Box(0, 1, shape, dtype))[0] is False
 
 
 @pytest.mark.gpu

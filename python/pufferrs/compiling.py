@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_WithoutProfi
 
 
 def compile_choice(
-    config: Config, device: torch.device, recurrent: bool, ranks: int, obs_dtype: np.dtype, obs_shape: tuple[int, ...]
+    config: Config, device: torch.device, recurrent: bool, ranks: int, observations: gym.spaces.Space
 ) -> tuple[bool, str]:
     """``(compiles, why)``: ``config.compile`` where set; unset, a run
     compiles where it pays and is measured: on a CPU, a feed-forward policy
@@ -51,13 +52,15 @@ def compile_choice(
     cost per operation) in one process, for at least
     :data:`AUTO_COMPILE_STEPS` gradient steps. Elsewhere it stays eager:
     images and nested observations spend their time computing, not calling,
-    an LSTM compiles only its forward, and no GPU was measured."""
+    an LSTM compiles only its forward, and no GPU was measured.
+    ``observations`` is the vector env's (flat) observation space."""
     if config.compile is not None:
         return config.compile, "--compile" if config.compile else "--no-compile"
     steps = config.num_updates * config.update_epochs * (config.batch_size // config.minibatch_size)
     if device.type != "cpu":
         return False, "unset: eager on a GPU (--compile to compile)"
-    if recurrent or ranks > 1 or len(obs_shape) != 1 or not np.issubdtype(obs_dtype, np.floating):
+    vector = len(observations.shape or ()) == 1 and np.issubdtype(observations.dtype, np.floating)
+    if recurrent or ranks > 1 or not vector:
         return False, "unset: eager except for an MLP on vector observations in one process"
     if steps < AUTO_COMPILE_STEPS:
         return False, f"unset: {steps:,} gradient steps, fewer than the {AUTO_COMPILE_STEPS:,} that pay for compiling"

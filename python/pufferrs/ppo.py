@@ -158,10 +158,8 @@ class Trainer:
         # Listed once: the norm clip walks them at every gradient step.
         self.parameters = list(self.policy.parameters())
         obs_space = vecenv.single_observation_space
-        self.obs_shape = tuple(obs_space.shape)
-        self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
         self.compiles, self.compile_reason = compile_choice(
-            config, self.device, self.recurrent, self.ranks.size, obs_space.dtype, self.obs_shape
+            config, self.device, self.recurrent, self.ranks.size, obs_space
         )
         fused = self.compiles and not self.recurrent and self.ranks.size == 1
         # Compiled, Adam's step is traced into the gradient step's graph;
@@ -195,6 +193,8 @@ class Trainer:
                 self.clip_and_step = CompiledOrEager(self.clip_and_step)
 
         n = getattr(vecenv, "num_agents", vecenv.num_envs)
+        self.obs_shape = tuple(obs_space.shape)
+        self.obs_dtype = torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype
         lstm_size = self.policy.hidden_size if self.recurrent else None
         self.experience = Experience(
             n, config.horizon, config.bptt_horizon, self.obs_shape, self.obs_dtype, self.actions, lstm_size, self.device
