@@ -527,6 +527,26 @@ def test_a_compiled_update_is_the_eager_update_and_trains() -> None:
     assert graphs[0] == graphs[-1], graphs
 
 
+def test_each_trainer_of_a_process_compiles_its_own_update() -> None:
+    """Dynamo keeps at most ``recompile_limit`` graphs per code object,
+    counting those of trainers already gone; each trainer's update compiles
+    on a code object of its own, so a sweep's ninth trial in a process
+    still compiles. Here the limit is 1 and two trainers in turn each get
+    their graph (one code object for both ran the second one eagerly)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    preset = dict(num_envs=8, batch_size=2048, minibatch_size=64, hidden_size=64)  # as the Pendulum tests
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for _ in range(2):
+            before = counters["stats"]["unique_graphs"]
+            config = small("Pendulum-v1", compile=True, update_epochs=1, total_steps=2048, **preset)
+            with Trainer(config) as trainer:
+                trainer.train()
+            assert trainer.gradient_step.worked
+            assert counters["stats"]["unique_graphs"] == before + 1
+
+
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     from pufferrs.compiling import CompiledOrEager
 

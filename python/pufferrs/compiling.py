@@ -6,6 +6,7 @@ falls back to eager when compiling fails (:class:`CompiledOrEager`)."""
 from __future__ import annotations
 
 import logging
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -113,18 +114,18 @@ class CompiledOrEager:
     compiler, unsupported Python). Errors after a successful first call are
     the model's and propagate.
 
-    Shapes are static (``dynamic=False``): a trainer calls with the same
-    few shapes for its whole run, and each trainer's code object is shared
-    with every other trainer of the process. By dynamo's default a
-    recompile for a new shape (another trainer's minibatch) makes the new
-    graph dynamic in that shape; in bench_learning_speed's one process the
-    later envs' compiled updates were then slower than eager
-    (HalfCheetah-v5's learning 22.6 s against 14.9), and static they are
-    faster (10.4 s against 16.4)."""
+    Each instance compiles a copy of ``fn`` with a code object of its own
+    (:func:`_own_code`). Dynamo caches graphs per code object, at most 8
+    (``recompile_limit``), counting those of trainers already gone: with
+    one code object for all, the ninth trainer of a process (a sweep's
+    trial, a bench's round) ran its update eagerly, 8x slower. Shapes are
+    static (``dynamic=False``): a trainer calls with the same few shapes for
+    its whole run, and a dynamic graph of these small networks is slower
+    than eager."""
 
     def __init__(self, fn: Callable[..., Any], eager: Callable[..., Any] | None = None):
         self.fn = eager or fn
-        self.compiled: Callable[..., Any] | None = torch.compile(fn, dynamic=False)
+        self.compiled: Callable[..., Any] | None = torch.compile(_own_code(fn), dynamic=False)
         self.worked = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -142,3 +143,16 @@ class CompiledOrEager:
             return self.fn(*args, **kwargs)
         self.worked = True
         return out
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a function or a bound method) with a copy of its code object,
+    the same bytecode under another identity."""
+    func = getattr(fn, "__func__", fn)
+    copy = types.FunctionType(
+        func.__code__.replace(), func.__globals__, func.__name__, func.__defaults__, func.__closure__
+    )
+    copy.__kwdefaults__ = func.__kwdefaults__
+    copy.__qualname__ = func.__qualname__
+    bound_to = getattr(fn, "__self__", None)
+    return copy if bound_to is None else types.MethodType(copy, bound_to)
