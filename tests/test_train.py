@@ -507,8 +507,11 @@ def test_a_compiled_update_is_the_eager_update_and_trains() -> None:
     with Trainer(config) as trainer:
         trainer.rollout()
         compiled_step = trainer.gradient_step
+        before = counters["stats"]["unique_graphs"]
         (losses, compiled), (eager_losses, eager) = learn_twice(trainer, compiled_step.fn)
         assert compiled_step.worked and compiled_step.compiled is not None
+        # One graph: no graph break (Optimizer.step's wrapper makes two).
+        assert counters["stats"]["unique_graphs"] == before + 1
         for key in eager:
             torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
         assert losses == pytest.approx(eager_losses, rel=1e-3, abs=1e-5)
@@ -516,8 +519,18 @@ def test_a_compiled_update_is_the_eager_update_and_trains() -> None:
         trainer.gradient_step = compiled_step
         graphs: list[int] = []
         summary = trainer.train(lambda row: graphs.append(counters["stats"]["unique_graphs"]))
-        # On a CPU the rollout's forward stays eager (see Trainer.__init__).
+        # On a CPU the rollout's policy call compiles with its sampling; the
+        # forward alone (the final observations') stays eager.
         assert trainer.forward_eval == trainer.policy.forward_eval
+        assert trainer.policy_step.worked and trainer.policy_step.compiled is not None
+        obs = trainer.experience.obs[:, 0]
+        with torch.no_grad():
+            values, actions, logprobs = trainer.policy_step(obs, None)
+            logits, eager_values = trainer.policy.forward_eval(obs)
+            _, eager_logprobs, _ = trainer.actor.sample(logits, obs, actions)
+        torch.testing.assert_close(values, eager_values, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logprobs, eager_logprobs, rtol=1e-5, atol=1e-5)
+        assert actions.shape == (config.num_envs, 1) and actions.std() > 0
     assert summary["global_step"] == 2048 * 4  # the rollout above, then three updates'
     assert all(np.isfinite(row["losses/policy_loss"]) for row in trainer.metrics)
     # The annealed learning rate changes at every update without compiling
@@ -543,8 +556,9 @@ def test_each_trainer_of_a_process_compiles_its_own_update() -> None:
             config = small("Pendulum-v1", compile=True, update_epochs=1, total_steps=2048, **preset)
             with Trainer(config) as trainer:
                 trainer.train()
-            assert trainer.gradient_step.worked
-            assert counters["stats"]["unique_graphs"] == before + 1
+            assert trainer.gradient_step.worked and trainer.policy_step.worked
+            # The update's graph and the rollout's policy call.
+            assert counters["stats"]["unique_graphs"] == before + 2
 
 
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:

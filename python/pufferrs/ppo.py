@@ -178,10 +178,14 @@ class Trainer:
         # control presets' update takes a third of the time). Under torchrun
         # the loss and the clip with Adam's step compile apart, around the
         # collective. An LSTM's training forward compiles alone: dynamo
-        # cannot trace the weights its nn.LSTM shares with its cell. The
-        # rollout's forward compiles on a GPU only: on a CPU its compiled
-        # call was faster alone but made the rollout slower (HalfCheetah's
-        # inference 2.8 s eager, 4.2 s compiled).
+        # cannot trace the weights its nn.LSTM shares with its cell. In the
+        # rollout, on a CPU the policy's call with the sampling compiles as
+        # one graph beside the fused step (HalfCheetah-v5's inference at
+        # 200k steps 8.8 s instead of 10.5-11.8), and the forward of the
+        # final observations stays eager: their count varies, and each count
+        # would be a graph of its own (a compiled forward that served both
+        # made the rollout slower than eager). On a GPU the rollout's
+        # forward compiles.
         self.forward_eval = self.policy.forward_eval
         self.forward = self.policy.forward
         self.loss_gradients = LossGradients(self.policy, self.minibatch_loss)
@@ -192,6 +196,8 @@ class Trainer:
                 self.forward = CompiledOrEager(self.policy.forward)
             elif fused:
                 self.gradient_step = CompiledOrEager(self.fused_gradient_step, eager=self.gradient_step)
+                if self.device.type == "cpu":
+                    self.policy_step = CompiledOrEager(self.policy_step)
             else:
                 self.minibatch_loss = CompiledOrEager(self.minibatch_loss)
                 self.clip_and_step = CompiledOrEager(self.clip_and_step)
@@ -279,7 +285,7 @@ class Trainer:
             index = row_index(row_ids, self.device)
             h_in, c_in = self.lstm_h[index], self.lstm_c[index]
             state = {"lstm_h": h_in, "lstm_c": c_in, "episode_start": batch.starts_device}
-        logits, values = self.forward_eval(batch.obs, state)
+        values, actions, logprobs = self.policy_step(batch.obs, state)
 
         if finishing.any():
             # The observation after the row's last stored step: its value
@@ -295,7 +301,6 @@ class Trainer:
                 self.timers["inference"] += time.perf_counter() - start
                 return True
 
-        actions, logprobs, _ = self.actor.sample(logits, batch.obs)
         if self.recurrent:
             exp.keep_segment_starts(row_ids, steps, store, h_in, c_in, batch.starts_device)
             h, c = state["lstm_h"], state["lstm_c"]
@@ -314,6 +319,15 @@ class Trainer:
         self.vecenv.send(env_actions)
         self.timers["env"] += time.perf_counter() - start
         return False
+
+    def policy_step(
+        self, observations: torch.Tensor, state: dict[str, Any] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, actions, logprobs)`` of the rollout's rows
+        ``observations``: the policy's forward and the draw of the actions."""
+        logits, values = self.forward_eval(observations, state)
+        actions, logprobs, _ = self.actor.sample(logits, observations)
+        return values, actions, logprobs
 
     @torch.no_grad()
     def rollout(self) -> None:
