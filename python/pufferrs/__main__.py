@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'LSTM' if config.lstm else 'feed-forward'} policy) -> {config.run_dir}",
             flush=True,
         )
-        compiled = f"update: {'compiled' if trainer.compiles else 'eager'} ({trainer.compile_reason})"
+        compiled = f"torch.compile: {'on' if trainer.compiles else 'off'} ({trainer.compile_reason})"
         for line in [*describe_presets(config.env), *describe_policy(trainer.policy), compiled]:
             print(f"  {line}", flush=True)
         with progress_display(config, plain=args.plain) as progress:

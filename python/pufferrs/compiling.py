@@ -1,7 +1,8 @@
-"""Whether a trainer compiles its update (:func:`compile_choice`: ``compile``
-set, or the rule when it is unset), the loss's gradients as a function of
-tensors that one graph can take (:class:`LossGradients`), and how a call
-falls back to eager when compiling fails (:class:`CompiledOrEager`)."""
+"""Whether a trainer compiles (:func:`compile_choice`: ``compile`` set, or the
+rule when it is unset; which of its calls compile is the trainer's
+business), the loss's gradients as a function of tensors that one graph
+can take (:class:`LossGradients`), and how a call falls back to eager when
+compiling fails (:class:`CompiledOrEager`)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ __all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "LossGradients", "compile_ch
 
 #: Gradient steps from which a run with ``compile`` unset compiles its
 #: update. Compiling costs seconds once per network shape (on a 2-core CPU
-#: 17-26 s with an empty cache, 4-6 s once inductor's cache holds the
-#: kernels) and saves about 1 ms per gradient step of the control presets'
-#: 64x64 MLPs (1.37 ms eager, 0.44 ms compiled): from an env's second run
-#: on it pays from a few thousand steps, its first run from about 25,000.
-#: The vector-control presets' runs take 31,360 (classic control) to
-#: 156,480 (MuJoCo, Box2D), issue 20's runs of 100,000 env steps 15,680;
-#: CartPole-v1's preset takes 3,136.
+#: about 20 s with an empty cache, 7 s of it once per machine; 3-4 s once
+#: inductor's cache holds the kernels) and saves about 1 ms per gradient
+#: step of the control presets' 64x64 MLPs (1.37 ms eager, 0.35 ms
+#: compiled): from an env's second run on it pays from a few thousand
+#: steps, its first run from about 20,000. The vector-control presets'
+#: runs take 31,360 (classic control) to 156,480 (MuJoCo, Box2D), issue
+#: 20's runs of 100,000 env steps 15,680; CartPole-v1's preset takes 3,136.
 AUTO_COMPILE_STEPS = 10_000
 
 
