@@ -1,12 +1,11 @@
 """Whether a trainer compiles (:func:`compile_choice`: ``compile`` set, or the
-rule when it is unset; which of its calls compile is the trainer's
-business), the loss's gradients as a function of tensors that one graph
-can take (:class:`LossGradients`), and how a call falls back to eager when
-compiling fails (:class:`CompiledOrEager`)."""
+rule when it is unset), the loss's gradients as a function of tensors
+that one graph can take (:class:`LossGradients`), and how a compiled call
+falls back to eager when compiling fails (:class:`CompiledOrEager`). Which
+calls compile is the trainer's choice (:class:`pufferrs.ppo.Trainer`)."""
 
 from __future__ import annotations
 
-import logging
 import types
 import warnings
 from collections.abc import Callable
@@ -31,18 +30,6 @@ __all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "LossGradients", "compile_ch
 #: runs take 31,360 (classic control) to 156,480 (MuJoCo, Box2D), issue
 #: 20's runs of 100,000 env steps 15,680; CartPole-v1's preset takes 3,136.
 AUTO_COMPILE_STEPS = 10_000
-
-
-class _WithoutProfilerNote(logging.Filter):
-    """Drops dynamo's note that it leaves out a profiler range, which it
-    logs as a warning whenever it traces torch's own ``Optimizer.step``
-    (wrapped in one): about torch's code, not the user's, at every run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Profiler record function")
-
-
-logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_WithoutProfilerNote())
 
 
 def compile_choice(
