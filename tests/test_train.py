@@ -454,6 +454,12 @@ def test_normalizing_byte_rows_is_refused() -> None:
         Trainer(small("pufferrs/Nested-v0", normalize_observations=True))
 
 
+# The Pendulum preset's envs, batch, network and minibatch: a compiling test
+# with these compiles test_pendulum_is_learned_with_no_flags's graphs, and
+# inductor's cache serves whichever runs later (one cold compile in CI).
+PENDULUM_SHAPES = dict(num_envs=8, batch_size=2048, minibatch_size=64, hidden_size=64)
+
+
 def learn_twice(trainer: Trainer, step: Any) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """``(losses, parameters after)`` of one update on the trainer's rollout
     by its own gradient step, then again from the same start (policy,
@@ -499,11 +505,7 @@ def test_a_compiled_update_is_the_eager_update_and_trains() -> None:
     eager would fail. (An LSTM's compiled forward: tests/test_models.py.)"""
     from torch._dynamo.utils import counters
 
-    # The preset's envs, batch, network and minibatch: the compiled graph is
-    # the one test_pendulum_is_learned_with_no_flags compiles, and
-    # inductor's cache serves whichever runs second.
-    preset = dict(num_envs=8, batch_size=2048, minibatch_size=64, hidden_size=64)
-    config = small("Pendulum-v1", compile=True, update_epochs=2, total_steps=2048 * 3, **preset)
+    config = small("Pendulum-v1", compile=True, update_epochs=2, total_steps=2048 * 3, **PENDULUM_SHAPES)
     with Trainer(config) as trainer:
         trainer.rollout()
         compiled_step = trainer.gradient_step
@@ -549,11 +551,10 @@ def test_each_trainer_of_a_process_compiles_its_own_update() -> None:
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    preset = dict(num_envs=8, batch_size=2048, minibatch_size=64, hidden_size=64)  # as the Pendulum tests
     with torch._dynamo.config.patch(recompile_limit=1):
         for _ in range(2):
             before = counters["stats"]["unique_graphs"]
-            config = small("Pendulum-v1", compile=True, update_epochs=1, total_steps=2048, **preset)
+            config = small("Pendulum-v1", compile=True, update_epochs=1, total_steps=2048, **PENDULUM_SHAPES)
             with Trainer(config) as trainer:
                 trainer.train()
             assert trainer.gradient_step.worked and trainer.policy_step.worked
