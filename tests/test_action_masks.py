@@ -83,6 +83,24 @@ def test_multidiscrete_heads_are_masked_by_their_own_slices(seed: int) -> None:
     assert torch.isfinite(entropy(mask_logits(heads, mask))).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_zero_uniform_draw_never_picks_a_masked_action(monkeypatch, dtype) -> None:
+    # Gumbel-max turns a uniform draw u into noise -log(-log u); a draw of
+    # exactly 0 (1 in 2**24 for float32) once made the only legal action
+    # -inf and left a masked one, finite, the argmax.
+    logits = torch.tensor([[0.0, 1.0, 2.0], [5.0, -3.0, 0.0]], dtype=dtype)
+    mask = torch.tensor([[0, 1, 0], [0, 0, 1]])
+
+    def largest_below_one(t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(t, 1 - torch.finfo(t.dtype).eps)
+
+    for edge in (torch.zeros_like, largest_below_one):
+        monkeypatch.setattr(torch, "rand_like", edge)
+        action, logprob, _ = sample_logits(logits, action_mask=mask)
+        assert action.tolist() == [1, 2]
+        assert torch.isfinite(logprob).all()
+
+
 def test_the_rule_by_hand() -> None:
     logits = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
     mask = torch.tensor([[1, 0, 1], [0, 0, 0]], dtype=torch.int8)

@@ -56,8 +56,12 @@ def _categorical_entropy(logp: torch.Tensor) -> torch.Tensor:
 def _categorical_sample(logp: torch.Tensor) -> torch.Tensor:
     # Gumbel-max: argmax(log p + Gumbel noise) is a sample from p. It runs
     # entirely on the tensor's device, so sampling never waits for the GPU.
-    # u == 0 gives -inf noise (never chosen), never NaN.
-    u = torch.rand_like(logp)
+    # The noise must stay finite: a draw of u == 0 would give a legal
+    # action -inf and leave a masked one (finite, see mask_logits) the
+    # argmax when it was the row's only legal action (1 in 2**24 float32
+    # draws; CI once saw it). torch.rand never returns 1, so the other end
+    # is finite already.
+    u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
     return (logp - torch.log(-torch.log(u))).argmax(dim=-1)
 
 
