@@ -263,7 +263,19 @@ def test_eval_video_of_an_env_without_frames_refuses_before_the_episodes(
 
 
 def test_a_run_stopped_by_sigterm_records_the_updates_it_finished(tmp_path: Path) -> None:
-    args = ["CartPole-v1", "--total-steps", "100000000", "--batch-size", "256", "--minibatch-size", "128"]
+    # --no-compile: a run this long would compile its update, 20 s of a
+    # fresh machine's CI spent before the first update, on nothing SIGTERM
+    # touches.
+    args = [
+        "CartPole-v1",
+        "--total-steps",
+        "100000000",
+        "--batch-size",
+        "256",
+        "--minibatch-size",
+        "128",
+        "--no-compile",
+    ]
     process = subprocess.Popen(
         [sys.executable, "-m", "pufferrs", "train", *args, "--num-envs", "4", "--plain", "--name", "stopped"],
         cwd=tmp_path,
