@@ -6,19 +6,23 @@ best config written as a file that ``pufferrs train --config`` takes."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 
 from pufferrs.__main__ import main
 from pufferrs.config import SEARCH_SPACE, Config
 from pufferrs.config_files import read_config_file
 from pufferrs.errors import ConfigError
-from pufferrs.sweep import check_space, load_space, run_sweep
+from pufferrs.sweep import _study, check_space, load_space, run_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +106,42 @@ def test_a_config_the_space_makes_impossible_fails_its_trial_only(tmp_path: Path
 def test_bad_search_spaces_are_refused(space: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         check_space(space)
+
+
+def _ask_at_once(directory: str, barrier: object) -> int:
+    study = _study(optuna, Path(directory), seed=0, trials=8, num_updates=3)
+    # A claim of a trial (an update of its state) holds its commit 0.5 s:
+    # the window in which another worker's claim must wait for it, as on a
+    # loaded machine whose disk is slow to sync.
+    claimed = []
+
+    def note_a_claim(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE trials SET state"):
+            claimed.append(statement)
+
+    def hold_the_commit(_connection: object) -> None:
+        if claimed:
+            claimed.clear()
+            time.sleep(0.5)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", note_a_claim)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", hold_the_commit)
+    barrier.wait()
+    return study.ask().number
+
+
+def test_workers_asking_at_once_never_share_the_enqueued_trial(tmp_path: Path) -> None:
+    # --parallel's workers start together and each asks for a trial; the
+    # first one asked for is the enqueued base config. Two that both claimed
+    # it (SQLite transactions that took the lock only at their write) ran
+    # trial 0 twice and failed the sweep.
+    _study(optuna, tmp_path, seed=0, trials=8, num_updates=3).enqueue_trial({"learning_rate": 1e-3})
+    workers = 3
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        barrier = manager.Barrier(workers)
+        numbers = list(pool.map(_ask_at_once, [str(tmp_path)] * workers, [barrier] * workers))
+    assert sorted(numbers) == list(range(workers))
 
 
 def test_cli_sweep_in_parallel_with_a_space_file(

@@ -26,7 +26,9 @@ options given), in ``DIR/trials/NNNN`` as a run of its own.
   trial left running by a sweep that was killed is marked failed after
   its heartbeat stops.
 - ``--parallel N`` runs N trials at once, each in a process of its own
-  (spawned), all on the one study.
+  (spawned), all on the one study; its SQLite transactions take the
+  database's lock when they begin, so two workers never claim one trial
+  (:func:`_serialize_transactions`).
 
 At the end a table of the trials is printed and the best trial's whole
 config is written to ``DIR/best_config.yaml``, which ``pufferrs train
@@ -214,6 +216,7 @@ def _study(optuna: Any, directory: Path, seed: int, trials: int, num_updates: in
         storage = optuna.storages.RDBStorage(
             f"sqlite:///{(directory / 'study.db').resolve()}", heartbeat_interval=30, grace_period=120
         )
+    _serialize_transactions(storage.engine)
     startup = startup_trials(trials)
     return optuna.create_study(
         study_name=STUDY,
@@ -223,6 +226,34 @@ def _study(optuna: Any, directory: Path, seed: int, trials: int, num_updates: in
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=num_updates // 3),
         load_if_exists=True,
     )
+
+
+def _serialize_transactions(engine: Any) -> None:
+    """Makes each of ``engine``'s SQLite transactions take the database's
+    write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna claims a waiting trial (the base config, enqueued) by reading its
+    state and, if it is still waiting, writing "running", relying on
+    ``SELECT ... FOR UPDATE``, which SQLite ignores; and Python's sqlite3
+    opens a transaction only at the write. Two ``--parallel`` workers that
+    ask at the same moment both read "waiting" and both run trial 0, and
+    the second to finish fails the sweep ("Cannot tell a COMPLETE trial").
+    With the lock taken at BEGIN, the read and the write are one step; a
+    worker waits its turn (sqlite3's 5 s busy timeout; a sweep's
+    transactions take milliseconds). This is SQLAlchemy's documented recipe
+    for the pysqlite driver."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # Connections pooled while Optuna set the database up predate the hooks.
+    engine.dispose()
 
 
 def _finished(optuna: Any, study: Any) -> int:
