@@ -22,13 +22,15 @@ __all__ = ["AUTO_COMPILE_STEPS", "CompiledOrEager", "LossGradients", "compile_ch
 
 #: Gradient steps from which a run with ``compile`` unset compiles its
 #: update. Compiling costs seconds once per network shape (on a 2-core CPU
-#: about 20 s with an empty cache, 7 s of it once per machine; 3-4 s once
-#: inductor's cache holds the kernels) and saves about 1 ms per gradient
-#: step of the control presets' 64x64 MLPs (1.37 ms eager, 0.35 ms
-#: compiled): from an env's second run on it pays from a few thousand
-#: steps, its first run from about 20,000. The vector-control presets'
-#: runs take 31,360 (classic control) to 156,480 (MuJoCo, Box2D), issue
-#: 20's runs of 100,000 env steps 15,680; CartPole-v1's preset takes 3,136.
+#: about 28 s with an empty inductor cache, mostly gcc: 7 s probing the
+#: CPU's vector instructions and 6 s building a precompiled header, both
+#: once per cache, then 0.7-0.9 s for each of the two graphs' 16 kernels;
+#: 3 s once the cache holds them) and saves about 1 ms per gradient step of
+#: the control presets' 64x64 MLPs (1.37 ms eager, 0.35 ms compiled): from
+#: an env's second run on it pays from a few thousand steps, its first run
+#: from about 28,000. The vector-control presets' runs take 31,360
+#: (classic control) to 156,480 (MuJoCo, Box2D), issue 20's runs of
+#: 100,000 env steps 15,680; CartPole-v1's preset takes 3,136.
 AUTO_COMPILE_STEPS = 10_000
 
 
