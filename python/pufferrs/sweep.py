@@ -214,7 +214,12 @@ def _study(optuna: Any, directory: Path, seed: int, trials: int, num_updates: in
         # whose process was killed, so that a resumed sweep runs it again.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            f"sqlite:///{(directory / 'study.db').resolve()}", heartbeat_interval=30, grace_period=120
+            f"sqlite:///{(directory / 'study.db').resolve()}",
+            # A worker waits up to 60 s (sqlite3's default: 5) for another's
+            # transaction: on a loaded machine with a slow disk, commits queue.
+            engine_kwargs={"connect_args": {"timeout": 60}},
+            heartbeat_interval=30,
+            grace_period=120,
         )
     _serialize_transactions(storage.engine)
     startup = startup_trials(trials)
@@ -239,9 +244,8 @@ def _serialize_transactions(engine: Any) -> None:
     ask at the same moment both read "waiting" and both run trial 0, and
     the second to finish fails the sweep ("Cannot tell a COMPLETE trial").
     With the lock taken at BEGIN, the read and the write are one step; a
-    worker waits its turn (sqlite3's 5 s busy timeout; a sweep's
-    transactions take milliseconds). This is SQLAlchemy's documented recipe
-    for the pysqlite driver."""
+    worker waits its turn (a sweep's transactions take milliseconds). This
+    is SQLAlchemy's documented recipe for the pysqlite driver."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
