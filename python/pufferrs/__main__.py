@@ -106,6 +106,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             flush=True,
         )
         compiled = f"torch.compile: {'on' if trainer.compiles else 'off'} ({trainer.compile_reason})"
+        if trainer.compiles:
+            # Otherwise the first update's wait looks like a hang.
+            compiled += "; the first update waits for it: tens of seconds the first time on a machine, seconds after"
         for line in [*describe_presets(config.env), *describe_policy(trainer.policy), compiled]:
             print(f"  {line}", flush=True)
         with progress_display(config, plain=args.plain) as progress:
