@@ -193,14 +193,15 @@ class Trainer:
         self.forward = self.policy.forward
         self.loss_gradients = LossGradients(self.policy, self.minibatch_loss)
         if self.compiles:
+            # The rollout's call, then the update's.
             if self.device.type != "cpu":
                 self.forward_eval = CompiledOrEager(self.policy.forward_eval)
+            elif fused:
+                self.policy_step = CompiledOrEager(self.policy_step)
             if self.recurrent:
                 self.forward = CompiledOrEager(self.policy.forward)
             elif fused:
                 self.gradient_step = CompiledOrEager(self.fused_gradient_step, eager=self.gradient_step)
-                if self.device.type == "cpu":
-                    self.policy_step = CompiledOrEager(self.policy_step)
             else:
                 self.minibatch_loss = CompiledOrEager(self.minibatch_loss)
                 self.clip_and_step = CompiledOrEager(self.clip_and_step)
